@@ -1,0 +1,73 @@
+"""Load what a training checkpoint holds: model weights, model config and tokenizer.
+
+Checkpoints written by ``nextok-train`` are Lightning ``.ckpt`` files whose ``state_dict`` keys
+start with ``model.`` (the LightningModule's :class:`Transformer`) and which carry a ``nextok``
+entry: ``{"model_config": dict, "tokenizer_json": str, "tokens_seen": int, ...}``. So
+``generate``, ``eval`` and ``export`` need nothing but the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+
+from nextok.model import ModelConfig, Transformer
+
+META_KEY = "nextok"
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: Transformer
+    tokenizer: Tokenizer
+    config: ModelConfig
+    meta: dict[str, Any]
+
+
+def model_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip the LightningModule's ``model.`` prefix (and torch.compile's ``_orig_mod.``)."""
+    out = {}
+    for key, value in state_dict.items():
+        if not key.startswith("model."):
+            continue
+        key = key[len("model.") :].replace("_orig_mod.", "")
+        out[key] = value
+    return out
+
+
+def load_checkpoint(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> LoadedCheckpoint:
+    """Rebuild the model (eval mode) and tokenizer from a ``nextok-train`` checkpoint file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{path} is a sharded (distributed) checkpoint directory; consolidate it into one file "
+            "first (see README: 'FSDP checkpoints')"
+        )
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    meta = ckpt.get(META_KEY) if isinstance(ckpt, dict) else None
+    if not meta or "model_config" not in meta:
+        raise ValueError(
+            f"{path} is not a nextok checkpoint (no '{META_KEY}.model_config' entry); "
+            "expected a file written by nextok-train"
+        )
+    config = ModelConfig.from_dict(meta["model_config"])
+    model = Transformer(config)
+    missing, unexpected = model.load_state_dict(model_state_dict(ckpt["state_dict"]), strict=False)
+    missing = [k for k in missing if not k.startswith("lm_head.weight") or not config.tie_embeddings]
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not match the model config (missing={missing}, unexpected={unexpected})")
+    if "tokenizer_json" not in meta:
+        raise ValueError(f"{path} holds no tokenizer ('{META_KEY}.tokenizer_json')")
+    tokenizer = Tokenizer.from_str(meta["tokenizer_json"])
+    model.to(device=device, dtype=dtype).eval()
+    return LoadedCheckpoint(model=model, tokenizer=tokenizer, config=config, meta=meta)

@@ -1,0 +1,7 @@
+"""Pure-PyTorch decoder-only transformer. Imports neither Lightning nor Hydra."""
+
+from nextok.model.config import PRESETS, ModelConfig
+from nextok.model.kv_cache import KVCache
+from nextok.model.transformer import Transformer
+
+__all__ = ["PRESETS", "KVCache", "ModelConfig", "Transformer"]

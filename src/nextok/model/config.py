@@ -1,0 +1,143 @@
+"""Model hyper-parameters as one dataclass, with named presets and validation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+NORMS = ("rmsnorm", "layernorm")
+POSITIONS = ("rope", "learned")
+MLPS = ("swiglu", "gelu", "relu2")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build a :class:`~nextok.model.Transformer`.
+
+    ``n_kv_head`` < ``n_head`` gives grouped-query attention (1 = multi-query). The MLP width is
+    ``ffn_hidden`` if set, else ``ffn_multiplier * d_model`` rounded up to ``ffn_multiple_of``
+    (multiplier defaults: 8/3 for SwiGLU so its parameter count matches a 4x GELU MLP, else 4).
+    """
+
+    vocab_size: int = 4096
+    block_size: int = 256
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int | None = None
+    d_model: int = 128
+    ffn_hidden: int | None = None
+    ffn_multiplier: float | None = None
+    ffn_multiple_of: int = 64
+    norm: str = "rmsnorm"
+    norm_eps: float = 1e-5
+    pos: str = "rope"
+    rope_theta: float = 10000.0
+    mlp: str = "swiglu"
+    bias: bool = False
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+    qk_norm: bool = False
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the offending key and what was expected."""
+        for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "d_model"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"model.{key} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_head:
+            raise ValueError(
+                f"model.d_model ({self.d_model}) must be divisible by model.n_head ({self.n_head})"
+            )
+        if self.n_head % self.n_kv_head:
+            raise ValueError(
+                f"model.n_head ({self.n_head}) must be divisible by model.n_kv_head "
+                f"({self.n_kv_head}) for grouped-query attention"
+            )
+        if self.norm not in NORMS:
+            raise ValueError(f"model.norm must be one of {NORMS}, got {self.norm!r}")
+        if self.pos not in POSITIONS:
+            raise ValueError(f"model.pos must be one of {POSITIONS}, got {self.pos!r}")
+        if self.mlp not in MLPS:
+            raise ValueError(f"model.mlp must be one of {MLPS}, got {self.mlp!r}")
+        if self.pos == "rope" and self.head_dim % 2:
+            raise ValueError(
+                f"RoPE needs an even head dimension; d_model/n_head = {self.head_dim}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if self.ffn_hidden is not None and self.ffn_hidden <= 0:
+            raise ValueError(f"model.ffn_hidden must be positive, got {self.ffn_hidden}")
+        if self.ffn_multiplier is not None and self.ffn_multiplier <= 0:
+            raise ValueError(f"model.ffn_multiplier must be positive, got {self.ffn_multiplier}")
+        if self.norm_eps <= 0 or self.rope_theta <= 0:
+            raise ValueError("model.norm_eps and model.rope_theta must be positive")
+
+    # ------------------------------------------------------------------ derived sizes
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @property
+    def ffn_dim(self) -> int:
+        if self.ffn_hidden is not None:
+            return self.ffn_hidden
+        mult = self.ffn_multiplier
+        if mult is None:
+            mult = 8 / 3 if self.mlp == "swiglu" else 4.0
+        hidden = int(mult * self.d_model)
+        m = self.ffn_multiple_of
+        return m * math.ceil(hidden / m)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
+        """Build a config from a named preset, with keyword overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+        return replace(PRESETS[name], **overrides)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Build from a plain dict (e.g. a checkpoint's ``model_config``); unknown keys are errors."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # A few seconds per step on a laptop CPU: the default run's model.
+    "tiny": ModelConfig(
+        vocab_size=4096, block_size=256, n_layer=4, n_head=4, n_kv_head=2, d_model=128,
+    ),
+    # GPT-2 124M: learned positions, LayerNorm, GELU, biases, tied embeddings.
+    # Vocab padded from 50257 to a multiple of 64 for faster matmuls (as nanoGPT does).
+    "gpt2-small": ModelConfig(
+        vocab_size=50304, block_size=1024, n_layer=12, n_head=12, n_kv_head=12, d_model=768,
+        norm="layernorm", pos="learned", mlp="gelu", bias=True, tie_embeddings=True,
+        ffn_multiplier=4.0,
+    ),
+    # A small Llama-style model (~150M with a 32k vocab): RoPE, RMSNorm, SwiGLU, GQA, untied.
+    "llama-small": ModelConfig(
+        vocab_size=32000, block_size=2048, n_layer=12, n_head=12, n_kv_head=4, d_model=768,
+        norm="rmsnorm", pos="rope", mlp="swiglu", ffn_multiple_of=256, tie_embeddings=False,
+    ),
+    # Llama-3.2-1B shape (~1.24B): for GPU users.
+    "llama-1b": ModelConfig(
+        vocab_size=128256, block_size=2048, n_layer=16, n_head=32, n_kv_head=8, d_model=2048,
+        ffn_hidden=8192, norm="rmsnorm", pos="rope", rope_theta=500000.0, mlp="swiglu",
+        tie_embeddings=True,
+    ),
+}

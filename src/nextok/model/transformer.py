@@ -1,0 +1,331 @@
+"""The decoder-only transformer: embeddings -> pre-norm blocks -> final norm -> LM head.
+
+One code path serves training (full sequences, ``is_causal``) and cached decoding (a
+:class:`KVCache` plus an explicit mask when needed), so incremental decoding is not a bolt-on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from nextok.model.config import ModelConfig
+from nextok.model.kv_cache import KVCache
+
+# torch >= 2.5 broadcasts K/V heads inside SDPA (no repeated K/V); older versions need a repeat.
+try:
+    _q = torch.zeros(1, 2, 1, 2)
+    F.scaled_dot_product_attention(_q, _q[:, :1], _q[:, :1], enable_gqa=True)
+    _SDPA_HAS_GQA = True
+except TypeError:  # pragma: no cover - torch < 2.5
+    _SDPA_HAS_GQA = False
+del _q
+
+
+def _norm(cfg: ModelConfig, dim: int) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(dim, eps=cfg.norm_eps)
+    return nn.LayerNorm(dim, eps=cfg.norm_eps, bias=cfg.bias)
+
+
+class RotaryEmbedding(nn.Module):
+    """Precomputed RoPE cos/sin tables (half-rotation convention, as in Hugging Face Llama)."""
+
+    def __init__(self, head_dim: int, max_seq_len: int, theta: float) -> None:
+        super().__init__()
+        self.head_dim, self.max_seq_len, self.theta = head_dim, max_seq_len, theta
+        cos, sin = self._tables(torch.device("cpu") if _on_meta() else None)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def _tables(self, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        inv_freq = 1.0 / (
+            self.theta ** (torch.arange(0, self.head_dim, 2, device=device).float() / self.head_dim)
+        )
+        t = torch.arange(self.max_seq_len, device=device).float()
+        freqs = torch.outer(t, inv_freq)
+        return freqs.cos(), freqs.sin()
+
+    def reset_parameters(self) -> None:
+        """Recompute the tables in place (needed after meta-device initialisation)."""
+        cos, sin = self._tables(self.cos.device)
+        self.cos, self.sin = cos, sin
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin for ``positions`` of shape (T,) or (B, T), broadcastable over heads."""
+        cos, sin = self.cos[positions], self.sin[positions]
+        return cos.unsqueeze(-3), sin.unsqueeze(-3)  # (..., 1, T, head_dim/2)
+
+
+def _on_meta() -> bool:
+    return torch.empty(0).device.type == "meta"
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, T, D) by position; pairs are (x[i], x[i + D/2])."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    return out.type_as(x)
+
+
+class Attention(nn.Module):
+    """Causal self-attention with grouped-query heads, optional QK-norm and a KV cache."""
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        self.qkv = nn.Linear(cfg.d_model, (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=cfg.bias)
+        self.proj.is_residual_proj = True  # scaled init, GPT-2 style
+        self.q_norm = _norm(cfg, cfg.head_dim) if cfg.qk_norm else None
+        self.k_norm = _norm(cfg, cfg.head_dim) if cfg.qk_norm else None
+        self.dropout = cfg.dropout
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        mask: torch.Tensor | None,
+        kv_cache: KVCache | None,
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).split(
+            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim],
+            dim=-1,
+        )
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_idx, k, v)
+        # Full causal attention over the sequence itself uses the fused is_causal kernels.
+        is_causal = mask is None and kv_cache is None and T > 1
+        kwargs = {}
+        if self.n_kv_head != self.n_head:
+            if _SDPA_HAS_GQA:
+                kwargs["enable_gqa"] = True
+            else:
+                rep = self.n_head // self.n_kv_head
+                k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal, **kwargs,
+        )
+        return self.proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+
+
+class MLP(nn.Module):
+    """SwiGLU (gate and up projections fused into one matmul), GELU or squared-ReLU MLP."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.kind = cfg.mlp
+        hidden = cfg.ffn_dim
+        self.fc = nn.Linear(cfg.d_model, 2 * hidden if cfg.mlp == "swiglu" else hidden, bias=cfg.bias)
+        self.proj = nn.Linear(hidden, cfg.d_model, bias=cfg.bias)
+        self.proj.is_residual_proj = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        if self.kind == "swiglu":
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        elif self.kind == "gelu":
+            h = F.gelu(h, approximate="tanh")
+        else:
+            h = F.relu(h).square()
+        return self.proj(h)
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.attn_norm = _norm(cfg, cfg.d_model)
+        self.attn = Attention(cfg, layer_idx)
+        self.mlp_norm = _norm(cfg, cfg.d_model)
+        self.mlp = MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, rope, mask, kv_cache):
+        x = x + self.drop(self.attn(self.attn_norm(x), rope, mask, kv_cache))
+        return x + self.drop(self.mlp(self.mlp_norm(x)))
+
+
+class Transformer(nn.Module):
+    """Decoder-only language model built from a :class:`ModelConfig`."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_emb = nn.Embedding(config.block_size, config.d_model) if config.pos == "learned" else None
+        self.rope = (
+            RotaryEmbedding(config.head_dim, config.block_size, config.rope_theta)
+            if config.pos == "rope"
+            else None
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.norm = _norm(config, config.d_model)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        self.activation_checkpointing = False
+        if not _on_meta():
+            self.init_weights()
+
+    # ------------------------------------------------------------------ init and sizes
+    def init_weights(self) -> None:
+        """GPT-2 init: N(0, std) everywhere, residual output projections scaled by 1/sqrt(2L).
+
+        Called by the constructor, and again after materialising a meta-device model (FSDP).
+        """
+        std = self.config.init_std
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                s = std / math.sqrt(2 * self.config.n_layer) if getattr(module, "is_residual_proj", False) else std
+                nn.init.normal_(module.weight, mean=0.0, std=s)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+            elif isinstance(module, (nn.RMSNorm, nn.LayerNorm, RotaryEmbedding)):
+                module.reset_parameters()
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Unique parameters; ``exclude_embeddings`` drops the token/position tables.
+
+        With tied embeddings the shared matrix counts as an embedding and is excluded with them.
+        """
+        n = sum(p.numel() for p in self.parameters())  # parameters() de-duplicates tied weights
+        if exclude_embeddings:
+            n -= self.tok_emb.weight.numel()
+            if self.pos_emb is not None:
+                n -= self.pos_emb.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward): 6*N_matmul + 12*L*d*seq_len.
+
+        N_matmul counts every weight used in a matmul (LM head included, embedding lookups not);
+        the attention term is PaLM's (Chowdhery et al. 2022, App. B), not halved for causality.
+        """
+        seq_len = self.config.block_size if seq_len is None else seq_len
+        n_matmul = self.num_parameters(exclude_embeddings=True) + self.lm_head.weight.numel()
+        n_matmul -= sum(p.numel() for n, p in self.named_parameters() if p.ndim < 2)
+        c = self.config
+        return 6.0 * n_matmul + 12.0 * c.n_layer * c.n_head * c.head_dim * seq_len
+
+    # ------------------------------------------------------------------ inference helpers
+    def make_kv_cache(
+        self,
+        batch_size: int,
+        max_seq_len: int | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> KVCache:
+        """Preallocate a cache in the model's dtype/device (at most ``block_size`` positions)."""
+        c = self.config
+        max_seq_len = c.block_size if max_seq_len is None else max_seq_len
+        if max_seq_len > c.block_size:
+            raise ValueError(f"max_seq_len {max_seq_len} exceeds model.block_size {c.block_size}")
+        w = self.lm_head.weight
+        return KVCache(
+            c.n_layer, batch_size, max_seq_len, c.n_kv_head, c.head_dim,
+            dtype=dtype or w.dtype, device=device or w.device,
+        )
+
+    # ------------------------------------------------------------------ forward
+    @staticmethod
+    def _attention_mask(
+        start: int, end: int, valid: torch.Tensor | None, cached: bool, device: torch.device
+    ) -> torch.Tensor | None:
+        """Boolean (T, S) or (B, 1, T, S) mask, or None when SDPA needs none.
+
+        None means: no cache -> ``is_causal`` kernels; one cached decode token -> sees everything.
+        """
+        if valid is None and (not cached or end - start == 1):
+            return None
+        q_pos = torch.arange(start, end, device=device)
+        k_pos = torch.arange(end, device=device)
+        mask = k_pos[None, :] <= q_pos[:, None]
+        if valid is not None:
+            # padded keys are hidden; each query still sees itself so no row is all -inf (NaN)
+            mask = (mask & valid[:, None, None, :]) | (k_pos[None, :] == q_pos[:, None])
+        return mask
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        kv_cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return ``(logits, loss)``; ``loss`` is the mean cross-entropy when ``targets`` is given.
+
+        idx: (B, T) token ids. targets: (B, T), -100 = ignored. kv_cache: continue from the
+        cached positions and append these T. attention_mask: (B, T), 0 marks (left) padding;
+        positions then count real tokens only, so a padded row matches its unpadded self.
+        positions: explicit (T,) or (B, T) positions. last_only: LM head on the last position
+        only (prefill/decode need nothing else).
+        """
+        B, T = idx.shape
+        start = kv_cache.seq_len if kv_cache is not None else 0
+        end = start + T
+        limit = kv_cache.max_seq_len if kv_cache is not None else self.config.block_size
+        if end > limit:
+            raise ValueError(
+                f"sequence of {end} tokens exceeds the {'KV cache' if kv_cache else 'model block_size'}"
+                f" limit of {limit}; shorten the input (model.block_size={self.config.block_size})"
+            )
+
+        valid = kv_cache.update_valid(attention_mask, T) if kv_cache is not None else attention_mask
+        if valid is not None:
+            valid = valid.bool()
+        if positions is None:
+            if valid is not None:
+                positions = (valid.long().cumsum(-1) - 1).clamp(min=0)[:, start:end]
+            else:
+                positions = torch.arange(start, end, device=idx.device)
+
+        mask = self._attention_mask(start, end, valid, kv_cache is not None, idx.device)
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions)
+        x = self.drop(x)
+        rope = self.rope(positions) if self.rope is not None else None
+
+        for block in self.blocks:
+            if self.activation_checkpointing and self.training:
+                x = checkpoint(block, x, rope, mask, kv_cache, use_reentrant=False)
+            else:
+                x = block(x, rope, mask, kv_cache)
+        if kv_cache is not None:
+            kv_cache.seq_len = end
+
+        x = self.norm(x)
+        if last_only:
+            x = x[:, -1:, :]
+        logits = self.lm_head(x)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100
+            )
+        return logits, loss
