@@ -63,9 +63,13 @@ def load_checkpoint(
     config = ModelConfig.from_dict(meta["model_config"])
     model = Transformer(config)
     missing, unexpected = model.load_state_dict(model_state_dict(ckpt["state_dict"]), strict=False)
-    missing = [k for k in missing if not k.startswith("lm_head.weight") or not config.tie_embeddings]
+    missing = [
+        k for k in missing if not k.startswith("lm_head.weight") or not config.tie_embeddings
+    ]
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match the model config (missing={missing}, unexpected={unexpected})")
+        raise ValueError(
+            f"{path}: weights do not match the model config (missing={missing}, unexpected={unexpected})"
+        )
     if "tokenizer_json" not in meta:
         raise ValueError(f"{path} holds no tokenizer ('{META_KEY}.tokenizer_json')")
     tokenizer = Tokenizer.from_str(meta["tokenizer_json"])

@@ -68,9 +68,7 @@ class ModelConfig:
         if self.mlp not in MLPS:
             raise ValueError(f"model.mlp must be one of {MLPS}, got {self.mlp!r}")
         if self.pos == "rope" and self.head_dim % 2:
-            raise ValueError(
-                f"RoPE needs an even head dimension; d_model/n_head = {self.head_dim}"
-            )
+            raise ValueError(f"RoPE needs an even head dimension; d_model/n_head = {self.head_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.ffn_hidden is not None and self.ffn_hidden <= 0:
@@ -120,24 +118,56 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     # A few seconds per step on a laptop CPU: the default run's model.
     "tiny": ModelConfig(
-        vocab_size=4096, block_size=256, n_layer=4, n_head=4, n_kv_head=2, d_model=128,
+        vocab_size=4096,
+        block_size=256,
+        n_layer=4,
+        n_head=4,
+        n_kv_head=2,
+        d_model=128,
     ),
     # GPT-2 124M: learned positions, LayerNorm, GELU, biases, tied embeddings.
     # Vocab padded from 50257 to a multiple of 64 for faster matmuls (as nanoGPT does).
     "gpt2-small": ModelConfig(
-        vocab_size=50304, block_size=1024, n_layer=12, n_head=12, n_kv_head=12, d_model=768,
-        norm="layernorm", pos="learned", mlp="gelu", bias=True, tie_embeddings=True,
+        vocab_size=50304,
+        block_size=1024,
+        n_layer=12,
+        n_head=12,
+        n_kv_head=12,
+        d_model=768,
+        norm="layernorm",
+        pos="learned",
+        mlp="gelu",
+        bias=True,
+        tie_embeddings=True,
         ffn_multiplier=4.0,
     ),
     # A small Llama-style model (~150M with a 32k vocab): RoPE, RMSNorm, SwiGLU, GQA, untied.
     "llama-small": ModelConfig(
-        vocab_size=32000, block_size=2048, n_layer=12, n_head=12, n_kv_head=4, d_model=768,
-        norm="rmsnorm", pos="rope", mlp="swiglu", ffn_multiple_of=256, tie_embeddings=False,
+        vocab_size=32000,
+        block_size=2048,
+        n_layer=12,
+        n_head=12,
+        n_kv_head=4,
+        d_model=768,
+        norm="rmsnorm",
+        pos="rope",
+        mlp="swiglu",
+        ffn_multiple_of=256,
+        tie_embeddings=False,
     ),
     # Llama-3.2-1B shape (~1.24B): for GPU users.
     "llama-1b": ModelConfig(
-        vocab_size=128256, block_size=2048, n_layer=16, n_head=32, n_kv_head=8, d_model=2048,
-        ffn_hidden=8192, norm="rmsnorm", pos="rope", rope_theta=500000.0, mlp="swiglu",
+        vocab_size=128256,
+        block_size=2048,
+        n_layer=16,
+        n_head=32,
+        n_kv_head=8,
+        d_model=2048,
+        ffn_hidden=8192,
+        norm="rmsnorm",
+        pos="rope",
+        rope_theta=500000.0,
+        mlp="swiglu",
         tie_embeddings=True,
     ),
 }

@@ -6,7 +6,6 @@ One code path serves training (full sequences, ``is_causal``) and cached decodin
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
@@ -80,7 +79,9 @@ class Attention(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
-        self.qkv = nn.Linear(cfg.d_model, (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim, bias=cfg.bias)
+        self.qkv = nn.Linear(
+            cfg.d_model, (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim, bias=cfg.bias
+        )
         self.proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=cfg.bias)
         self.proj.is_residual_proj = True  # scaled init, GPT-2 style
         self.q_norm = _norm(cfg, cfg.head_dim) if cfg.qk_norm else None
@@ -96,7 +97,11 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split(
-            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim],
+            [
+                self.n_head * self.head_dim,
+                self.n_kv_head * self.head_dim,
+                self.n_kv_head * self.head_dim,
+            ],
             dim=-1,
         )
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
@@ -118,8 +123,13 @@ class Attention(nn.Module):
                 rep = self.n_head // self.n_kv_head
                 k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal, **kwargs,
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+            **kwargs,
         )
         return self.proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
 
@@ -131,7 +141,9 @@ class MLP(nn.Module):
         super().__init__()
         self.kind = cfg.mlp
         hidden = cfg.ffn_dim
-        self.fc = nn.Linear(cfg.d_model, 2 * hidden if cfg.mlp == "swiglu" else hidden, bias=cfg.bias)
+        self.fc = nn.Linear(
+            cfg.d_model, 2 * hidden if cfg.mlp == "swiglu" else hidden, bias=cfg.bias
+        )
         self.proj = nn.Linear(hidden, cfg.d_model, bias=cfg.bias)
         self.proj.is_residual_proj = True
 
@@ -171,7 +183,9 @@ class Transformer(nn.Module):
         config.validate()
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
-        self.pos_emb = nn.Embedding(config.block_size, config.d_model) if config.pos == "learned" else None
+        self.pos_emb = (
+            nn.Embedding(config.block_size, config.d_model) if config.pos == "learned" else None
+        )
         self.rope = (
             RotaryEmbedding(config.head_dim, config.block_size, config.rope_theta)
             if config.pos == "rope"
@@ -196,7 +210,11 @@ class Transformer(nn.Module):
         std = self.config.init_std
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                s = std / math.sqrt(2 * self.config.n_layer) if getattr(module, "is_residual_proj", False) else std
+                s = (
+                    std / math.sqrt(2 * self.config.n_layer)
+                    if getattr(module, "is_residual_proj", False)
+                    else std
+                )
                 nn.init.normal_(module.weight, mean=0.0, std=s)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
@@ -244,8 +262,13 @@ class Transformer(nn.Module):
             raise ValueError(f"max_seq_len {max_seq_len} exceeds model.block_size {c.block_size}")
         w = self.lm_head.weight
         return KVCache(
-            c.n_layer, batch_size, max_seq_len, c.n_kv_head, c.head_dim,
-            dtype=dtype or w.dtype, device=device or w.device,
+            c.n_layer,
+            batch_size,
+            max_seq_len,
+            c.n_kv_head,
+            c.head_dim,
+            dtype=dtype or w.dtype,
+            device=device or w.device,
         )
 
     # ------------------------------------------------------------------ forward

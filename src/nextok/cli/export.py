@@ -1,0 +1,35 @@
+"""``nextok-export ckpt=PATH out=DIR``: checkpoint -> Hugging Face folder (safetensors + config)."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from nextok.cli._conf import conf_dir
+
+
+@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="export")
+def _main(cfg: DictConfig) -> None:
+    from nextok.checkpoint import load_checkpoint
+    from nextok.export import export_hf
+
+    try:
+        loaded = load_checkpoint(cfg.ckpt)
+        out = export_hf(loaded.model, cfg.out, loaded.tokenizer)
+    except (FileNotFoundError, IsADirectoryError, ValueError) as err:
+        print(f"nextok-export: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    n = loaded.model.num_parameters()
+    print(
+        f"exported {n / 1e6:.2f}M parameters to {out} (load with transformers' AutoModelForCausalLM)"
+    )
+
+
+def main() -> None:
+    _main()
+
+
+if __name__ == "__main__":
+    main()
