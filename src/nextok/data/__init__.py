@@ -1,0 +1,26 @@
+"""Data pipeline: documents -> byte-level BPE -> packed (x, y) blocks, sharded and resumable."""
+
+from nextok.data.blocks import BlockSampler, TokenBlockDataset
+from nextok.data.datamodule import LMDataModule
+from nextok.data.packing import block_to_xy, encode_documents, pack_blocks, token_dtype
+from nextok.data.sources import load_source, split_train_val, stdlib_dataset, stdlib_files
+from nextok.data.tokenizer import EOT, PAD, load_tokenizer, save_tokenizer, train_bpe
+
+__all__ = [
+    "EOT",
+    "PAD",
+    "BlockSampler",
+    "LMDataModule",
+    "TokenBlockDataset",
+    "block_to_xy",
+    "encode_documents",
+    "load_source",
+    "load_tokenizer",
+    "pack_blocks",
+    "save_tokenizer",
+    "split_train_val",
+    "stdlib_dataset",
+    "stdlib_files",
+    "token_dtype",
+    "train_bpe",
+]

@@ -1,0 +1,308 @@
+"""``LMDataModule``: documents -> BPE ids -> packed, shifted (x, y) blocks for Lightning.
+
+Constructor arguments are exactly the keys of ``conf/data/*.yaml``.
+
+Lifecycle (Lightning calls these): ``prepare_data`` (one process per node: train + save the
+tokenizer into ``run_dir``, fill the token cache) -> ``setup`` (every rank: load the tokenizer,
+tokenize or memory-map the splits) -> ``train_dataloader`` / ``val_dataloader``.
+``state_dict``/``load_state_dict`` carry the exact data position inside checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import datasets
+import lightning as L
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from torch.utils.data import DataLoader
+
+from nextok.data import sources as src
+from nextok.data.blocks import BlockSampler, TokenBlockDataset
+from nextok.data.packing import encode_stream, token_dtype
+from nextok.data.tokenizer import TOKENIZER_FILE, eot_id, load_tokenizer, save_tokenizer, train_bpe
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+def dist_info(trainer: Any = None) -> tuple[int, int]:
+    """(rank, world_size): from the trainer if attached, else torch.distributed, else (0, 1)."""
+    if trainer is not None:
+        return int(trainer.global_rank), int(trainer.world_size)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class LMDataModule(L.LightningDataModule):
+    """Language-model data: any HF dataset (hub / local files) or the embedded stdlib corpus."""
+
+    def __init__(
+        self,
+        source: str = "stdlib",
+        path: str | None = None,
+        name: str | None = None,
+        data_files: str | list | dict | None = None,
+        split: str = "train",
+        val_split: str | None = None,
+        val_fraction: float = 0.01,
+        text_column: str = "text",
+        streaming: bool = False,
+        tokenizer_path: str | None = None,
+        vocab_size: int = 4096,
+        tokenizer_train_bytes: int | None = 4_000_000,
+        add_pad_token: bool = False,
+        block_size: int = 256,
+        batch_size: int = 16,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        shuffle: bool = True,
+        seed: int = 1337,
+        drop_last: bool = True,
+        max_val_batches: int | None = None,
+        encode_batch_docs: int = 256,
+        cache_dir: str | None = None,
+        run_dir: str | None = None,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if source not in src.SOURCES:
+            raise ValueError(f"unknown data.source {source!r}; expected one of {src.SOURCES}")
+        if block_size < 1 or batch_size < 1:
+            raise ValueError(f"data.block_size and data.batch_size must be >= 1 (got {block_size}, {batch_size})")
+        self.source = source
+        self.path = path
+        self.name = name
+        self.data_files = _plain(data_files)
+        self.split = split
+        self.val_split = val_split
+        self.val_fraction = val_fraction
+        self.text_column = text_column
+        self.streaming = streaming
+        self.tokenizer_path = tokenizer_path
+        self.target_vocab_size = vocab_size
+        self.tokenizer_train_bytes = tokenizer_train_bytes
+        self.add_pad_token = add_pad_token
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.max_val_batches = max_val_batches
+        self.encode_batch_docs = encode_batch_docs
+        self.cache_dir = cache_dir
+        self.run_dir = run_dir
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+
+        self.tokenizer: Tokenizer | None = None
+        self.train_tokens: np.ndarray | None = None
+        self.val_tokens: np.ndarray | None = None
+        self._docs: tuple[Any, Any] | None = None
+        self._resume: tuple[int, int] | None = None  # (epoch, batches consumed in that epoch)
+        self._train_sampler: BlockSampler | None = None
+
+    # ------------------------------------------------------------------ tokenizer
+    @property
+    def tokenizer_file(self) -> Path | None:
+        return Path(self.run_dir) / TOKENIZER_FILE if self.run_dir else None
+
+    @property
+    def vocab_size(self) -> int:
+        return self._require_tokenizer().get_vocab_size()
+
+    @property
+    def eot_id(self) -> int:
+        return eot_id(self._require_tokenizer())
+
+    def _require_tokenizer(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise RuntimeError("LMDataModule: call prepare_data() and setup() first (no tokenizer yet)")
+        return self.tokenizer
+
+    def _documents(self) -> tuple[Any, Any]:
+        """(train_docs, val_docs) datasets; val is a real split or held-out documents."""
+        if self._docs is None:
+            kw = dict(path=self.path, name=self.name, data_files=self.data_files, streaming=self.streaming, text_column=self.text_column)
+            train = src.load_source(self.source, self.split, **kw)
+            if self.val_split:
+                val = src.load_source(self.source, self.val_split, **kw)
+            else:
+                train, val = src.split_train_val(train, self.val_fraction, self.seed, self.text_column)
+            self._docs = (train, val)
+        return self._docs
+
+    def _tokenizer_training_texts(self):
+        train, _ = self._documents()
+        if isinstance(train, datasets.Dataset):
+            # a seeded random document order, so a byte cap still samples the whole corpus
+            order = np.random.default_rng(self.seed).permutation(len(train))
+            col = train.select_columns([self.text_column])
+            for start in range(0, len(order), 256):
+                yield from (t or "" for t in col.select(order[start : start + 256])[self.text_column])
+        else:
+            for ex in train:
+                yield ex[self.text_column] or ""
+
+    def build_tokenizer(self) -> Tokenizer:
+        """Load (tokenizer_path, or run_dir/tokenizer.json from an earlier run) or train + save."""
+        if self.tokenizer_path:
+            return load_tokenizer(self.tokenizer_path)
+        f = self.tokenizer_file
+        if f is not None and f.exists():
+            return load_tokenizer(f)
+        tok = train_bpe(
+            self._tokenizer_training_texts(),
+            self.target_vocab_size,
+            max_bytes=self.tokenizer_train_bytes,
+            add_pad=self.add_pad_token,
+        )
+        if f is not None:
+            save_tokenizer(tok, f)
+            log.info("trained tokenizer (vocab %d) saved to %s", tok.get_vocab_size(), f)
+        return tok
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        self.tokenizer = self.build_tokenizer()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tokenizer is None:
+            f = self.tokenizer_file
+            if not self.tokenizer_path and (f is None or not f.exists()):
+                _, world = dist_info(self.trainer)
+                if world > 1:
+                    raise ValueError(
+                        "data.run_dir is required for multi-process runs: rank 0 saves the trained "
+                        "tokenizer there and the other ranks load it"
+                    )
+            self.tokenizer = self.build_tokenizer()
+        if self.tokenizer.get_vocab_size() > self.target_vocab_size and not self.tokenizer_path:
+            raise ValueError(
+                f"tokenizer in {self.tokenizer_file} has {self.tokenizer.get_vocab_size()} tokens but "
+                f"data.vocab_size={self.target_vocab_size}; use a fresh run_dir or the matching vocab_size"
+            )
+        eot_id(self.tokenizer)  # fail early if the tokenizer cannot separate documents
+        if stage in (None, "fit") and self.train_tokens is None:
+            self.train_tokens = self._tokenize("train")
+        if stage in (None, "fit", "validate") and self.val_tokens is None:
+            self.val_tokens = self._tokenize("val")
+
+    def _tokenize(self, which: str) -> np.ndarray:
+        train, val = self._documents()
+        ds = train if which == "train" else val
+        tok = self._require_tokenizer()
+        dtype = token_dtype(tok.get_vocab_size())
+        chunks = list(encode_stream(tok, src.iter_texts(ds, self.text_column, self.encode_batch_docs), eot_id(tok), dtype))
+        tokens = np.concatenate(chunks) if chunks else np.empty(0, dtype=dtype)
+        if len(tokens) < self.block_size + 1:
+            raise ValueError(
+                f"the {which} split has {len(tokens)} tokens, fewer than one block of block_size+1="
+                f"{self.block_size + 1}; use more data or a smaller block_size"
+            )
+        return tokens
+
+    def validate_model(self, vocab_size: int, block_size: int) -> None:
+        """Raise a clear error when the model cannot take this data."""
+        n = self.vocab_size
+        if n > vocab_size:
+            raise ValueError(
+                f"the tokenizer has {n} tokens but model.vocab_size={vocab_size}; set model.vocab_size >= {n} "
+                f"(or a smaller data.vocab_size)"
+            )
+        if self.block_size > block_size:
+            raise ValueError(
+                f"data.block_size={self.block_size} exceeds model.block_size={block_size}; "
+                "the model cannot attend over sequences that long"
+            )
+
+    # ------------------------------------------------------------------ datasets / loaders
+    def train_dataset(self) -> TokenBlockDataset:
+        if self.train_tokens is None:
+            self.setup("fit")
+        return TokenBlockDataset(self.train_tokens, self.block_size)
+
+    def val_dataset(self) -> TokenBlockDataset:
+        if self.val_tokens is None:
+            self.setup("validate")
+        return TokenBlockDataset(self.val_tokens, self.block_size)
+
+    def train_sampler(self, rank: int | None = None, world_size: int | None = None) -> BlockSampler:
+        if rank is None or world_size is None:
+            rank, world_size = dist_info(self.trainer)
+        ds = self.train_dataset()
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        sampler = BlockSampler(
+            len(ds), rank=rank, world_size=world_size, shuffle=self.shuffle, seed=self.seed, even=world_size > 1, epoch=epoch
+        )
+        if self._resume is not None:
+            r_epoch, r_batches = self._resume
+            sampler.set_epoch(r_epoch)
+            sampler.set_resume(r_epoch, r_batches * self.batch_size)
+        return sampler
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.train_dataset()
+        self._train_sampler = sampler = self.train_sampler()
+        if len(sampler) < self.batch_size and self.drop_last:
+            raise ValueError(
+                f"training split has {len(sampler)} blocks per rank, fewer than one batch "
+                f"(batch_size={self.batch_size}); use more data or smaller block_size/batch_size"
+            )
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=self.drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        ds = self.val_dataset()
+        rank, world = dist_info(self.trainer)
+        n = len(ds)
+        if self.max_val_batches is not None:
+            n = min(n, self.max_val_batches * self.val_batch_size * world)
+        # sequential, the same blocks every time; trimmed to equal per-rank counts under DDP
+        sampler = BlockSampler(n, rank=rank, world_size=world, shuffle=False, even=world > 1)
+        return DataLoader(ds, batch_size=self.val_batch_size, sampler=sampler, num_workers=0, pin_memory=self.pin_memory)
+
+    # ------------------------------------------------------------------ exact resume
+    def state_dict(self) -> dict[str, Any]:
+        """Data position saved in Lightning checkpoints: epoch and batches consumed in it."""
+        t = self.trainer
+        if t is None:
+            epoch, batches = self._resume or (0, 0)
+        else:
+            epoch = t.current_epoch
+            batches = t.fit_loop.epoch_loop.batch_progress.current.processed
+            n = t.num_training_batches
+            if isinstance(n, int) and batches >= n:  # saved at epoch end: resume at the next epoch
+                epoch, batches = epoch + 1, 0
+        return {"version": STATE_VERSION, "epoch": int(epoch), "batches": int(batches), "seed": self.seed, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("batch_size", self.batch_size) != self.batch_size:
+            log.warning("data.batch_size changed on resume; the data position is approximate")
+        self._resume = (int(state_dict["epoch"]), int(state_dict["batches"]))
+
+
+def _plain(x: Any) -> Any:
+    """OmegaConf containers -> plain Python (datasets wants real lists/dicts)."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(x, DictConfig | ListConfig):
+            return OmegaConf.to_container(x, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return x
