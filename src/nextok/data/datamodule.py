@@ -21,9 +21,11 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
+from nextok.data import cache
 from nextok.data import sources as src
 from nextok.data.blocks import BlockSampler, TokenBlockDataset
 from nextok.data.packing import encode_stream, token_dtype
+from nextok.data.streaming import StreamingBlockDataset
 from nextok.data.tokenizer import TOKENIZER_FILE, eot_id, load_tokenizer, save_tokenizer, train_bpe
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,9 @@ class LMDataModule(L.LightningDataModule):
         drop_last: bool = True,
         max_val_batches: int | None = None,
         encode_batch_docs: int = 256,
+        shuffle_buffer: int = 10_000,
         cache_dir: str | None = None,
+        cache_shard_tokens: int = 100_000_000,
         run_dir: str | None = None,
         pin_memory: bool | None = None,
     ) -> None:
@@ -75,7 +79,9 @@ class LMDataModule(L.LightningDataModule):
         if source not in src.SOURCES:
             raise ValueError(f"unknown data.source {source!r}; expected one of {src.SOURCES}")
         if block_size < 1 or batch_size < 1:
-            raise ValueError(f"data.block_size and data.batch_size must be >= 1 (got {block_size}, {batch_size})")
+            raise ValueError(
+                f"data.block_size and data.batch_size must be >= 1 (got {block_size}, {batch_size})"
+            )
         self.source = source
         self.path = path
         self.name = name
@@ -98,7 +104,9 @@ class LMDataModule(L.LightningDataModule):
         self.drop_last = drop_last
         self.max_val_batches = max_val_batches
         self.encode_batch_docs = encode_batch_docs
+        self.shuffle_buffer = shuffle_buffer
         self.cache_dir = cache_dir
+        self.cache_shard_tokens = cache_shard_tokens
         self.run_dir = run_dir
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
 
@@ -124,18 +132,28 @@ class LMDataModule(L.LightningDataModule):
 
     def _require_tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:
-            raise RuntimeError("LMDataModule: call prepare_data() and setup() first (no tokenizer yet)")
+            raise RuntimeError(
+                "LMDataModule: call prepare_data() and setup() first (no tokenizer yet)"
+            )
         return self.tokenizer
 
     def _documents(self) -> tuple[Any, Any]:
         """(train_docs, val_docs) datasets; val is a real split or held-out documents."""
         if self._docs is None:
-            kw = dict(path=self.path, name=self.name, data_files=self.data_files, streaming=self.streaming, text_column=self.text_column)
+            kw = dict(
+                path=self.path,
+                name=self.name,
+                data_files=self.data_files,
+                streaming=self.streaming,
+                text_column=self.text_column,
+            )
             train = src.load_source(self.source, self.split, **kw)
             if self.val_split:
                 val = src.load_source(self.source, self.val_split, **kw)
             else:
-                train, val = src.split_train_val(train, self.val_fraction, self.seed, self.text_column)
+                train, val = src.split_train_val(
+                    train, self.val_fraction, self.seed, self.text_column
+                )
             self._docs = (train, val)
         return self._docs
 
@@ -146,7 +164,9 @@ class LMDataModule(L.LightningDataModule):
             order = np.random.default_rng(self.seed).permutation(len(train))
             col = train.select_columns([self.text_column])
             for start in range(0, len(order), 256):
-                yield from (t or "" for t in col.select(order[start : start + 256])[self.text_column])
+                yield from (
+                    t or "" for t in col.select(order[start : start + 256])[self.text_column]
+                )
         else:
             for ex in train:
                 yield ex[self.text_column] or ""
@@ -172,6 +192,71 @@ class LMDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ Lightning hooks
     def prepare_data(self) -> None:
         self.tokenizer = self.build_tokenizer()
+        if self.cache_dir:
+            self._ensure_cache()
+
+    # ------------------------------------------------------------------ token cache
+    def cache_key(self) -> str:
+        """Hash of everything that determines the token ids: dataset config + tokenizer."""
+        files: Any = self.data_files
+        stats = []
+        if self.source in ("text", "json", "parquet") and files is not None:
+            flat = (
+                files.values()
+                if isinstance(files, dict)
+                else [files]
+                if isinstance(files, str)
+                else files
+            )
+            for f in flat:
+                for g in [f] if isinstance(f, str) else f:
+                    if Path(g).exists():
+                        st = Path(g).stat()
+                        stats.append((str(Path(g).resolve()), st.st_size, int(st.st_mtime)))
+        if self.source == "stdlib":
+            import sys
+
+            stats.append((str(src.stdlib_root()), sys.version))
+        held_out = None if self.val_split else (self.val_fraction, self.seed)
+        tok_hash = src.fingerprint(self._require_tokenizer().to_str())
+        parts = (
+            self.source,
+            self.path,
+            self.name,
+            files,
+            stats,
+            self.split,
+            self.val_split,
+            held_out,
+            self.text_column,
+            tok_hash,
+        )
+        label = (self.path or self.source).replace("/", "_")
+        return f"{label}-{src.fingerprint(*parts)}"
+
+    def _ensure_cache(self) -> Path:
+        key = self.cache_key()
+        if not cache.cache_exists(self.cache_dir, key):
+            tok = self._require_tokenizer()
+            train, val = self._documents()
+            dtype = token_dtype(tok.get_vocab_size())
+            eot = eot_id(tok)
+            splits = {
+                name: encode_stream(
+                    tok, src.iter_texts(ds, self.text_column, self.encode_batch_docs), eot, dtype
+                )
+                for name, ds in (("train", train), ("val", val))
+            }
+            d = cache.build_cache(
+                self.cache_dir,
+                key,
+                splits,
+                dtype,
+                shard_tokens=self.cache_shard_tokens,
+                info={"source": self.source, "path": self.path, "name": self.name},
+            )
+            log.info("tokenized cache written to %s", d)
+        return Path(self.cache_dir).expanduser() / key
 
     def setup(self, stage: str | None = None) -> None:
         if self.tokenizer is None:
@@ -190,18 +275,36 @@ class LMDataModule(L.LightningDataModule):
                 f"data.vocab_size={self.target_vocab_size}; use a fresh run_dir or the matching vocab_size"
             )
         eot_id(self.tokenizer)  # fail early if the tokenizer cannot separate documents
+        if self.is_streaming:
+            self._documents()  # fail early on a bad source; tokenized lazily in the workers
+            return
         if stage in (None, "fit") and self.train_tokens is None:
             self.train_tokens = self._tokenize("train")
         if stage in (None, "fit", "validate") and self.val_tokens is None:
             self.val_tokens = self._tokenize("val")
 
-    def _tokenize(self, which: str) -> np.ndarray:
-        train, val = self._documents()
-        ds = train if which == "train" else val
-        tok = self._require_tokenizer()
-        dtype = token_dtype(tok.get_vocab_size())
-        chunks = list(encode_stream(tok, src.iter_texts(ds, self.text_column, self.encode_batch_docs), eot_id(tok), dtype))
-        tokens = np.concatenate(chunks) if chunks else np.empty(0, dtype=dtype)
+    @property
+    def is_streaming(self) -> bool:
+        """Blocks are packed on the fly from an iterable dataset (streaming without a cache)."""
+        return self.streaming and not self.cache_dir
+
+    def _tokenize(self, which: str) -> np.ndarray | cache.ShardedTokens:
+        if self.cache_dir:
+            tokens = cache.open_split(self.cache_dir, self._ensure_cache().name, which)
+        else:
+            train, val = self._documents()
+            ds = train if which == "train" else val
+            tok = self._require_tokenizer()
+            dtype = token_dtype(tok.get_vocab_size())
+            chunks = list(
+                encode_stream(
+                    tok,
+                    src.iter_texts(ds, self.text_column, self.encode_batch_docs),
+                    eot_id(tok),
+                    dtype,
+                )
+            )
+            tokens = np.concatenate(chunks) if chunks else np.empty(0, dtype=dtype)
         if len(tokens) < self.block_size + 1:
             raise ValueError(
                 f"the {which} split has {len(tokens)} tokens, fewer than one block of block_size+1="
@@ -240,7 +343,13 @@ class LMDataModule(L.LightningDataModule):
         ds = self.train_dataset()
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         sampler = BlockSampler(
-            len(ds), rank=rank, world_size=world_size, shuffle=self.shuffle, seed=self.seed, even=world_size > 1, epoch=epoch
+            len(ds),
+            rank=rank,
+            world_size=world_size,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            even=world_size > 1,
+            epoch=epoch,
         )
         if self._resume is not None:
             r_epoch, r_batches = self._resume
@@ -248,7 +357,41 @@ class LMDataModule(L.LightningDataModule):
             sampler.set_resume(r_epoch, r_batches * self.batch_size)
         return sampler
 
+    def streaming_dataset(
+        self, which: str = "train", rank: int | None = None, world_size: int | None = None
+    ) -> StreamingBlockDataset:
+        """The on-the-fly (iterable) block stream for ``streaming: true`` without a cache."""
+        if rank is None or world_size is None:
+            rank, world_size = dist_info(self.trainer)
+        train, val = self._documents()
+        train_ = which == "train"
+        ds = StreamingBlockDataset(
+            train if train_ else val,
+            self._require_tokenizer(),
+            self.block_size,
+            text_column=self.text_column,
+            rank=rank,
+            world_size=world_size,
+            batch_size=self.batch_size if train_ else self.val_batch_size,
+            shuffle_buffer=self.shuffle_buffer if (train_ and self.shuffle) else 0,
+            seed=self.seed,
+            infinite=train_,
+            encode_batch_docs=self.encode_batch_docs,
+        )
+        if train_ and self._resume is not None:
+            # one endless Lightning epoch: the position is the number of batches consumed
+            ds.skip_batches = self._resume[1]
+        return ds
+
     def train_dataloader(self) -> DataLoader:
+        if self.is_streaming:
+            return DataLoader(
+                self.streaming_dataset("train"),
+                batch_size=self.batch_size,
+                drop_last=True,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+            )
         ds = self.train_dataset()
         self._train_sampler = sampler = self.train_sampler()
         if len(sampler) < self.batch_size and self.drop_last:
@@ -267,6 +410,13 @@ class LMDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
+        if self.is_streaming:
+            ds = self.streaming_dataset("val")
+            if self.max_val_batches is not None:
+                ds.max_blocks = self.max_val_batches * self.val_batch_size
+            return DataLoader(
+                ds, batch_size=self.val_batch_size, num_workers=0, pin_memory=self.pin_memory
+            )
         ds = self.val_dataset()
         rank, world = dist_info(self.trainer)
         n = len(ds)
@@ -274,7 +424,13 @@ class LMDataModule(L.LightningDataModule):
             n = min(n, self.max_val_batches * self.val_batch_size * world)
         # sequential, the same blocks every time; trimmed to equal per-rank counts under DDP
         sampler = BlockSampler(n, rank=rank, world_size=world, shuffle=False, even=world > 1)
-        return DataLoader(ds, batch_size=self.val_batch_size, sampler=sampler, num_workers=0, pin_memory=self.pin_memory)
+        return DataLoader(
+            ds,
+            batch_size=self.val_batch_size,
+            sampler=sampler,
+            num_workers=0,
+            pin_memory=self.pin_memory,
+        )
 
     # ------------------------------------------------------------------ exact resume
     def state_dict(self) -> dict[str, Any]:
@@ -284,11 +440,18 @@ class LMDataModule(L.LightningDataModule):
             epoch, batches = self._resume or (0, 0)
         else:
             epoch = t.current_epoch
-            batches = t.fit_loop.epoch_loop.batch_progress.current.processed
+            progress = t.fit_loop.epoch_loop.batch_progress
+            batches = progress.total.processed if self.is_streaming else progress.current.processed
             n = t.num_training_batches
             if isinstance(n, int) and batches >= n:  # saved at epoch end: resume at the next epoch
                 epoch, batches = epoch + 1, 0
-        return {"version": STATE_VERSION, "epoch": int(epoch), "batches": int(batches), "seed": self.seed, "batch_size": self.batch_size}
+        return {
+            "version": STATE_VERSION,
+            "epoch": int(epoch),
+            "batches": int(batches),
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("batch_size", self.batch_size) != self.batch_size:

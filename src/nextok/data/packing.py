@@ -19,7 +19,9 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
-def encode_documents(tokenizer: Tokenizer, texts: list[str], eot: int, dtype: np.dtype) -> np.ndarray:
+def encode_documents(
+    tokenizer: Tokenizer, texts: list[str], eot: int, dtype: np.dtype
+) -> np.ndarray:
     """Encode a batch of documents into one flat array: doc0 <eot> doc1 <eot> ..."""
     if not texts:
         return np.empty(0, dtype=dtype)
@@ -54,7 +56,11 @@ def pack_blocks(chunks: Iterable[np.ndarray], block_size: int) -> Iterator[np.nd
     length = block_size + 1
     buf = np.empty(0, dtype=np.int64)
     for chunk in chunks:
-        buf = np.concatenate([buf, chunk.astype(np.int64, copy=False)]) if buf.size else chunk.astype(np.int64)
+        buf = (
+            np.concatenate([buf, chunk.astype(np.int64, copy=False)])
+            if buf.size
+            else chunk.astype(np.int64)
+        )
         n = buf.size // length
         if n:
             blocks = buf[: n * length].reshape(n, length)
@@ -64,7 +70,11 @@ def pack_blocks(chunks: Iterable[np.ndarray], block_size: int) -> Iterator[np.nd
 
 def block_to_xy(block: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``x = block[:-1]``, ``y = block[1:]`` as int64 tensors."""
-    t = torch.as_tensor(np.asarray(block, dtype=np.int64)) if not isinstance(block, torch.Tensor) else block.long()
+    t = (
+        torch.as_tensor(np.asarray(block, dtype=np.int64))
+        if not isinstance(block, torch.Tensor)
+        else block.long()
+    )
     return t[:-1], t[1:]
 
 

@@ -23,7 +23,9 @@ SOURCES = ("stdlib", "hub", "text", "json", "parquet")
 
 # Directory names under the stdlib that hold test suites (not "library code" we want to learn
 # from, and they contain deliberately odd files) or third-party packages.
-_EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"})
+_EXCLUDED_DIRS = frozenset(
+    {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+)
 
 
 def stdlib_root() -> Path:
@@ -61,9 +63,12 @@ def stdlib_dataset(root: str | Path | None = None) -> datasets.Dataset:
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False") or os.environ.get(
-        "HF_DATASETS_OFFLINE", "0"
-    ) not in ("0", "", "false", "False")
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in (
+        "0",
+        "",
+        "false",
+        "False",
+    ) or os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", "", "false", "False")
 
 
 def _check_local_files(data_files: Any) -> None:
@@ -112,7 +117,9 @@ def load_source(
         ds = datasets.load_dataset(source, data_files=files, split=split, streaming=streaming)
     elif source == "hub":
         if not path:
-            raise ValueError("data.path (a Hugging Face dataset id, e.g. roneneldan/TinyStories) is required for source=hub")
+            raise ValueError(
+                "data.path (a Hugging Face dataset id, e.g. roneneldan/TinyStories) is required for source=hub"
+            )
         try:
             ds = datasets.load_dataset(path, name, split=split, streaming=streaming)
         except Exception as e:  # noqa: BLE001 - re-raised with advice
@@ -123,14 +130,18 @@ def load_source(
                     "dataset is not in the local cache. Download it once online, or use local files: "
                     "data=local_text data.source=text|json|parquet data.data_files=/path/to/files."
                 )
-            raise ValueError(f"could not load hub dataset {path!r} (name={name!r}, split={split!r}): {e}.{hint}") from e
+            raise ValueError(
+                f"could not load hub dataset {path!r} (name={name!r}, split={split!r}): {e}.{hint}"
+            ) from e
     else:
         raise ValueError(f"unknown data.source {source!r}; expected one of {SOURCES}")
     _check_text_column(ds, text_column, f"{source}:{path or data_files or ''}[{split}]")
     return ds
 
 
-def _check_text_column(ds: datasets.Dataset | datasets.IterableDataset, text_column: str, what: str) -> None:
+def _check_text_column(
+    ds: datasets.Dataset | datasets.IterableDataset, text_column: str, what: str
+) -> None:
     columns = ds.column_names
     if columns is None:  # some streaming datasets only know their columns after the first row
         first = next(iter(ds.take(1)), None)
@@ -138,7 +149,9 @@ def _check_text_column(ds: datasets.Dataset | datasets.IterableDataset, text_col
             raise ValueError(f"dataset {what} is empty")
         columns = list(first)
     if text_column not in columns:
-        raise ValueError(f"dataset {what} has no text column {text_column!r} (columns: {columns}); set data.text_column")
+        raise ValueError(
+            f"dataset {what} has no text column {text_column!r} (columns: {columns}); set data.text_column"
+        )
     if isinstance(ds, datasets.Dataset) and len(ds) == 0:
         raise ValueError(f"dataset {what} is empty")
 
@@ -154,14 +167,18 @@ def split_train_val(
     val_fraction: float,
     seed: int,
     text_column: str = "text",
-) -> tuple[datasets.Dataset | datasets.IterableDataset, datasets.Dataset | datasets.IterableDataset]:
+) -> tuple[
+    datasets.Dataset | datasets.IterableDataset, datasets.Dataset | datasets.IterableDataset
+]:
     """Hold out a deterministic fraction of documents for validation.
 
     Map-style: a seeded random choice of ``max(1, round(n * val_fraction))`` documents (order kept).
     Streaming: a content hash decides, so it is stable under any sharding.
     """
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"data.val_fraction must be in (0, 1) when there is no validation split (got {val_fraction})")
+        raise ValueError(
+            f"data.val_fraction must be in (0, 1) when there is no validation split (got {val_fraction})"
+        )
     if isinstance(ds, datasets.Dataset):
         n = len(ds)
         if n < 2:
@@ -176,7 +193,11 @@ def split_train_val(
     return train, val
 
 
-def iter_texts(ds: datasets.Dataset | datasets.IterableDataset, text_column: str = "text", batch_size: int = 256) -> Iterator[list[str]]:
+def iter_texts(
+    ds: datasets.Dataset | datasets.IterableDataset,
+    text_column: str = "text",
+    batch_size: int = 256,
+) -> Iterator[list[str]]:
     """Yield lists of document texts in dataset order (batched reads are much faster)."""
     if isinstance(ds, datasets.Dataset):
         for i in range(0, len(ds), batch_size):

@@ -38,7 +38,9 @@ def train_bpe(
     """
     special = [EOT] + ([PAD] if add_pad else [])
     if vocab_size < 256 + len(special):
-        raise ValueError(f"vocab_size must be at least {256 + len(special)} for a byte-level BPE (got {vocab_size})")
+        raise ValueError(
+            f"vocab_size must be at least {256 + len(special)} for a byte-level BPE (got {vocab_size})"
+        )
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

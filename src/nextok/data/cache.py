@@ -1,0 +1,130 @@
+"""Pre-tokenized cache: a split tokenized once into sharded ``uint16``/``uint32`` memmaps.
+
+Like nanoGPT's ``train.bin``, but sharded (``train_00000.bin``, ...) and keyed by a hash of the
+dataset config and the tokenizer, so a changed tokenizer or dataset never reads stale ids.
+Layout: ``<cache_dir>/<key>/{meta.json, train_00000.bin, ..., val_00000.bin}``. The directory is
+written under a temporary name and renamed, so readers never see a half-written cache.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+META = "meta.json"
+
+
+class ShardedTokens:
+    """Read-only 1-D view over several memmapped shards; ``tokens[a:b]`` may span shards."""
+
+    def __init__(self, shards: list[np.ndarray]) -> None:
+        self.shards = [s for s in shards if len(s)]
+        self.offsets = np.cumsum([0] + [len(s) for s in self.shards])
+        self.dtype = self.shards[0].dtype if self.shards else np.dtype(np.uint16)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("ShardedTokens supports contiguous slices only")
+        start, stop, _ = key.indices(len(self))
+        if stop <= start:
+            return np.empty(0, dtype=self.dtype)
+        i = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        parts = []
+        while start < stop:
+            lo = start - self.offsets[i]
+            hi = min(stop, self.offsets[i + 1]) - self.offsets[i]
+            parts.append(self.shards[i][lo:hi])
+            start = self.offsets[i] + hi
+            i += 1
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[0 : len(self)]
+        return out.astype(dtype) if dtype is not None else out
+
+
+def write_split(
+    directory: Path, split: str, chunks: Iterable[np.ndarray], dtype: np.dtype, shard_tokens: int
+) -> list[int]:
+    """Stream token chunks into ``<split>_NNNNN.bin`` files of at most ``shard_tokens`` ids."""
+    sizes: list[int] = []
+    f = None
+    n_in_shard = 0
+    try:
+        for chunk in chunks:
+            chunk = np.asarray(chunk, dtype=dtype)
+            while chunk.size:
+                if f is None:
+                    f = open(directory / f"{split}_{len(sizes):05d}.bin", "wb")  # noqa: SIM115
+                    sizes.append(0)
+                    n_in_shard = 0
+                take = min(chunk.size, shard_tokens - n_in_shard)
+                chunk[:take].tofile(f)
+                n_in_shard += take
+                sizes[-1] += take
+                chunk = chunk[take:]
+                if n_in_shard == shard_tokens:
+                    f.close()
+                    f = None
+    finally:
+        if f is not None:
+            f.close()
+    return sizes
+
+
+def build_cache(
+    root: str | Path,
+    key: str,
+    splits: dict[str, Iterable[np.ndarray]],
+    dtype: np.dtype,
+    *,
+    shard_tokens: int = 100_000_000,
+    info: dict | None = None,
+) -> Path:
+    """Tokenize-once: write every split's chunks, then atomically publish ``<root>/<key>``."""
+    final = Path(root).expanduser() / key
+    if (final / META).exists():
+        return final
+    tmp = final.with_name(f".{key}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        meta = {"dtype": np.dtype(dtype).name, "splits": {}, "info": info or {}}
+        for split, chunks in splits.items():
+            meta["splits"][split] = write_split(tmp, split, chunks, np.dtype(dtype), shard_tokens)
+        (tmp / META).write_text(json.dumps(meta, indent=1))
+        try:
+            tmp.rename(final)
+        except OSError:  # another process published it first
+            if not (final / META).exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def cache_exists(root: str | Path, key: str) -> bool:
+    return (Path(root).expanduser() / key / META).exists()
+
+
+def open_split(root: str | Path, key: str, split: str) -> ShardedTokens:
+    """Memory-map one split of a cache (nothing is read until blocks are sliced)."""
+    d = Path(root).expanduser() / key
+    meta = json.loads((d / META).read_text())
+    if split not in meta["splits"]:
+        raise KeyError(f"cache {d} has no split {split!r} (has {sorted(meta['splits'])})")
+    dtype = np.dtype(meta["dtype"])
+    shards = [
+        np.memmap(d / f"{split}_{i:05d}.bin", dtype=dtype, mode="r", shape=(n,))
+        for i, n in enumerate(meta["splits"][split])
+        if n
+    ]
+    return ShardedTokens(shards)

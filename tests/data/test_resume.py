@@ -1,0 +1,101 @@
+"""Exact resume with a real Lightning Trainer: k steps + resume to N == N uninterrupted steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from nextok.data import LMDataModule
+
+
+class Recorder(L.LightningModule):
+    """Trivial module that records every training batch it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[torch.Tensor] = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        self.seen.append(torch.cat([x, y[:, -1:]], dim=1).clone())
+        return (self.w * x.float().mean()).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def _dm(tmp_path: Path, corpus: Path, num_workers: int) -> LMDataModule:
+    return LMDataModule(
+        source="json",
+        data_files=str(corpus),
+        vocab_size=300,
+        block_size=16,
+        batch_size=4,
+        num_workers=num_workers,
+        run_dir=str(tmp_path / "run"),
+        val_fraction=0.1,
+        seed=7,
+    )
+
+
+def _trainer(max_steps: int, callbacks=(), root: Path | None = None) -> L.Trainer:
+    return L.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_checkpointing=bool(callbacks),
+        callbacks=list(callbacks),
+        default_root_dir=root,
+    )
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    from conftest import make_docs, write_jsonl
+
+    # few docs -> a short epoch, so N steps cross epoch boundaries
+    return write_jsonl(tmp_path_factory.mktemp("corpus") / "docs.jsonl", make_docs(25, seed=3))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_mid_epoch_and_at_epoch_end_is_exact(tmp_path, corpus, num_workers):
+    dm = _dm(tmp_path, corpus, num_workers)
+    ref = Recorder()
+    _trainer(1).fit(ref, datamodule=dm)  # probe the epoch length
+    per_epoch = len(dm.train_dataloader())
+    assert per_epoch >= 4, per_epoch
+    n_steps = 2 * per_epoch + 3  # crosses two epoch boundaries
+
+    ref = Recorder()
+    _trainer(n_steps).fit(ref, datamodule=_dm(tmp_path, corpus, num_workers))
+    assert len(ref.seen) == n_steps
+    # epochs are reshuffled: epoch 1 is not a repeat of epoch 0
+    assert not torch.equal(
+        torch.cat(ref.seen[:per_epoch]), torch.cat(ref.seen[per_epoch : 2 * per_epoch])
+    )
+
+    # k = mid-epoch 0, exactly the end of epoch 0, mid-epoch 1
+    for k in (2, per_epoch, per_epoch + 2):
+        ckpt_dir = tmp_path / f"ckpt{k}"
+        first = Recorder()
+        cb = ModelCheckpoint(
+            dirpath=ckpt_dir, every_n_train_steps=k, save_top_k=-1, filename="step{step}"
+        )
+        _trainer(k, [cb], tmp_path).fit(first, datamodule=_dm(tmp_path, corpus, num_workers))
+        (ckpt,) = sorted(ckpt_dir.glob("*.ckpt"))
+        second = Recorder()
+        _trainer(n_steps).fit(second, datamodule=_dm(tmp_path, corpus, num_workers), ckpt_path=ckpt)
+        seen = first.seen + second.seen
+        assert len(seen) == n_steps, (k, len(first.seen), len(second.seen))
+        for i, (a, b) in enumerate(zip(seen, ref.seen)):
+            assert torch.equal(a, b), f"resume after {k} steps: batch {i} differs"
