@@ -70,8 +70,8 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_resume_mid_epoch_and_at_epoch_end_is_exact(tmp_path, corpus, num_workers):
     dm = _dm(tmp_path, corpus, num_workers)
-    ref = Recorder()
-    _trainer(1).fit(ref, datamodule=dm)  # probe the epoch length
+    dm.prepare_data()
+    dm.setup("fit")
     per_epoch = len(dm.train_dataloader())
     assert per_epoch >= 4, per_epoch
     n_steps = 2 * per_epoch + 3  # crosses two epoch boundaries

@@ -337,19 +337,21 @@ class LMDataModule(L.LightningDataModule):
             self.setup("validate")
         return TokenBlockDataset(self.val_tokens, self.block_size)
 
-    def train_sampler(self, rank: int | None = None, world_size: int | None = None) -> BlockSampler:
+    def train_sampler(
+        self, rank: int | None = None, world_size: int | None = None, even: bool | None = None
+    ) -> BlockSampler:
+        """This rank's block order. ``even`` (default: when world_size > 1) trims to equal shards."""
         if rank is None or world_size is None:
             rank, world_size = dist_info(self.trainer)
         ds = self.train_dataset()
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
         sampler = BlockSampler(
             len(ds),
             rank=rank,
             world_size=world_size,
             shuffle=self.shuffle,
             seed=self.seed,
-            even=world_size > 1,
-            epoch=epoch,
+            even=world_size > 1 if even is None else even,
+            epoch=self.trainer.current_epoch if self.trainer is not None else 0,
         )
         if self._resume is not None:
             r_epoch, r_batches = self._resume
@@ -383,23 +385,28 @@ class LMDataModule(L.LightningDataModule):
             ds.skip_batches = self._resume[1]
         return ds
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(
+        self, rank: int | None = None, world_size: int | None = None, even: bool | None = None
+    ) -> DataLoader:
+        """Training batches for one rank (from the trainer / torch.distributed unless given)."""
         if self.is_streaming:
-            return DataLoader(
-                self.streaming_dataset("train"),
+            return ResumableDataLoader(
+                self,
+                self.streaming_dataset("train", rank, world_size),
                 batch_size=self.batch_size,
                 drop_last=True,
                 num_workers=self.num_workers,
                 pin_memory=self.pin_memory,
             )
         ds = self.train_dataset()
-        self._train_sampler = sampler = self.train_sampler()
+        self._train_sampler = sampler = self.train_sampler(rank, world_size, even)
         if len(sampler) < self.batch_size and self.drop_last:
             raise ValueError(
                 f"training split has {len(sampler)} blocks per rank, fewer than one batch "
                 f"(batch_size={self.batch_size}); use more data or smaller block_size/batch_size"
             )
-        return DataLoader(
+        return ResumableDataLoader(
+            self,
             ds,
             batch_size=self.batch_size,
             sampler=sampler,
@@ -457,6 +464,31 @@ class LMDataModule(L.LightningDataModule):
         if state_dict.get("batch_size", self.batch_size) != self.batch_size:
             log.warning("data.batch_size changed on resume; the data position is approximate")
         self._resume = (int(state_dict["epoch"]), int(state_dict["batches"]))
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose position lives in Lightning checkpoints (via its LMDataModule).
+
+    Lightning saves ``state_dict()`` of stateful train loaders and calls ``load_state_dict`` on
+    restore before iterating. The position itself is computed by the DataModule from the
+    trainer's batch counter (not from the loader, which prefetches ahead of training).
+    """
+
+    def __init__(self, datamodule: LMDataModule, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._dm = datamodule
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._dm.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._dm.load_state_dict(state_dict)
+        epoch, batches = self._dm._resume
+        if isinstance(self.dataset, StreamingBlockDataset):
+            self.dataset.skip_batches = batches
+        elif isinstance(self.sampler, BlockSampler):
+            self.sampler.set_epoch(epoch)
+            self.sampler.set_resume(epoch, batches * self.batch_size)
 
 
 def _plain(x: Any) -> Any:
