@@ -1,0 +1,79 @@
+"""A real one-node Slurm cluster for the tests in this directory (see cluster.sh).
+
+The ``slurm_cluster`` fixture starts the cluster when it can (root + Debian's Slurm packages) and
+otherwise skips with the reason; a cluster that is already up (e.g. started by ``.ci/run``) is
+reused and left running.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+CLUSTER_SH = Path(__file__).resolve().parent / "cluster.sh"
+SLURM_DIR = os.environ.get("NEXTOK_SLURM_DIR", "/tmp/nextok-slurm")
+SLURM_CONF = f"{SLURM_DIR}/slurm.conf"
+BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "scontrol", "squeue")
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED"}
+
+
+def _missing_binaries() -> list[str]:
+    return [b for b in BINARIES if shutil.which(b) is None and not Path(f"/usr/sbin/{b}").exists()]
+
+
+def _status(env: dict[str, str]) -> bool:
+    return subprocess.run([str(CLUSTER_SH), "status"], env=env, capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """Environment (a dict for subprocesses) pointing the Slurm clients at the local cluster."""
+    missing = _missing_binaries()
+    if missing:
+        pytest.skip(
+            f"Slurm not installed (missing {', '.join(missing)}); "
+            "apt-get install -y slurmctld slurmd slurm-client munge"
+        )
+    env = {**os.environ, "SLURM_CONF": SLURM_CONF, "NEXTOK_SLURM_DIR": SLURM_DIR}
+    started_here = False
+    if not _status(env):
+        if os.geteuid() != 0:
+            pytest.skip("a local Slurm cluster needs root (slurmd, munged); run as root or start "
+                        "tests/slurm/cluster.sh start beforehand")
+        proc = subprocess.run([str(CLUSTER_SH), "start"], env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"could not start the local Slurm cluster: {proc.stderr.strip()[-500:]}")
+        started_here = True
+    yield env
+    if started_here:
+        subprocess.run([str(CLUSTER_SH), "stop"], env=env, capture_output=True)
+
+
+def job_field(env: dict[str, str], job_id: str, field: str) -> str | None:
+    """A field (e.g. ``JobState``, ``Restarts``) of ``scontrol show job``, or None if unknown."""
+    out = subprocess.run(
+        ["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True, text=True
+    ).stdout
+    for item in out.split():
+        key, _, value = item.partition("=")
+        if key == field:
+            return value
+    return None
+
+
+def wait_for_job(env: dict[str, str], job_id: str, timeout: float, states=TERMINAL) -> str:
+    """Poll until the job reaches one of ``states``; returns that state."""
+    deadline = time.monotonic() + timeout
+    state = None
+    while time.monotonic() < deadline:
+        state = job_field(env, job_id, "JobState")
+        if state in states:
+            return state
+        time.sleep(0.5)
+    subprocess.run(["scancel", job_id], env=env)
+    raise TimeoutError(f"job {job_id} still {state} after {timeout:.0f} s")
