@@ -1,0 +1,246 @@
+"""Turn a composed Hydra config into a datamodule, module, loggers, callbacks and a Trainer, and fit.
+
+Kept apart from the Hydra entry point (``nextok.cli.train``) so it can be called with any
+``DictConfig`` (tests, notebooks). Every object comes from a ``_target_`` node whose keys are
+its constructor arguments; this module only adds what needs run-time facts: the vocabulary
+(from the tokenizer), gradient accumulation (from the world size), ``max_steps`` from a token
+budget, the resume checkpoint and the wandb run id.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from nextok.lit.checkpoint_io import AtomicCheckpointIO
+from nextok.lit.module import LMModule
+from nextok.model import ModelConfig
+
+SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|passw|credential|auth)", re.IGNORECASE)
+CHECKPOINT_DIR = "checkpoints"
+WANDB_ID_FILE = "wandb_run_id.txt"
+
+
+def is_rank_zero() -> bool:
+    """Rank from the environment (RANK/LOCAL_RANK/SLURM_PROCID), valid before any process group."""
+    return rank_zero_only.rank == 0
+
+
+# ---------------------------------------------------------------------- config helpers
+def redact(container: Any) -> Any:
+    """Copy of a plain config with values of secret-looking keys replaced (for loggers)."""
+    if isinstance(container, dict):
+        return {
+            k: ("<redacted>" if SECRET_KEY.search(str(k)) and v is not None
+                and not isinstance(v, dict | list | bool) else redact(v))
+            for k, v in container.items()
+        }
+    if isinstance(container, list):
+        return [redact(v) for v in container]
+    return container
+
+
+def print_config(cfg: DictConfig) -> None:
+    """Print the resolved config as a rich tree (rank 0)."""
+    import rich
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("[bold]config[/bold]")
+    for key, value in cfg.items():
+        branch = tree.add(f"[bold cyan]{key}[/bold cyan]")
+        if isinstance(value, DictConfig):
+            text = OmegaConf.to_yaml(value, resolve=True)
+            branch.add(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
+        else:
+            branch.add(repr(value))
+    rich.print(tree)
+
+
+def save_config(cfg: DictConfig, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / ".config.yaml.tmp"
+    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    os.replace(tmp, run_dir / "config.yaml")
+
+
+def pad_vocab(n: int, multiple: int | None) -> int:
+    if not multiple or multiple <= 1:
+        return n
+    return multiple * math.ceil(n / multiple)
+
+
+def resolve_model_config(cfg: DictConfig, tokenizer_vocab: int) -> ModelConfig:
+    """The model config with ``vocab_size`` from the tokenizer when it is null (one source of truth)."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model.pop("_target_", None)
+    vocab = model.get("vocab_size")
+    if vocab is None:
+        model["vocab_size"] = pad_vocab(tokenizer_vocab, cfg.get("pad_vocab_multiple_of"))
+    elif vocab < tokenizer_vocab:
+        raise ValueError(
+            f"model.vocab_size={vocab} is smaller than the tokenizer's vocabulary "
+            f"({tokenizer_vocab}); set model.vocab_size=null to take it from the tokenizer, or "
+            f">= {tokenizer_vocab}"
+        )
+    return ModelConfig.from_dict(model)
+
+
+def accumulation(cfg: DictConfig, micro_batch: int, block_size: int, world_size: int) -> int:
+    """Micro-batches per optimizer step for the configured global batch (sequences or tokens)."""
+    per_step = micro_batch * world_size
+    seqs, tokens = cfg.get("global_batch_size"), cfg.get("global_batch_tokens")
+    if seqs is not None and tokens is not None:
+        raise ValueError("set only one of global_batch_size (sequences) and global_batch_tokens")
+    if tokens is not None:
+        if tokens % block_size:
+            raise ValueError(
+                f"global_batch_tokens={tokens} is not a multiple of the block size ({block_size})"
+            )
+        seqs = tokens // block_size
+    if seqs is None:
+        return 1
+    if seqs % per_step:
+        raise ValueError(
+            f"global batch of {seqs} sequences is not divisible by data.batch_size x world size = "
+            f"{micro_batch} x {world_size} = {per_step}; adjust global_batch_size/"
+            "global_batch_tokens or data.batch_size"
+        )
+    return seqs // per_step
+
+
+def find_resume_checkpoint(run_dir: Path) -> Path | None:
+    """Newest ``last*.ckpt`` in the run's checkpoint folder (or None)."""
+    candidates = sorted(
+        (run_dir / CHECKPOINT_DIR).glob("last*.ckpt"), key=lambda p: p.stat().st_mtime
+    )
+    return candidates[-1] if candidates else None
+
+
+def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
+    ckpt_path, resume = cfg.get("ckpt_path"), cfg.get("resume")
+    if ckpt_path is not None:
+        if not Path(ckpt_path).exists():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
+        return str(ckpt_path)
+    if resume in (None, False, "none", "never"):
+        return None
+    if resume != "auto":
+        raise ValueError(f"resume must be 'auto' or null, got {resume!r} (use ckpt_path=PATH)")
+    found = find_resume_checkpoint(run_dir)
+    if is_rank_zero():
+        print(f"[nextok] resume=auto: {'resuming from ' + str(found) if found else 'no checkpoint in ' + str(run_dir / CHECKPOINT_DIR) + ', starting fresh'}")
+    return str(found) if found else None
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """One wandb run id per run directory, so a resumed run continues the same wandb run."""
+    f = run_dir / WANDB_ID_FILE
+    if f.exists():
+        return f.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]
+    if is_rank_zero():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        f.write_text(run_id + "\n")
+    return run_id
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    loggers = []
+    for name, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        extra: dict[str, Any] = {}
+        if "WandbLogger" in str(node.get("_target_", "")) and node.get("id") is None:
+            extra = {"id": wandb_run_id(run_dir), "resume": "allow"}
+        try:
+            loggers.append(instantiate(node, **extra))
+        except Exception as e:  # noqa: BLE001 - name the logger that failed
+            raise RuntimeError(f"could not create logger '{name}': {e}") from e
+    return loggers
+
+
+def build_callbacks(cfg: DictConfig) -> list:
+    return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+
+
+def wait_for_file(path: Path, timeout_s: float = 600.0) -> None:
+    """Non-zero ranks wait for rank 0 to write a shared file (e.g. the trained tokenizer)."""
+    t0 = time.monotonic()
+    while not path.exists():
+        if time.monotonic() - t0 > timeout_s:
+            raise TimeoutError(f"waited {timeout_s:.0f}s for rank 0 to write {path}")
+        time.sleep(0.5)
+
+
+# ---------------------------------------------------------------------- the run
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit a model as ``cfg`` describes; return the final callback metrics."""
+    run_dir = Path(cfg.run_dir)
+    rank0 = is_rank_zero()
+    if rank0:
+        if cfg.get("print_config", True):
+            print_config(cfg)
+        save_config(cfg, run_dir)
+    L.seed_everything(cfg.seed, workers=True)
+
+    # Data first: the tokenizer decides the vocabulary.
+    datamodule = instantiate(cfg.data)
+    tok_file = getattr(datamodule, "tokenizer_file", None)
+    if rank0 or not tok_file or getattr(datamodule, "tokenizer_path", None):
+        datamodule.prepare_data()
+    else:
+        wait_for_file(Path(tok_file))
+        datamodule.prepare_data()  # loads rank 0's tokenizer.json
+    model_config = resolve_model_config(cfg, datamodule.vocab_size)
+    datamodule.validate_model(model_config.vocab_size, model_config.block_size)
+
+    module: LMModule = instantiate(
+        cfg.module,
+        model_config=model_config,
+        optim=instantiate(cfg.optim),
+        schedule=instantiate(cfg.schedule),
+        seed=cfg.seed,
+    )
+    module.tokenizer = datamodule.tokenizer
+
+    ckpt_path = resolve_ckpt_path(cfg, run_dir)
+    loggers = build_loggers(cfg, run_dir)
+    plugins = [AtomicCheckpointIO()] if cfg.get("atomic_checkpoints", True) else []
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg), plugins=plugins,
+        default_root_dir=str(run_dir),
+    )
+
+    micro = int(cfg.data.batch_size)
+    accum = accumulation(cfg, micro, model_config.block_size, trainer.world_size)
+    trainer.accumulate_grad_batches = accum
+    tokens_per_step = micro * int(cfg.data.block_size) * trainer.world_size * accum
+    if cfg.get("max_tokens") is not None:
+        trainer.fit_loop.max_steps = math.ceil(float(cfg.max_tokens) / tokens_per_step)
+    if rank0:
+        print(
+            f"[nextok] run dir: {run_dir}\n[nextok] model: {module.model_config.n_layer} layers, "
+            f"d_model {model_config.d_model}, vocab {model_config.vocab_size}, block "
+            f"{model_config.block_size}; world size {trainer.world_size}, micro-batch {micro}, "
+            f"grad accumulation {accum} -> {tokens_per_step} tokens/step; max_steps "
+            f"{trainer.max_steps}"
+        )
+    hparams = redact(OmegaConf.to_container(cfg, resolve=True))
+    hparams["resolved"] = {"vocab_size": model_config.vocab_size, "accumulate_grad_batches": accum,
+                           "tokens_per_step": tokens_per_step, "max_steps": trainer.max_steps}
+    for lg in trainer.loggers:
+        lg.log_hyperparams(hparams)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}

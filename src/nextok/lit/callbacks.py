@@ -1,0 +1,171 @@
+"""Callbacks Lightning lacks or gets slightly wrong for LM training."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import numpy as np
+from lightning.fabric.utilities.throughput import Throughput
+from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
+from lightning.pytorch.callbacks import ThroughputMonitor as _LightningThroughputMonitor
+from lightning.pytorch.trainer.states import RunningStage, TrainerFn
+from lightning.pytorch.utilities import rank_zero_only
+
+
+@rank_zero_only
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+class ModelCheckpoint(_LightningModelCheckpoint):
+    """Lightning's ``ModelCheckpoint``, plus: ``last.ckpt`` is always written when training ends.
+
+    Lightning 2.6 writes ``last`` at train end only if it never wrote one, so a run stopped by
+    ``max_steps``/``max_time`` between two save intervals would lose its final steps.
+    """
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (
+            self.save_last
+            and not trainer.fast_dev_run
+            and self._last_global_step_saved != trainer.global_step
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._last_global_step_saved = trainer.global_step
+        else:
+            super().on_train_end(trainer, pl_module)
+
+
+def _batch_size(batch: Any) -> int:
+    return int(batch[0].shape[0])
+
+
+def _batch_tokens(batch: Any) -> int:
+    return int(batch[0].numel())
+
+
+class ThroughputMonitor(_LightningThroughputMonitor):
+    """Tokens/s, samples/s and MFU over a sliding window, using the module's ``flops_per_batch``.
+
+    The device peak comes from Lightning's table of common accelerators (H100, A100, L4, ...)
+    for the run's precision; ``peak_flops`` (per device, FLOP/s) overrides it, e.g. for CPUs or
+    cards not in the table. Also shows tokens/s in the progress bar.
+    """
+
+    def __init__(self, window_size: int = 20, peak_flops: float | None = None) -> None:
+        super().__init__(
+            batch_size_fn=_batch_size, length_fn=_batch_tokens, window_size=window_size, separator="/"
+        )
+        self.peak_flops = peak_flops
+        self.tokens_per_sec: float | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if self.peak_flops:
+            self.available_flops = int(self.peak_flops)
+            for key in list(self._throughputs):
+                self._throughputs[key] = Throughput(
+                    available_flops=self.available_flops, world_size=trainer.world_size, **self.kwargs
+                )
+        if stage == TrainerFn.FITTING:
+            peak = self.available_flops
+            _say(
+                "[nextok] MFU peak per device: "
+                + (f"{peak / 1e12:.1f} TFLOP/s" if peak else "unknown (set peak_flops to log MFU)")
+            )
+
+    def _compute(self, trainer: L.Trainer, iter_num: int | None = None) -> None:
+        stage = trainer.state.stage
+        metrics = self._throughputs[stage].compute()
+        for key in ("batches_per_sec", "samples_per_sec", "items_per_sec", "flops_per_sec"):
+            # global rates are only computed for world_size > 1; name them the same way always
+            if key not in metrics and f"device/{key}" in metrics:
+                metrics[key] = metrics[f"device/{key}"] * trainer.world_size
+        if stage == RunningStage.TRAINING and "items_per_sec" in metrics:
+            self.tokens_per_sec = metrics["items_per_sec"]
+        if not trainer._logger_connector.should_update_logs:
+            return
+        out = {
+            f"{stage.value}/{k.replace('items', 'tokens').replace('lengths', 'tokens')}": v
+            for k, v in metrics.items()
+        }
+        trainer._logger_connector.log_metrics(out, step=iter_num)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, *args)
+        if self.tokens_per_sec is not None and trainer.is_global_zero:
+            pl_module.log("tok/s", float(self.tokens_per_sec), prog_bar=True, logger=False)
+
+
+def unigram_loss(train_tokens: np.ndarray, eval_tokens: np.ndarray, vocab_size: int) -> float:
+    """Cross-entropy (nats/token) of ``eval_tokens`` under the add-one-smoothed unigram
+    distribution of ``train_tokens``: the loss of a model that ignores context entirely."""
+    counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size)
+    probs = (counts + 1.0) / (counts.sum() + vocab_size)
+    return float(-np.log(probs[np.asarray(eval_tokens, dtype=np.int64)]).mean())
+
+
+def _collect(loader: Any, max_batches: int) -> np.ndarray:
+    out = []
+    for i, batch in enumerate(loader):
+        if i >= max_batches:
+            break
+        out.append(batch[1].reshape(-1).numpy())
+    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+
+class UnigramBaseline(L.Callback):
+    """Log the unigram baseline at the start and compare the final validation loss with it.
+
+    Uses the datamodule's token arrays when it has them (``train_tokens``/``val_tokens``),
+    otherwise up to ``max_batches`` batches of each dataloader.
+    """
+
+    def __init__(self, max_batches: int = 200) -> None:
+        self.max_batches = max_batches
+        self.baseline: float | None = None
+
+    @rank_zero_only
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm = trainer.datamodule
+        if dm is None:
+            return
+        train = getattr(dm, "train_tokens", None)
+        val = getattr(dm, "val_tokens", None)
+        if train is None or val is None:
+            train = _collect(dm.train_dataloader(), self.max_batches)
+            val = _collect(dm.val_dataloader(), self.max_batches)
+        if len(train) == 0 or len(val) == 0:
+            return
+        vocab = max(pl_module.model_config.vocab_size, int(train.max()) + 1, int(val.max()) + 1)
+        self.baseline = unigram_loss(train, val, vocab)
+        _say(
+            f"[nextok] unigram baseline on val: loss {self.baseline:.4f} "
+            f"(ppl {math.exp(self.baseline):.1f})"
+        )
+        for logger in trainer.loggers:
+            logger.log_metrics({"baseline/unigram_loss": self.baseline}, step=trainer.global_step)
+
+    @rank_zero_only
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        val = trainer.callback_metrics.get("val/loss")
+        if val is None or self.baseline is None:
+            return
+        val = float(val)
+        _say(
+            f"[nextok] final val loss {val:.4f} (ppl {math.exp(val):.1f}) vs unigram baseline "
+            f"{self.baseline:.4f} (ppl {math.exp(self.baseline):.1f}): "
+            f"{self.baseline - val:+.4f} nats/token better"
+        )
+
+
+__all__ = [
+    "ModelCheckpoint",
+    "ThroughputMonitor",
+    "UnigramBaseline",
+    "unigram_loss",
+]

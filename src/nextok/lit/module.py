@@ -1,0 +1,286 @@
+"""The LightningModule: next-token cross-entropy on a plain :class:`~nextok.model.Transformer`.
+
+The Transformer is built in ``configure_model`` (not ``__init__``) so that a model-parallel
+strategy can build it on the meta device and shard it (FSDP2) before weights are materialised.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from nextok.checkpoint import META_KEY
+from nextok.lit.optim import AdamWConfig, ScheduleConfig, build_adamw, make_schedule
+from nextok.model import ModelConfig, Transformer
+
+NONFINITE_POLICIES = ("stop", "skip", "ignore")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised (policy ``stop``) when the training loss is NaN or infinite."""
+
+
+def _as(cls: type, value: Any) -> Any:
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    return cls(**dict(value))
+
+
+class LMModule(L.LightningModule):
+    """Language-model training: loss, optimizer, LR schedule, logging and checkpoint metadata.
+
+    Args:
+        model_config: the Transformer's :class:`ModelConfig` (or its dict).
+        optim: :class:`AdamWConfig` (peak lr, betas, weight decay groups, grad clipping).
+        schedule: :class:`ScheduleConfig` (warm-up then constant / cosine / WSD).
+        compile: ``torch.compile`` each block (state-dict keys are unchanged).
+        activation_checkpointing: recompute each block's activations in the backward pass.
+        on_nonfinite: what a NaN/inf loss does: ``stop`` (raise, naming the step), ``skip``
+            (drop that optimizer step) or ``ignore``.
+        seed: base seed; the global RNG is re-seeded from (seed, step, rank) before every step,
+            so dropout masks do not depend on where a run was resumed.
+    """
+
+    def __init__(
+        self,
+        model_config: ModelConfig | dict,
+        optim: AdamWConfig | dict | None = None,
+        schedule: ScheduleConfig | dict | None = None,
+        compile: bool = False,
+        activation_checkpointing: bool = False,
+        on_nonfinite: str = "stop",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.model_config = _as(ModelConfig, model_config)
+        self.optim_config = _as(AdamWConfig, optim)
+        self.schedule_config = _as(ScheduleConfig, schedule)
+        if on_nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(
+                f"module.on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}"
+            )
+        self.compile_blocks = compile
+        self.activation_checkpointing = activation_checkpointing
+        self.on_nonfinite = on_nonfinite
+        self.seed = seed
+        # Plain containers only, so checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters(
+            {
+                "model_config": self.model_config.to_dict(),
+                "optim": {**asdict(self.optim_config), "betas": list(self.optim_config.betas)},
+                "schedule": asdict(self.schedule_config),
+                "compile": compile,
+                "activation_checkpointing": activation_checkpointing,
+                "on_nonfinite": on_nonfinite,
+                "seed": seed,
+            },
+            logger=False,
+        )
+        self.model: Transformer | None = None
+        self.tokenizer = None  # tokenizers.Tokenizer, set by the app (saved into checkpoints)
+        self.tokens_seen = 0
+        self.flops_per_batch: float | None = None  # read by ThroughputMonitor
+        self._flops_per_token: dict[int, float] = {}
+        self._loss_sum: torch.Tensor | None = None
+        self._loss_count = 0
+        self._skip_step = False
+        self._val_sum: torch.Tensor | None = None
+        self._val_count: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ model
+    def configure_model(self) -> None:
+        """Build the Transformer once; then compile / checkpoint / shard it as configured."""
+        if self.model is not None:
+            return
+        model = Transformer(self.model_config)
+        model.activation_checkpointing = self.activation_checkpointing
+        if self.compile_blocks:
+            for block in model.blocks:
+                block.compile()
+        self.model = model
+        if self.device_mesh is not None:
+            try:
+                from nextok.lit.parallel import parallelize
+            except ImportError as e:  # pragma: no cover - depends on the scale-out module
+                raise RuntimeError(
+                    "a model-parallel strategy needs nextok.lit.parallel.parallelize"
+                ) from e
+            out = parallelize(self.model, self.device_mesh)
+            if out is not None:
+                self.model = out
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        return self.model(idx, targets)
+
+    def flops_per_token(self, seq_len: int) -> float:
+        if seq_len not in self._flops_per_token:
+            self._flops_per_token[seq_len] = float(self.model.flops_per_token(seq_len))
+        return self._flops_per_token[seq_len]
+
+    # ------------------------------------------------------------------ training
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # A pure function of (seed, step, rank): resuming anywhere reproduces dropout exactly.
+        if self.model_config.dropout > 0:
+            torch.manual_seed(
+                (self.seed * 1_000_003 + self.global_step) * 1024 + self.global_rank
+            )
+
+    def _nonfinite(self, loss: torch.Tensor) -> bool:
+        bad = (~torch.isfinite(loss.detach())).float()
+        if self.trainer.world_size > 1:  # every rank must take the same branch
+            bad = self.trainer.strategy.reduce(bad, reduce_op="max")
+        return bool(bad.item())
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        x, y = batch
+        _, loss = self.model(x, y)
+        if self.on_nonfinite != "ignore" and self._nonfinite(loss):
+            step = self.global_step
+            if self.on_nonfinite == "stop":
+                raise NonFiniteLossError(
+                    f"training loss is {loss.item()} at step {step} (batch {batch_idx}); stopping. "
+                    "Lower optim.lr, use precision=bf16-mixed instead of 16-mixed, or set "
+                    "module.on_nonfinite=skip to drop such steps."
+                )
+            self._skip_step = True
+            self.print(f"[nextok] non-finite loss at step {step}: skipping this optimizer step")
+        else:
+            self._loss_sum = loss.detach() + (0 if self._loss_sum is None else self._loss_sum)
+            self._loss_count += 1
+        self.tokens_seen += x.numel() * self.trainer.world_size
+        self.flops_per_batch = self.flops_per_token(x.shape[1]) * x.numel()
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip and log the global gradient norm, log loss / lr / tokens for this step."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self._skip_step:
+            for p in params:
+                p.grad = None  # AdamW leaves parameters without gradients untouched
+            self._skip_step = False
+            self._loss_sum, self._loss_count = None, 0
+            return
+        clip = self.optim_config.grad_clip
+        if clip:
+            norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        if hasattr(norm, "full_tensor"):  # DTensor (FSDP2)
+            norm = norm.full_tensor()
+        metrics = {
+            "train/grad_norm": norm,
+            "train/lr": float(optimizer.param_groups[0]["lr"]),
+            "train/tokens_seen": float(self.tokens_seen),
+        }
+        if self._loss_count:
+            metrics["train/loss"] = self._loss_sum / self._loss_count
+        self._loss_sum, self._loss_count = None, 0
+        self.log_dict(metrics, on_step=True, on_epoch=False)
+        if "train/loss" in metrics:
+            self.log("loss", metrics["train/loss"], prog_bar=True, logger=False)
+
+    # ------------------------------------------------------------------ validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        self._val_count = torch.zeros((), device=self.device, dtype=torch.float64)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        _, loss = self.model(x, y)
+        n = (y != -100).sum()
+        self._val_sum += loss.detach().double() * n
+        self._val_count += n
+
+    def on_validation_epoch_end(self) -> None:
+        total = self.trainer.strategy.reduce(self._val_sum, reduce_op="sum")
+        count = self.trainer.strategy.reduce(self._val_count, reduce_op="sum")
+        if count.item() == 0:
+            return
+        val_loss = (total / count).float()
+        self.log("val/loss", val_loss, prog_bar=True, sync_dist=False)
+        self.log("val/ppl", torch.exp(val_loss), sync_dist=False)
+
+    # ------------------------------------------------------------------ optimizer
+    def configure_optimizers(self):
+        optimizer = build_adamw(self.model, self.optim_config)
+        max_steps = self.trainer.max_steps if self.trainer is not None else -1
+        schedule = make_schedule(
+            self.schedule_config, self.optim_config.lr, max_steps if max_steps > 0 else None
+        )
+        scheduler = LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add the checkpoint contract's ``nextok`` entry (see :mod:`nextok.checkpoint`)."""
+        meta: dict[str, Any] = {
+            "model_config": self.model_config.to_dict(),
+            "tokens_seen": int(self.tokens_seen),
+            "rng": _rng_state(),
+        }
+        if self.tokenizer is not None:
+            meta["tokenizer_json"] = self.tokenizer.to_str()
+        checkpoint[META_KEY] = meta
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = checkpoint.get(META_KEY)
+        if meta is None:
+            raise ValueError("checkpoint has no 'nextok' entry: not written by nextok-train")
+        saved = meta.get("model_config", {})
+        if saved and saved != self.model_config.to_dict():
+            diff = {
+                k: (saved.get(k), v)
+                for k, v in self.model_config.to_dict().items()
+                if saved.get(k) != v
+            }
+            raise ValueError(
+                "the checkpoint's model config differs from this run's (key: (checkpoint, now)): "
+                f"{diff}; resume with the same model.* settings"
+            )
+        self.tokens_seen = int(meta.get("tokens_seen", 0))
+        if "rng" in meta:
+            _set_rng_state(meta["rng"])
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "kind": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+         n["cached_gaussian"])
+    )
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
