@@ -89,6 +89,11 @@ def _check_local_files(data_files: Any) -> None:
             raise FileNotFoundError(f"data.data_files: local file not found: {f}")
 
 
+def _all_empty(files: Any) -> bool:
+    items = [f for v in files.values() for f in ([v] if isinstance(v, str) else v)]
+    return all(Path(str(f)).is_file() and Path(str(f)).stat().st_size == 0 for f in items)
+
+
 def load_source(
     source: str,
     split: str,
@@ -114,7 +119,14 @@ def load_source(
                 f"split {split!r} not in data.data_files (has {sorted(files)}); give data_files as a "
                 "dict {split: files} or use split=train"
             )
-        ds = datasets.load_dataset(source, data_files=files, split=split, streaming=streaming)
+        try:
+            ds = datasets.load_dataset(source, data_files=files, split=split, streaming=streaming)
+        except Exception as e:  # noqa: BLE001 - re-raised with the file names
+            if _all_empty(files):
+                raise ValueError(f"dataset {source}:{data_files} is empty (no documents)") from e
+            raise ValueError(
+                f"could not read local {source} files {data_files} (split {split!r}): {e}"
+            ) from e
     elif source == "hub":
         if not path:
             raise ValueError(
