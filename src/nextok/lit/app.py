@@ -120,9 +120,11 @@ def accumulation(cfg: DictConfig, micro_batch: int, block_size: int, world_size:
 
 
 def find_resume_checkpoint(run_dir: Path) -> Path | None:
-    """Newest ``last*.ckpt`` in the run's checkpoint folder (or None)."""
+    """Newest ``last*.ckpt`` in the run's checkpoint folder, or Lightning's Slurm preemption
+    checkpoint ``<run_dir>/hpc_ckpt_N.ckpt`` (written on SIGUSR1 before a requeue) if newer."""
     candidates = sorted(
-        (run_dir / CHECKPOINT_DIR).glob("last*.ckpt"), key=lambda p: p.stat().st_mtime
+        [*(run_dir / CHECKPOINT_DIR).glob("last*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")],
+        key=lambda p: p.stat().st_mtime,
     )
     return candidates[-1] if candidates else None
 
