@@ -6,6 +6,7 @@ strategy can build it on the meta device and shard it (FSDP2) before weights are
 
 from __future__ import annotations
 
+import contextlib
 import random
 from dataclasses import asdict
 from typing import Any
@@ -100,7 +101,12 @@ class LMModule(L.LightningModule):
         """Build the Transformer once; then compile / checkpoint / shard it as configured."""
         if self.model is not None:
             return
-        model = Transformer(self.model_config)
+        # FSDP2Strategy(meta_init=True): build on the meta device; parallelize() materialises
+        # each rank's shard only (models larger than one device's memory).
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        meta = self.device_mesh is not None and getattr(strategy, "meta_init", False)
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            model = Transformer(self.model_config)
         model.activation_checkpointing = self.activation_checkpointing
         if self.compile_blocks:
             for block in model.blocks:
@@ -113,7 +119,9 @@ class LMModule(L.LightningModule):
                 raise RuntimeError(
                     "a model-parallel strategy needs nextok.lit.parallel.parallelize"
                 ) from e
-            out = parallelize(self.model, self.device_mesh)
+            out = parallelize(
+                self.model, self.device_mesh, **getattr(strategy, "parallelize_kwargs", {})
+            )
             if out is not None:
                 self.model = out
 
