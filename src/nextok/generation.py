@@ -363,14 +363,16 @@ class TextStream:
         return delta
 
 
-def encode_prompt(tokenizer: Tokenizer, prompt: str, eos_id: int | None) -> list[int]:
-    """Token ids of ``prompt``; an empty prompt starts from EOS (the document separator)."""
+def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """Token ids of ``prompt``; an empty prompt starts from ``<|endoftext|>`` (the separator
+    the model saw before every document in training)."""
     ids = tokenizer.encode(prompt).ids
     if ids:
         return ids
-    if eos_id is None:
+    eot = tokenizer.token_to_id(EOT)
+    if eot is None:
         raise ValueError(f"prompt {prompt!r} encodes to no tokens and the tokenizer has no {EOT}")
-    return [eos_id]
+    return [eot]
 
 
 def generate_text(
@@ -391,7 +393,7 @@ def generate_text(
     as it is produced. Other keyword arguments go to :func:`stream`.
     """
     eos_id = tokenizer.token_to_id(eos) if eos else None
-    ids = [encode_prompt(tokenizer, p, eos_id) for p in prompts]
+    ids = [encode_prompt(tokenizer, p) for p in prompts]
     streams = [TextStream(tokenizer, stop) for _ in prompts]
 
     def on_row(b: int, row_ids: list[int]) -> bool:

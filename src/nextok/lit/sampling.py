@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from nextok.generation import EOT, encode_prompt, generate_text, make_generator
+from nextok.generation import encode_prompt, generate_text, make_generator
 from nextok.model import Transformer
 
 
@@ -139,8 +139,7 @@ class SamplingCallback(pl.Callback):
 
     def _generate(self, model: nn.Module, tokenizer, device: torch.device) -> list[str] | None:
         model = model.to(device)
-        eos_id = tokenizer.token_to_id(EOT)
-        longest = max(len(encode_prompt(tokenizer, p, eos_id)) for p in self.prompts)
+        longest = max(len(encode_prompt(tokenizer, p)) for p in self.prompts)
         room = model.config.block_size - longest
         if room <= 0:
             rank_zero_warn(f"SamplingCallback: a prompt of {longest} tokens fills block_size; skipping")
