@@ -99,3 +99,55 @@ def test_resume_mid_epoch_and_at_epoch_end_is_exact(tmp_path, corpus, num_worker
         assert len(seen) == n_steps, (k, len(first.seen), len(second.seen))
         for i, (a, b) in enumerate(zip(seen, ref.seen)):
             assert torch.equal(a, b), f"resume after {k} steps: batch {i} differs"
+
+
+def test_streaming_resume_replays_to_the_exact_next_batch(tmp_path, corpus):
+    """Streaming (iterable) path with 2 workers: a resumed loader continues at batch k."""
+    kw = dict(
+        source="json",
+        data_files=str(corpus),
+        streaming=True,
+        vocab_size=300,
+        block_size=16,
+        batch_size=3,
+        num_workers=2,
+        run_dir=str(tmp_path / "run"),
+        shuffle_buffer=8,
+        seed=2,
+    )
+    dm = LMDataModule(**kw)
+    dm.prepare_data()
+    dm.setup("fit")
+    it = iter(dm.train_dataloader())
+    ref = [next(it)[0] for _ in range(40)]  # crosses several internal epochs of each shard
+    for k in (1, 7, 30):
+        dm2 = LMDataModule(**kw)
+        dm2.load_state_dict({"epoch": 0, "batches": k, "batch_size": 3})
+        dm2.setup("fit")
+        it = iter(dm2.train_dataloader())
+        for i in range(k, 40):
+            assert torch.equal(next(it)[0], ref[i]), (k, i)
+
+
+def test_streaming_resume_with_trainer(tmp_path, corpus):
+    kw = dict(
+        source="json",
+        data_files=str(corpus),
+        streaming=True,
+        vocab_size=300,
+        block_size=16,
+        batch_size=3,
+        num_workers=2,
+        run_dir=str(tmp_path / "run"),
+        val_fraction=0.1,
+    )
+    ref = Recorder()
+    _trainer(12).fit(ref, datamodule=LMDataModule(**kw))
+    first = Recorder()
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=5, save_top_k=-1)
+    _trainer(5, [cb], tmp_path).fit(first, datamodule=LMDataModule(**kw))
+    (ckpt,) = (tmp_path / "ck").glob("*.ckpt")
+    second = Recorder()
+    _trainer(12).fit(second, datamodule=LMDataModule(**kw), ckpt_path=ckpt)
+    seen = first.seen + second.seen
+    assert len(seen) == 12 and all(torch.equal(a, b) for a, b in zip(seen, ref.seen))

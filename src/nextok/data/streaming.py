@@ -115,8 +115,11 @@ class StreamingBlockDataset(IterableDataset):
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None and nw > 1:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        shard, num_shards = self.rank * nw + wid, self.world_size * nw
-        skip = worker_skip(self.skip_batches, wid, nw) * self.batch_size
+        # A resumed DataLoader polls worker 0 first, but batch k belongs to stream k % nw: worker
+        # `wid` takes over the stream ("virtual worker") that is due at its turn.
+        vid = (wid + self.skip_batches) % nw
+        shard, num_shards = self.rank * nw + vid, self.world_size * nw
+        skip = worker_skip(self.skip_batches, vid, nw) * self.batch_size
         epoch = self.start_epoch
         left = self.max_blocks
         while True:
@@ -136,7 +139,7 @@ class StreamingBlockDataset(IterableDataset):
                 return
             if produced == 0:
                 raise ValueError(
-                    f"data shard {shard}/{num_shards} (rank {self.rank}, worker {wid}) has no complete "
+                    f"data shard {shard}/{num_shards} (rank {self.rank}, worker {vid}) has no complete "
                     f"block of {self.block_size + 1} tokens; use fewer workers/ranks or a smaller block_size"
                 )
             epoch += 1
