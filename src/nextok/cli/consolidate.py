@@ -1,0 +1,113 @@
+"""Turn a sharded (FSDP2 / distributed) checkpoint folder into one ``.ckpt`` file.
+
+``trainer=fsdp`` saves each checkpoint as a folder: one ``.distcp`` shard per rank plus
+``meta.pt`` (Lightning's loop/callback state and the ``nextok`` entry). ``generate``, ``eval`` and
+``export`` read single files (the checkpoint contract in ``nextok.checkpoint``), so this tool
+gathers the model weights on one process, no process group needed:
+
+    nextok-consolidate runs/x/checkpoints/last.ckpt                 # -> last.consolidated.pt
+    nextok-consolidate runs/x/checkpoints/last.ckpt out.ckpt --dtype bfloat16
+    python -m nextok.cli.consolidate ...                            # same without the script
+
+The output has the ``state_dict`` (keys ``model.*``), the ``nextok`` metadata and the loop state
+(``global_step``, ...); optimizer state is left out (it is not needed to sample or export).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nextok.checkpoint import META_KEY
+
+_METADATA = "meta.pt"  # written by Lightning's ModelParallelStrategy next to the shards
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def default_output(path: Path) -> Path:
+    """``.../last.ckpt`` (folder) -> ``.../last.consolidated.pt``: not ``*.ckpt``, so resume=auto
+    and checkpoint rotation never mistake it for a training checkpoint."""
+    return path.with_name(path.name.removesuffix(".ckpt") + ".consolidated.pt")
+
+
+def _load_sharded_model_state(path: Path) -> dict[str, torch.Tensor]:
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    state: dict[str, Any] = {}
+    # keys={"state_dict"}: read the model weights only, never the (2x larger) optimizer state.
+    _load_state_dict(
+        state,
+        storage_reader=FileSystemReader(str(path)),
+        planner=_EmptyStateDictLoadPlanner(keys={"state_dict"}),
+        no_dist=True,
+    )
+    if "state_dict" not in state:
+        raise ValueError(f"{path}: the sharded checkpoint holds no 'state_dict' entry")
+    return state["state_dict"]
+
+
+def consolidate(
+    path: str | Path, output: str | Path | None = None, dtype: str | torch.dtype | None = None
+) -> Path:
+    """Write the single-file checkpoint for the sharded folder ``path``; returns its path."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_file():
+        raise ValueError(f"{path} is already a single-file checkpoint; nothing to consolidate")
+    if not (path / ".metadata").exists():
+        raise ValueError(
+            f"{path} is not a sharded checkpoint folder (no .metadata from torch.distributed.checkpoint)"
+        )
+    if not (path / _METADATA).exists():
+        raise ValueError(f"{path} has no {_METADATA} (Lightning's checkpoint metadata)")
+    meta: dict[str, Any] = torch.load(path / _METADATA, map_location="cpu", weights_only=False)
+    if META_KEY not in meta:
+        raise ValueError(f"{path}/{_METADATA} has no '{META_KEY}' entry: not written by nextok-train")
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"--dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+        dtype = _DTYPES[dtype]
+
+    state_dict = _load_sharded_model_state(path)
+    for key, value in state_dict.items():
+        if dtype is not None and torch.is_floating_point(value):
+            state_dict[key] = value.to(dtype)
+    out = Path(output) if output is not None else default_output(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = {**meta, "state_dict": state_dict}
+    checkpoint.pop("optimizer_states", None)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(checkpoint, tmp)
+    tmp.replace(out)  # never leave a half-written file under the final name
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="nextok-consolidate",
+        description="Consolidate a sharded FSDP checkpoint folder into one checkpoint file.",
+    )
+    p.add_argument("checkpoint", help="sharded checkpoint folder, e.g. runs/x/checkpoints/last.ckpt")
+    p.add_argument("output", nargs="?", default=None,
+                   help="output file (default: <folder minus .ckpt>.consolidated.pt)")
+    p.add_argument("--dtype", choices=sorted(_DTYPES), default=None,
+                   help="cast floating-point weights (default: keep the saved fp32 master weights)")
+    args = p.parse_args(argv)
+    try:
+        out = consolidate(args.checkpoint, args.output, args.dtype)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"nextok-consolidate: error: {e}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
