@@ -20,22 +20,29 @@ def _say(msg: str) -> None:
 
 
 class ModelCheckpoint(_LightningModelCheckpoint):
-    """Lightning's ``ModelCheckpoint``, plus: ``last.ckpt`` is always written when training ends.
+    """Lightning's ``ModelCheckpoint``, plus: ``last`` is also written after the final step.
 
     Lightning 2.6 writes ``last`` at train end only if it never wrote one, so a run stopped by
-    ``max_steps``/``max_time`` between two save intervals would lose its final steps.
+    ``max_steps``/``max_time`` between two save intervals would lose its final steps. Saving in
+    ``on_train_end`` instead would record the epoch as finished (resume would start a new epoch
+    with other data); saving in ``on_train_batch_end`` of the final step keeps the mid-epoch
+    position, exactly like the periodic saves.
     """
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        batch_idx: int,
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        final = trainer.should_stop or (0 < trainer.max_steps <= trainer.global_step)
         if (
-            self.save_last
-            and not trainer.fast_dev_run
-            and self._last_global_step_saved != trainer.global_step
+            final
+            and self.save_last
+            and not trainer.fit_loop._should_accumulate()
+            and not self._should_skip_saving_checkpoint(trainer)
         ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             self._last_global_step_saved = trainer.global_step
-        else:
-            super().on_train_end(trainer, pl_module)
 
 
 def _batch_size(batch: Any) -> int:
@@ -85,7 +92,7 @@ class ThroughputMonitor(_LightningThroughputMonitor):
                 metrics[key] = metrics[f"device/{key}"] * trainer.world_size
         if stage == RunningStage.TRAINING and "items_per_sec" in metrics:
             self.tokens_per_sec = metrics["items_per_sec"]
-        if not trainer._logger_connector.should_update_logs:
+        if stage != RunningStage.TRAINING or not trainer._logger_connector.should_update_logs:
             return
         out = {
             f"{stage.value}/{k.replace('items', 'tokens').replace('lengths', 'tokens')}": v
