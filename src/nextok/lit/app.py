@@ -9,6 +9,7 @@ budget, the resume checkpoint and the wandb run id.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -186,8 +187,16 @@ def wait_for_file(path: Path, timeout_s: float = 600.0) -> None:
 
 
 # ---------------------------------------------------------------------- the run
+def _one_log_handler() -> None:
+    """Lightning adds its own stderr handler to the ``lightning`` logger even when the root logger
+    has one (Hydra's console + train.log): every message would print twice."""
+    if logging.getLogger().handlers:
+        logging.getLogger("lightning").handlers.clear()
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit a model as ``cfg`` describes; return the final callback metrics."""
+    _one_log_handler()
     run_dir = Path(cfg.run_dir)
     rank0 = is_rank_zero()
     if rank0:
