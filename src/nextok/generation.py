@@ -216,6 +216,7 @@ def stream(
     generator: GeneratorArg = None,
     use_cache: bool = True,
     decode_step: Callable | None = None,
+    vocab_limit: int | None = None,
 ) -> Iterator[list[int | None]]:
     """Generate step by step, yielding each row's new token (``None`` once a row is done).
 
@@ -223,7 +224,8 @@ def stream(
     ``stop`` id sequences (which are yielded), when ``stop_fn(row, tokens_so_far)`` returns True,
     or after ``max_new_tokens``. ``use_cache=False`` re-runs the full sequence every step (the
     reference the cache is tested against). ``decode_step`` replaces ``model`` for the one-token
-    cached steps (e.g. :func:`compile_decode_step`).
+    cached steps (e.g. :func:`compile_decode_step`). ``vocab_limit`` forbids ids >= it: a model
+    whose vocabulary was padded past the tokenizer's (for matmul speed) never emits the padding.
     """
     params = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty)
     if not prompts:
@@ -252,6 +254,7 @@ def stream(
         mask[b, t0 - len(p):] = 1
     attention_mask = None if min(lens) == t0 else mask
 
+    pad_ids = torch.arange(vocab_limit or vocab, vocab, device=device)
     seen = None
     if params.repetition_penalty != 1.0:
         seen = torch.zeros((B, vocab), dtype=torch.bool, device=device)
@@ -266,7 +269,10 @@ def stream(
         generated: list[list[int]] = [[] for _ in range(B)]
         done = [False] * B
         for step in range(max_new_tokens):
-            nxt = sample_next(logits[:, -1], params, generator, seen)
+            last = logits[:, -1]
+            if len(pad_ids):
+                last = last.float().index_fill(-1, pad_ids, float("-inf"))
+            nxt = sample_next(last, params, generator, seen)
             out: list[int | None] = []
             for b, tok in enumerate(nxt.tolist()):
                 if done[b]:
@@ -402,6 +408,7 @@ def generate_text(
             on_text(b, delta)
         return streams[b].stopped
 
+    kwargs.setdefault("vocab_limit", tokenizer.get_vocab_size())
     generate(model, ids, max_new_tokens, eos_id=eos_id, stop_fn=on_row, **kwargs)
     for b, s in enumerate(streams):
         delta = s.flush()

@@ -169,3 +169,12 @@ def test_compiled_decode_step_matches_eager(make_model):
     assert generate(model, PROMPTS, 12, temperature=0, decode_step=step) == generate(
         model, PROMPTS, 12, temperature=0
     )
+
+
+def test_vocab_limit_never_emits_padded_ids(make_model):
+    model = make_model()
+    with torch.no_grad():  # make the padded ids (>= 90) by far the most likely
+        model.lm_head.weight[90:] *= 50
+    assert max(t for row in generate(model, PROMPTS, 8, temperature=0) for t in row) >= 90
+    out = generate(model, PROMPTS, 8, temperature=1.0, vocab_limit=90, generator=make_generator(0))
+    assert max(t for row in out for t in row) < 90
