@@ -1,0 +1,95 @@
+"""The app's run-time decisions (vocab, accumulation, resume, redaction) and config composition."""
+
+import math
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from nextok.cli._conf import conf_dir
+from nextok.lit.app import (
+    accumulation,
+    find_resume_checkpoint,
+    pad_vocab,
+    redact,
+    resolve_ckpt_path,
+    resolve_model_config,
+)
+from nextok.lit.callbacks import unigram_loss
+
+EXPERIMENTS = sorted(p.stem for p in (Path(conf_dir()) / "experiment").glob("*.yaml"))
+
+
+def _compose(*overrides):
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return compose("train", overrides=["run_dir=/tmp/x", *overrides])
+
+
+def test_vocab_from_tokenizer_padded():
+    cfg = _compose()
+    assert cfg.model.vocab_size is None
+    assert resolve_model_config(cfg, 4000).vocab_size == 4032  # padded to a multiple of 64
+    assert resolve_model_config(_compose("pad_vocab_multiple_of=1"), 4000).vocab_size == 4000
+    assert resolve_model_config(_compose("model.vocab_size=5000"), 4000).vocab_size == 5000
+    with pytest.raises(ValueError, match="model.vocab_size=100 is smaller"):
+        resolve_model_config(_compose("model.vocab_size=100"), 4000)
+    assert pad_vocab(64, 64) == 64 and pad_vocab(65, 64) == 128
+
+
+def test_accumulation_from_global_batch():
+    cfg = OmegaConf.create({"global_batch_size": None, "global_batch_tokens": None})
+    assert accumulation(cfg, 8, 256, 1) == 1
+    cfg.global_batch_size = 64
+    assert accumulation(cfg, 8, 256, 2) == 4
+    cfg.global_batch_size, cfg.global_batch_tokens = None, 524288
+    assert accumulation(cfg, 16, 1024, 8) == 4  # the GPT-2 recipe
+    cfg.global_batch_tokens = 1000
+    with pytest.raises(ValueError, match="multiple of the block size"):
+        accumulation(cfg, 16, 1024, 8)
+    cfg.global_batch_tokens = None
+    cfg.global_batch_size = 12
+    with pytest.raises(ValueError, match="not divisible"):
+        accumulation(cfg, 8, 256, 1)
+
+
+def test_resume_auto(tmp_path):
+    cfg = OmegaConf.create({"ckpt_path": None, "resume": "auto"})
+    assert resolve_ckpt_path(cfg, tmp_path) is None  # nothing yet: fresh start
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    (ckpts / "best-step000010.ckpt").write_bytes(b"x")
+    (ckpts / "last.ckpt").write_bytes(b"x")
+    assert find_resume_checkpoint(tmp_path) == ckpts / "last.ckpt"
+    assert resolve_ckpt_path(cfg, tmp_path) == str(ckpts / "last.ckpt")
+    with pytest.raises(FileNotFoundError, match="ckpt_path"):
+        resolve_ckpt_path(OmegaConf.create({"ckpt_path": "/nope.ckpt", "resume": None}), tmp_path)
+    with pytest.raises(ValueError, match="resume"):
+        resolve_ckpt_path(OmegaConf.create({"ckpt_path": None, "resume": "yes"}), tmp_path)
+
+
+def test_redact_secrets():
+    out = redact({"logger": {"wandb": {"api_key": "abc", "project": "p"}},
+                  "x": [{"hf_token": "t"}], "tokenizer_path": "/a"})
+    assert out["logger"]["wandb"] == {"api_key": "<redacted>", "project": "p"}
+    assert out["x"] == [{"hf_token": "<redacted>"}]
+    assert "abc" not in str(out) and "'t'" not in str(out)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiments_compose_and_instantiate_configs(experiment):
+    """Every experiment composes and its model/optim/schedule nodes build valid objects."""
+    from hydra.utils import instantiate
+
+    cfg = _compose(f"experiment={experiment}")
+    assert cfg.name == experiment
+    model = resolve_model_config(cfg, 1000)
+    assert model.block_size == cfg.data.block_size
+    instantiate(cfg.optim)
+    instantiate(cfg.schedule)
+
+
+def test_unigram_loss():
+    # add-one smoothing over a vocabulary of 2: p(0) = (3+1)/(4+2), p(1) = (1+1)/(4+2)
+    got = unigram_loss([0, 0, 0, 1], [0, 1], 2)
+    assert got == pytest.approx(-(math.log(4 / 6) + math.log(2 / 6)) / 2)

@@ -1,0 +1,45 @@
+import os
+import pickle
+
+import pytest
+import torch
+
+from nextok.lit.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
+
+
+class _Unpicklable:
+    """Fails half-way through serialisation, like a process killed during a save."""
+
+    def __reduce__(self):
+        raise pickle.PicklingError("simulated failure during save")
+
+
+def test_failed_save_keeps_previous_file(tmp_path):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1, "w": torch.ones(1000)}, path)
+    with pytest.raises(pickle.PicklingError):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(1000), "bad": _Unpicklable()}, path)
+    assert torch.load(path, weights_only=True)["step"] == 1  # old checkpoint intact
+    assert os.listdir(tmp_path) == ["last.ckpt"]  # no temp file left behind
+
+
+def test_save_replaces_and_loads(tmp_path):
+    path = tmp_path / "sub" / "x.ckpt"
+    atomic_torch_save({"a": 1}, path)
+    atomic_torch_save({"a": 2}, path)
+    assert AtomicCheckpointIO().load_checkpoint(path, weights_only=True)["a"] == 2
+
+
+def test_temp_file_lives_next_to_target(tmp_path, monkeypatch):
+    """The rename is only atomic within one filesystem: the temp file must be in the same dir."""
+    seen = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        seen.append((os.path.dirname(src), os.path.dirname(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    atomic_torch_save({"a": 1}, tmp_path / "y.ckpt")
+    assert seen == [(str(tmp_path), str(tmp_path))]
