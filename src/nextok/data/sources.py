@@ -174,6 +174,10 @@ def _is_val_doc(text: str, val_fraction: float, seed: int) -> bool:
     return (h % 1_000_000) < val_fraction * 1_000_000
 
 
+def _keep(ex: dict, *, text_column: str, val_fraction: float, seed: int, val: bool) -> bool:
+    return _is_val_doc(ex[text_column] or "", val_fraction, seed) == val
+
+
 def split_train_val(
     ds: datasets.Dataset | datasets.IterableDataset,
     val_fraction: float,
@@ -200,8 +204,17 @@ def split_train_val(
         is_val = np.zeros(n, dtype=bool)
         is_val[rng.choice(n, size=n_val, replace=False)] = True
         return ds.select(np.flatnonzero(~is_val)), ds.select(np.flatnonzero(is_val))
-    train = ds.filter(lambda ex: not _is_val_doc(ex[text_column], val_fraction, seed))
-    val = ds.filter(lambda ex: _is_val_doc(ex[text_column], val_fraction, seed))
+    # partials of a module-level function (not lambdas): picklable for spawned DataLoader workers
+    train = ds.filter(
+        functools.partial(
+            _keep, text_column=text_column, val_fraction=val_fraction, seed=seed, val=False
+        )
+    )
+    val = ds.filter(
+        functools.partial(
+            _keep, text_column=text_column, val_fraction=val_fraction, seed=seed, val=True
+        )
+    )
     return train, val
 
 
