@@ -140,3 +140,28 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     torch.save({"state_dict": {}}, bad)
     with pytest.raises(UsageError, match="is not a nextok checkpoint"):
         run(compose(f"ckpt={bad}"))
+
+
+def test_bf16_on_cpu(ckpt, capsys):
+    from nextok.cli.generate import run
+
+    path, _, _ = ckpt
+    stats = run(compose(f"ckpt={path}", 'prompt="import "', "max_new_tokens=6", "dtype=bf16",
+                        "device=cpu"))
+    captured = capsys.readouterr()
+    assert captured.out.startswith("import ") and "cpu, bfloat16" in captured.err
+    assert stats["tokens"] > 0
+
+
+@pytest.mark.slow
+def test_compiled_decode_step_gives_the_same_text(ckpt, capsys):
+    """Slow: a cold torch.compile (inductor, C++ build) takes ~20-40 s on CPU."""
+    from nextok.cli.generate import run
+
+    path, _, _ = ckpt
+    args = (f"ckpt={path}", 'prompt="def "', "max_new_tokens=12", "temperature=0")
+    run(compose(*args))
+    eager = capsys.readouterr().out
+    run(compose(*args, "compile=true"))
+    captured = capsys.readouterr()
+    assert captured.out == eager and "compiled the decode step" in captured.err

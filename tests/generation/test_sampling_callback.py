@@ -123,3 +123,37 @@ def test_conf_file_instantiates_the_callback():
     cb = instantiate(cfg)["sampling"]
     assert isinstance(cb, SamplingCallback) and cb.prompts == ["def ", "import ", "class "]
     assert glob.glob(f"{conf_dir()}/callbacks/sampling.yaml")
+
+
+@pytest.mark.slow
+def test_callback_logs_to_wandb_table_and_mlflow_artifact(tmp_path, tokenizer, make_model, monkeypatch):
+    """Slow (~40 s): wandb starts a service process; offline mode, no network."""
+    import json
+
+    from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    vocab = tokenizer.get_vocab_size()
+    cb = SamplingCallback(["def "], max_new_tokens=6, every_n_steps=1, on_train_end=False)
+    loggers = [
+        WandbLogger(save_dir=str(tmp_path), offline=True),
+        MLFlowLogger(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+                     artifact_location=str(tmp_path / "artifacts")),
+    ]
+    try:
+        _fit(tmp_path, TinyLM(make_model(vocab_size=vocab, block_size=32), tokenizer),
+             TinyData(vocab), cb, max_steps=2, loggers=loggers)
+    finally:
+        import wandb
+
+        wandb.finish()
+    texts = [h["text"] for h in cb.history]
+    tables = sorted(glob.glob(f"{tmp_path}/wandb/offline-run-*/files/media/table/samples_*.table.json"))
+    assert len(tables) == 2
+    with open(tables[-1]) as f:
+        table = json.load(f)
+    assert table["columns"] == ["step", "prompt", "sample"] and table["data"] == [[2, "def ", texts[1]]]
+    artifacts = sorted(glob.glob(f"{tmp_path}/artifacts/*/artifacts/samples/step_*.txt"))
+    assert [a.rsplit("/", 1)[1] for a in artifacts] == ["step_00000001.txt", "step_00000002.txt"]
+    with open(artifacts[-1]) as f:
+        assert f.read() == f"--- prompt 'def '\ndef {texts[1]}\n"
