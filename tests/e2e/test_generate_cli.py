@@ -165,3 +165,17 @@ def test_compiled_decode_step_gives_the_same_text(ckpt, capsys):
     run(compose(*args, "compile=true"))
     captured = capsys.readouterr()
     assert captured.out == eager and "compiled the decode step" in captured.err
+
+
+def test_escaped_newlines_in_prompt_and_stop_strings(ckpt, capsys):
+    from nextok.cli.generate import run
+
+    path, _, _ = ckpt
+    args = (f"ckpt={path}", r'prompt="class Point:\n    def "', "max_new_tokens=24", "temperature=0")
+    run(compose(*args))
+    full = capsys.readouterr().out
+    assert full.startswith("class Point:\n    def ")
+    new = full[len("class Point:\n    def "):-1]
+    stop = new[8:11]
+    run(compose(*args, f"stop=[{stop!r}]"))
+    assert capsys.readouterr().out == "class Point:\n    def " + new[: new.index(stop)] + "\n"

@@ -51,17 +51,22 @@ def resolve_dtype(name: str, device):
     return getattr(torch, DTYPES[name])
 
 
+def unescape(text: str) -> str:
+    """``\\n`` -> newline, ``\\t`` -> tab: how to type them on a command line or in a prompt file."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def read_prompts(cfg: DictConfig) -> list[str]:
-    """``prompt`` or ``prompt_file`` (one prompt per line; ``\\n`` and ``\\t`` are unescaped)."""
+    """``prompt`` or ``prompt_file`` (one prompt per line); ``\\n`` and ``\\t`` are unescaped."""
     if cfg.prompt is not None and cfg.prompt_file is not None:
         raise UsageError("give prompt=... or prompt_file=..., not both")
     if cfg.prompt_file is None:
-        return ["" if cfg.prompt is None else str(cfg.prompt)]
+        return [unescape("" if cfg.prompt is None else str(cfg.prompt))]
     path = Path(str(cfg.prompt_file))
     if not path.is_file():
         raise UsageError(f"prompt_file={path} not found")
     lines = path.read_text(encoding="utf-8").splitlines()
-    prompts = [ln.replace("\\n", "\n").replace("\\t", "\t") for ln in lines if ln.strip()]
+    prompts = [unescape(ln) for ln in lines if ln.strip()]
     if not prompts:
         raise UsageError(f"prompt_file={path} holds no prompts (one per line)")
     return prompts
@@ -92,7 +97,7 @@ def run(cfg: DictConfig) -> dict:
 
     options = dict(
         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p,
-        repetition_penalty=cfg.repetition_penalty, stop=list(cfg.stop or []),
+        repetition_penalty=cfg.repetition_penalty, stop=[unescape(str(s)) for s in cfg.stop or []],
     )
     generator = make_generator(cfg.seed, device)
     out = sys.stdout
