@@ -164,8 +164,13 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
         if node is None:
             continue
         extra: dict[str, Any] = {}
-        if "WandbLogger" in str(node.get("_target_", "")) and node.get("id") is None:
+        target = str(node.get("_target_", ""))
+        if "WandbLogger" in target and node.get("id") is None:
             extra = {"id": wandb_run_id(run_dir), "resume": "allow"}
+        if "MLFlowLogger" in target and str(node.get("tracking_uri") or "").startswith("file:"):
+            # MLflow >= 3.7 refuses its file store unless opted in; a configured file: URI is
+            # that opt-in (sqlite:///... or a server URI need nothing).
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         try:
             loggers.append(instantiate(node, **extra))
         except Exception as e:  # noqa: BLE001 - name the logger that failed
@@ -213,6 +218,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     else:
         wait_for_file(Path(tok_file))
         datamodule.prepare_data()  # loads rank 0's tokenizer.json
+    if rank0 and not (run_dir / "tokenizer.json").exists():  # e.g. data.tokenizer_path was given
+        datamodule.tokenizer.save(str(run_dir / "tokenizer.json"))
     model_config = resolve_model_config(cfg, datamodule.vocab_size)
     datamodule.validate_model(model_config.vocab_size, model_config.block_size)
 

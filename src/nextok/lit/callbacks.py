@@ -116,6 +116,16 @@ def unigram_loss(train_tokens: np.ndarray, eval_tokens: np.ndarray, vocab_size: 
     return float(-np.log(probs[np.asarray(eval_tokens, dtype=np.int64)]).mean())
 
 
+def _head(tokens: Any, n: int) -> np.ndarray | None:
+    """The first ``n`` tokens of an array-like (ndarray, memmap, sharded cache) as an ndarray."""
+    if tokens is None:
+        return None
+    try:
+        return np.asarray(tokens[: min(len(tokens), n)])
+    except (TypeError, AttributeError):
+        return None
+
+
 def _collect(loader: Any, max_batches: int) -> np.ndarray:
     out = []
     for i, batch in enumerate(loader):
@@ -128,12 +138,13 @@ def _collect(loader: Any, max_batches: int) -> np.ndarray:
 class UnigramBaseline(L.Callback):
     """Log the unigram baseline at the start and compare the final validation loss with it.
 
-    Uses the datamodule's token arrays when it has them (``train_tokens``/``val_tokens``),
-    otherwise up to ``max_batches`` batches of each dataloader.
+    Uses (the first ``max_tokens`` of) the datamodule's token arrays when it has them
+    (``train_tokens``/``val_tokens``), otherwise up to ``max_batches`` batches of each dataloader.
     """
 
-    def __init__(self, max_batches: int = 200) -> None:
+    def __init__(self, max_batches: int = 200, max_tokens: int = 20_000_000) -> None:
         self.max_batches = max_batches
+        self.max_tokens = max_tokens
         self.baseline: float | None = None
 
     @rank_zero_only
@@ -141,8 +152,8 @@ class UnigramBaseline(L.Callback):
         dm = trainer.datamodule
         if dm is None:
             return
-        train = getattr(dm, "train_tokens", None)
-        val = getattr(dm, "val_tokens", None)
+        train = _head(getattr(dm, "train_tokens", None), self.max_tokens)
+        val = _head(getattr(dm, "val_tokens", None), self.max_tokens)
         if train is None or val is None:
             train = _collect(dm.train_dataloader(), self.max_batches)
             val = _collect(dm.val_dataloader(), self.max_batches)

@@ -1,0 +1,241 @@
+"""End-to-end tests of the real ``nextok-train`` entry point (subprocesses) on tiny configs.
+
+One tokenizer and one token cache are shared by every run of this module, so each run costs
+mostly interpreter start-up (importing torch + Lightning).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nextok.checkpoint import load_checkpoint
+
+EXPERIMENTS = ["default", "tinystories", "gpt2_small_fineweb", "llama_1b"]
+DEBUGS = ["fast_dev_run", "overfit", "profiler"]
+
+
+def train_cmd() -> list[str]:
+    exe = shutil.which("nextok-train")
+    return [exe] if exe else [sys.executable, "-m", "nextok.train"]
+
+
+def run_train(args: list[str], timeout: float = 240, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run(
+        [*train_cmd(), *args], capture_output=True, text=True, timeout=timeout, env=env, **kw
+    )
+
+
+def check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> dict[str, Path]:
+    """A small BPE tokenizer (vocab 512) and a token cache dir shared by all runs."""
+    from nextok.data.sources import stdlib_dataset
+    from nextok.data.tokenizer import save_tokenizer, train_bpe
+
+    root = tmp_path_factory.mktemp("train_e2e")
+    ds = stdlib_dataset()
+    texts = ds.select(range(0, len(ds), 7))["text"]
+    save_tokenizer(train_bpe(iter(texts), 512, max_bytes=300_000), root / "tok.json")
+    return {"root": root, "tok": root / "tok.json", "cache": root / "cache"}
+
+
+def tiny(shared: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
+    return [
+        f"hydra.run.dir={run_dir}",
+        "model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.n_kv_head=2",
+        "model.block_size=32",
+        "data.batch_size=4", "data.max_val_batches=2", "data.vocab_size=512",
+        f"data.tokenizer_path={shared['tok']}", f"data.cache_dir={shared['cache']}",
+        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+        "trainer.log_every_n_steps=1", "trainer.val_check_interval=4",
+        "schedule.warmup_steps=2", "schedule.total_steps=20",
+        "print_config=false",
+        *extra,
+    ]
+
+
+def metrics(run_dir: Path, key: str = "train/loss") -> dict[int, str]:
+    """step -> value (as written) over all CSV versions of a run (a resume adds a version)."""
+    out: dict[int, str] = {}
+    for f in sorted((run_dir / "csv").glob("version_*/metrics.csv")):
+        for row in csv.DictReader(f.open()):
+            if row.get(key):
+                out[int(row["step"])] = row[key]
+    return out
+
+
+# ---------------------------------------------------------------------------- smoke
+def test_smoke_all_loggers_checkpoints_samples(shared, tmp_path):
+    run = tmp_path / "run"
+    proc = check(run_train(tiny(
+        shared, run, "trainer.max_steps=8", "callbacks.last_checkpoint.every_n_train_steps=3",
+        "logger=many", "callbacks.sampling.max_new_tokens=8", "callbacks.throughput.window_size=4",
+    )))
+    out = proc.stdout + proc.stderr
+    # run directory: resolved config, tokenizer, checkpoints, logs
+    assert "${" not in (run / "config.yaml").read_text()  # resolved
+    assert (run / "tokenizer.json").exists()
+    ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
+    assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts), ckpts
+    loaded = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert loaded.meta["tokens_seen"] == 8 * 4 * 32  # the final step was saved
+    assert loaded.config.n_layer == 1 and loaded.config.vocab_size == 512
+    # logs: per-step loss/lr/grad norm/tokens, throughput, validation loss and perplexity
+    losses = metrics(run)
+    assert sorted(losses) == list(range(8))
+    for key in ("train/lr", "train/grad_norm", "train/tokens_seen", "val/loss", "val/ppl",
+                "train/tokens_per_sec", "train/samples_per_sec", "baseline/unigram_loss"):
+        assert metrics(run, key), key
+    assert list(run.glob("tensorboard/version_0/events.out.tfevents.*"))
+    wandb_runs = list((run / "wandb").glob("offline-run-*"))
+    assert len(wandb_runs) == 1 and list(wandb_runs[0].glob("*.wandb"))
+    assert (run / "wandb_run_id.txt").read_text().strip() in wandb_runs[0].name
+    mlflow_metrics = list(run.glob("mlruns/*/*/metrics/train/loss"))
+    assert mlflow_metrics and len(mlflow_metrics[0].read_text().splitlines()) == 8
+    # console: unigram baseline, final comparison, KV-cached samples from the sampling callback
+    assert "unigram baseline on val" in out and "vs unigram baseline" in out
+    assert "=== samples at step 8 ===" in out
+
+
+# ---------------------------------------------------------------------------- exact resume
+@pytest.fixture(scope="module")
+def uninterrupted(shared) -> dict[int, str]:
+    """A 12-step reference run (2 dataloader workers)."""
+    run = shared["root"] / "ref"
+    check(run_train(tiny(shared, run, "trainer.max_steps=12", "data.num_workers=2",
+                         "callbacks.sampling=null")))
+    return {k: metrics(run, k) for k in ("train/loss", "train/grad_norm", "train/lr")}
+
+
+def test_exact_resume_matches_uninterrupted(shared, uninterrupted, tmp_path):
+    """Stop at step 5, resume to 12: the same per-step losses, bitwise (CPU, fp32, 2 workers)."""
+    run = tmp_path / "run"
+    base = tiny(shared, run, "data.num_workers=2", "callbacks.sampling=null",
+                "callbacks.last_checkpoint.every_n_train_steps=100")
+    check(run_train([*base, "trainer.max_steps=5"]))
+    assert sorted(metrics(run)) == list(range(5))
+    proc = check(run_train([*base, "trainer.max_steps=12", "resume=auto"]))
+    assert "resuming from" in proc.stdout
+    assert len(list((run / "csv").glob("version_*"))) == 2
+    for key, ref in uninterrupted.items():
+        assert metrics(run, key) == ref, key  # exact string equality of the logged floats
+
+
+def test_sigkill_then_resume(shared, uninterrupted, tmp_path):
+    """Kill -9 mid-training; resume=auto loses only the steps since the last checkpoint."""
+    run = tmp_path / "run"
+    base = tiny(shared, run, "data.num_workers=2", "callbacks.sampling=null",
+                "callbacks.last_checkpoint.every_n_train_steps=2", "callbacks.best_checkpoint=null",
+                "callbacks.unigram_baseline=null")
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.Popen([*train_cmd(), *base, "trainer.max_steps=100000"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 180
+    try:
+        while not last.exists():
+            assert proc.poll() is None, f"run ended early: {proc.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    saved_step = torch.load(last, weights_only=False, map_location="cpu")["global_step"]
+    assert 2 <= saved_step < 12
+    check(run_train([*base, "trainer.max_steps=12", "resume=auto"]))
+    resumed = {}
+    for f in sorted((run / "csv").glob("version_*/metrics.csv")):
+        resumed = {int(r["step"]): r["train/loss"] for r in csv.DictReader(f.open())
+                   if r.get("train/loss")}  # the last version is the resumed run
+    assert sorted(resumed) == list(range(saved_step, 12))
+    assert resumed == {s: uninterrupted["train/loss"][s] for s in resumed}
+
+
+# ---------------------------------------------------------------------------- config / debug
+def test_fast_dev_run(shared, tmp_path):
+    run = tmp_path / "run"
+    proc = check(run_train(tiny(shared, run, "debug=fast_dev_run")))
+    assert "=== samples at step 1 ===" in proc.stdout
+    assert not (run / "checkpoints").exists()  # fast_dev_run writes no checkpoints
+
+
+@pytest.mark.parametrize("choice", [f"experiment={e}" for e in EXPERIMENTS]
+                         + [f"debug={d}" for d in DEBUGS])
+def test_configs_compose(choice):
+    proc = check(run_train([choice, "--cfg", "job"], timeout=120))
+    assert "_target_: nextok.lit.LMModule" in proc.stdout
+    if choice.startswith("experiment="):
+        assert f"name: {choice.split('=')[1]}" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.n_layers=2", "Could not override 'model.n_layers'"),
+        ("trainer=tpu_pod", "Could not find 'trainer/tpu_pod'"),
+        ("optim.lrr=1", "Could not override 'optim.lrr'"),
+    ],
+)
+def test_bad_override_fails_fast(override, message):
+    t0 = time.monotonic()
+    proc = run_train([override], timeout=120)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert time.monotonic() - t0 < 60  # before any data or model work
+
+
+def test_bad_value_is_a_one_line_error(shared, tmp_path):
+    proc = run_train(tiny(shared, tmp_path / "run", "model.vocab_size=100"))
+    assert proc.returncode == 2
+    assert "model.vocab_size=100 is smaller than the tokenizer's vocabulary (512)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------- slow
+@pytest.mark.slow
+def test_max_time_is_honoured(shared, tmp_path):
+    run = tmp_path / "run"
+    check(run_train(tiny(shared, run, "trainer.max_steps=1000000", "trainer.max_time=00:00:00:05",
+                         "schedule=constant", "callbacks.sampling=null")))
+    step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    assert 0 < step < 1000000
+
+
+@pytest.mark.slow
+def test_ddp_sim_two_cpu_processes(shared, tmp_path):
+    run = tmp_path / "run"
+    proc = check(run_train(tiny(shared, run, "trainer=ddp_sim", "trainer.max_steps=4",
+                                "callbacks.sampling.max_new_tokens=4"), timeout=400))
+    assert "world size 2" in proc.stdout
+    assert sorted(metrics(run)) == list(range(4))
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt").meta["tokens_seen"] == 4 * 2 * 4 * 32
+
+
+@pytest.mark.slow
+def test_default_run_beats_unigram_in_under_5_minutes(tmp_path):
+    """`nextok-train` with no arguments (only the run dir set): the documented default run."""
+    t0 = time.monotonic()
+    proc = check(run_train([f"hydra.run.dir={tmp_path / 'run'}"], timeout=400))
+    wall = time.monotonic() - t0
+    val = float(metrics(tmp_path / "run", "val/loss")[max(metrics(tmp_path / "run", "val/loss"))])
+    base = float(next(iter(metrics(tmp_path / "run", "baseline/unigram_loss").values())))
+    print(f"default run: {wall:.0f} s, val loss {val:.3f}, unigram {base:.3f}")
+    assert wall < 300
+    assert val < base - 0.5
+    assert "=== samples at step" in proc.stdout
