@@ -1,9 +1,9 @@
 """Decode speed with the KV cache vs without it (re-running the whole sequence every step).
 
 Both modes run the real generation loop (``nextok.generation.stream``, greedy) on the same
-model, at several context (prompt) lengths, in one process. The per-token time is measured
-between the first and the last generated token, so the prefill is excluded; it is reported on
-its own. With the cache the per-token cost should stay nearly flat as the context grows; without
+model, at several context (prompt) lengths, in one process. The per-token time is the median
+interval between consecutive generated tokens, so the prefill is excluded (it is reported on its
+own). With the cache the per-token cost should stay nearly flat as the context grows; without
 it, it grows with the context.
 
     python benchmarks/decode.py                         # tiny-like model, contexts 64 256 1024
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import statistics
 import sys
 import time
 
@@ -24,7 +25,11 @@ from nextok.model import ModelConfig, Transformer
 
 
 def time_decode(model, context: int, new_tokens: int, use_cache: bool, device) -> tuple[float, float]:
-    """(prefill seconds, seconds per decoded token) for one greedy run."""
+    """(prefill seconds, median seconds per decoded token) for one greedy run.
+
+    The median of the step intervals (rather than their mean) ignores the odd step stalled by
+    another process on a shared machine.
+    """
     g = torch.Generator().manual_seed(context)
     prompt = torch.randint(0, model.config.vocab_size, (context,), generator=g).tolist()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -34,7 +39,7 @@ def time_decode(model, context: int, new_tokens: int, use_cache: bool, device) -
     for _ in stream(model, [prompt], new_tokens, temperature=0, use_cache=use_cache):
         sync()
         stamps.append(time.perf_counter())
-    return stamps[0] - t0, (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    return stamps[0] - t0, statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -157,3 +157,17 @@ def test_callback_logs_to_wandb_table_and_mlflow_artifact(tmp_path, tokenizer, m
     assert [a.rsplit("/", 1)[1] for a in artifacts] == ["step_00000001.txt", "step_00000002.txt"]
     with open(artifacts[-1]) as f:
         assert f.read() == f"--- prompt 'def '\ndef {texts[1]}\n"
+
+
+def test_unsharded_model_is_an_eager_copy_when_blocks_are_compiled(make_model):
+    from nextok.lit.sampling import unsharded_model
+
+    model = make_model()
+    assert unsharded_model(model, True) is model and unsharded_model(model, False) is None
+    for block in model.blocks:
+        block.compile()
+    copy = unsharded_model(model, True)
+    assert copy is not model and not any(
+        getattr(m, "_compiled_call_impl", None) is not None for m in copy.modules()
+    )
+    assert all(torch.equal(a, b) for a, b in zip(copy.state_dict().values(), model.state_dict().values()))

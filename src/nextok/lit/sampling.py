@@ -3,7 +3,8 @@
 Distributed behaviour: sampling happens on global rank 0 only; every rank then meets at
 ``trainer.strategy.barrier()``, so the other ranks wait instead of racing into the next
 collective. Under DDP rank 0 samples with its own replica (``pl_module.model``, called directly,
-outside the DDP wrapper, so no gradient hooks fire). Under FSDP2 / tensor parallelism
+outside the DDP wrapper, so no gradient hooks fire; an eager copy when its blocks were compiled
+in place). Under FSDP2 / tensor parallelism
 (``ModelParallelStrategy``: parameters are ``DTensor`` shards) no rank holds the full weights, so
 *all* ranks first take part in ``get_model_state_dict(..., full_state_dict=True,
 cpu_offload=True)``, which gathers the full state dict onto rank 0's CPU; rank 0 loads it into a
@@ -42,7 +43,15 @@ def unsharded_model(model: nn.Module, is_rank_zero: bool) -> nn.Module | None:
     """
     model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
     if not _has_dtensor_params(model):
-        return model if is_rank_zero else None
+        if not is_rank_zero:
+            return None
+        if any(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules()):
+            # blocks compiled in place for training (module.compile()): sampling through them
+            # would trace new graphs for every cache length; an eager copy avoids that
+            copy = Transformer(model.config).to(model.lm_head.weight.device)
+            copy.load_state_dict(model.state_dict())
+            return copy
+        return model
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     state = get_model_state_dict(
