@@ -1,9 +1,11 @@
 """Data pipeline: documents -> byte-level BPE -> packed (x, y) blocks, sharded and resumable."""
 
 from nextok.data.blocks import BlockSampler, TokenBlockDataset
-from nextok.data.datamodule import LMDataModule
+from nextok.data.cache import ShardedTokens, build_cache, open_split
+from nextok.data.datamodule import LMDataModule, ResumableDataLoader
 from nextok.data.packing import block_to_xy, encode_documents, pack_blocks, token_dtype
 from nextok.data.sources import load_source, split_train_val, stdlib_dataset, stdlib_files
+from nextok.data.streaming import StreamingBlockDataset
 from nextok.data.tokenizer import EOT, PAD, load_tokenizer, save_tokenizer, train_bpe
 
 __all__ = [
@@ -11,11 +13,16 @@ __all__ = [
     "PAD",
     "BlockSampler",
     "LMDataModule",
+    "ResumableDataLoader",
+    "ShardedTokens",
+    "StreamingBlockDataset",
     "TokenBlockDataset",
     "block_to_xy",
+    "build_cache",
     "encode_documents",
     "load_source",
     "load_tokenizer",
+    "open_split",
     "pack_blocks",
     "save_tokenizer",
     "split_train_val",
