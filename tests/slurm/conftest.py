@@ -10,16 +10,18 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import pytest
+
+# The tiny-run helpers (dist_helpers) are shared with the multi-process tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "distributed"))
 
 CLUSTER_SH = Path(__file__).resolve().parent / "cluster.sh"
 SLURM_DIR = os.environ.get("NEXTOK_SLURM_DIR", "/tmp/nextok-slurm")
 SLURM_CONF = f"{SLURM_DIR}/slurm.conf"
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "scontrol", "squeue")
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED"}
 
 
 def _missing_binaries() -> list[str]:
@@ -52,28 +54,3 @@ def slurm_cluster():
     yield env
     if started_here:
         subprocess.run([str(CLUSTER_SH), "stop"], env=env, capture_output=True)
-
-
-def job_field(env: dict[str, str], job_id: str, field: str) -> str | None:
-    """A field (e.g. ``JobState``, ``Restarts``) of ``scontrol show job``, or None if unknown."""
-    out = subprocess.run(
-        ["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True, text=True
-    ).stdout
-    for item in out.split():
-        key, _, value = item.partition("=")
-        if key == field:
-            return value
-    return None
-
-
-def wait_for_job(env: dict[str, str], job_id: str, timeout: float, states=TERMINAL) -> str:
-    """Poll until the job reaches one of ``states``; returns that state."""
-    deadline = time.monotonic() + timeout
-    state = None
-    while time.monotonic() < deadline:
-        state = job_field(env, job_id, "JobState")
-        if state in states:
-            return state
-        time.sleep(0.5)
-    subprocess.run(["scancel", job_id], env=env)
-    raise TimeoutError(f"job {job_id} still {state} after {timeout:.0f} s")
