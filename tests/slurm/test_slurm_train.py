@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from dist_helpers import TINY_MODEL, data_overrides, write_corpus
+from dist_helpers import TINY_MODEL, data_overrides, train_cmd, write_corpus
 from slurm_helpers import SUBMIT, job_field, wait_for_job
 
 from nextok.checkpoint import load_checkpoint
@@ -125,3 +125,28 @@ def test_sigusr1_requeues_and_resumes(slurm_cluster, corpus, tmp_path):
     first, second = (_train_steps(run_dir / "csv" / f"version_{v}" / "metrics.csv") for v in (0, 1))
     assert first == list(range(hpc_step)), (first[-3:], hpc_step)
     assert second == list(range(hpc_step, steps)), (second[:3], hpc_step)
+
+
+@pytest.mark.slow
+def test_submitit_launcher_sweep(slurm_cluster, corpus, tmp_path):
+    """`-m hydra/launcher=submitit_slurm`: one Slurm job per sweep point, each trains and saves."""
+    env = _env(slurm_cluster)
+    sweep = tmp_path / "sweep"
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [*train_cmd(), "-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
+         "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
+         "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}", "logger=none",
+         *_overrides(corpus, 2, 2), "seed=1,2"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    print(f"submitit sweep, 2 jobs x 2 steps: {time.monotonic() - t0:.1f} s")
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    for job in ("0", "1"):
+        ckpt = sweep / job / "checkpoints" / "last.ckpt"
+        assert ckpt.is_file(), f"sweep point {job} wrote no checkpoint"
+        assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 2
+    # the two points really differ (seed=1 vs seed=2 -> different initial weights)
+    a, b = (load_checkpoint(sweep / j / "checkpoints" / "last.ckpt").model for j in ("0", "1"))
+    assert not torch.equal(a.tok_emb.weight, b.tok_emb.weight)
+    assert len(list((sweep / ".submitit").glob("*_0"))) == 1  # a Slurm array job, not local runs
