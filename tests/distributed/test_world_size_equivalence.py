@@ -135,3 +135,21 @@ def test_consolidate_cli_errors(tmp_path):
     plain.mkdir()
     notdcp = subprocess.run([*cmd, str(plain)], capture_output=True, text=True)
     assert notdcp.returncode == 2 and "not a sharded checkpoint folder" in notdcp.stderr
+
+
+@pytest.mark.slow
+def test_tensor_parallel_two_processes_match_single(tmp_path, corpus, single):
+    """FSDP2Strategy(tensor_parallel_size=2): one data-parallel rank, each block's matmuls split
+    over 2 processes (fused qkv / SwiGLU weights strided); same batch as the 1-process run."""
+    _, seconds = run_train([
+        *_common(corpus, tmp_path, single / "tokenizer.json"), "trainer=fsdp_cpu",
+        "trainer.strategy.tensor_parallel_size=2", "global_batch_size=null",
+        f"data.batch_size={GLOBAL_BATCH}", f"trainer.max_steps={K}",
+        f"callbacks.last_checkpoint.every_n_train_steps={K}",
+    ])
+    print(f"tensor parallel 2 processes, {K} steps: {seconds:.1f} s")
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert last.is_file()  # tensor-parallel checkpoints are gathered into one file
+    got, ref = _loss(last, corpus), _loss(_step_ckpt(single, K), corpus)
+    print(f"TP vs 1 process after {K} steps: loss {got:.7f} vs {ref:.7f}")
+    assert abs(got - ref) < TOL, f"tensor-parallel loss {got} vs 1-process {ref}"

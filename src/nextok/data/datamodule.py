@@ -36,6 +36,14 @@ STATE_VERSION = 1
 def dist_info(trainer: Any = None) -> tuple[int, int]:
     """(rank, world_size): from the trainer if attached, else torch.distributed, else (0, 1)."""
     if trainer is not None:
+        # Data-parallel rank/size: under tensor parallelism (FSDP2Strategy) the ranks of one
+        # tensor-parallel group must read the same batch, so only the data_parallel mesh counts.
+        try:
+            kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None)
+        except RuntimeError:  # device mesh not built yet
+            kwargs = None
+        if kwargs and "rank" in kwargs and "num_replicas" in kwargs:
+            return int(kwargs["rank"]), int(kwargs["num_replicas"])
         return int(trainer.global_rank), int(trainer.world_size)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()

@@ -177,7 +177,11 @@ class LMModule(L.LightningModule):
             self._loss_sum, self._loss_count = None, 0
             return
         clip = self.optim_config.grad_clip
-        if clip:
+        if self.device_mesh is not None:  # FSDP2 (+ tensor parallel: grads on several meshes)
+            from nextok.lit.parallel import grad_norm_
+
+            norm = grad_norm_(params, clip)
+        elif clip:
             norm = torch.nn.utils.clip_grad_norm_(params, clip)
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in params])

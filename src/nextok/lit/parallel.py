@@ -101,6 +101,44 @@ def parallelize(
     return model
 
 
+def grad_norm_(parameters, max_norm: float | None = None) -> torch.Tensor:
+    """Global L2 norm of the gradients (clipped to ``max_norm`` if given), for any sharding.
+
+    ``torch.nn.utils.clip_grad_norm_`` stacks the per-parameter norms, which fails when DTensor
+    gradients live on different meshes (FSDP + tensor parallel: 2-D for split weights, 1-D for
+    the rest). Here each group of equally placed gradients is reduced separately, then combined.
+    """
+    parameters = list(parameters)
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    groups: dict[Any, list[torch.Tensor]] = {}
+    for g in grads:
+        key = (getattr(g, "device_mesh", None), tuple(getattr(g, "placements", ())))
+        groups.setdefault(key, []).append(g)
+    if len({mesh for mesh, _ in groups}) == 1:  # one mesh (or none): torch's own code path
+        params = [p for p in parameters if p.grad is not None]
+        if max_norm:
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        else:
+            norm = torch.nn.utils.get_total_norm(grads)
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+    total = None
+    for group in groups.values():
+        norm = torch.nn.utils.get_total_norm(group)
+        if hasattr(norm, "full_tensor"):
+            norm = norm.full_tensor()
+        norm = norm.float().cpu() ** 2
+        total = norm if total is None else total + norm
+    total = total.sqrt()
+    if max_norm is not None and max_norm > 0:
+        coef = float(max_norm) / (float(total) + 1e-6)
+        if coef < 1.0:
+            for g in grads:
+                g.mul_(coef)
+    return total
+
+
 # ---------------------------------------------------------------------------- tensor parallel
 def _tp_dim(param) -> int | None:
     """The tensor dim a tensor-parallel DTensor parameter is sharded on (None if not sharded)."""
@@ -245,10 +283,13 @@ class FSDP2Strategy(ModelParallelStrategy):
             raise ValueError(
                 f"trainer.strategy.tensor_parallel_size must be a positive integer, got {tensor_parallel_size!r}"
             )
+        # torch.distributed.checkpoint cannot describe the strided shards of the fused qkv / SwiGLU
+        # weights ("overlapping chunks"): with tensor parallelism, checkpoints are gathered into
+        # one full file on rank 0 instead (and re-sharded on load).
         super().__init__(
             data_parallel_size=data_parallel_size,
             tensor_parallel_size=tensor_parallel_size,
-            save_distributed_checkpoint=save_distributed_checkpoint,
+            save_distributed_checkpoint=save_distributed_checkpoint and tensor_parallel_size == 1,
             process_group_backend=process_group_backend,
             timeout=timedelta(seconds=timeout_s),
         )
