@@ -199,6 +199,12 @@ class LMModule(L.LightningModule):
         if "train/loss" in metrics:
             self.log("loss", metrics["train/loss"], prog_bar=True, logger=False)
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Reaching max_steps through should_stop makes Lightning validate once more, so every run
+        # ends with a validation of its final weights (max_time stops do the same).
+        if 0 < self.trainer.max_steps <= self.global_step:
+            self.trainer.should_stop = True
+
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
         self._val_sum = torch.zeros((), device=self.device, dtype=torch.float64)
