@@ -24,7 +24,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from nextok.lit.checkpoint_io import AtomicCheckpointIO
-from nextok.lit.module import LMModule
+from nextok.lit.module import LMModule, data_parallel_size
 from nextok.model import ModelConfig
 
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|passw|credential|auth)", re.IGNORECASE)
@@ -98,7 +98,9 @@ def resolve_model_config(cfg: DictConfig, tokenizer_vocab: int) -> ModelConfig:
 
 
 def accumulation(cfg: DictConfig, micro_batch: int, block_size: int, world_size: int) -> int:
-    """Micro-batches per optimizer step for the configured global batch (sequences or tokens)."""
+    """Micro-batches per optimizer step for the configured global batch (sequences or tokens).
+
+    ``world_size`` is the number of data-parallel ranks (tensor-parallel ranks share data)."""
     per_step = micro_batch * world_size
     seqs, tokens = cfg.get("global_batch_size"), cfg.get("global_batch_tokens")
     if seqs is not None and tokens is not None:
@@ -241,16 +243,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
 
     micro = int(cfg.data.batch_size)
-    accum = accumulation(cfg, micro, model_config.block_size, trainer.world_size)
+    dp = data_parallel_size(trainer)
+    accum = accumulation(cfg, micro, model_config.block_size, dp)
     trainer.accumulate_grad_batches = accum
-    tokens_per_step = micro * int(cfg.data.block_size) * trainer.world_size * accum
+    tokens_per_step = micro * int(cfg.data.block_size) * dp * accum
     if cfg.get("max_tokens") is not None:
         trainer.fit_loop.max_steps = math.ceil(float(cfg.max_tokens) / tokens_per_step)
     if rank0:
         print(
             f"[nextok] run dir: {run_dir}\n[nextok] model: {module.model_config.n_layer} layers, "
             f"d_model {model_config.d_model}, vocab {model_config.vocab_size}, block "
-            f"{model_config.block_size}; world size {trainer.world_size}, micro-batch {micro}, "
+            f"{model_config.block_size}; world size {trainer.world_size} (data parallel {dp}), "
+            f"micro-batch {micro}, "
             f"grad accumulation {accum} -> {tokens_per_step} tokens/step; max_steps "
             f"{trainer.max_steps}"
         )

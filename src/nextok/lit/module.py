@@ -23,6 +23,13 @@ from nextok.model import ModelConfig, Transformer
 NONFINITE_POLICIES = ("stop", "skip", "ignore")
 
 
+def data_parallel_size(trainer: L.Trainer) -> int:
+    """Ranks that see different data: the world size over the tensor-parallel size."""
+    tp = getattr(trainer.strategy, "_tensor_parallel_size", 1)
+    tp = tp if isinstance(tp, int) and tp > 0 else 1
+    return max(1, trainer.world_size // tp)
+
+
 class NonFiniteLossError(FloatingPointError):
     """Raised (policy ``stop``) when the training loss is NaN or infinite."""
 
@@ -163,7 +170,7 @@ class LMModule(L.LightningModule):
         else:
             self._loss_sum = loss.detach() + (0 if self._loss_sum is None else self._loss_sum)
             self._loss_count += 1
-        self.tokens_seen += x.numel() * self.trainer.world_size
+        self.tokens_seen += x.numel() * data_parallel_size(self.trainer)
         self.flops_per_batch = self.flops_per_token(x.shape[1]) * x.numel()
         return loss
 
