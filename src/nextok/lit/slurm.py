@@ -5,7 +5,8 @@ whatever point the signal interrupts (mid-forward, between the optimizer step an
 with the other rank somewhere else). Measured here: the requeued run then skipped one step. This
 callback only sets a flag in the handler; after the next optimizer step all ranks agree on the
 flag (a max all-reduce), save ``<run_dir>/hpc_ckpt_N.ckpt`` together (Lightning's name, so
-``resume=auto`` and Lightning both find it), rank 0 runs ``scontrol requeue``, and training stops.
+``resume=auto`` and Lightning both find it) and stop; when the loop has ended (metrics logged),
+rank 0 runs ``scontrol requeue``.
 The requeued job keeps its SLURM_JOB_ID, hence its run directory, and resumes exactly.
 
 Installed by ``slurm/train.sbatch`` (``+callbacks.slurm_requeue=...``); a no-op outside Slurm.
@@ -51,6 +52,7 @@ class SlurmRequeue(Callback):
         self.received = False
         self.active = False
         self._last_step = -1
+        self._requeue_pending = False
         self._previous: Any = None
 
     def _handler(self, signum: int, frame: Any) -> None:
@@ -75,14 +77,22 @@ class SlurmRequeue(Callback):
             flag = trainer.strategy.reduce(flag, reduce_op="max")
         if not flag.item():
             return
-        for logger in trainer.loggers:
-            logger.save()  # the job is killed right after the requeue: flush buffered metrics
         path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             print(f"[nextok] {self.signum.name}: saved {path} at step {trainer.global_step}",
                   flush=True)
-            if self.requeue:
-                result = subprocess.run(["scontrol", "requeue", job_id()], check=False)
-                print(f"[nextok] scontrol requeue {job_id()}: exit {result.returncode}", flush=True)
+        self._requeue_pending = True
         trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Requeue once the loop has stopped, so this step's metrics reach the loggers first
+        (the requeue kills the job at once)."""
+        if not self._requeue_pending:
+            return
+        self._requeue_pending = False
+        for logger in trainer.loggers:
+            logger.save()
+        if trainer.is_global_zero and self.requeue:
+            result = subprocess.run(["scontrol", "requeue", job_id()], check=False)
+            print(f"[nextok] scontrol requeue {job_id()}: exit {result.returncode}", flush=True)
