@@ -1,7 +1,7 @@
 """Same global batch and seed on 1 process, 2 DDP processes and 2 FSDP2 processes (CPU, gloo,
 fp32): the models after k steps agree (loss on real text within 1e-5). Also: ``nextok-consolidate``
-turns FSDP2 sharded checkpoints into files ``load_checkpoint`` reads, and (slow) a sharded
-checkpoint resumes exactly (the resumed run matches the uninterrupted one).
+turns FSDP2 sharded checkpoints into files ``load_checkpoint`` reads, and a sharded checkpoint
+resumes exactly (the resumed run matches the uninterrupted one).
 
 Every run is a real ``nextok-train`` subprocess tree (Lightning launches rank 1 itself).
 """
@@ -107,7 +107,6 @@ def test_fsdp_two_processes_match_single(tmp_path, corpus, single, fsdp_run):
     assert abs(got - ref) < TOL, f"FSDP loss {got} vs 1-process {ref} after {K} steps"
 
 
-@pytest.mark.slow
 def test_fsdp_sharded_checkpoint_resumes_exactly(tmp_path, corpus, single, fsdp_run):
     """Resume the sharded checkpoint (model + optimizer + data position) from K to K2 steps."""
     run = tmp_path / "run"
