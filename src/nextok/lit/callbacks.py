@@ -44,6 +44,10 @@ class ModelCheckpoint(_LightningModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             self._last_global_step_saved = trainer.global_step
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.fast_dev_run:  # Lightning's train-end fallback ignores fast_dev_run
+            super().on_train_end(trainer, pl_module)
+
 
 def _batch_size(batch: Any) -> int:
     return int(batch[0].shape[0])
