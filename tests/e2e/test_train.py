@@ -83,7 +83,10 @@ def metrics(run_dir: Path, key: str = "train/loss") -> dict[int, str]:
 def test_smoke_all_loggers_checkpoints_samples(shared, tmp_path):
     run = tmp_path / "run"
     proc = check(run_train(tiny(
-        shared, run, "trainer.max_steps=8", "callbacks.last_checkpoint.every_n_train_steps=3",
+        # length as a token budget, batch as a global batch: 2048 / (8 x 32) = 8 optimizer steps
+        # of 2 accumulated micro-batches of 4 sequences
+        shared, run, "max_tokens=2048", "trainer.max_steps=-1", "global_batch_size=8",
+        "callbacks.last_checkpoint.every_n_train_steps=3",
         "logger=many", "callbacks.sampling.max_new_tokens=8", "callbacks.throughput.window_size=4",
     )))
     out = proc.stdout + proc.stderr
@@ -93,7 +96,8 @@ def test_smoke_all_loggers_checkpoints_samples(shared, tmp_path):
     ckpts = sorted(p.name for p in (run / "checkpoints").glob("*.ckpt"))
     assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts), ckpts
     loaded = load_checkpoint(run / "checkpoints" / "last.ckpt")
-    assert loaded.meta["tokens_seen"] == 8 * 4 * 32  # the final step was saved
+    assert loaded.meta["tokens_seen"] == 2048  # the final step was saved
+    assert "grad accumulation 2" in out
     assert loaded.config.n_layer == 1 and loaded.config.vocab_size == 512
     # logs: per-step loss/lr/grad norm/tokens, throughput, validation loss and perplexity
     losses = metrics(run)

@@ -248,7 +248,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.accumulate_grad_batches = accum
     tokens_per_step = micro * int(cfg.data.block_size) * dp * accum
     if cfg.get("max_tokens") is not None:
-        trainer.fit_loop.max_steps = math.ceil(float(cfg.max_tokens) / tokens_per_step)
+        trainer.fit_loop.epoch_loop.max_steps = math.ceil(float(cfg.max_tokens) / tokens_per_step)
     if rank0:
         print(
             f"[nextok] run dir: {run_dir}\n[nextok] model: {module.model_config.n_layer} layers, "
