@@ -4,22 +4,17 @@ that ``transformers`` loads and that computes the same logits."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from e2e_helpers import console_cmd
 
 from nextok.checkpoint import load_checkpoint
 
 transformers = pytest.importorskip("transformers")
 
-
-def _cmd(name: str, module: str) -> list[str]:
-    exe = shutil.which(name)
-    return [exe] if exe else [sys.executable, "-m", module]
 
 
 def test_export_a_trained_checkpoint_to_hugging_face(tmp_path: Path):
@@ -28,7 +23,7 @@ def test_export_a_trained_checkpoint_to_hugging_face(tmp_path: Path):
     run_dir = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     train = subprocess.run(
-        [*_cmd("nextok-train", "nextok.cli.train"), "data=local_text", f"data.data_files={corpus}",
+        [*console_cmd("nextok-train", "nextok.cli.train"), "data=local_text", f"data.data_files={corpus}",
          "data.vocab_size=300", "data.val_fraction=0.05", "data.batch_size=4", "model.block_size=32", "model.n_layer=1",
          "model.d_model=32", "model.n_head=2", "model.n_kv_head=1", "model.tie_embeddings=false",
          "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.enable_progress_bar=false",
@@ -40,7 +35,7 @@ def test_export_a_trained_checkpoint_to_hugging_face(tmp_path: Path):
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     out = tmp_path / "hf"
     exp = subprocess.run(
-        [*_cmd("nextok-export", "nextok.cli.export"), f"ckpt={ckpt}", f"out={out}"],
+        [*console_cmd("nextok-export", "nextok.cli.export"), f"ckpt={ckpt}", f"out={out}"],
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120,
     )
     assert exp.returncode == 0, exp.stderr
@@ -57,7 +52,7 @@ def test_export_a_trained_checkpoint_to_hugging_face(tmp_path: Path):
         torch.testing.assert_close(loaded.model(idx)[0], ref(idx).logits, atol=1e-4, rtol=1e-4)
 
     bad = subprocess.run(
-        [*_cmd("nextok-export", "nextok.cli.export"), f"ckpt={tmp_path / 'nope.ckpt'}", f"out={out}"],
+        [*console_cmd("nextok-export", "nextok.cli.export"), f"ckpt={tmp_path / 'nope.ckpt'}", f"out={out}"],
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120,
     )
     assert bad.returncode == 2

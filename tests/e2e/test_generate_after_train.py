@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-
-def _cmd(name: str, module: str) -> list[str]:
-    exe = shutil.which(name)
-    return [exe] if exe else [sys.executable, "-m", module]
+from e2e_helpers import console_cmd
 
 
 def test_generate_on_a_checkpoint_written_by_nextok_train(tmp_path: Path):
@@ -21,7 +16,7 @@ def test_generate_on_a_checkpoint_written_by_nextok_train(tmp_path: Path):
     run_dir = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     train = subprocess.run(
-        [*_cmd("nextok-train", "nextok.cli.train"), "data=local_text", f"data.data_files={corpus}",
+        [*console_cmd("nextok-train", "nextok.cli.train"), "data=local_text", f"data.data_files={corpus}",
          "data.vocab_size=300", "data.batch_size=4", "model.block_size=32", "model.n_layer=2",
          "model.d_model=32", "model.n_head=2", "model.n_kv_head=1", "trainer.max_steps=3",
          "trainer.val_check_interval=3", "trainer.enable_progress_bar=false",
@@ -38,7 +33,7 @@ def test_generate_on_a_checkpoint_written_by_nextok_train(tmp_path: Path):
 
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     gen = subprocess.run(
-        [*_cmd("nextok-generate", "nextok.cli.generate"), f"ckpt={ckpt}", 'prompt="def f1"',
+        [*console_cmd("nextok-generate", "nextok.cli.generate"), f"ckpt={ckpt}", 'prompt="def f1"',
          "max_new_tokens=16", "seed=0", "top_k=20"],
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120,
     )
