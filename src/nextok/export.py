@@ -56,36 +56,68 @@ def _special_ids(tokenizer: Tokenizer | None) -> dict[str, int | None]:
     return {"bos_token_id": eot, "eos_token_id": eot}
 
 
-def to_hf_state_dict(model: Transformer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Map our weights to HF names; returns ``(state_dict, config.json dict)``."""
-    cfg = model.config
-    family = hf_family(cfg)
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    out: dict[str, torch.Tensor] = {}
-    q_dim, kv_dim = cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim
+# How our weights map to HF names, used in both directions. One row per tensor of ours:
+# (our key, HF keys, how): "same" copies, "split" cuts our fused tensor into the HF tensors
+# along dim 0 (qkv -> q/k/v, SwiGLU fc -> gate/up), "t" transposes (GPT-2's Conv1D is (in, out)).
+_Row = tuple[str, list[str], str]
+
+
+def _weight_map(cfg: ModelConfig, family: str) -> list[_Row]:
+    rows: list[_Row] = []
     if family == "llama":
-        out["model.embed_tokens.weight"] = sd["tok_emb.weight"]
+        rows += [
+            ("tok_emb.weight", ["model.embed_tokens.weight"], "same"),
+            ("norm.weight", ["model.norm.weight"], "same"),
+        ]
+        if not cfg.tie_embeddings:
+            rows.append(("lm_head.weight", ["lm_head.weight"], "same"))
         for i in range(cfg.n_layer):
             p, h = f"blocks.{i}.", f"model.layers.{i}."
-            q, k, v = sd[p + "attn.qkv.weight"].split([q_dim, kv_dim, kv_dim])
-            gate, up = sd[p + "mlp.fc.weight"].chunk(2)
-            out.update(
-                {
-                    h + "input_layernorm.weight": sd[p + "attn_norm.weight"],
-                    h + "self_attn.q_proj.weight": q.contiguous(),
-                    h + "self_attn.k_proj.weight": k.contiguous(),
-                    h + "self_attn.v_proj.weight": v.contiguous(),
-                    h + "self_attn.o_proj.weight": sd[p + "attn.proj.weight"],
-                    h + "post_attention_layernorm.weight": sd[p + "mlp_norm.weight"],
-                    h + "mlp.gate_proj.weight": gate.contiguous(),
-                    h + "mlp.up_proj.weight": up.contiguous(),
-                    h + "mlp.down_proj.weight": sd[p + "mlp.proj.weight"],
-                }
-            )
-        out["model.norm.weight"] = sd["norm.weight"]
-        if not cfg.tie_embeddings:
-            out["lm_head.weight"] = sd["lm_head.weight"]
-        hf_cfg = {
+            rows += [
+                (p + "attn_norm.weight", [h + "input_layernorm.weight"], "same"),
+                (p + "attn.qkv.weight", [h + f"self_attn.{n}_proj.weight" for n in "qkv"], "split"),
+                (p + "attn.proj.weight", [h + "self_attn.o_proj.weight"], "same"),
+                (p + "mlp_norm.weight", [h + "post_attention_layernorm.weight"], "same"),
+                (
+                    p + "mlp.fc.weight",
+                    [h + "mlp.gate_proj.weight", h + "mlp.up_proj.weight"],
+                    "split",
+                ),
+                (p + "mlp.proj.weight", [h + "mlp.down_proj.weight"], "same"),
+            ]
+        return rows
+    rows += [
+        ("tok_emb.weight", ["transformer.wte.weight"], "same"),
+        ("pos_emb.weight", ["transformer.wpe.weight"], "same"),
+        ("norm.weight", ["transformer.ln_f.weight"], "same"),
+        ("norm.bias", ["transformer.ln_f.bias"], "same"),
+    ]
+    for i in range(cfg.n_layer):
+        p, h = f"blocks.{i}.", f"transformer.h.{i}."
+        for ours, theirs in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
+            rows += [(p + f"{ours}.{t}", [h + f"{theirs}.{t}"], "same") for t in ("weight", "bias")]
+        for ours, theirs in (
+            ("attn.qkv", "attn.c_attn"),
+            ("attn.proj", "attn.c_proj"),
+            ("mlp.fc", "mlp.c_fc"),
+            ("mlp.proj", "mlp.c_proj"),
+        ):
+            rows += [
+                (p + ours + ".weight", [h + theirs + ".weight"], "t"),
+                (p + ours + ".bias", [h + theirs + ".bias"], "same"),
+            ]
+    return rows
+
+
+def _split_sizes(cfg: ModelConfig, key: str) -> list[int]:
+    if key.endswith("attn.qkv.weight"):
+        return [cfg.n_head * cfg.head_dim] + [cfg.n_kv_head * cfg.head_dim] * 2
+    return [cfg.ffn_dim, cfg.ffn_dim]
+
+
+def _hf_config(cfg: ModelConfig, family: str) -> dict:
+    if family == "llama":
+        return {
             "architectures": ["LlamaForCausalLM"],
             "model_type": "llama",
             "vocab_size": cfg.vocab_size,
@@ -104,47 +136,38 @@ def to_hf_state_dict(model: Transformer) -> tuple[dict[str, torch.Tensor], dict]
             "mlp_bias": False,
             "torch_dtype": "float32",
         }
-    else:  # gpt2: Conv1D stores weights as (in, out)
-        out["transformer.wte.weight"] = sd["tok_emb.weight"]
-        out["transformer.wpe.weight"] = sd["pos_emb.weight"]
-        for i in range(cfg.n_layer):
-            p, h = f"blocks.{i}.", f"transformer.h.{i}."
-            out.update(
-                {
-                    h + "ln_1.weight": sd[p + "attn_norm.weight"],
-                    h + "ln_1.bias": sd[p + "attn_norm.bias"],
-                    h + "attn.c_attn.weight": sd[p + "attn.qkv.weight"].t().contiguous(),
-                    h + "attn.c_attn.bias": sd[p + "attn.qkv.bias"],
-                    h + "attn.c_proj.weight": sd[p + "attn.proj.weight"].t().contiguous(),
-                    h + "attn.c_proj.bias": sd[p + "attn.proj.bias"],
-                    h + "ln_2.weight": sd[p + "mlp_norm.weight"],
-                    h + "ln_2.bias": sd[p + "mlp_norm.bias"],
-                    h + "mlp.c_fc.weight": sd[p + "mlp.fc.weight"].t().contiguous(),
-                    h + "mlp.c_fc.bias": sd[p + "mlp.fc.bias"],
-                    h + "mlp.c_proj.weight": sd[p + "mlp.proj.weight"].t().contiguous(),
-                    h + "mlp.c_proj.bias": sd[p + "mlp.proj.bias"],
-                }
-            )
-        out["transformer.ln_f.weight"] = sd["norm.weight"]
-        out["transformer.ln_f.bias"] = sd["norm.bias"]
-        hf_cfg = {
-            "architectures": ["GPT2LMHeadModel"],
-            "model_type": "gpt2",
-            "vocab_size": cfg.vocab_size,
-            "n_positions": cfg.block_size,
-            "n_embd": cfg.d_model,
-            "n_layer": cfg.n_layer,
-            "n_head": cfg.n_head,
-            "n_inner": cfg.ffn_dim,
-            "activation_function": "gelu_new",
-            "layer_norm_epsilon": cfg.norm_eps,
-            "resid_pdrop": 0.0,
-            "embd_pdrop": 0.0,
-            "attn_pdrop": 0.0,
-            "tie_word_embeddings": True,
-            "torch_dtype": "float32",
-        }
-    return out, hf_cfg
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.block_size,
+        "n_embd": cfg.d_model,
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_inner": cfg.ffn_dim,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": cfg.norm_eps,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+    }
+
+
+def to_hf_state_dict(model: Transformer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Map our weights to HF names; returns ``(state_dict, config.json dict)``."""
+    cfg = model.config
+    family = hf_family(cfg)
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    out: dict[str, torch.Tensor] = {}
+    for ours, theirs, how in _weight_map(cfg, family):
+        if how == "split":
+            parts = sd[ours].split(_split_sizes(cfg, ours))
+        else:
+            parts = [sd[ours].t() if how == "t" else sd[ours]]
+        out.update({name: t.contiguous() for name, t in zip(theirs, parts, strict=True)})
+    return out, _hf_config(cfg, family)
 
 
 def export_hf(model: Transformer, out_dir: str | Path, tokenizer: Tokenizer | None = None) -> Path:
@@ -192,25 +215,6 @@ def import_hf(hf_dir: str | Path) -> Transformer:
             bias=False,
             tie_embeddings=c.get("tie_word_embeddings", False),
         )
-        sd = {
-            "tok_emb.weight": hf["model.embed_tokens.weight"],
-            "norm.weight": hf["model.norm.weight"],
-        }
-        for i in range(cfg.n_layer):
-            p, h = f"blocks.{i}.", f"model.layers.{i}."
-            sd[p + "attn_norm.weight"] = hf[h + "input_layernorm.weight"]
-            sd[p + "attn.qkv.weight"] = torch.cat(
-                [hf[h + f"self_attn.{n}_proj.weight"] for n in "qkv"]
-            )
-            sd[p + "attn.proj.weight"] = hf[h + "self_attn.o_proj.weight"]
-            sd[p + "mlp_norm.weight"] = hf[h + "post_attention_layernorm.weight"]
-            sd[p + "mlp.fc.weight"] = torch.cat(
-                [hf[h + "mlp.gate_proj.weight"], hf[h + "mlp.up_proj.weight"]]
-            )
-            sd[p + "mlp.proj.weight"] = hf[h + "mlp.down_proj.weight"]
-        sd["lm_head.weight"] = hf[
-            "model.embed_tokens.weight" if cfg.tie_embeddings else "lm_head.weight"
-        ]
     elif kind == "gpt2":
         cfg = ModelConfig(
             vocab_size=c["vocab_size"],
@@ -226,33 +230,26 @@ def import_hf(hf_dir: str | Path) -> Transformer:
             bias=True,
             tie_embeddings=True,
         )
-        pre = "transformer." if "transformer.wte.weight" in hf else ""
-        sd = {
-            "tok_emb.weight": hf[pre + "wte.weight"],
-            "pos_emb.weight": hf[pre + "wpe.weight"],
-            "norm.weight": hf[pre + "ln_f.weight"],
-            "norm.bias": hf[pre + "ln_f.bias"],
-            "lm_head.weight": hf[pre + "wte.weight"],
-        }
-        for i in range(cfg.n_layer):
-            p, h = f"blocks.{i}.", f"{pre}h.{i}."
-            for ours, theirs in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
-                sd[p + ours + ".weight"], sd[p + ours + ".bias"] = (
-                    hf[h + theirs + ".weight"],
-                    hf[h + theirs + ".bias"],
-                )
-            for ours, theirs in (
-                ("attn.qkv", "attn.c_attn"),
-                ("attn.proj", "attn.c_proj"),
-                ("mlp.fc", "mlp.c_fc"),
-                ("mlp.proj", "mlp.c_proj"),
-            ):
-                sd[p + ours + ".weight"] = hf[h + theirs + ".weight"].t().contiguous()
-                sd[p + ours + ".bias"] = hf[h + theirs + ".bias"]
+        if "wte.weight" in hf:  # saved from GPT2Model (no "transformer." prefix)
+            hf = {"transformer." + k: v for k, v in hf.items()}
     else:
         raise ValueError(
             f"{hf_dir}/config.json: model_type {kind!r} is not supported (llama, gpt2)"
         )
+    sd = {}
+    for ours, theirs, how in _weight_map(cfg, hf_family(cfg)):
+        missing = [k for k in theirs if k not in hf]
+        if missing:
+            raise ValueError(f"{hf_dir}/model.safetensors lacks {missing}")
+        if how == "split":
+            sd[ours] = torch.cat([hf[k] for k in theirs])
+        else:
+            sd[ours] = hf[theirs[0]].t().contiguous() if how == "t" else hf[theirs[0]]
     model = Transformer(cfg)
-    model.load_state_dict(sd)
+    # tied LM head: lm_head.weight is tok_emb.weight, so it needs no tensor of its own
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if unexpected or [k for k in missing if k != "lm_head.weight" or not cfg.tie_embeddings]:
+        raise ValueError(
+            f"{hf_dir}: weights do not match (missing={missing}, unexpected={unexpected})"
+        )
     return model

@@ -141,7 +141,7 @@ PRESETS: dict[str, ModelConfig] = {
         tie_embeddings=True,
         ffn_multiplier=4.0,
     ),
-    # A small Llama-style model (~150M with a 32k vocab): RoPE, RMSNorm, SwiGLU, GQA, untied.
+    # A small Llama-style model (~125M with a 32k vocab): RoPE, RMSNorm, SwiGLU, GQA, untied.
     "llama-small": ModelConfig(
         vocab_size=32000,
         block_size=2048,
