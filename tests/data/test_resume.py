@@ -101,9 +101,9 @@ def test_resume_mid_epoch_and_at_epoch_end_is_exact(tmp_path, corpus, num_worker
             assert torch.equal(a, b), f"resume after {k} steps: batch {i} differs"
 
 
-def test_streaming_resume_replays_to_the_exact_next_batch(tmp_path, corpus):
-    """Streaming (iterable) path with 2 workers: a resumed loader continues at batch k."""
-    kw = dict(
+def _stream_kw(tmp_path, corpus, **extra) -> dict:
+    """A small streamed JSON corpus read by 2 workers."""
+    return dict(
         source="json",
         data_files=str(corpus),
         streaming=True,
@@ -112,9 +112,13 @@ def test_streaming_resume_replays_to_the_exact_next_batch(tmp_path, corpus):
         batch_size=3,
         num_workers=2,
         run_dir=str(tmp_path / "run"),
-        shuffle_buffer=8,
-        seed=2,
+        **extra,
     )
+
+
+def test_streaming_resume_replays_to_the_exact_next_batch(tmp_path, corpus):
+    """Streaming (iterable) path with 2 workers: a resumed loader continues at batch k."""
+    kw = _stream_kw(tmp_path, corpus, shuffle_buffer=8, seed=2)
     dm = LMDataModule(**kw)
     dm.prepare_data()
     dm.setup("fit")
@@ -130,17 +134,7 @@ def test_streaming_resume_replays_to_the_exact_next_batch(tmp_path, corpus):
 
 
 def test_streaming_resume_with_trainer(tmp_path, corpus):
-    kw = dict(
-        source="json",
-        data_files=str(corpus),
-        streaming=True,
-        vocab_size=300,
-        block_size=16,
-        batch_size=3,
-        num_workers=2,
-        run_dir=str(tmp_path / "run"),
-        val_fraction=0.1,
-    )
+    kw = _stream_kw(tmp_path, corpus, val_fraction=0.1)
     ref = Recorder()
     _trainer(12).fit(ref, datamodule=LMDataModule(**kw))
     first = Recorder()
