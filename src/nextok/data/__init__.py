@@ -3,6 +3,7 @@
 from nextok.data.blocks import BlockSampler, TokenBlockDataset
 from nextok.data.cache import ShardedTokens, build_cache, open_split
 from nextok.data.datamodule import LMDataModule, ResumableDataLoader
+from nextok.data.mixture_datamodule import MixtureDataModule
 from nextok.data.packing import block_to_xy, encode_documents, pack_blocks, token_dtype
 from nextok.data.sources import load_source, split_train_val, stdlib_dataset, stdlib_files
 from nextok.data.streaming import StreamingBlockDataset
@@ -13,6 +14,7 @@ __all__ = [
     "PAD",
     "BlockSampler",
     "LMDataModule",
+    "MixtureDataModule",
     "ResumableDataLoader",
     "ShardedTokens",
     "StreamingBlockDataset",
