@@ -53,7 +53,9 @@ def _decoder_types(node: dict | None) -> set[str]:
     out = {node.get("type", "")}
     for child in node.get("decoders") or []:
         out |= _decoder_types(child)
-    if node.get("type") == "Replace" and "▁" in json.dumps(node.get("pattern", {}), ensure_ascii=False):
+    if node.get("type") == "Replace" and "▁" in json.dumps(
+        node.get("pattern", {}), ensure_ascii=False
+    ):
         out.add("Metaspace")
     return out
 

@@ -168,7 +168,9 @@ class MixtureDataModule(LMDataModule):
         for e in range(epoch + 1):
             take = used if e < epoch else min(used, batches * self.batch_size)
             start = e * per_rank * world
-            counts = counts + self.schedule.counts(start + take * world) - self.schedule.counts(start)
+            counts = (
+                counts + self.schedule.counts(start + take * world) - self.schedule.counts(start)
+            )
         return {n: int(c) * self.block_size for n, c in zip(self.names, counts)}
 
     def source_blocks(self) -> dict[str, int]:

@@ -129,7 +129,11 @@ def evaluate_task(
     model.eval()
     try:
         ll = loglikelihoods(
-            model, requests, block_size=block_size, batch_size=batch_size, device=device,
+            model,
+            requests,
+            block_size=block_size,
+            batch_size=batch_size,
+            device=device,
             min_batches=n_batches,
         )
     finally:

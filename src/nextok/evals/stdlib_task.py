@@ -15,28 +15,35 @@ import numpy as np
 from nextok.evals.tasks import MCExample
 
 
-def _candidate_lines(text: str, min_chars: int) -> tuple[list[str], list[int]]:
+def _candidate_lines(text: str, min_chars: int, max_chars: int) -> tuple[list[str], list[int]]:
     lines = text.splitlines()
-    idx = [i for i, ln in enumerate(lines) if i > 0 and len(ln.strip()) >= min_chars]
+    idx = [
+        i
+        for i, ln in enumerate(lines)
+        if i > 0 and len(ln.strip()) >= min_chars and len(ln) <= max_chars
+    ]
     return lines, idx
 
 
 def stdlib_next_line(
     seed: int = 1337,
     val_fraction: float = 0.01,
-    num_examples: int = 500,
+    num_examples: int = 300,
     num_choices: int = 4,
-    context_lines: int = 8,
+    context_lines: int = 6,
     min_chars: int = 8,
+    max_chars: int = 100,
     task_seed: int = 0,
 ) -> list[MCExample]:
     """Build the task (``seed``/``val_fraction``: the data config's held-out split)."""
     from nextok.data.sources import split_train_val, stdlib_dataset
 
     if num_choices < 2 or num_examples < 1 or context_lines < 1:
-        raise ValueError("stdlib_next_line: need num_choices >= 2, num_examples >= 1, context_lines >= 1")
+        raise ValueError(
+            "stdlib_next_line: need num_choices >= 2, num_examples >= 1, context_lines >= 1"
+        )
     _, val = split_train_val(stdlib_dataset(), val_fraction, seed)
-    files = [_candidate_lines(t, min_chars) for t in val["text"]]
+    files = [_candidate_lines(t, min_chars, max_chars) for t in val["text"]]
     files = [(lines, idx) for lines, idx in files if idx]
     if len(files) < 2:
         raise ValueError(

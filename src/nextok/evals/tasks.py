@@ -24,8 +24,17 @@ from pathlib import Path
 from typing import Any
 
 HF_KEYS = (
-    "path", "name", "split", "data_files", "context", "choices", "gold", "gold_labels",
-    "choice_prefix", "preprocess", "limit",
+    "path",
+    "name",
+    "split",
+    "data_files",
+    "context",
+    "choices",
+    "gold",
+    "gold_labels",
+    "choice_prefix",
+    "preprocess",
+    "limit",
 )
 
 
@@ -77,12 +86,16 @@ def _load_rows(task: str, spec: dict) -> Any:
         ext = Path(str(items[0])).suffix.lower()
         fmt = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(ext)
         if fmt is None:
-            raise ValueError(f"task {task}: data_files must be .jsonl/.json/.parquet (got {items[0]})")
+            raise ValueError(
+                f"task {task}: data_files must be .jsonl/.json/.parquet (got {items[0]})"
+            )
         return datasets.load_dataset(fmt, data_files={"data": items}, split="data")
     if not spec.get("path"):
         raise ValueError(f"task {task}: set path (a hub dataset id) or data_files (local files)")
     try:
-        return datasets.load_dataset(spec["path"], spec.get("name"), split=spec.get("split", "test"))
+        return datasets.load_dataset(
+            spec["path"], spec.get("name"), split=spec.get("split", "test")
+        )
     except Exception as e:  # noqa: BLE001 - one line naming the task and the way out
         raise ValueError(
             f"task {task}: could not load {spec['path']!r} ({spec.get('name')}, split "

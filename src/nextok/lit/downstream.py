@@ -60,15 +60,18 @@ class DownstreamEval(L.Callback):
         out = {}
         for name, examples in self.examples().items():
             res = evaluate_task(
-                model, pl_module.tokenizer, examples,
-                block_size=pl_module.model_config.block_size, batch_size=self.batch_size,
-                device=pl_module.device, rank=rank, world_size=world,
+                model,
+                pl_module.tokenizer,
+                examples,
+                block_size=pl_module.model_config.block_size,
+                batch_size=self.batch_size,
+                device=pl_module.device,
+                rank=rank,
+                world_size=world,
                 reduce=lambda t, op: trainer.strategy.reduce(t, reduce_op=op),
             )
             out[name] = res.as_dict()
-        metrics = {
-            f"eval/{name}/{k}": r[k] for name, r in out.items() for k in ("acc", "acc_norm")
-        }
+        metrics = {f"eval/{name}/{k}": r[k] for name, r in out.items() for k in ("acc", "acc_norm")}
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
@@ -78,13 +81,21 @@ class DownstreamEval(L.Callback):
         return out
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
         batch_idx: int,
     ) -> None:
         n = self.every_n_steps
         step = trainer.global_step
-        if n and step > 0 and step % n == 0 and step != self._last_step and not (
-            trainer.fit_loop._should_accumulate()
+        if (
+            n
+            and step > 0
+            and step % n == 0
+            and step != self._last_step
+            and not (trainer.fit_loop._should_accumulate())
         ):
             self.run(trainer, pl_module)
 

@@ -17,7 +17,11 @@ class MixtureTokens(L.Callback):
     """
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
         batch_idx: int,
     ) -> None:
         counts = getattr(trainer.datamodule, "tokens_per_source", None)

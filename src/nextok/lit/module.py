@@ -17,8 +17,8 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from nextok.checkpoint import META_KEY
-from nextok.metrics import LossTally, summarize, token_byte_lengths
 from nextok.lit.optim import AdamWConfig, ScheduleConfig, build_adamw, make_schedule
+from nextok.metrics import LossTally, summarize, token_byte_lengths
 from nextok.model import ModelConfig, Transformer
 
 NONFINITE_POLICIES = ("stop", "skip", "ignore")
