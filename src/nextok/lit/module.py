@@ -259,6 +259,8 @@ class LMModule(L.LightningModule):
         if meta is None:
             raise ValueError("checkpoint has no 'nextok' entry: not written by nextok-train")
         saved = meta.get("model_config", {})
+        if saved:  # through ModelConfig, so keys added since the checkpoint get their defaults
+            saved = ModelConfig.from_dict(saved).to_dict()
         if saved and saved != self.model_config.to_dict():
             diff = {
                 k: (saved.get(k), v)
