@@ -65,8 +65,11 @@ def test_long_context_is_cut_from_the_left(setup):
     (got,) = loglikelihoods(model, [(ctx, cont)], block_size=64)
     keep = (ctx + cont)[-65:]
     assert got == pytest.approx(_hand_loglik(model, keep[: -len(cont)], cont), abs=1e-4)
-    with pytest.raises(ValueError, match="exceeds block_size"):
-        loglikelihoods(model, [(ctx, ctx)], block_size=64)
+    # a choice longer than the window: its first block_size tokens after the last context token
+    (cut,) = loglikelihoods(model, [(ctx, ctx)], block_size=64)
+    assert cut == pytest.approx(_hand_loglik(model, ctx[-1:], ctx[:64]), abs=1e-4)
+    ex = MCExample("a = 1\n", ("b = 2\n" * 40, " c"), 1)
+    assert evaluate_task(model, tok, [ex], block_size=64).truncated == 1
 
 
 def test_rank_shards_add_up_to_the_single_process_score(setup):

@@ -5,7 +5,8 @@ continuation's tokens (``acc``: argmax of the sums) and that sum divided by the 
 length in characters (``acc_norm``), the lm-evaluation-harness convention used for
 HellaSwag/ARC/PIQA. Context and continuation are tokenized separately (no special tokens) and
 concatenated, so every choice sees exactly the same context tokens; a context longer than the
-model's window is cut from the left.
+model's window is cut from the left; a choice longer than the window is scored on its first
+``block_size`` tokens (counted in ``TaskResult.truncated``).
 
 Data parallel: rank ``r`` of ``W`` scores examples ``r, r + W, ...``; the (correct, correct_norm,
 count) sums are all-reduced, so the result equals the single-process one. Every rank runs the
@@ -32,9 +33,16 @@ class TaskResult:
     acc_norm: float
     n: int
     chance: float
+    truncated: int = 0  # choices longer than the window (scored on their first block_size tokens)
 
     def as_dict(self) -> dict[str, float]:
-        return {"acc": self.acc, "acc_norm": self.acc_norm, "n": self.n, "chance": self.chance}
+        return {
+            "acc": self.acc,
+            "acc_norm": self.acc_norm,
+            "n": self.n,
+            "chance": self.chance,
+            "truncated": self.truncated,
+        }
 
 
 def encode_example(tokenizer: Tokenizer, ex: MCExample) -> tuple[list[int], list[list[int]]]:
@@ -67,10 +75,10 @@ def loglikelihoods(
     """
     seqs = []
     for ctx, cont in requests:
-        if not cont:
-            raise ValueError("a choice encodes to no tokens")
-        if len(cont) > block_size:
-            raise ValueError(f"a choice of {len(cont)} tokens exceeds block_size={block_size}")
+        if not cont or not ctx:
+            raise ValueError("a context or a choice encodes to no tokens")
+        # a choice longer than the window: only its first block_size tokens are scored
+        cont = cont[:block_size]
         seq = (ctx + cont)[-(block_size + 1) :]
         seqs.append((seq, len(cont)))
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i][0]))  # similar lengths together
@@ -147,9 +155,12 @@ def evaluate_task(
         correct += float(int(scores.argmax()) == ex.gold)
         correct_norm += float(int((scores / lengths).argmax()) == ex.gold)
         pos += k
-    totals = torch.tensor([correct, correct_norm, float(len(mine))], dtype=torch.float64)
+    cut = float(sum(len(cont) > block_size for _, cont in requests))
+    totals = torch.tensor([correct, correct_norm, float(len(mine)), cut], dtype=torch.float64)
     if world_size > 1:
         totals = reduce(totals.to(device), "sum").cpu()
     n = int(totals[2])
     chance = sum(1.0 / len(ex.choices) for ex in examples) / max(1, len(examples))
-    return TaskResult(float(totals[0]) / max(1, n), float(totals[1]) / max(1, n), n, chance)
+    return TaskResult(
+        float(totals[0]) / max(1, n), float(totals[1]) / max(1, n), n, chance, int(totals[3])
+    )

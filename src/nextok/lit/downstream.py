@@ -111,7 +111,9 @@ def _report(results: dict[str, dict[str, float]]) -> None:
     for name, r in results.items():
         print(
             f"[nextok] eval {name}: acc {r['acc']:.4f}  acc_norm {r['acc_norm']:.4f}  "
-            f"({int(r['n'])} examples; chance {r['chance']:.4f})",
+            f"({int(r['n'])} examples; chance {r['chance']:.4f}"
+            + (f"; {int(r['truncated'])} choices cut to the window" if r.get("truncated") else "")
+            + ")",
             flush=True,
         )
 
