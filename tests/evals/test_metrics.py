@@ -117,3 +117,48 @@ def test_val_bpb_of_a_validation_run_equals_hand_computation(tmp_path):
     assert n == 3 * 4 * 32
     assert metrics["val/loss"] == pytest.approx(nats / n, rel=1e-5)
     assert metrics["val/bpb"] == pytest.approx(nats / (math.log(2) * nbytes), rel=1e-5)
+
+
+def _train_and_validate(tmp_path, vocab: int, steps: int) -> dict[str, float]:
+    dm = LMDataModule(
+        vocab_size=vocab,
+        block_size=64,
+        batch_size=8,
+        max_val_batches=None,
+        tokenizer_train_bytes=1_000_000,
+        run_dir=str(tmp_path / f"v{vocab}"),
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    cfg = ModelConfig(vocab_size=vocab, block_size=64, n_layer=2, n_head=4, d_model=64)
+    from nextok.lit import AdamWConfig, ScheduleConfig
+
+    module = LMModule(
+        cfg, optim=AdamWConfig(lr=3e-3), schedule=ScheduleConfig(name="cosine", warmup_steps=20)
+    )
+    module.tokenizer = dm.tokenizer
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        val_check_interval=steps,
+        check_val_every_n_epoch=None,
+    )
+    torch.manual_seed(0)
+    trainer.fit(module, datamodule=dm)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+
+
+@pytest.mark.slow
+def test_bpb_is_comparable_across_vocabulary_sizes(tmp_path):
+    """Same text, same model size and steps, vocab 512 vs 2048: nats per token differ a lot,
+    bits per byte little (measured on the whole held-out split)."""
+    small = _train_and_validate(tmp_path, 512, 400)
+    large = _train_and_validate(tmp_path, 2048, 400)
+    print(f"vocab 512: {small}\nvocab 2048: {large}")
+    assert large["val/loss"] > 1.25 * small["val/loss"]  # not comparable per token
+    assert large["val/bpb"] == pytest.approx(small["val/bpb"], rel=0.15)
