@@ -23,6 +23,15 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "nextok.cli",
     ),
     "nextok.data": ("hydra", "nextok.lit", "nextok.cli"),
+    "nextok.distributed": (
+        "lightning",
+        "hydra",
+        "omegaconf",
+        "nextok.data",
+        "nextok.lit",
+        "nextok.cli",
+    ),
+    "nextok.dtypes": ("lightning", "hydra", "omegaconf", "nextok.data", "nextok.lit", "nextok.cli"),
 }
 
 

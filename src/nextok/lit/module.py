@@ -127,12 +127,8 @@ class LMModule(L.LightningModule):
                 block.compile()
         self.model = model
         if self.device_mesh is not None:
-            try:
-                from nextok.lit.parallel import parallelize
-            except ImportError as e:  # pragma: no cover - depends on the scale-out module
-                raise RuntimeError(
-                    "a model-parallel strategy needs nextok.lit.parallel.parallelize"
-                ) from e
+            from nextok.distributed import parallelize
+
             out = parallelize(
                 self.model, self.device_mesh, **getattr(strategy, "parallelize_kwargs", {})
             )
@@ -203,7 +199,7 @@ class LMModule(L.LightningModule):
             return
         clip = self.optim_config.grad_clip
         if self.device_mesh is not None:  # FSDP2 (+ tensor parallel: grads on several meshes)
-            from nextok.lit.parallel import grad_norm_
+            from nextok.distributed import grad_norm_
 
             norm = grad_norm_(params, clip)
         elif clip:
