@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from nextok.data.tokenizer import SpecialTokens, special_tokens
+from nextok.data.tokenizer import EOT, SpecialTokens, special_tokens
 from nextok.model import ModelConfig, Transformer
 
 META_KEY = "nextok"
@@ -33,9 +33,13 @@ class LoadedCheckpoint:
     def __post_init__(self) -> None:
         if self.special is None:
             saved = self.meta.get("special_tokens")
-            self.special = (
-                SpecialTokens.from_dict(saved) if saved else special_tokens(self.tokenizer)
-            )
+            if saved:
+                self.special = SpecialTokens.from_dict(saved)
+            else:  # a checkpoint from before special tokens were recorded: nextok's convention
+                try:
+                    self.special = special_tokens(self.tokenizer)
+                except ValueError:  # no <|endoftext|>: nothing ends a row, nothing else breaks
+                    self.special = SpecialTokens(eos=EOT)
 
 
 def model_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -381,9 +381,10 @@ def encode_prompt(
         return [bos_id, *ids]
     if ids:
         return ids
-    eot = tokenizer.token_to_id(eos) if eos else None
+    start = eos or EOT
+    eot = tokenizer.token_to_id(start)
     if eot is None:
-        raise ValueError(f"prompt {prompt!r} encodes to no tokens and the tokenizer has no {eos}")
+        raise ValueError(f"prompt {prompt!r} encodes to no tokens and the tokenizer has no {start}")
     return [eot]
 
 

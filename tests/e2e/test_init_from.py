@@ -147,6 +147,7 @@ def test_init_from_lr0_then_export_gives_back_the_original(tmp_path, hf_dir):
     with torch.no_grad():
         diff = (back.eval()(idx).logits - ref.eval()(idx).logits).abs().max().item()
     assert diff < 1e-4, diff
+    print(f"[parity] init_from qwen2 (sharded) lr=0 -> export: {diff:.1e}")
 
     tok_cfg = json.loads((out / "tokenizer_config.json").read_text())
     assert (tok_cfg["bos_token"], tok_cfg["eos_token"], tok_cfg["model_max_length"]) == (
@@ -217,3 +218,34 @@ def test_init_from_contradicting_override_is_one_line(tmp_path, hf_dir):
     r = train(tmp_path, hf_dir, tmp_path / "run", "model.n_layer=3", "trainer.max_steps=1")
     assert r.returncode == 2
     assert "model.n_layer=3 contradicts" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow  # 2 gloo processes per variant, ~60 s each
+@pytest.mark.parametrize(
+    "trainer",
+    [["trainer=ddp_sim"], ["trainer=fsdp_cpu", "trainer.strategy.meta_init=true"]],
+    ids=["ddp", "fsdp2-meta-init"],
+)
+def test_init_from_distributed_keeps_the_weights(tmp_path, hf_dir, trainer):
+    run_dir = tmp_path / "run"
+    r = train(
+        tmp_path,
+        hf_dir,
+        run_dir,
+        *trainer,
+        "optim.lr=0",
+        "schedule.warmup_steps=0",
+        "schedule.min_lr=0",
+        "trainer.max_steps=1",
+        "trainer.val_check_interval=1",
+        "callbacks.sampling=null",
+        "trainer.strategy.save_distributed_checkpoint=false" if "fsdp" in trainer[0] else "seed=1",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    from nextok.checkpoint import load_checkpoint
+
+    ours = load_checkpoint(run_dir / "checkpoints" / "last.ckpt").model
+    ref = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, attn_implementation="eager")
+    idx = torch.randint(0, 320, (1, 32))
+    with torch.no_grad():
+        assert (ours(idx)[0] - ref.eval()(idx).logits).abs().max().item() < 1e-4

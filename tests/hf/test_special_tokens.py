@@ -120,3 +120,27 @@ def test_hf_folder_is_a_checkpoint_for_generate_and_eval(tmp_path):
     with pytest.raises(FileNotFoundError, match="tokenizer.json"):
         (out / "tokenizer.json").unlink()
         load_checkpoint(out)
+
+
+@pytest.mark.parametrize("add_bos", [True, False])
+def test_export_makes_transformers_encode_as_training_did(tmp_path, add_bos):
+    transformers = pytest.importorskip("transformers")
+    for name, tok, cfg in (
+        (
+            "llama2",
+            bpe(["<unk>", "<s>", "</s>"], template=False),
+            {"bos_token": "<s>", "eos_token": "</s>"},
+        ),
+        ("llama3", bpe([EOS, BOS], template=True), {"bos_token": BOS, "eos_token": EOS}),
+    ):
+        special = special_tokens(tok, cfg, add_bos=add_bos)
+        model = Transformer(
+            ModelConfig(vocab_size=320, block_size=32, n_layer=1, n_head=2, d_model=16)
+        )
+        out = export_hf(model, tmp_path / name / str(add_bos), tok, special)
+        hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+        trained = ([tok.token_to_id(special.bos)] if add_bos else []) + tok.encode(
+            "def f(x):", add_special_tokens=False
+        ).ids
+        assert hf_tok("def f(x):").input_ids == trained, name
+        assert hf_tok.eos_token == special.eos and hf_tok.pad_token == special.eos

@@ -278,7 +278,7 @@ def train(cfg: DictConfig, model_overrides: list[str] | None = None) -> dict[str
     if init is not None:
         module.export_info = {"init_from": init.path, "hf_family": init.hf_family}
         if ckpt_path is None:
-            module.init_state = init.state_dict
+            module.init_state, init.state_dict = init.state_dict, {}  # one reference only
         elif rank0:
             print(f"[nextok] init_from ignored: resuming from {ckpt_path}")
     if rank0:
