@@ -101,8 +101,10 @@ class MixtureDataModule(LMDataModule):
                 yield text
 
     def _share_tokenizer(self) -> None:
+        """Every source encodes with the mixture's tokenizer and special tokens (EOS/BOS)."""
+        special = self._require_special()
         for child in self.children:
-            child.tokenizer = self.tokenizer
+            child.tokenizer, child.special = self.tokenizer, special
 
     def prepare_data(self) -> None:
         self.tokenizer = self.build_tokenizer()

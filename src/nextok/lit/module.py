@@ -95,6 +95,11 @@ class LMModule(L.LightningModule):
         )
         self.model: Transformer | None = None
         self.tokenizer = None  # tokenizers.Tokenizer, set by the app (saved into checkpoints)
+        self.special_tokens = None  # nextok.data.tokenizer.SpecialTokens, set by the app
+        # init_from: full (unsharded) weights to start from, loaded in configure_model
+        self.init_state: dict[str, torch.Tensor] | None = None
+        self.export_info: dict[str, Any] = {}  # e.g. hf_family, init_from, train_config
+        self._last_val: tuple[torch.Tensor, int] | None = None
         self.tokens_seen = 0
         self.flops_per_batch: float | None = None  # read by ThroughputMonitor
         self._flops_per_token: dict[int, float] = {}
@@ -117,6 +122,8 @@ class LMModule(L.LightningModule):
         with torch.device("meta") if meta else contextlib.nullcontext():
             model = Transformer(self.model_config)
         model.activation_checkpointing = self.activation_checkpointing
+        if self.init_state is not None and not meta:
+            _load_full(model, self.init_state)
         if self.compile_blocks:
             for block in model.blocks:
                 block.compile()
@@ -129,6 +136,17 @@ class LMModule(L.LightningModule):
             )
             if out is not None:
                 self.model = out
+            if self.init_state is not None and meta:  # each rank keeps its shard of the weights
+                from torch.distributed.checkpoint.state_dict import (
+                    StateDictOptions,
+                    set_model_state_dict,
+                )
+
+                set_model_state_dict(
+                    self.model, _with_tied(model, self.init_state),
+                    options=StateDictOptions(full_state_dict=True),
+                )
+        self.init_state = None  # free the full copy
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
@@ -234,6 +252,7 @@ class LMModule(L.LightningModule):
         total = summarize(sums.sum(dim=1), with_bytes)
         if not total:
             return
+        self._last_val = (torch.tensor(total["loss"]), self.global_step)
         self.log("val/loss", total["loss"], prog_bar=True, sync_dist=False)
         self.log("val/ppl", total["ppl"], sync_dist=False)
         if with_bytes:
@@ -267,6 +286,11 @@ class LMModule(L.LightningModule):
         }
         if self.tokenizer is not None:
             meta["tokenizer_json"] = self.tokenizer.to_str()
+        if self.special_tokens is not None:
+            meta["special_tokens"] = self.special_tokens.to_dict()
+        if self._last_val is not None:  # for the exported model card
+            meta["val_loss"], meta["val_step"] = float(self._last_val[0]), self._last_val[1]
+        meta.update(self.export_info)
         checkpoint[META_KEY] = meta
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -289,6 +313,17 @@ class LMModule(L.LightningModule):
         self.tokens_seen = int(meta.get("tokens_seen", 0))
         if "rng" in meta:
             _set_rng_state(meta["rng"])
+
+
+def _with_tied(model: Transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if model.config.tie_embeddings and "lm_head.weight" not in state:
+        return {**state, "lm_head.weight": state["tok_emb.weight"]}
+    return state
+
+
+def _load_full(model: Transformer, state: dict[str, torch.Tensor]) -> None:
+    """Copy ``init_from`` weights in; every parameter must be filled, nothing left over."""
+    model.load_state_dict(_with_tied(model, state), strict=True)
 
 
 def _rng_state() -> dict[str, Any]:
