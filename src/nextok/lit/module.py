@@ -17,7 +17,14 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from nextok.checkpoint import META_KEY
-from nextok.lit.optim import AdamWConfig, ScheduleConfig, build_adamw, make_schedule
+from nextok.lit.muon import MuonConfig
+from nextok.lit.optim import (
+    AdamWConfig,
+    ScheduleConfig,
+    build_optimizer,
+    make_schedule,
+    optim_config,
+)
 from nextok.model import ModelConfig, Transformer
 
 NONFINITE_POLICIES = ("stop", "skip", "ignore")
@@ -47,7 +54,8 @@ class LMModule(L.LightningModule):
 
     Args:
         model_config: the Transformer's :class:`ModelConfig` (or its dict).
-        optim: :class:`AdamWConfig` (peak lr, betas, weight decay groups, grad clipping).
+        optim: :class:`AdamWConfig` (peak lr, betas, weight decay groups, grad clipping) or
+            :class:`~nextok.lit.muon.MuonConfig` (Muon for hidden matrices, AdamW for the rest).
         schedule: :class:`ScheduleConfig` (warm-up then constant / cosine / WSD).
         compile: ``torch.compile`` each block (state-dict keys are unchanged).
         activation_checkpointing: recompute each block's activations in the backward pass.
@@ -60,7 +68,7 @@ class LMModule(L.LightningModule):
     def __init__(
         self,
         model_config: ModelConfig | dict,
-        optim: AdamWConfig | dict | None = None,
+        optim: AdamWConfig | MuonConfig | dict | None = None,
         schedule: ScheduleConfig | dict | None = None,
         compile: bool = False,
         activation_checkpointing: bool = False,
@@ -69,7 +77,7 @@ class LMModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.model_config = _as(ModelConfig, model_config)
-        self.optim_config = _as(AdamWConfig, optim)
+        self.optim_config = optim_config(optim)
         self.schedule_config = _as(ScheduleConfig, schedule)
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(
@@ -83,7 +91,8 @@ class LMModule(L.LightningModule):
         self.save_hyperparameters(
             {
                 "model_config": self.model_config.to_dict(),
-                "optim": {**asdict(self.optim_config), "betas": list(self.optim_config.betas)},
+                "optim": {k: list(v) if isinstance(v, tuple) else v
+                          for k, v in asdict(self.optim_config).items()},
                 "schedule": asdict(self.schedule_config),
                 "compile": compile,
                 "activation_checkpointing": activation_checkpointing,
@@ -235,7 +244,12 @@ class LMModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):
-        optimizer = build_adamw(self.model, self.optim_config)
+        if isinstance(self.optim_config, MuonConfig) and self.device_mesh is not None:
+            raise ValueError(
+                "optim=muon supports single-device and DDP runs (trainer=cpu, gpu, ddp, ddp_sim), "
+                "not FSDP2/tensor parallel (trainer=fsdp, fsdp_cpu): Muon needs whole matrices"
+            )
+        optimizer = build_optimizer(self.model, self.optim_config)
         max_steps = self.trainer.max_steps if self.trainer is not None else -1
         schedule = make_schedule(
             self.schedule_config, self.optim_config.lr, max_steps if max_steps > 0 else None
