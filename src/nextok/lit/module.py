@@ -17,6 +17,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from nextok.checkpoint import META_KEY
+from nextok.lit.moe_monitor import MoEMonitor
 from nextok.lit.muon import MuonConfig
 from nextok.lit.optim import (
     AdamWConfig,
@@ -102,6 +103,7 @@ class LMModule(L.LightningModule):
             logger=False,
         )
         self.model: Transformer | None = None
+        self.moe: MoEMonitor | None = None  # MoE models: aux losses, routing metrics
         self.tokenizer = None  # tokenizers.Tokenizer, set by the app (saved into checkpoints)
         self.tokens_seen = 0
         self.flops_per_batch: float | None = None  # read by ThroughputMonitor
@@ -128,6 +130,8 @@ class LMModule(L.LightningModule):
             for block in model.blocks:
                 block.compile()
         self.model = model
+        if model.moe_layers():
+            self.moe = MoEMonitor(model)
         if self.device_mesh is not None:
             try:
                 from nextok.lit.parallel import parallelize
@@ -166,6 +170,9 @@ class LMModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
         _, loss = self.model(x, y)
+        ce = loss  # logged as train/loss; the MoE auxiliary losses are logged apart
+        if self.moe is not None:
+            loss = loss + self.moe.loss(self._sum_over_ranks if self.trainer.world_size > 1 else None)
         if self.on_nonfinite != "ignore" and self._nonfinite(loss):
             step = self.global_step
             if self.on_nonfinite == "stop":
@@ -177,15 +184,21 @@ class LMModule(L.LightningModule):
             self._skip_step = True
             self.print(f"[nextok] non-finite loss at step {step}: skipping this optimizer step")
         else:
-            self._loss_sum = loss.detach() + (0 if self._loss_sum is None else self._loss_sum)
+            self._loss_sum = ce.detach() + (0 if self._loss_sum is None else self._loss_sum)
             self._loss_count += 1
         self.tokens_seen += x.numel() * data_parallel_size(self.trainer)
         self.flops_per_batch = self.flops_per_token(x.shape[1]) * x.numel()
         return loss
 
+    def _sum_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
+        return self.trainer.strategy.reduce(t, reduce_op="sum")
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip and log the global gradient norm, log loss / lr / tokens for this step."""
         params = [p for p in self.model.parameters() if p.grad is not None]
+        moe_metrics = {}
+        if self.moe is not None:
+            moe_metrics = self.moe.finish_step(update_bias=not self._skip_step)
         if self._skip_step:
             for p in params:
                 p.grad = None  # AdamW leaves parameters without gradients untouched
@@ -208,6 +221,7 @@ class LMModule(L.LightningModule):
             "train/lr": float(optimizer.param_groups[0]["lr"]),
             "train/tokens_seen": float(self.tokens_seen),
         }
+        metrics.update(moe_metrics)
         if self._loss_count:
             metrics["train/loss"] = self._loss_sum / self._loss_count
         self._loss_sum, self._loss_count = None, 0
@@ -277,6 +291,8 @@ class LMModule(L.LightningModule):
         if meta is None:
             raise ValueError("checkpoint has no 'nextok' entry: not written by nextok-train")
         saved = meta.get("model_config", {})
+        if saved:  # fill keys added since the checkpoint was written with their defaults
+            saved = ModelConfig.from_dict(saved).to_dict()
         if saved and saved != self.model_config.to_dict():
             diff = {
                 k: (saved.get(k), v)
