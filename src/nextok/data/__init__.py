@@ -12,6 +12,8 @@ __all__ = [
     "PAD",
     "BlockSampler",
     "LMDataModule",
+    "MixtureDataModule",
+    "MixtureDataModule",
     "ResumableDataLoader",
     "ShardedTokens",
     "StreamingBlockDataset",
@@ -39,4 +41,8 @@ def __getattr__(name: str):
         from nextok.data import datamodule
 
         return getattr(datamodule, name)
+    if name == "MixtureDataModule":
+        from nextok.data.mixture_datamodule import MixtureDataModule
+
+        return MixtureDataModule
     raise AttributeError(f"module 'nextok.data' has no attribute {name!r}")

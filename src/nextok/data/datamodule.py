@@ -63,6 +63,8 @@ def dist_info(trainer: Any = None) -> tuple[int, int]:
 class LMDataModule(L.LightningDataModule):
     """Language-model data: any HF dataset (hub / local files) or the embedded stdlib corpus."""
 
+    sampler_class: type[BlockSampler] = BlockSampler  # the training block order (mixtures: their own)
+
     def __init__(
         self,
         source: str = "stdlib",
@@ -314,6 +316,17 @@ class LMDataModule(L.LightningDataModule):
         return Path(self.cache_dir).expanduser() / key
 
     def setup(self, stage: str | None = None) -> None:
+        self._setup_tokenizer()
+        if self.is_streaming:
+            self._documents()  # fail early on a bad source; tokenized lazily in the workers
+            return
+        if stage in (None, "fit") and self.train_tokens is None:
+            self.train_tokens = self._tokenize("train")
+        if stage in (None, "fit", "validate") and self.val_tokens is None:
+            self.val_tokens = self._tokenize("val")
+
+    def _setup_tokenizer(self) -> None:
+        """Load (or, single-process, build) the tokenizer and check it against the config."""
         if self.tokenizer is None:
             f = self.tokenizer_file
             if not self.tokenizer_path and (f is None or not f.exists()):
@@ -330,13 +343,6 @@ class LMDataModule(L.LightningDataModule):
                 f"data.vocab_size={self.target_vocab_size}; use a fresh run_dir or the matching vocab_size"
             )
         self._require_special()  # fail early if the tokenizer cannot separate documents
-        if self.is_streaming:
-            self._documents()  # fail early on a bad source; tokenized lazily in the workers
-            return
-        if stage in (None, "fit") and self.train_tokens is None:
-            self.train_tokens = self._tokenize("train")
-        if stage in (None, "fit", "validate") and self.val_tokens is None:
-            self.val_tokens = self._tokenize("val")
 
     @property
     def is_streaming(self) -> bool:
@@ -400,7 +406,7 @@ class LMDataModule(L.LightningDataModule):
         if rank is None or world_size is None:
             rank, world_size = dist_info(self.trainer)
         ds = self.train_dataset()
-        sampler = BlockSampler(
+        sampler = self.sampler_class(
             len(ds),
             rank=rank,
             world_size=world_size,

@@ -18,6 +18,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from nextok.checkpoint import META_KEY
 from nextok.lit.optim import AdamWConfig, ScheduleConfig, build_adamw, make_schedule
+from nextok.metrics import LossTally, summarize, token_byte_lengths
 from nextok.model import ModelConfig, Transformer
 
 NONFINITE_POLICIES = ("stop", "skip", "ignore")
@@ -105,8 +106,9 @@ class LMModule(L.LightningModule):
         self._loss_sum: torch.Tensor | None = None
         self._loss_count = 0
         self._skip_step = False
-        self._val_sum: torch.Tensor | None = None
-        self._val_count: torch.Tensor | None = None
+        self._val: LossTally | None = None
+        self._val_names: list[str] | None = None
+        self._token_bytes: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -228,25 +230,38 @@ class LMModule(L.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
-        self._val_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        self._val_count = torch.zeros((), device=self.device, dtype=torch.float64)
+        names = getattr(self.trainer.datamodule, "val_names", None) if self._trainer else None
+        self._val_names = list(names) if names else None
+        self._val = LossTally(len(self._val_names or [0]), self.token_bytes(), self.device)
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
+    def token_bytes(self) -> torch.Tensor | None:
+        """UTF-8 bytes per token id (for val/bpb), from the run's tokenizer; None without one."""
+        if self._token_bytes is None and self.tokenizer is not None:
+            self._token_bytes = torch.from_numpy(token_byte_lengths(self.tokenizer))
+        return self._token_bytes
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y = batch[0], batch[1]
         _, loss = self.model(x, y)
-        n = (y != -100).sum()
-        self._val_sum += loss.detach().double() * n
-        self._val_count += n
+        self._val.add(dataloader_idx, loss, y)
 
     def on_validation_epoch_end(self) -> None:
-        total = self.trainer.strategy.reduce(self._val_sum, reduce_op="sum")
-        count = self.trainer.strategy.reduce(self._val_count, reduce_op="sum")
-        if count.item() == 0:
+        # one reduction per validation; per-source columns when the data is a mixture
+        sums = self.trainer.strategy.reduce(self._val.sums, reduce_op="sum").cpu()
+        with_bytes = self._val.token_bytes is not None
+        total = summarize(sums.sum(dim=1), with_bytes)
+        if not total:
             return
-        val_loss = (total / count).float()
-        self._last_val = (val_loss.detach(), self.global_step)
-        self.log("val/loss", val_loss, prog_bar=True, sync_dist=False)
-        self.log("val/ppl", torch.exp(val_loss), sync_dist=False)
+        self._last_val = (torch.tensor(total["loss"]), self.global_step)
+        self.log("val/loss", total["loss"], prog_bar=True, sync_dist=False)
+        self.log("val/ppl", total["ppl"], sync_dist=False)
+        if with_bytes:
+            self.log("val/bpb", total["bpb"], sync_dist=False)
+        for i, name in enumerate(self._val_names or []):
+            part = summarize(sums[:, i], with_bytes)
+            for key in ("loss", "bpb"):
+                if key in part:
+                    self.log(f"val/{key}/{name}", part[key], sync_dist=False)
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):
