@@ -8,6 +8,7 @@ entry: ``{"model_config": dict, "tokenizer_json": str, "tokens_seen": int, ...}`
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,28 @@ class LoadedCheckpoint:
     tokenizer: Tokenizer
     config: ModelConfig
     meta: dict[str, Any]
+
+
+class UnsafeCheckpointError(ValueError):
+    """A file that only loads by running arbitrary code (``torch.load(weights_only=False)``)."""
+
+
+def safe_load(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU: tensors and plain containers only.
+
+    A pickle that asks for anything else (a class, a function: a crafted file can run code this
+    way) is refused with one line; it is never loaded with ``weights_only=False``.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        detail = str(err).strip().splitlines()
+        why = next((ln.strip() for ln in detail if "GLOBAL" in ln or "Unsupported" in ln), "")
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: it holds objects other than tensors and plain containers"
+            f"{' (' + why.rstrip('.') + ')' if why else ''}; nextok loads checkpoints with "
+            "torch.load(weights_only=True) only, since unpickling anything else can run code"
+        ) from err
 
 
 def model_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -53,7 +76,7 @@ def load_checkpoint(
             f"{path} is a sharded (distributed) checkpoint directory; consolidate it into one file "
             "first (see README: 'FSDP checkpoints')"
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = safe_load(path)
     meta = ckpt.get(META_KEY) if isinstance(ckpt, dict) else None
     if not meta or "model_config" not in meta:
         raise ValueError(

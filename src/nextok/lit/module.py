@@ -102,6 +102,8 @@ class LMModule(L.LightningModule):
         self._skip_step = False
         self._val_sum: torch.Tensor | None = None
         self._val_count: torch.Tensor | None = None
+        # what validation covers, printed with each val/loss ("a fixed subset of ...", set by the app)
+        self.val_scope: str | None = None
 
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -232,6 +234,12 @@ class LMModule(L.LightningModule):
         val_loss = (total / count).float()
         self.log("val/loss", val_loss, prog_bar=True, sync_dist=False)
         self.log("val/ppl", torch.exp(val_loss), sync_dist=False)
+        self.log("val/tokens", count.float(), sync_dist=False)  # how much of the split it covered
+        if self.val_scope and not self.trainer.sanity_checking:
+            self.print(
+                f"[nextok] step {self.global_step}: val/loss {float(val_loss):.4f} on "
+                f"{self.val_scope} ({int(count.item()):,} tokens)"
+            )
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):

@@ -1,0 +1,73 @@
+"""What a new user meets after the first run (issue 9): the final validation figure, nextok-eval
+reproducing it, safe checkpoint loading, and nextok-generate taking any text as typed."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from first_run_helpers import cli, ok, one_line_error, tiny_args
+
+from nextok.checkpoint import UnsafeCheckpointError, load_checkpoint
+from nextok.cli.consolidate import consolidate
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One tiny real training run (its own BPE), shared by the tests of this module."""
+    root = tmp_path_factory.mktemp("first_run")
+    proc = ok(cli("nextok-train", *tiny_args(root / "run")))
+    return {"dir": root / "run", "ckpt": root / "run" / "checkpoints" / "last.ckpt",
+            "out": proc.stdout, "root": root}
+
+
+def csv_rows(run_dir, key):
+    rows = []
+    for f in sorted(run_dir.glob("csv/version_*/metrics.csv")):
+        rows += [r for r in csv.DictReader(f.open()) if r.get(key)]
+    return rows
+
+
+def test_final_validation_is_the_whole_split_and_eval_reproduces_it(run):
+    out = run["out"]
+    # periodic validations are on a named subset; the final figure is the whole split
+    assert "val/loss" in out and "on a fixed subset of the held-out split" in out
+    final = [ln for ln in out.splitlines() if ln.startswith("[nextok] final val loss")]
+    assert len(final) == 1 and "on the whole held-out split" in final[0], out[-2000:]
+    rows = csv_rows(run["dir"], "val/loss")
+    last = rows[-1]  # the final whole-split validation is logged last
+    assert float(last["val/tokens"]) > 10 * float(rows[0]["val/tokens"])  # subset << whole split
+    proc = ok(cli("nextok-eval", f"ckpt={run['ckpt']}"))  # nextok-eval's defaults
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["tokens"] == int(float(last["val/tokens"]))
+    assert abs(result["loss"] - float(last["val/loss"])) < 1e-4
+    assert f"{result['tokens']:,} tokens" in final[0]
+
+
+def _evil_pickle(path, marker):
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"state_dict": {}, "nextok": {"model_config": {}, "x": Payload()}}, path)
+
+
+def test_untrusted_checkpoint_is_refused_and_runs_no_code(run, tmp_path):
+    evil, marker = tmp_path / "evil.ckpt", tmp_path / "pwned"
+    _evil_pickle(evil, marker)
+    one_line_error(cli("nextok-generate", f"ckpt={evil}"), 2, "refusing to load", "weights_only=True")
+    with pytest.raises(UnsafeCheckpointError, match="refusing to load"):  # eval, export use it
+        load_checkpoint(evil)
+    one_line_error(cli("nextok-train", *tiny_args(tmp_path / "r", None, f"ckpt_path={evil}")), 2,
+                   "refusing to load")
+    folder = tmp_path / "sharded.ckpt"  # a consolidate input whose meta.pt is the payload
+    folder.mkdir()
+    (folder / ".metadata").write_bytes(b"")
+    _evil_pickle(folder / "meta.pt", marker)
+    with pytest.raises(UnsafeCheckpointError, match="refusing to load"):
+        consolidate(folder)
+    assert not marker.exists()  # no payload ran
+    # ... while the real checkpoint loads with weights_only=True as it is
+    assert torch.load(run["ckpt"], weights_only=True)["nextok"]["tokenizer_json"]
