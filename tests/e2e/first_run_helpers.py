@@ -26,6 +26,7 @@ def tiny_args(run_dir: Path, tok: Path | None = None, *extra: str) -> list[str]:
         f"hydra.run.dir={run_dir}",
         "model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.n_kv_head=2",
         "model.block_size=32", "data.batch_size=4", "data.max_val_batches=2",
+        "data.val_batch_size=64",  # the final whole-split validation in few batches
         "data.vocab_size=512", *([f"data.tokenizer_path={tok}"] if tok else []),
         "data.tokenizer_train_bytes=300000",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",

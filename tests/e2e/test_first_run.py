@@ -71,3 +71,36 @@ def test_untrusted_checkpoint_is_refused_and_runs_no_code(run, tmp_path):
     assert not marker.exists()  # no payload ran
     # ... while the real checkpoint loads with weights_only=True as it is
     assert torch.load(run["ckpt"], weights_only=True)["nextok"]["tokenizer_json"]
+
+
+def test_generate_default_length_is_clipped_with_a_notice(run):
+    # the README's next step: default max_new_tokens=128 on a block_size=32 model
+    proc = ok(cli("nextok-generate", f"ckpt={run['ckpt']}", "prompt=def "))
+    assert proc.stdout.startswith("def ")
+    notes = [ln for ln in proc.stderr.splitlines() if "clipped" in ln]
+    assert notes == ["nextok-generate: note: max_new_tokens=128 clipped to 31: the 1-token prompt "
+                     "+ new tokens must fit model.block_size=32"], proc.stderr
+
+
+ODD = ["def main(", "f(x, y) = {'a': [1, 2]}  # c", 'say "hi": é ∑ \\n next line', "a=b,c=d"]
+
+
+def test_any_text_works_as_prompt_and_stop_as_typed(run):
+    common = (f"ckpt={run['ckpt']}", "max_new_tokens=12", "temperature=0", "device=cpu")
+    proc = ok(cli("nextok-generate", *common, *(f"prompt={p}" for p in ODD)))
+    out = proc.stdout
+    for p in ODD:  # every prompt echoed exactly, with \n typed as an escape turned into a newline
+        assert p.replace("\\n", "\n") in out, (p, out)
+    # stop strings: cut the greedy continuation of the first prompt before a piece of it
+    first = out.split("--- prompt 2/")[0].split("def main(", 1)[1]
+    piece = first[2:5]
+    assert len(piece) == 3
+    cut = ok(cli("nextok-generate", *common, "prompt=def main(", f"stop={piece}", "stop=)],{=:#'\""))
+    assert cut.stdout == "def main(" + first[: first.index(piece)] + "\n"
+    # prompt_file=- reads the prompts from stdin, one per line
+    piped = ok(cli("nextok-generate", *common, "prompt_file=-", input="def main(\nimport \n"))
+    assert piped.stdout.count("--- prompt ") == 2 and "\ndef main(" in piped.stdout
+    # an error prints nothing to stdout (no prompt echoed first)
+    bad = cli("nextok-generate", *common, "prompt=def ", "top_p=2")
+    one_line_error(bad, 2, "top_p must be in (0, 1]")
+    assert bad.stdout == ""

@@ -33,7 +33,7 @@ def test_generate_on_a_checkpoint_written_by_nextok_train(tmp_path: Path):
 
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     gen = subprocess.run(
-        [*console_cmd("nextok-generate", "nextok.cli.generate"), f"ckpt={ckpt}", 'prompt="def f1"',
+        [*console_cmd("nextok-generate", "nextok.cli.generate"), f"ckpt={ckpt}", "prompt=def f1",
          "max_new_tokens=16", "seed=0", "top_k=20"],
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120,
     )

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from nextok.lit.callbacks import UnigramBaseline
 from nextok.lit.checkpoint_io import AtomicCheckpointIO
 from nextok.lit.config_check import check_config
+from nextok.lit.console import ModelSummaryWithFlops, ProgressBar, quiet_lightning, tee_console
 from nextok.lit.finish import summary, validate_whole_split
 from nextok.lit.module import LMModule, data_parallel_size
 from nextok.lit.resume import pair_tokenizer
@@ -190,6 +191,16 @@ def build_callbacks(cfg: DictConfig) -> list:
     return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
 
 
+def console_callbacks(cfg: DictConfig) -> list:
+    """nextok's progress bar and model summary, where the trainer config enables them."""
+    out: list = []
+    if cfg.trainer.get("enable_progress_bar", True) is not False:
+        out.append(ProgressBar())
+    if cfg.trainer.get("enable_model_summary", True) is not False:
+        out.append(ModelSummaryWithFlops())
+    return out
+
+
 def wait_for_file(path: Path, timeout_s: float = 600.0) -> None:
     """Non-zero ranks wait for rank 0 to write a shared file (e.g. the trained tokenizer)."""
     t0 = time.monotonic()
@@ -214,11 +225,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     run dir is locked for this process (rank 0) and removed again if it was new and the run
     fails before training starts."""
     _one_log_handler()
+    quiet_lightning()
     check_config(cfg)
     run_dir = Path(cfg.run_dir)
     rank0 = is_rank_zero()
     with run_dir_session(run_dir, rank0) as state:
-        return _train(cfg, run_dir, rank0, state)
+        restore = tee_console(run_dir) if rank0 else None
+        try:
+            return _train(cfg, run_dir, rank0, state)
+        finally:
+            if restore is not None:
+                restore()
 
 
 def _train(cfg: DictConfig, run_dir: Path, rank0: bool, state: RunState) -> dict[str, float]:
@@ -259,7 +276,8 @@ def _train(cfg: DictConfig, run_dir: Path, rank0: bool, state: RunState) -> dict
     plugins = [AtomicCheckpointIO()] if cfg.get("atomic_checkpoints", True) else []
     graceful = GracefulStop()  # Ctrl-C / SIGTERM: finish the step, save last.ckpt, exit 130/143
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=[*build_callbacks(cfg), graceful],
+        cfg.trainer, logger=loggers or False,
+        callbacks=[*build_callbacks(cfg), *console_callbacks(cfg), graceful],
         plugins=plugins,
         default_root_dir=str(run_dir),
     )
