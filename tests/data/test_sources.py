@@ -35,8 +35,10 @@ def test_stdlib_dataset_columns_and_cached():
 
 def test_local_text_json_parquet(tmp_path, docs):
     (tmp_path / "a.txt").write_text("line one\nline two\n")
-    ds = load_source("text", "train", data_files=str(tmp_path / "a.txt"))
+    ds = load_source("text", "train", data_files=str(tmp_path / "a.txt"), document_unit="line")
     assert list(ds["text"]) == ["line one", "line two"]
+    ds = load_source("text", "train", data_files=str(tmp_path / "a.txt"))  # default: whole files
+    assert list(ds["text"]) == ["line one\nline two\n"]
 
     (tmp_path / "a.jsonl").write_text("".join(json.dumps({"body": d}) + "\n" for d in docs[:5]))
     ds = load_source("json", "train", data_files=str(tmp_path / "a.jsonl"), text_column="body")

@@ -60,6 +60,7 @@ def tiny(shared: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
         "model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.n_kv_head=2",
         "model.block_size=32",
         "data.batch_size=4", "data.max_val_batches=2", "data.vocab_size=512",
+        "data.val_batch_size=64",  # the final whole-split validation in few batches
         f"data.tokenizer_path={shared['tok']}", f"data.cache_dir={shared['cache']}",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
         "trainer.log_every_n_steps=1", "trainer.val_check_interval=4",
