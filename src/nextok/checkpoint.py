@@ -42,12 +42,15 @@ def safe_load(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        detail = str(err).strip().splitlines()
-        why = next((ln.strip() for ln in detail if "GLOBAL" in ln or "Unsupported" in ln), "")
+        lines = [ln.strip() for ln in str(err).strip().splitlines()]
+        why = next((ln for ln in lines if "GLOBAL" in ln), None)
+        if why is None:  # not a pickle of anything: a truncated or foreign file
+            raise ValueError(f"cannot load checkpoint {path}: not a PyTorch checkpoint file") from err
+        why = why.split("WeightsUnpickler error:")[-1].split(" was not an allowed")[0].strip()
         raise UnsafeCheckpointError(
-            f"refusing to load {path}: it holds objects other than tensors and plain containers"
-            f"{' (' + why.rstrip('.') + ')' if why else ''}; nextok loads checkpoints with "
-            "torch.load(weights_only=True) only, since unpickling anything else can run code"
+            f"refusing to load {path}: it holds objects other than tensors and plain containers "
+            f"({why}); nextok loads checkpoints with torch.load(weights_only=True) only, since "
+            "unpickling anything else can run code"
         ) from err
 
 
