@@ -108,3 +108,48 @@ def test_any_text_works_as_prompt_and_stop_as_typed(run):
     bad = cli("nextok-generate", *common, "prompt=def ", "top_p=2")
     one_line_error(bad, 2, "top_p must be in (0, 1]")
     assert bad.stdout == ""
+
+
+def test_local_folder_run_console_and_train_log(tmp_path):
+    """A folder of text files as data (one document per file), with the progress bar and model
+    summary on: samples start from held-out documents, and the console is free of Lightning's
+    noise; train.log holds what the console showed."""
+    corpus = tmp_path / "corpus"
+    for i in range(60):
+        sub = corpus / f"part{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"doc{i:02d}.txt").write_text(
+            f"Notice {i}: permission is granted to copy file {i}.\n\n" * 8 + f"End of file {i}.\n")
+    run = tmp_path / "run"
+    args = [a for a in tiny_args(run) if not a.startswith(("trainer.enable_", "data.vocab_size"))]
+    proc = ok(cli("nextok-train", *args, "data=local_text", f"data.data_files={corpus}",
+                  "data.vocab_size=300", "data.val_fraction=0.05", "callbacks.sampling.prompt_tokens=3"))
+    out = proc.stdout + proc.stderr
+    # folder read recursively, one document per file: 3 held-out files; prompts are their openings
+    rows = list(csv.DictReader(next(run.glob("csv/version_0/samples.csv")).open()))
+    prompts = [r["prompt"] for r in rows]
+    assert len(prompts) == 3 and all(p.startswith("Notice ") for p in prompts), prompts
+    docs = {f.read_text() for f in corpus.rglob("*.txt")}
+    assert all(any(d.startswith(p) for d in docs) for p in prompts)
+    # console: a short start-up summary, no config tree, no Lightning noise
+    assert "_target_" not in out  # the config tree is in config.yaml, not on the console
+    for noise in ("LeafSpec", "litlogger", "v_num", "/-2", "Total Flops"):
+        assert noise not in out, noise
+    assert "M training FLOPs per token at block_size 32" in out
+    log = (run / "train.log").read_text()
+    for line in ("[nextok] run dir:", "[nextok] final val loss", "=== samples at step 8 ==="):
+        assert line in log and line in out
+
+
+def test_bad_input_is_one_line_and_leaves_no_run_dir(tmp_path):
+    runs = tmp_path / "runs"
+    one_line_error(cli("nextok-train", *tiny_args(runs / "a"), "optim.lr=fast"), 2,
+                   "optim.lr='fast' is not a number")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "ok.txt").write_text("fine text\n" * 50)
+    (tmp_path / "data" / "blob.bin").write_bytes(b"header" + bytes(range(128, 256)))
+    one_line_error(cli("nextok-train", *tiny_args(runs / "b"), "data=local_text",
+                       f"data.data_files={tmp_path / 'data'}"), 2,
+                   f"{tmp_path / 'data' / 'blob.bin'} is not UTF-8 text (byte 6 of 134",
+                   "data.encoding_errors=replace")
+    assert not runs.exists() or not any(runs.iterdir())  # no empty run dirs left behind

@@ -34,8 +34,8 @@ def main(cfg: DictConfig) -> float | None:
         print(f"[nextok] {e}; saved {cfg.run_dir}/checkpoints/last.ckpt. Continue with: "
               f"nextok-train hydra.run.dir={cfg.run_dir} resume=auto", file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
-    except KeyboardInterrupt as e:  # before training started: nothing to save
-        _fail(RuntimeError("interrupted before training started; nothing was saved"), 130, e)
+    except KeyboardInterrupt as e:  # before training started, or a second Ctrl-C
+        _fail(RuntimeError("interrupted; nothing was saved since the last checkpoint"), 130, e)
     except NonFiniteLossError as e:
         _fail(e, 3)
     except (ValueError, FileNotFoundError, TimeoutError, RunDirLocked) as e:  # bad config or input
