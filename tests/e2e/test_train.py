@@ -216,10 +216,12 @@ def test_bad_value_is_a_one_line_error(shared, tmp_path):
 @pytest.mark.slow
 def test_max_time_is_honoured(shared, tmp_path):
     run = tmp_path / "run"
-    check(run_train(tiny(shared, run, "trainer.max_steps=1000000", "trainer.max_time=00:00:00:05",
-                         "schedule=constant", "callbacks.sampling=null")))
-    step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    proc = check(run_train(tiny(shared, run, "trainer.max_steps=1000000", "trainer.max_time=00:00:00:05",
+                                "schedule=constant", "callbacks.sampling=null")))
+    step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 0 < step < 1000000
+    # the summary says why the run ended early
+    assert f"[nextok] stopped by max_time at step {step} of 1000000" in proc.stdout
 
 
 @pytest.mark.slow

@@ -226,10 +226,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     fails before training starts."""
     _one_log_handler()
     quiet_lightning()
-    check_config(cfg)
     run_dir = Path(cfg.run_dir)
     rank0 = is_rank_zero()
     with run_dir_session(run_dir, rank0) as state:
+        check_config(cfg)
         restore = tee_console(run_dir) if rank0 else None
         try:
             return _train(cfg, run_dir, rank0, state)
