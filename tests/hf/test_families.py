@@ -123,10 +123,12 @@ def test_import_matches_transformers_and_round_trips(tmp_path, case):
     export_hf(ours, tmp_path / "out", family=model_type)
     again = load_ref(tmp_path / "out")
     assert type(again) is type(ref)
-    assert (logits(again, idx) - want).abs().max().item() < 1e-4
+    diff_out = (logits(again, idx) - want).abs().max().item()
+    assert diff_out < 1e-4, diff_out
 
     export_hf(import_hf(tmp_path / "out"), tmp_path / "out2", family=model_type)
     assert folder_bytes(tmp_path / "out") == folder_bytes(tmp_path / "out2")
+    print(f"[parity] {case}: import {diff:.1e}, export {diff_out:.1e}, re-export bitwise")
 
 
 def test_sharded_and_bf16_folders(tmp_path):

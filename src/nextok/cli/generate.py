@@ -125,8 +125,9 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(f"cannot load checkpoint {cfg.ckpt}: {first}") from err
     model, tokenizer = loaded.model, loaded.tokenizer
+    eos, bos = loaded.special.eos, loaded.special.bos if loaded.special.add_bos else None
     try:
-        lens = [len(encode_prompt(tokenizer, p)) for p in prompts]
+        lens = [len(encode_prompt(tokenizer, p, eos=eos, bos=bos)) for p in prompts]
     except ValueError as err:
         raise UsageError(str(err)) from err
     if not isinstance(cfg.max_new_tokens, int) or cfg.max_new_tokens < 0:
@@ -137,9 +138,10 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
     options = dict(
         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p,
         repetition_penalty=cfg.repetition_penalty, stop=[unescape(s) for s in stops],
+        eos=eos, bos=bos,
     )
     try:  # check the sampling options before anything is printed
-        SamplingParams(**{k: v for k, v in options.items() if k != "stop"})
+        SamplingParams(**{k: v for k, v in options.items() if k not in ("stop", "eos", "bos")})
     except (TypeError, ValueError) as err:
         raise UsageError(str(err)) from err
     generator = make_generator(cfg.seed, device)

@@ -23,13 +23,16 @@ from nextok.cli._conf import conf_dir
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
     from nextok.lit.app import train  # heavy imports after Hydra has parsed the command line
+    from nextok.lit.init_from import model_overrides
     from nextok.lit.module import NonFiniteLossError
     from nextok.lit.run_lock import RunDirLocked
     from nextok.lit.signals import StopRequested
 
     try:
-        metrics = train(cfg)
+        metrics = train(cfg, model_overrides(list(HydraConfig.get().overrides.task)))
     except StopRequested as e:  # Ctrl-C / SIGTERM: the step finished and last.ckpt was saved
         print(f"[nextok] {e}; saved {cfg.run_dir}/checkpoints/last.ckpt. Continue with: "
               f"nextok-train hydra.run.dir={cfg.run_dir} resume=auto", file=sys.stderr, flush=True)

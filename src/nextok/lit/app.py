@@ -21,7 +21,7 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nextok.lit.callbacks import UnigramBaseline
 from nextok.lit.checkpoint_io import AtomicCheckpointIO
@@ -218,12 +218,45 @@ def _one_log_handler() -> None:
         logging.getLogger("lightning").handlers.clear()
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def prepare_init_from(cfg: DictConfig, model_keys: list[str], run_dir: Path):
+    """Load ``init_from``'s weights and make ``cfg.model`` (and the tokenizer) the source's."""
+    from nextok.hf import is_hf_folder
+    from nextok.lit.init_from import load_source, write_tokenizer
+
+    if "model" in model_keys:
+        raise ValueError(
+            "init_from takes the model config from the source; drop the model=... group override"
+        )
+    overrides = {}
+    for key in model_keys:
+        value = OmegaConf.select(cfg, key)
+        overrides[key[len("model."):]] = (
+            OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
+        )
+    src = load_source(str(cfg.init_from), overrides)
+    with open_dict(cfg):
+        for key, value in src.config.to_dict().items():
+            cfg.model[key] = value
+        if not cfg.data.get("tokenizer_path"):
+            if src.tokenizer is None:
+                raise ValueError(
+                    f"init_from={cfg.init_from} has no tokenizer.json; set data.tokenizer_path"
+                )
+            hf = is_hf_folder(src.path)
+            cfg.data.tokenizer_path = (
+                src.path if hf else str(write_tokenizer(src, run_dir / "init_tokenizer"))
+            )
+    return src
+
+
+def train(cfg: DictConfig, model_overrides: list[str] | None = None) -> dict[str, float]:
     """Fit a model as ``cfg`` describes; return the final callback metrics.
 
-    Config values and the model config are checked before anything is written or trained; the
-    run dir is locked for this process (rank 0) and removed again if it was new and the run
-    fails before training starts."""
+    ``model_overrides``: the ``model.*`` keys the user set explicitly (checked against
+    ``init_from``'s config; the CLI passes Hydra's command-line overrides). Config values and
+    the model config are checked before anything is written or trained; the run dir is locked
+    for this process (rank 0) and removed again if it was new and the run fails before training
+    starts."""
     _one_log_handler()
     quiet_lightning()
     run_dir = Path(cfg.run_dir)
@@ -232,13 +265,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
         check_config(cfg)
         restore = tee_console(run_dir) if rank0 else None
         try:
-            return _train(cfg, run_dir, rank0, state)
+            return _train(cfg, model_overrides, run_dir, rank0, state)
         finally:
             if restore is not None:
                 restore()
 
 
-def _train(cfg: DictConfig, run_dir: Path, rank0: bool, state: RunState) -> dict[str, float]:
+def _train(
+    cfg: DictConfig, model_overrides: list[str] | None, run_dir: Path, rank0: bool, state: RunState
+) -> dict[str, float]:
+    init = prepare_init_from(cfg, model_overrides or [], run_dir) if cfg.get("init_from") else None
     if rank0:
         if cfg.get("print_config", False):
             print_config(cfg)
@@ -260,6 +296,9 @@ def _train(cfg: DictConfig, run_dir: Path, rank0: bool, state: RunState) -> dict
         datamodule.prepare_data()  # loads rank 0's tokenizer.json
     if rank0 and not (run_dir / "tokenizer.json").exists():  # e.g. data.tokenizer_path was given
         datamodule.tokenizer.save(str(run_dir / "tokenizer.json"))
+    special = datamodule._require_special()
+    if rank0:  # the run dir is a complete HF tokenizer folder (special tokens included)
+        datamodule.save_tokenizer_config(run_dir)
     model_config = resolve_model_config(cfg, datamodule.vocab_size)
     datamodule.validate_model(model_config.vocab_size, model_config.block_size)
 
@@ -271,7 +310,18 @@ def _train(cfg: DictConfig, run_dir: Path, rank0: bool, state: RunState) -> dict
         seed=cfg.seed,
     )
     module.tokenizer = datamodule.tokenizer
+    module.special_tokens = special
 
+    if init is not None:
+        module.export_info = {"init_from": init.path, "hf_family": init.hf_family}
+        if ckpt_path is None:
+            module.init_state, init.state_dict = init.state_dict, {}  # one reference only
+        elif rank0:
+            print(f"[nextok] init_from ignored: resuming from {ckpt_path}")
+    if rank0:
+        module.export_info["train_config"] = redact(
+            OmegaConf.to_container(cfg, resolve=True)
+        )
     loggers = build_loggers(cfg, run_dir)
     plugins = [AtomicCheckpointIO()] if cfg.get("atomic_checkpoints", True) else []
     graceful = GracefulStop()  # Ctrl-C / SIGTERM: finish the step, save last.ckpt, exit 130/143

@@ -131,6 +131,8 @@ def _head(tokens: Any, n: int) -> np.ndarray | None:
 
 
 def _collect(loader: Any, max_batches: int) -> np.ndarray:
+    if isinstance(loader, list | tuple):  # one validation loader per mixture source
+        return np.concatenate([_collect(x, max_batches) for x in loader])
     out = []
     for i, batch in enumerate(loader):
         if i >= max_batches:

@@ -59,7 +59,12 @@ def summary(
         tokens = trainer.callback_metrics.get("val/tokens")
         where = getattr(module, "val_scope", "the validation split")
         where += f" ({int(tokens):,} tokens)" if tokens is not None else ""
-        line = f"[nextok] final val loss {val_loss:.4f} (ppl {math.exp(val_loss):.1f}) on {where}"
+        bpb = trainer.callback_metrics.get("val/bpb")
+        line = (
+            f"[nextok] final val loss {val_loss:.4f} (ppl {math.exp(val_loss):.1f}"
+            + (f", {float(bpb):.4f} bits/byte" if bpb is not None else "")
+            + f") on {where}"
+        )
         if baseline is not None:
             line += (
                 f" vs unigram baseline {baseline:.4f} (ppl {math.exp(baseline):.1f}): "

@@ -18,6 +18,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from nextok.checkpoint import META_KEY
 from nextok.lit.optim import AdamWConfig, ScheduleConfig, build_adamw, make_schedule
+from nextok.metrics import LossTally, summarize, token_byte_lengths
 from nextok.model import ModelConfig, Transformer
 
 NONFINITE_POLICIES = ("stop", "skip", "ignore")
@@ -94,14 +95,20 @@ class LMModule(L.LightningModule):
         )
         self.model: Transformer | None = None
         self.tokenizer = None  # tokenizers.Tokenizer, set by the app (saved into checkpoints)
+        self.special_tokens = None  # nextok.data.tokenizer.SpecialTokens, set by the app
+        # init_from: full (unsharded) weights to start from, loaded in configure_model
+        self.init_state: dict[str, torch.Tensor] | None = None
+        self.export_info: dict[str, Any] = {}  # e.g. hf_family, init_from, train_config
+        self._last_val: tuple[torch.Tensor, int] | None = None
         self.tokens_seen = 0
         self.flops_per_batch: float | None = None  # read by ThroughputMonitor
         self._flops_per_token: dict[int, float] = {}
         self._loss_sum: torch.Tensor | None = None
         self._loss_count = 0
         self._skip_step = False
-        self._val_sum: torch.Tensor | None = None
-        self._val_count: torch.Tensor | None = None
+        self._val: LossTally | None = None
+        self._val_names: list[str] | None = None
+        self._token_bytes: torch.Tensor | None = None
         # what validation covers, printed with each val/loss ("a fixed subset of ...", set by the app)
         self.val_scope: str | None = None
 
@@ -117,6 +124,8 @@ class LMModule(L.LightningModule):
         with torch.device("meta") if meta else contextlib.nullcontext():
             model = Transformer(self.model_config)
         model.activation_checkpointing = self.activation_checkpointing
+        if self.init_state is not None and not meta:
+            _load_full(model, self.init_state)
         if self.compile_blocks:
             for block in model.blocks:
                 block.compile()
@@ -129,6 +138,17 @@ class LMModule(L.LightningModule):
             )
             if out is not None:
                 self.model = out
+            if self.init_state is not None and meta:  # each rank keeps its shard of the weights
+                from torch.distributed.checkpoint.state_dict import (
+                    StateDictOptions,
+                    set_model_state_dict,
+                )
+
+                set_model_state_dict(
+                    self.model, _with_tied(model, self.init_state),
+                    options=StateDictOptions(full_state_dict=True),
+                )
+        self.init_state = None  # free the full copy
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
@@ -212,29 +232,43 @@ class LMModule(L.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
-        self._val_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        self._val_count = torch.zeros((), device=self.device, dtype=torch.float64)
+        names = getattr(self.trainer.datamodule, "val_names", None) if self._trainer else None
+        self._val_names = list(names) if names else None
+        self._val = LossTally(len(self._val_names or [0]), self.token_bytes(), self.device)
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
+    def token_bytes(self) -> torch.Tensor | None:
+        """UTF-8 bytes per token id (for val/bpb), from the run's tokenizer; None without one."""
+        if self._token_bytes is None and self.tokenizer is not None:
+            self._token_bytes = torch.from_numpy(token_byte_lengths(self.tokenizer))
+        return self._token_bytes
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y = batch[0], batch[1]
         _, loss = self.model(x, y)
-        n = (y != -100).sum()
-        self._val_sum += loss.detach().double() * n
-        self._val_count += n
+        self._val.add(dataloader_idx, loss, y)
 
     def on_validation_epoch_end(self) -> None:
-        total = self.trainer.strategy.reduce(self._val_sum, reduce_op="sum")
-        count = self.trainer.strategy.reduce(self._val_count, reduce_op="sum")
-        if count.item() == 0:
+        # one reduction per validation; per-source columns when the data is a mixture
+        sums = self.trainer.strategy.reduce(self._val.sums, reduce_op="sum").cpu()
+        with_bytes = self._val.token_bytes is not None
+        total = summarize(sums.sum(dim=1), with_bytes)
+        if not total:
             return
-        val_loss = (total / count).float()
-        self.log("val/loss", val_loss, prog_bar=True, sync_dist=False)
-        self.log("val/ppl", torch.exp(val_loss), sync_dist=False)
-        self.log("val/tokens", count.float(), sync_dist=False)  # how much of the split it covered
+        self._last_val = (torch.tensor(total["loss"]), self.global_step)
+        self.log("val/loss", total["loss"], prog_bar=True, sync_dist=False)
+        self.log("val/ppl", total["ppl"], sync_dist=False)
+        self.log("val/tokens", total["tokens"], sync_dist=False)  # how much of the split it covered
+        if with_bytes:
+            self.log("val/bpb", total["bpb"], sync_dist=False)
+        for i, name in enumerate(self._val_names or []):
+            part = summarize(sums[:, i], with_bytes)
+            for key in ("loss", "bpb"):
+                if key in part:
+                    self.log(f"val/{key}/{name}", part[key], sync_dist=False)
         if self.val_scope and not self.trainer.sanity_checking:
             self.print(
-                f"[nextok] step {self.global_step}: val/loss {float(val_loss):.4f} on "
-                f"{self.val_scope} ({int(count.item()):,} tokens)"
+                f"[nextok] step {self.global_step}: val/loss {total['loss']:.4f} on "
+                f"{self.val_scope} ({int(total['tokens']):,} tokens)"
             )
 
     # ------------------------------------------------------------------ optimizer
@@ -260,6 +294,11 @@ class LMModule(L.LightningModule):
         }
         if self.tokenizer is not None:
             meta["tokenizer_json"] = self.tokenizer.to_str()
+        if self.special_tokens is not None:
+            meta["special_tokens"] = self.special_tokens.to_dict()
+        if self._last_val is not None:  # for the exported model card
+            meta["val_loss"], meta["val_step"] = float(self._last_val[0]), self._last_val[1]
+        meta.update(self.export_info)
         checkpoint[META_KEY] = meta
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -282,6 +321,17 @@ class LMModule(L.LightningModule):
         self.tokens_seen = int(meta.get("tokens_seen", 0))
         if "rng" in meta:
             _set_rng_state(meta["rng"])
+
+
+def _with_tied(model: Transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if model.config.tie_embeddings and "lm_head.weight" not in state:
+        return {**state, "lm_head.weight": state["tok_emb.weight"]}
+    return state
+
+
+def _load_full(model: Transformer, state: dict[str, torch.Tensor]) -> None:
+    """Copy ``init_from`` weights in; every parameter must be filled, nothing left over."""
+    model.load_state_dict(_with_tied(model, state), strict=True)
 
 
 def _rng_state() -> dict[str, Any]:

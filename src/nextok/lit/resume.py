@@ -47,6 +47,8 @@ def pair_tokenizer(ckpt_path: str | Path, run_dir: Path, tokenizer_path: str | N
         return False  # an old checkpoint without one: nothing to check against
     mine = _canonical(embedded)
     existing = Path(tokenizer_path) if tokenizer_path else run_dir / "tokenizer.json"
+    if existing.is_dir():  # a Hugging Face folder (init_from, data.tokenizer_path)
+        existing = existing / "tokenizer.json"
     if existing.exists():
         if _canonical(existing.read_text(encoding="utf-8")) != mine:
             where = "data.tokenizer_path=" + str(existing) if tokenizer_path else str(existing)
