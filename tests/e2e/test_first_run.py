@@ -40,7 +40,8 @@ def test_final_validation_is_the_whole_split_and_eval_reproduces_it(run):
     rows = csv_rows(run["dir"], "val/loss")
     last = rows[-1]  # the final whole-split validation is logged last
     assert float(last["val/tokens"]) > 10 * float(rows[0]["val/tokens"])  # subset << whole split
-    proc = ok(cli("nextok-eval", f"ckpt={run['ckpt']}"))  # nextok-eval's defaults
+    # nextok-eval's defaults (JSON output, no downstream tasks: neither changes the loss)
+    proc = ok(cli("nextok-eval", f"ckpt={run['ckpt']}", "json=true", "tasks=[]"))
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["tokens"] == int(float(last["val/tokens"]))
     assert abs(result["loss"] - float(last["val/loss"])) < 1e-4
