@@ -52,6 +52,8 @@ CASES = {
         transformers.LlamaConfig,
         dict(
             SMALL,
+            is_llama_config=True,  # SmolLM configs carry these nanotron fields
+            rope_interleaved=False,
             num_key_value_heads=4,
             tie_word_embeddings=True,
             rope_parameters={"rope_type": "default", "rope_theta": 1e5},
@@ -192,6 +194,7 @@ def _edit_config(folder, **changes):
         (dict(num_hidden_layers=3), r"lacks tensor\(s\) \['model.layers.2"),
         (dict(num_hidden_layers=1), "tensor.*the config does not account for"),
         (dict(quantization_config={"quant_method": "gptq"}), "quantization_config"),
+        (dict(rope_interleaved=True), "rope_interleaved=True"),
     ],
 )
 def test_unsupported_llama_fields_are_one_line_errors(tmp_path, change, match):
