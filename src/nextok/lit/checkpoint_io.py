@@ -19,6 +19,24 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
+class _Writes:
+    """A file's ``write`` that remembers the first ``OSError`` (e.g. ENOSPC), which
+    ``torch.save``'s C++ zip writer would otherwise report as a bare position mismatch."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` so that it is either fully written or untouched."""
     path = Path(path)
@@ -26,7 +44,13 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            out = _Writes(f)
+            try:
+                torch.save(obj, out)
+            except RuntimeError:  # torch's zip writer hides a failed write ("unexpected pos")
+                if out.error is not None:
+                    raise out.error from None
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
