@@ -17,7 +17,15 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from nextok.checkpoint import META_KEY
-from nextok.lit.optim import AdamWConfig, ScheduleConfig, build_adamw, make_schedule
+from nextok.lit.moe_monitor import MoEMonitor
+from nextok.lit.muon import MuonConfig
+from nextok.lit.optim import (
+    AdamWConfig,
+    ScheduleConfig,
+    build_optimizer,
+    make_schedule,
+    optim_config,
+)
 from nextok.metrics import LossTally, summarize, token_byte_lengths
 from nextok.model import ModelConfig, Transformer
 
@@ -48,7 +56,8 @@ class LMModule(L.LightningModule):
 
     Args:
         model_config: the Transformer's :class:`ModelConfig` (or its dict).
-        optim: :class:`AdamWConfig` (peak lr, betas, weight decay groups, grad clipping).
+        optim: :class:`AdamWConfig` (peak lr, betas, weight decay groups, grad clipping) or
+            :class:`~nextok.lit.muon.MuonConfig` (Muon for hidden matrices, AdamW for the rest).
         schedule: :class:`ScheduleConfig` (warm-up then constant / cosine / WSD).
         compile: ``torch.compile`` each block (state-dict keys are unchanged).
         activation_checkpointing: recompute each block's activations in the backward pass.
@@ -61,7 +70,7 @@ class LMModule(L.LightningModule):
     def __init__(
         self,
         model_config: ModelConfig | dict,
-        optim: AdamWConfig | dict | None = None,
+        optim: AdamWConfig | MuonConfig | dict | None = None,
         schedule: ScheduleConfig | dict | None = None,
         compile: bool = False,
         activation_checkpointing: bool = False,
@@ -70,7 +79,7 @@ class LMModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.model_config = _as(ModelConfig, model_config)
-        self.optim_config = _as(AdamWConfig, optim)
+        self.optim_config = optim_config(optim)
         self.schedule_config = _as(ScheduleConfig, schedule)
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(
@@ -84,7 +93,8 @@ class LMModule(L.LightningModule):
         self.save_hyperparameters(
             {
                 "model_config": self.model_config.to_dict(),
-                "optim": {**asdict(self.optim_config), "betas": list(self.optim_config.betas)},
+                "optim": {k: list(v) if isinstance(v, tuple) else v
+                          for k, v in asdict(self.optim_config).items()},
                 "schedule": asdict(self.schedule_config),
                 "compile": compile,
                 "activation_checkpointing": activation_checkpointing,
@@ -94,6 +104,7 @@ class LMModule(L.LightningModule):
             logger=False,
         )
         self.model: Transformer | None = None
+        self.moe: MoEMonitor | None = None  # MoE models: aux losses, routing metrics
         self.tokenizer = None  # tokenizers.Tokenizer, set by the app (saved into checkpoints)
         self.special_tokens = None  # nextok.data.tokenizer.SpecialTokens, set by the app
         # init_from: full (unsharded) weights to start from, loaded in configure_model
@@ -130,6 +141,8 @@ class LMModule(L.LightningModule):
             for block in model.blocks:
                 block.compile()
         self.model = model
+        if model.moe_layers():
+            self.moe = MoEMonitor(model)
         if self.device_mesh is not None:
             from nextok.distributed import parallelize
 
@@ -175,6 +188,9 @@ class LMModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
         _, loss = self.model(x, y)
+        ce = loss  # logged as train/loss; the MoE auxiliary losses are logged apart
+        if self.moe is not None:
+            loss = loss + self.moe.loss(self._sum_over_ranks if self.trainer.world_size > 1 else None)
         if self.on_nonfinite != "ignore" and self._nonfinite(loss):
             step = self.global_step
             if self.on_nonfinite == "stop":
@@ -186,15 +202,21 @@ class LMModule(L.LightningModule):
             self._skip_step = True
             self.print(f"[nextok] non-finite loss at step {step}: skipping this optimizer step")
         else:
-            self._loss_sum = loss.detach() + (0 if self._loss_sum is None else self._loss_sum)
+            self._loss_sum = ce.detach() + (0 if self._loss_sum is None else self._loss_sum)
             self._loss_count += 1
         self.tokens_seen += x.numel() * data_parallel_size(self.trainer)
         self.flops_per_batch = self.flops_per_token(x.shape[1]) * x.numel()
         return loss
 
+    def _sum_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
+        return self.trainer.strategy.reduce(t, reduce_op="sum")
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip and log the global gradient norm, log loss / lr / tokens for this step."""
         params = [p for p in self.model.parameters() if p.grad is not None]
+        moe_metrics = {}
+        if self.moe is not None:
+            moe_metrics = self.moe.finish_step(update_bias=not self._skip_step)
         if self._skip_step:
             for p in params:
                 p.grad = None  # AdamW leaves parameters without gradients untouched
@@ -217,6 +239,7 @@ class LMModule(L.LightningModule):
             "train/lr": float(optimizer.param_groups[0]["lr"]),
             "train/tokens_seen": float(self.tokens_seen),
         }
+        metrics.update(moe_metrics)
         if self._loss_count:
             metrics["train/loss"] = self._loss_sum / self._loss_count
         self._loss_sum, self._loss_count = None, 0
@@ -273,7 +296,12 @@ class LMModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):
-        optimizer = build_adamw(self.model, self.optim_config)
+        if isinstance(self.optim_config, MuonConfig) and self.device_mesh is not None:
+            raise ValueError(
+                "optim=muon supports single-device and DDP runs (trainer=cpu, gpu, ddp, ddp_sim), "
+                "not FSDP2/tensor parallel (trainer=fsdp, fsdp_cpu): Muon needs whole matrices"
+            )
+        optimizer = build_optimizer(self.model, self.optim_config)
         max_steps = self.trainer.max_steps if self.trainer is not None else -1
         schedule = make_schedule(
             self.schedule_config, self.optim_config.lr, max_steps if max_steps > 0 else None

@@ -182,3 +182,28 @@ def build_adamw(model: nn.Module, cfg: AdamWConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(
         groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, **_impl_kwargs(params, cfg.implementation)
     )
+
+
+def optim_config(value) -> AdamWConfig:  # noqa: ANN001 - a config object or its plain dict
+    """An :class:`AdamWConfig` or :class:`~nextok.lit.muon.MuonConfig` from either kind or a dict
+    (a checkpoint's hyper-parameters); the dict's keys decide which, unknown keys are an error."""
+    from dataclasses import fields
+
+    from nextok.lit.muon import MuonConfig
+
+    if value is None:
+        return AdamWConfig()
+    if isinstance(value, AdamWConfig | MuonConfig):
+        return value
+    d = dict(value)
+    for cls in (AdamWConfig, MuonConfig):
+        if set(d) <= {f.name for f in fields(cls)}:
+            return cls(**d)
+    raise ValueError(f"optim: keys {sorted(d)} match neither AdamWConfig nor MuonConfig")
+
+
+def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:  # noqa: ANN001
+    """AdamW, or Muon + AdamW (``optim=muon``), over ``model``'s parameters."""
+    from nextok.lit.muon import MuonConfig, build_muon
+
+    return build_muon(model, cfg) if isinstance(cfg, MuonConfig) else build_adamw(model, cfg)
