@@ -64,8 +64,12 @@ def peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
 def build(args: argparse.Namespace, impl: str, device: torch.device) -> Callable[[], None]:
     torch.manual_seed(0)
     cfg = ModelConfig(
-        vocab_size=args.vocab, block_size=args.seq, n_layer=args.layers, n_head=args.heads,
-        n_kv_head=args.kv_heads, d_model=args.d_model,
+        vocab_size=args.vocab,
+        block_size=args.seq,
+        n_layer=args.layers,
+        n_head=args.heads,
+        n_kv_head=args.kv_heads,
+        d_model=args.d_model,
     )
     model = Transformer(cfg).to(device)
     model.loss_impl = impl
@@ -98,7 +102,9 @@ def timed(step: Callable[[], None], n: int, device: torch.device) -> float:
 def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """{impl: {"peak_ratio", "seconds"}} with ``plain`` first (the reference)."""
     device = torch.device(args.device)
-    impls = ["plain", "chunked"] + (["liger"] if device.type == "cuda" and liger_available() else [])
+    impls = ["plain", "chunked"] + (
+        ["liger"] if device.type == "cuda" and liger_available() else []
+    )
     logits_bytes = args.batch * args.seq * args.vocab * 4
     out: dict[str, dict[str, float]] = {}
     steps = {}
@@ -119,8 +125,12 @@ def measure(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="autocast dtype (weights stay fp32)")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="autocast dtype (weights stay fp32)",
+    )
     p.add_argument("--vocab", type=int, default=128256)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seq", type=int, default=1024)
@@ -128,8 +138,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--kv-heads", type=int, default=2)
-    p.add_argument("--chunk-rows", type=int, default=None,
-                   help="tokens per chunk of the chunked loss (default: nextok's)")
+    p.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=None,
+        help="tokens per chunk of the chunked loss (default: nextok's)",
+    )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=2, help="timed steps per round")
     return p.parse_args(argv)
@@ -139,20 +153,29 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     res = measure(args)
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
-        f"cpu ({torch.get_num_threads()} threads)")
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else (f"cpu ({torch.get_num_threads()} threads)")
+    )
     print(f"command: python {shlex.join(sys.argv)}")
     print(f"device: {name}; torch {torch.__version__}; autocast {args.dtype}")
-    print(f"shape: vocab {args.vocab:,}, {args.batch} x {args.seq:,} tokens, {args.layers} layers, "
-          f"d_model {args.d_model}; one fp32 logits tensor = "
-          f"{args.batch * args.seq * args.vocab * 4 / 2**20:,.0f} MiB")
+    print(
+        f"shape: vocab {args.vocab:,}, {args.batch} x {args.seq:,} tokens, {args.layers} layers, "
+        f"d_model {args.d_model}; one fp32 logits tensor = "
+        f"{args.batch * args.seq * args.vocab * 4 / 2**20:,.0f} MiB"
+    )
     ref = res["plain"]["seconds"]
-    print("| loss | peak memory of forward + backward / one fp32 logits tensor | step time | "
-          "time vs plain |")
+    print(
+        "| loss | peak memory of forward + backward / one fp32 logits tensor | step time | "
+        "time vs plain |"
+    )
     print("|---|---|---|---|")
     for impl, r in res.items():
-        print(f"| {impl} | {r['peak_ratio']:.2f}x | {r['seconds'] * 1e3:.0f} ms | "
-              f"{r['seconds'] / ref:.3f} |")
+        print(
+            f"| {impl} | {r['peak_ratio']:.2f}x | {r['seconds'] * 1e3:.0f} ms | "
+            f"{r['seconds'] / ref:.3f} |"
+        )
 
 
 if __name__ == "__main__":

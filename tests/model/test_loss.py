@@ -64,8 +64,9 @@ def test_no_grad_and_all_ignored():
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_transformer_default_loss_equals_plain_path_for_every_parameter(tie):
-    cfg = ModelConfig(vocab_size=97, block_size=16, n_layer=2, n_head=2, d_model=32,
-                      tie_embeddings=tie)
+    cfg = ModelConfig(
+        vocab_size=97, block_size=16, n_layer=2, n_head=2, d_model=32, tie_embeddings=tie
+    )
     torch.manual_seed(0)
     model = Transformer(cfg)
     model.loss_chunk_rows = 10  # several chunks
@@ -120,9 +121,10 @@ def test_cpu_peak_measurement_sees_known_allocations():
 def test_loss_memory_benchmark_small_shape():
     """The benchmark's own measurement at a small shape: chunked holds far less than plain."""
     bench = _bench()
-    args = bench.parse(["--device", "cpu", "--vocab", "8192", "--seq", "256", "--layers", "1",
-                        "--d-model", "64", "--heads", "2", "--kv-heads", "1", "--rounds", "1",
-                        "--steps", "1", "--chunk-rows", "64"])
+    args = bench.parse(
+        "--device cpu --vocab 8192 --seq 256 --layers 1 --d-model 64 --heads 2 --kv-heads 1 "
+        "--rounds 1 --steps 1 --chunk-rows 64".split()
+    )
     res = bench.measure(args)
     assert res["plain"]["peak_ratio"] > 2.5  # logits, their log-softmax and its gradient
     assert res["chunked"]["peak_ratio"] < 1.0
