@@ -39,7 +39,7 @@ class TinyLM(pl.LightningModule):
 
     def configure_model(self):
         if self.fsdp:
-            from nextok.lit.parallel import parallelize
+            from nextok.distributed import parallelize
 
             parallelize(self.model, self.device_mesh)
 
@@ -54,7 +54,7 @@ class TinyLM(pl.LightningModule):
 def main(strategy_name: str, out: str) -> None:
     tok = train_tokenizer()
     if strategy_name == "fsdp":
-        from nextok.lit.parallel import FSDP2Strategy
+        from nextok.lit.strategy import FSDP2Strategy
 
         strategy = FSDP2Strategy(process_group_backend="gloo", save_distributed_checkpoint=False)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nextok.export import export_hf, hf_family, import_hf
+from nextok.hf import export_hf, hf_family, import_hf
 from nextok.model import ModelConfig, Transformer
 
 transformers = pytest.importorskip("transformers")

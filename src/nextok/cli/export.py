@@ -13,7 +13,7 @@ from nextok.cli._conf import conf_dir
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="export")
 def _main(cfg: DictConfig) -> None:
     from nextok.checkpoint import load_checkpoint
-    from nextok.export import export_hf
+    from nextok.hf import export_hf
 
     try:
         loaded = load_checkpoint(cfg.ckpt)

@@ -1,18 +1,24 @@
-"""Byte-level BPE tokenizer (HF ``tokenizers``): train, save, load.
+"""Byte-level BPE tokenizer (HF ``tokenizers``): train, save, load; special tokens of any HF
+tokenizer (``tokenizer_config.json``).
 
 Byte-level means every string is encodable (no unknown token) and decoding round-trips exactly.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
 TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
 
 
 def _capped(texts: Iterable[str], max_bytes: int | None) -> Iterator[str]:
@@ -90,3 +96,135 @@ def eot_id(tok: Tokenizer) -> int:
 
 def pad_id(tok: Tokenizer) -> int | None:
     return tok.token_to_id(PAD)
+
+
+# ---------------------------------------------------------------------- special tokens
+@dataclass(frozen=True)
+class SpecialTokens:
+    """What the data pipeline, generation and export need to know about a tokenizer.
+
+    ``eos`` separates documents in training and ends generation; ``bos`` is prepended to every
+    document (and prompt) when ``add_bos``; ``pad`` is what exports declare for padding.
+    """
+
+    eos: str
+    bos: str | None = None
+    add_bos: bool = False
+    pad: str | None = None
+
+    def eos_id(self, tok: Tokenizer) -> int:
+        return _token_id(tok, self.eos, "eos")
+
+    def bos_id(self, tok: Tokenizer) -> int | None:
+        return _token_id(tok, self.bos, "bos") if self.add_bos else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SpecialTokens:
+        return cls(**d)
+
+
+def _token_id(tok: Tokenizer, token: str | None, what: str) -> int:
+    i = tok.token_to_id(token) if token is not None else None
+    if i is None:
+        raise ValueError(f"the tokenizer has no {what} token {token!r}")
+    return i
+
+
+def _content(value: Any) -> str | None:
+    """A token in tokenizer_config.json: a string or an AddedToken dict with ``content``."""
+    if isinstance(value, dict):
+        return value.get("content")
+    return value
+
+
+def tokenizer_config_path(path: str | Path) -> Path:
+    """``tokenizer_config.json`` of a tokenizer folder, or next to a ``tokenizer.json`` file."""
+    p = Path(path)
+    return (p if p.is_dir() else p.parent) / TOKENIZER_CONFIG_FILE
+
+
+def load_tokenizer_config(path: str | Path) -> dict[str, Any]:
+    """The folder's ``tokenizer_config.json`` (+ ``special_tokens_map.json``), or ``{}``."""
+    out: dict[str, Any] = {}
+    folder = tokenizer_config_path(path).parent
+    for name in (SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE):  # the config wins
+        f = folder / name
+        if f.is_file():
+            try:
+                data = json.loads(f.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{f}: not valid JSON ({e})") from None
+            if not isinstance(data, dict):
+                raise ValueError(f"{f}: expected a JSON object")
+            out.update(data)
+    return out
+
+
+def _adds_bos(tok: Tokenizer, bos_id: int) -> bool:
+    """Whether the tokenizer's own post-processor prepends ``bos`` (e.g. Llama 3's template)."""
+    with_special = tok.encode("a", add_special_tokens=True).ids
+    plain = tok.encode("a", add_special_tokens=False).ids
+    return len(with_special) > len(plain) and with_special[0] == bos_id
+
+
+def special_tokens(
+    tok: Tokenizer,
+    config: dict[str, Any] | None = None,
+    *,
+    eos: str | None = None,
+    add_bos: bool | None = None,
+    where: str = "tokenizer",
+) -> SpecialTokens:
+    """Resolve the special tokens: explicit ``eos``/``add_bos`` > ``tokenizer_config.json`` >
+    the tokenizer's post-processor > nextok's convention (``<|endoftext|>``, no BOS).
+
+    Every token named must exist in the vocabulary; an error says which field is wrong.
+    """
+    config = config or {}
+    eos_tok = eos or _content(config.get("eos_token"))
+    if eos_tok is None:
+        if tok.token_to_id(EOT) is None:
+            raise ValueError(
+                f"{where}: no EOS token: its tokenizer_config.json names no eos_token and it has "
+                f"no {EOT}; set data.eos_token to the token that ends a document"
+            )
+        eos_tok = EOT
+    if tok.token_to_id(eos_tok) is None:
+        src = "data.eos_token" if eos else "tokenizer_config.json eos_token"
+        raise ValueError(f"{where}: {src}={eos_tok!r} is not in the tokenizer's vocabulary")
+    bos_tok = _content(config.get("bos_token"))
+    if bos_tok is not None and tok.token_to_id(bos_tok) is None:
+        raise ValueError(f"{where}: tokenizer_config.json bos_token={bos_tok!r} is not in the vocabulary")
+    if add_bos is None:
+        add_bos = config.get("add_bos_token")
+        if add_bos is None:
+            add_bos = bos_tok is not None and _adds_bos(tok, tok.token_to_id(bos_tok))
+    if add_bos and bos_tok is None:
+        raise ValueError(f"{where}: BOS requested (add_bos) but tokenizer_config.json names no bos_token")
+    pad_tok = _content(config.get("pad_token"))
+    if pad_tok is not None and tok.token_to_id(pad_tok) is None:
+        pad_tok = None  # a pad token outside the vocabulary is of no use to anyone
+    if pad_tok is None and tok.token_to_id(PAD) is not None:
+        pad_tok = PAD
+    return SpecialTokens(eos=eos_tok, bos=bos_tok, add_bos=bool(add_bos), pad=pad_tok)
+
+
+def hf_tokenizer_config(special: SpecialTokens, model_max_length: int | None = None) -> dict:
+    """``tokenizer_config.json`` for ``PreTrainedTokenizerFast``: the same special tokens back.
+
+    Without a pad token of its own, ``pad_token`` = the EOS token (the usual choice for
+    decoder-only models; padding positions are masked out anyway).
+    """
+    out: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast"}
+    if special.bos is not None:
+        out["bos_token"] = special.bos
+    out["eos_token"] = special.eos
+    out["pad_token"] = special.pad or special.eos
+    out["add_bos_token"] = special.add_bos
+    out["add_eos_token"] = False
+    if model_max_length is not None:
+        out["model_max_length"] = model_max_length
+    return out

@@ -120,12 +120,8 @@ class LMModule(L.LightningModule):
                 block.compile()
         self.model = model
         if self.device_mesh is not None:
-            try:
-                from nextok.lit.parallel import parallelize
-            except ImportError as e:  # pragma: no cover - depends on the scale-out module
-                raise RuntimeError(
-                    "a model-parallel strategy needs nextok.lit.parallel.parallelize"
-                ) from e
+            from nextok.distributed import parallelize
+
             out = parallelize(
                 self.model, self.device_mesh, **getattr(strategy, "parallelize_kwargs", {})
             )
@@ -185,7 +181,7 @@ class LMModule(L.LightningModule):
             return
         clip = self.optim_config.grad_clip
         if self.device_mesh is not None:  # FSDP2 (+ tensor parallel: grads on several meshes)
-            from nextok.lit.parallel import grad_norm_
+            from nextok.distributed import grad_norm_
 
             norm = grad_norm_(params, clip)
         elif clip:
@@ -263,6 +259,8 @@ class LMModule(L.LightningModule):
         if meta is None:
             raise ValueError("checkpoint has no 'nextok' entry: not written by nextok-train")
         saved = meta.get("model_config", {})
+        if saved:  # through ModelConfig, so keys added since the checkpoint get their defaults
+            saved = ModelConfig.from_dict(saved).to_dict()
         if saved and saved != self.model_config.to_dict():
             diff = {
                 k: (saved.get(k), v)

@@ -65,18 +65,18 @@ class ScheduleConfig:
 
     def __post_init__(self) -> None:
         if self.name not in SCHEDULES:
-            raise ValueError(f"optim.schedule.name must be one of {SCHEDULES}, got {self.name!r}")
+            raise ValueError(f"schedule.name must be one of {SCHEDULES}, got {self.name!r}")
         if self.warmup_steps < 0:
-            raise ValueError(f"optim.schedule.warmup_steps must be >= 0, got {self.warmup_steps}")
+            raise ValueError(f"schedule.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.min_lr < 0:
-            raise ValueError(f"optim.schedule.min_lr must be >= 0, got {self.min_lr}")
+            raise ValueError(f"schedule.min_lr must be >= 0, got {self.min_lr}")
         if not 0.0 <= self.decay_fraction <= 1.0:
             raise ValueError(
-                f"optim.schedule.decay_fraction must be in [0, 1], got {self.decay_fraction}"
+                f"schedule.decay_fraction must be in [0, 1], got {self.decay_fraction}"
             )
         if self.decay_shape not in ("linear", "cosine", "sqrt"):
             raise ValueError(
-                f"optim.schedule.decay_shape must be linear, cosine or sqrt, got {self.decay_shape!r}"
+                f"schedule.decay_shape must be linear, cosine or sqrt, got {self.decay_shape!r}"
             )
 
 
@@ -121,11 +121,11 @@ def make_schedule(cfg: ScheduleConfig, peak_lr: float, total_steps: int | None) 
     if cfg.name != "constant" and (total is None or total <= 0 or math.isinf(total)):
         raise ValueError(
             f"the '{cfg.name}' learning-rate schedule needs a finite run length: set "
-            "trainer.max_steps (or max_tokens, or optim.schedule.total_steps), or use "
-            "optim/schedule=constant for a time-limited run"
+            "trainer.max_steps (or max_tokens, or schedule.total_steps), or use "
+            "schedule=constant for a time-limited run"
         )
     if cfg.min_lr > peak_lr:
-        raise ValueError(f"optim.schedule.min_lr ({cfg.min_lr}) exceeds optim.lr ({peak_lr})")
+        raise ValueError(f"schedule.min_lr ({cfg.min_lr}) exceeds optim.lr ({peak_lr})")
     return LRSchedule(
         name=cfg.name,
         warmup_steps=cfg.warmup_steps,

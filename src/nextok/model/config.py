@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 NORMS = ("rmsnorm", "layernorm")
 POSITIONS = ("rope", "learned")
-MLPS = ("swiglu", "gelu", "relu2")
+MLPS = ("swiglu", "gelu", "gelu_exact", "relu2")
+# RoPE frequency scalings (keys besides "type"), computed as transformers' ROPE_INIT_FUNCTIONS do.
+ROPE_SCALINGS = {
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+}
 
 
 @dataclass
@@ -18,6 +23,12 @@ class ModelConfig:
     ``n_kv_head`` < ``n_head`` gives grouped-query attention (1 = multi-query). The MLP width is
     ``ffn_hidden`` if set, else ``ffn_multiplier * d_model`` rounded up to ``ffn_multiple_of``
     (multiplier defaults: 8/3 for SwiGLU so its parameter count matches a 4x GELU MLP, else 4).
+    ``head_dim`` defaults to ``d_model // n_head`` (Qwen3-style models decouple them).
+    ``qkv_bias`` / ``attn_out_bias`` / ``mlp_bias`` default to ``bias`` (which alone also gives
+    LayerNorm its bias): Qwen2 biases q/k/v only, Llama's ``attention_bias`` q/k/v and output.
+    ``mlp``: ``gelu`` is the tanh approximation (GPT-2's ``gelu_new``), ``gelu_exact`` the erf form.
+    ``rope_scaling``: ``None``, ``{type: linear, factor}`` or ``{type: llama3, factor,
+    low_freq_factor, high_freq_factor, original_max_position_embeddings}`` (Llama 3.1+).
     """
 
     vocab_size: int = 4096
@@ -26,6 +37,7 @@ class ModelConfig:
     n_head: int = 4
     n_kv_head: int | None = None
     d_model: int = 128
+    head_dim: int | None = None
     ffn_hidden: int | None = None
     ffn_multiplier: float | None = None
     ffn_multiple_of: int = 64
@@ -33,8 +45,12 @@ class ModelConfig:
     norm_eps: float = 1e-5
     pos: str = "rope"
     rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
     mlp: str = "swiglu"
     bias: bool = False
+    qkv_bias: bool | None = None
+    attn_out_bias: bool | None = None
+    mlp_bias: bool | None = None
     dropout: float = 0.0
     tie_embeddings: bool = True
     qk_norm: bool = False
@@ -43,19 +59,29 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
+        if self.head_dim is None and isinstance(self.n_head, int) and self.n_head > 0:
+            if isinstance(self.d_model, int) and self.d_model % self.n_head:
+                raise ValueError(
+                    f"model.d_model ({self.d_model}) must be divisible by model.n_head "
+                    f"({self.n_head}) unless model.head_dim is set"
+                )
+            self.head_dim = self.d_model // self.n_head
+        for key in ("qkv_bias", "attn_out_bias", "mlp_bias"):
+            if getattr(self, key) is None:
+                setattr(self, key, self.bias)
+        if self.rope_scaling is not None:
+            self.rope_scaling = dict(self.rope_scaling)
         self.validate()
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         """Raise ``ValueError`` naming the offending key and what was expected."""
-        for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "d_model"):
+        for key in (
+            "vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "d_model", "head_dim"
+        ):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"model.{key} must be a positive integer, got {value!r}")
-        if self.d_model % self.n_head:
-            raise ValueError(
-                f"model.d_model ({self.d_model}) must be divisible by model.n_head ({self.n_head})"
-            )
         if self.n_head % self.n_kv_head:
             raise ValueError(
                 f"model.n_head ({self.n_head}) must be divisible by model.n_kv_head "
@@ -68,7 +94,8 @@ class ModelConfig:
         if self.mlp not in MLPS:
             raise ValueError(f"model.mlp must be one of {MLPS}, got {self.mlp!r}")
         if self.pos == "rope" and self.head_dim % 2:
-            raise ValueError(f"RoPE needs an even head dimension; d_model/n_head = {self.head_dim}")
+            raise ValueError(f"RoPE needs an even head dimension; model.head_dim = {self.head_dim}")
+        self._validate_rope_scaling()
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.ffn_hidden is not None and self.ffn_hidden <= 0:
@@ -78,11 +105,29 @@ class ModelConfig:
         if self.norm_eps <= 0 or self.rope_theta <= 0:
             raise ValueError("model.norm_eps and model.rope_theta must be positive")
 
-    # ------------------------------------------------------------------ derived sizes
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_head
+    def _validate_rope_scaling(self) -> None:
+        rs = self.rope_scaling
+        if rs is None:
+            return
+        kind = rs.get("type")
+        if kind not in ROPE_SCALINGS:
+            raise ValueError(
+                f"model.rope_scaling.type must be one of {sorted(ROPE_SCALINGS)}, got {kind!r}"
+            )
+        expected = {"type", *ROPE_SCALINGS[kind]}
+        if set(rs) != expected:
+            raise ValueError(
+                f"model.rope_scaling of type {kind} needs exactly the keys {sorted(expected)}, "
+                f"got {sorted(rs)}"
+            )
+        if self.pos != "rope":
+            raise ValueError("model.rope_scaling needs model.pos=rope")
+        if float(rs["factor"]) <= 0:
+            raise ValueError(f"model.rope_scaling.factor must be positive, got {rs['factor']}")
+        if kind == "llama3" and not float(rs["high_freq_factor"]) > float(rs["low_freq_factor"]):
+            raise ValueError("model.rope_scaling: high_freq_factor must exceed low_freq_factor")
 
+    # ------------------------------------------------------------------ derived sizes
     @property
     def ffn_dim(self) -> int:
         if self.ffn_hidden is not None:
@@ -100,7 +145,8 @@ class ModelConfig:
         """Build a config from a named preset, with keyword overrides."""
         if name not in PRESETS:
             raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
-        return replace(PRESETS[name], **overrides)
+        # from the preset's own arguments, so derived fields (head_dim, biases) follow overrides
+        return cls(**{**_PRESET_ARGS[name], **overrides})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
@@ -115,9 +161,9 @@ class ModelConfig:
         return asdict(self)
 
 
-PRESETS: dict[str, ModelConfig] = {
+_PRESET_ARGS: dict[str, dict[str, Any]] = {
     # A few seconds per step on a laptop CPU: the default run's model.
-    "tiny": ModelConfig(
+    "tiny": dict(
         vocab_size=4096,
         block_size=256,
         n_layer=4,
@@ -127,7 +173,7 @@ PRESETS: dict[str, ModelConfig] = {
     ),
     # GPT-2 124M: learned positions, LayerNorm, GELU, biases, tied embeddings.
     # Vocab padded from 50257 to a multiple of 64 for faster matmuls (as nanoGPT does).
-    "gpt2-small": ModelConfig(
+    "gpt2-small": dict(
         vocab_size=50304,
         block_size=1024,
         n_layer=12,
@@ -142,7 +188,7 @@ PRESETS: dict[str, ModelConfig] = {
         ffn_multiplier=4.0,
     ),
     # A small Llama-style model (~125M with a 32k vocab): RoPE, RMSNorm, SwiGLU, GQA, untied.
-    "llama-small": ModelConfig(
+    "llama-small": dict(
         vocab_size=32000,
         block_size=2048,
         n_layer=12,
@@ -156,7 +202,7 @@ PRESETS: dict[str, ModelConfig] = {
         tie_embeddings=False,
     ),
     # Llama-3.2-1B shape (~1.24B): for GPU users.
-    "llama-1b": ModelConfig(
+    "llama-1b": dict(
         vocab_size=128256,
         block_size=2048,
         n_layer=16,
@@ -171,3 +217,5 @@ PRESETS: dict[str, ModelConfig] = {
         tie_embeddings=True,
     ),
 }
+
+PRESETS: dict[str, ModelConfig] = {name: ModelConfig(**a) for name, a in _PRESET_ARGS.items()}

@@ -33,20 +33,46 @@ def _norm(cfg: ModelConfig, dim: int) -> nn.Module:
     return nn.LayerNorm(dim, eps=cfg.norm_eps, bias=cfg.bias)
 
 
+def rope_inv_freq(
+    head_dim: int, theta: float, scaling: dict | None = None, device: torch.device | None = None
+) -> torch.Tensor:
+    """RoPE inverse frequencies, optionally scaled (``linear``, or ``llama3`` as in Llama 3.1).
+
+    The same fp32 arithmetic as transformers' ``ROPE_INIT_FUNCTIONS``, so imported Llama 3.x
+    models compute the same angles.
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
+    if scaling is None:
+        return inv_freq
+    factor = float(scaling["factor"])
+    if scaling["type"] == "linear":
+        return inv_freq / factor
+    low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+    old_len = scaling["original_max_position_embeddings"]
+    low_wavelen, high_wavelen = old_len / low, old_len / high
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
+    return torch.where(medium, smoothed, scaled)
+
+
 class RotaryEmbedding(nn.Module):
     """Precomputed RoPE cos/sin tables (half-rotation convention, as in Hugging Face Llama)."""
 
-    def __init__(self, head_dim: int, max_seq_len: int, theta: float) -> None:
+    def __init__(
+        self, head_dim: int, max_seq_len: int, theta: float, scaling: dict | None = None
+    ) -> None:
         super().__init__()
         self.head_dim, self.max_seq_len, self.theta = head_dim, max_seq_len, theta
+        self.scaling = scaling
         cos, sin = self._tables(torch.device("cpu") if _on_meta() else None)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
     def _tables(self, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        inv_freq = 1.0 / (
-            self.theta ** (torch.arange(0, self.head_dim, 2, device=device).float() / self.head_dim)
-        )
+        inv_freq = rope_inv_freq(self.head_dim, self.theta, self.scaling, device)
         t = torch.arange(self.max_seq_len, device=device).float()
         freqs = torch.outer(t, inv_freq)
         return freqs.cos(), freqs.sin()
@@ -81,9 +107,9 @@ class Attention(nn.Module):
         self.layer_idx = layer_idx
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
         self.qkv = nn.Linear(
-            cfg.d_model, (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim, bias=cfg.bias
+            cfg.d_model, (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim, bias=cfg.qkv_bias
         )
-        self.proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=cfg.attn_out_bias)
         self.proj.is_residual_proj = True  # scaled init, GPT-2 style
         self.q_norm = _norm(cfg, cfg.head_dim) if cfg.qk_norm else None
         self.k_norm = _norm(cfg, cfg.head_dim) if cfg.qk_norm else None
@@ -136,16 +162,16 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """SwiGLU (gate and up projections fused into one matmul), GELU or squared-ReLU MLP."""
+    """SwiGLU (gate and up projections fused into one matmul), GELU (tanh or exact) or ReLU²."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.kind = cfg.mlp
         hidden = cfg.ffn_dim
         self.fc = nn.Linear(
-            cfg.d_model, 2 * hidden if cfg.mlp == "swiglu" else hidden, bias=cfg.bias
+            cfg.d_model, 2 * hidden if cfg.mlp == "swiglu" else hidden, bias=cfg.mlp_bias
         )
-        self.proj = nn.Linear(hidden, cfg.d_model, bias=cfg.bias)
+        self.proj = nn.Linear(hidden, cfg.d_model, bias=cfg.mlp_bias)
         self.proj.is_residual_proj = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -155,6 +181,8 @@ class MLP(nn.Module):
             h = F.silu(gate) * up
         elif self.kind == "gelu":
             h = F.gelu(h, approximate="tanh")
+        elif self.kind == "gelu_exact":
+            h = F.gelu(h)
         else:
             h = F.relu(h).square()
         return self.proj(h)
@@ -188,7 +216,9 @@ class Transformer(nn.Module):
             nn.Embedding(config.block_size, config.d_model) if config.pos == "learned" else None
         )
         self.rope = (
-            RotaryEmbedding(config.head_dim, config.block_size, config.rope_theta)
+            RotaryEmbedding(
+                config.head_dim, config.block_size, config.rope_theta, config.rope_scaling
+            )
             if config.pos == "rope"
             else None
         )

@@ -1,0 +1,36 @@
+"""Hugging Face format out and in (Llama 1-3.x / SmolLM, Mistral, Qwen2/2.5, Qwen3, GPT-2).
+
+``families`` holds one declarative table per family (config fields and tensor names, used by
+both directions), ``weights`` the safetensors files, ``folder`` whole folders (tokenizer files
+and the model card included), ``card`` the model card.
+"""
+
+from nextok.hf.families import FAMILIES, UnsupportedConfig, family_for_export
+from nextok.hf.folder import (
+    HFModel,
+    build_model,
+    export_hf,
+    import_hf,
+    is_hf_folder,
+    read_hf_folder,
+    to_hf_state_dict,
+)
+
+
+def hf_family(cfg) -> str:
+    """The model_type export would write ``cfg`` as (an error if none computes it exactly)."""
+    return family_for_export(cfg).model_type
+
+
+__all__ = [
+    "FAMILIES",
+    "HFModel",
+    "UnsupportedConfig",
+    "build_model",
+    "export_hf",
+    "hf_family",
+    "import_hf",
+    "is_hf_folder",
+    "read_hf_folder",
+    "to_hf_state_dict",
+]

@@ -1,0 +1,210 @@
+"""Whole Hugging Face model folders, out and in.
+
+``export_hf`` writes what ``transformers`` and the Hub expect (config, weights, generation
+config, tokenizer files, a model card), all mode 0644; ``read_hf_folder`` / ``import_hf`` read
+a folder written by ``save_pretrained`` (one file or sharded, any dtype) into our model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, processors
+
+from nextok.data.tokenizer import (
+    TOKENIZER_FILE,
+    SpecialTokens,
+    hf_tokenizer_config,
+    load_tokenizer_config,
+    special_tokens,
+)
+from nextok.hf import weights as W
+from nextok.hf.card import model_card
+from nextok.hf.families import Family, family_for_export, family_for_import
+from nextok.model import ModelConfig, Transformer
+
+CONFIG = "config.json"
+GENERATION_CONFIG = "generation_config.json"
+DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def is_hf_folder(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / CONFIG).is_file()
+
+
+# ---------------------------------------------------------------------- out
+def to_hf_state_dict(
+    model: Transformer, family: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Our weights under HF names and the ``config.json`` dict (no token ids, no dtype)."""
+    fam = family_for_export(model.config, family)
+    sd = {k: v for k, v in model.state_dict().items()}
+    return W.from_ours(sd, fam.rows(model.config)), fam.config_out(model.config)
+
+
+def export_hf(
+    model: Transformer,
+    out_dir: str | Path,
+    tokenizer: Tokenizer | None = None,
+    special: SpecialTokens | None = None,
+    *,
+    dtype: str = "fp32",
+    max_shard_size: int | str | None = "5GB",
+    family: str | None = None,
+    card: dict[str, Any] | None = None,
+) -> Path:
+    """Write a publishable folder; ``family`` prefers a model_type (e.g. the imported one).
+
+    ``card`` adds facts to the model card (``tokens_seen``, ``val_loss``, ``val_step``,
+    ``train_config``, ``source``).
+    """
+    if dtype not in W.DTYPES:
+        raise ValueError(f"dtype must be one of fp32, bf16, fp16; got {dtype!r}")
+    torch_dtype = W.DTYPES[dtype]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    fam = family_for_export(cfg, family)
+    tensors = W.from_ours(dict(model.state_dict()), fam.rows(cfg))
+    if tokenizer is not None and special is None:
+        special = special_tokens(tokenizer)
+    ids = _token_ids(tokenizer, special)
+    hf_cfg = {**fam.config_out(cfg), **ids, "torch_dtype": DTYPE_NAMES[torch_dtype]}
+    W.write_tensors(tensors, out_dir, torch_dtype, W.parse_size(max_shard_size))
+    W.write_json(out_dir / CONFIG, hf_cfg)
+    W.write_json(out_dir / GENERATION_CONFIG, {**ids, "max_length": cfg.block_size})
+    if tokenizer is not None and special is not None:
+        _write_tokenizer(tokenizer, special, out_dir, cfg.block_size)
+    text = model_card(
+        cfg,
+        fam.model_type,
+        fam.architecture,
+        model.num_parameters(),
+        DTYPE_NAMES[torch_dtype],
+        card or {},
+    )
+    (out_dir / "README.md").write_text(text)
+    (out_dir / "README.md").chmod(W.FILE_MODE)
+    return out_dir
+
+
+def _token_ids(tokenizer: Tokenizer | None, special: SpecialTokens | None) -> dict[str, int | None]:
+    if tokenizer is None or special is None:
+        return {"bos_token_id": None, "eos_token_id": None, "pad_token_id": None}
+    eos = special.eos_id(tokenizer)
+    bos = tokenizer.token_to_id(special.bos) if special.bos is not None else None
+    pad = tokenizer.token_to_id(special.pad or special.eos)
+    # without a BOS of its own, a nextok model starts documents after the EOS separator
+    return {"bos_token_id": eos if bos is None else bos, "eos_token_id": eos, "pad_token_id": pad}
+
+
+def _write_tokenizer(tok: Tokenizer, special: SpecialTokens, out_dir: Path, max_len: int) -> None:
+    tok = Tokenizer.from_str(tok.to_str())
+    bos_id = special.bos_id(tok)
+    plain = tok.encode("a", add_special_tokens=False).ids
+    with_special = tok.encode("a", add_special_tokens=True).ids
+    if bos_id is not None and with_special[:1] != [bos_id]:
+        # transformers encodes with the post-processor: make it prepend BOS as training did
+        tok.post_processor = processors.Sequence(
+            [p for p in [tok.post_processor] if p is not None]
+            + [
+                processors.TemplateProcessing(
+                    single=f"{special.bos} $A",
+                    pair=f"{special.bos} $A $B",
+                    special_tokens=[(special.bos, bos_id)],
+                )
+            ]
+        )
+    elif bos_id is None and len(with_special) > len(plain):
+        raise ValueError(
+            "the tokenizer's post-processor adds special tokens the model was not trained with "
+            f"({with_special} vs {plain}); export it with add_bos matching training"
+        )
+    tok.save(str(out_dir / TOKENIZER_FILE))
+    (out_dir / TOKENIZER_FILE).chmod(W.FILE_MODE)
+    W.write_json(out_dir / "tokenizer_config.json", hf_tokenizer_config(special, max_len))
+    W.write_json(
+        out_dir / "special_tokens_map.json",
+        {k: v for k, v in hf_tokenizer_config(special).items() if k.endswith("_token") and v},
+    )
+
+
+# ---------------------------------------------------------------------- in
+@dataclass
+class HFModel:
+    """What a Hugging Face folder holds, in our terms."""
+
+    config: ModelConfig
+    state_dict: dict[str, torch.Tensor]
+    family: str
+    tokenizer: Tokenizer | None
+    special: SpecialTokens | None
+
+
+def read_config(folder: str | Path, block_size: int | None = None) -> tuple[ModelConfig, Family]:
+    folder = Path(folder)
+    f = folder / CONFIG
+    if not f.is_file():
+        raise FileNotFoundError(f"{f} not found (expected a Hugging Face model folder)")
+    try:
+        c = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{f}: not valid JSON ({e})") from None
+    fam = family_for_import(c, str(f))
+    return fam.config_in(c, str(f), block_size), fam
+
+
+def read_hf_folder(
+    folder: str | Path,
+    *,
+    block_size: int | None = None,
+    dtype: torch.dtype | None = torch.float32,
+    with_tokenizer: bool = True,
+) -> HFModel:
+    """Config + our state dict (+ tokenizer and its special tokens when the folder has one).
+
+    ``block_size`` may shorten the context (a learned position table is cut to it).
+    """
+    folder = Path(folder)
+    cfg, fam = read_config(folder, block_size)
+    hf = W.read_tensors(folder, dtype)
+    sd = W.to_ours(hf, fam, fam.rows(cfg), f"{folder} (model_type {fam.model_type})")
+    if "pos_emb.weight" in sd and sd["pos_emb.weight"].shape[0] > cfg.block_size:
+        sd["pos_emb.weight"] = sd["pos_emb.weight"][: cfg.block_size].clone()
+    tok = special = None
+    if with_tokenizer and (folder / TOKENIZER_FILE).is_file():
+        tok = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        special = special_tokens(tok, load_tokenizer_config(folder), where=str(folder))
+    return HFModel(cfg, sd, fam.model_type, tok, special)
+
+
+def build_model(cfg: ModelConfig, state_dict: dict[str, torch.Tensor], where: str) -> Transformer:
+    """A Transformer holding exactly ``state_dict`` (built on the meta device: no random init)."""
+    sd = dict(state_dict)
+    if cfg.tie_embeddings:
+        sd["lm_head.weight"] = sd["tok_emb.weight"]
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    try:
+        model.load_state_dict(sd, strict=True, assign=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ValueError(
+            f"{where}: weights do not fit the config: {' '.join(first[1:2] or first)}"
+        ) from None
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.tok_emb.weight
+    return model
+
+
+def import_hf(
+    folder: str | Path, *, block_size: int | None = None, dtype: torch.dtype = torch.float32
+) -> Transformer:
+    """Load a Hugging Face folder (Llama / Mistral / Qwen2 / Qwen3 / GPT-2) as a Transformer."""
+    m = read_hf_folder(folder, block_size=block_size, dtype=dtype, with_tokenizer=False)
+    return build_model(m.config, m.state_dict, str(folder)).eval()

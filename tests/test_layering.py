@@ -1,0 +1,97 @@
+"""The import direction between nextok's packages, checked on the source (every import statement,
+also those inside functions): the model stays a plain PyTorch module anyone can lift out, and the
+data pipeline and the model never reach up into the Lightning glue or the command-line tools."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "nextok"
+
+# package (dotted, under nextok) -> import prefixes it must never use
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "nextok.model": ("lightning", "hydra", "omegaconf", "nextok.data", "nextok.lit", "nextok.cli"),
+    "nextok.generation": (
+        "lightning",
+        "hydra",
+        "omegaconf",
+        "nextok.data",
+        "nextok.lit",
+        "nextok.cli",
+    ),
+    "nextok.data": ("hydra", "nextok.lit", "nextok.cli"),
+    "nextok.distributed": (
+        "lightning",
+        "hydra",
+        "omegaconf",
+        "nextok.data",
+        "nextok.lit",
+        "nextok.cli",
+    ),
+    "nextok.dtypes": ("lightning", "hydra", "omegaconf", "nextok.data", "nextok.lit", "nextok.cli"),
+}
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path, package: str) -> list[tuple[int, str]]:
+    """(line, absolute module) for every import in the file, relative imports resolved against
+    ``package`` (the dotted package the file sits in)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            found.append((node.lineno, name))
+    return found
+
+
+def containing_package(path: Path) -> str:
+    name = module_name(path)
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+
+def files_of(package: str) -> list[Path]:
+    rel = Path(*package.split(".")[1:])
+    as_module = SRC / rel.with_suffix(".py")
+    if as_module.is_file():
+        return [as_module]
+    return sorted((SRC / rel).rglob("*.py"))
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_import_direction(package: str) -> None:
+    files = files_of(package)
+    assert files, f"no source files found for {package}"
+    bad = [
+        f"{path.relative_to(SRC.parent)}:{line} imports {name}"
+        for path in files
+        for line, name in imports_of(path, containing_package(path))
+        if any(name == p or name.startswith(p + ".") for p in FORBIDDEN[package])
+    ]
+    assert not bad, f"{package} must not import {FORBIDDEN[package]}:\n" + "\n".join(bad)
+
+
+def test_checker_sees_imports_inside_functions_and_relative(tmp_path: Path) -> None:
+    """The check would catch a violation hidden in a function body or spelt relatively."""
+    f = tmp_path / "mod.py"
+    f.write_text("def f():\n    import lightning.pytorch as pl\n    from ..lit import module\n")
+    assert [name for _, name in imports_of(f, "nextok.model")] == [
+        "lightning.pytorch",
+        "nextok.lit",
+    ]
