@@ -17,10 +17,14 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from nextok.checkpoint import META_KEY
+from nextok.lit.loss_guard import NONFINITE_POLICIES, LossGuard, NonFiniteLossError, clear_guard
 from nextok.lit.optim import AdamWConfig, ScheduleConfig, build_adamw, make_schedule
 from nextok.model import ModelConfig, Transformer
+from nextok.model.loss import LOSS_IMPLS
+from nextok.runtime import configure_cuda, describe_attention
 
-NONFINITE_POLICIES = ("stop", "skip", "ignore")
+COMPILE_MODES = ("blocks", "model")
+__all__ = ["COMPILE_MODES", "NONFINITE_POLICIES", "LMModule", "NonFiniteLossError"]
 
 
 def data_parallel_size(trainer: L.Trainer) -> int:
@@ -30,8 +34,9 @@ def data_parallel_size(trainer: L.Trainer) -> int:
     return max(1, trainer.world_size // tp)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Raised (policy ``stop``) when the training loss is NaN or infinite."""
+def is_log_step(trainer: L.Trainer) -> bool:
+    """True during the training batch whose metrics Lightning writes (``log_every_n_steps``)."""
+    return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
 
 
 def _as(cls: type, value: Any) -> Any:
@@ -49,10 +54,18 @@ class LMModule(L.LightningModule):
         model_config: the Transformer's :class:`ModelConfig` (or its dict).
         optim: :class:`AdamWConfig` (peak lr, betas, weight decay groups, grad clipping).
         schedule: :class:`ScheduleConfig` (warm-up then constant / cosine / WSD).
-        compile: ``torch.compile`` each block (state-dict keys are unchanged).
+        compile: ``torch.compile`` the model (state-dict keys are unchanged).
+        compile_mode: ``blocks`` (each block separately: quick to compile, FSDP-friendly) or
+            ``model`` (the whole forward, loss included: fewer launches).
         activation_checkpointing: recompute each block's activations in the backward pass.
-        on_nonfinite: what a NaN/inf loss does: ``stop`` (raise, naming the step), ``skip``
-            (drop that optimizer step) or ``ignore``.
+        on_nonfinite: what a NaN/inf loss does: ``stop`` (raise, naming the step, at the next
+            log step / validation / checkpoint), ``skip`` (drop that optimizer step) or
+            ``ignore`` (:mod:`nextok.lit.loss_guard`; no host sync per step).
+        loss_impl: the training loss (:mod:`nextok.model.loss`): ``auto`` (Liger's fused kernel on
+            CUDA when installed, else ``chunked``), ``chunked`` (never the whole batch's logits)
+            or ``plain`` (full fp32 logits).
+        loss_chunk_rows: tokens per chunk of the chunked loss (null: sized to the vocabulary).
+        tf32: on CUDA, TF32 tensor cores for fp32 matmuls (``float32_matmul_precision=high``).
         seed: base seed; the global RNG is re-seeded from (seed, step, rank) before every step,
             so dropout masks do not depend on where a run was resumed.
     """
@@ -66,16 +79,29 @@ class LMModule(L.LightningModule):
         activation_checkpointing: bool = False,
         on_nonfinite: str = "stop",
         seed: int = 0,
+        compile_mode: str = "blocks",
+        loss_impl: str = "auto",
+        loss_chunk_rows: int | None = None,
+        tf32: bool = True,
     ) -> None:
         super().__init__()
         self.model_config = _as(ModelConfig, model_config)
         self.optim_config = _as(AdamWConfig, optim)
         self.schedule_config = _as(ScheduleConfig, schedule)
-        if on_nonfinite not in NONFINITE_POLICIES:
+        if compile_mode not in COMPILE_MODES:
             raise ValueError(
-                f"module.on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}"
+                f"module.compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}"
             )
-        self.compile_blocks = compile
+        if loss_impl not in LOSS_IMPLS:
+            raise ValueError(f"module.loss_impl must be one of {LOSS_IMPLS}, got {loss_impl!r}")
+        if loss_chunk_rows is not None and loss_chunk_rows <= 0:
+            raise ValueError(f"module.loss_chunk_rows must be positive or null, got {loss_chunk_rows}")
+        self.guard = LossGuard(on_nonfinite)
+        self.compile_model = compile
+        self.compile_mode = compile_mode
+        self.loss_impl = loss_impl
+        self.loss_chunk_rows = loss_chunk_rows
+        self.tf32 = tf32
         self.activation_checkpointing = activation_checkpointing
         self.on_nonfinite = on_nonfinite
         self.seed = seed
@@ -89,6 +115,10 @@ class LMModule(L.LightningModule):
                 "activation_checkpointing": activation_checkpointing,
                 "on_nonfinite": on_nonfinite,
                 "seed": seed,
+                "compile_mode": compile_mode,
+                "loss_impl": loss_impl,
+                "loss_chunk_rows": loss_chunk_rows,
+                "tf32": tf32,
             },
             logger=False,
         )
@@ -96,10 +126,8 @@ class LMModule(L.LightningModule):
         self.tokenizer = None  # tokenizers.Tokenizer, set by the app (saved into checkpoints)
         self.tokens_seen = 0
         self.flops_per_batch: float | None = None  # read by ThroughputMonitor
+        self.progress_bar: dict[str, float] = {}  # shown by nextok's progress bars
         self._flops_per_token: dict[int, float] = {}
-        self._loss_sum: torch.Tensor | None = None
-        self._loss_count = 0
-        self._skip_step = False
         self._val_sum: torch.Tensor | None = None
         self._val_count: torch.Tensor | None = None
 
@@ -115,7 +143,8 @@ class LMModule(L.LightningModule):
         with torch.device("meta") if meta else contextlib.nullcontext():
             model = Transformer(self.model_config)
         model.activation_checkpointing = self.activation_checkpointing
-        if self.compile_blocks:
+        model.loss_impl, model.loss_chunk_rows = self.loss_impl, self.loss_chunk_rows
+        if self.compile_model and self.compile_mode == "blocks":
             for block in model.blocks:
                 block.compile()
         self.model = model
@@ -127,6 +156,12 @@ class LMModule(L.LightningModule):
             )
             if out is not None:
                 self.model = out
+        if self.compile_model and self.compile_mode == "model":
+            self.model.compile()  # in place: parameter names and state-dict keys unchanged
+        if not meta and self.device_mesh is None:
+            # Lightning's model summary measures FLOPs on this input (one forward, rank 0 only:
+            # under FSDP that forward would need every rank, so no example there).
+            self.example_input_array = torch.zeros(1, self.model_config.block_size, dtype=torch.long)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
@@ -144,41 +179,45 @@ class LMModule(L.LightningModule):
                 (self.seed * 1_000_003 + self.global_step) * 1024 + self.global_rank
             )
 
-    def _nonfinite(self, loss: torch.Tensor) -> bool:
-        bad = (~torch.isfinite(loss.detach())).float()
-        if self.trainer.world_size > 1:  # every rank must take the same branch
-            bad = self.trainer.strategy.reduce(bad, reduce_op="max")
-        return bool(bad.item())
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Swap Lightning's default progress bar for its twin that reads metrics at log steps."""
+        from nextok.lit.callbacks import sync_free_progress_bar
+
+        bar = self.trainer.progress_bar_callback if self._trainer is not None else None
+        twin = sync_free_progress_bar(bar)
+        return [twin] if twin is not None else []
+
+    def on_fit_start(self) -> None:
+        if self.device.type == "cuda":
+            configure_cuda(tf32=self.tf32)
+        if self.global_rank == 0 and self.device.type != "meta":
+            line = describe_attention(self.model_config, self.device, self._autocast_dtype())
+            print(f"[nextok] {line}", flush=True)
+
+    def _autocast_dtype(self) -> torch.dtype:
+        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
+        if precision.startswith("bf16"):
+            return torch.bfloat16
+        if precision.startswith("16"):
+            return torch.float16
+        return torch.float32
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
-        _, loss = self.model(x, y)
-        if self.on_nonfinite != "ignore" and self._nonfinite(loss):
-            step = self.global_step
-            if self.on_nonfinite == "stop":
-                raise NonFiniteLossError(
-                    f"training loss is {loss.item()} at step {step} (batch {batch_idx}); stopping. "
-                    "Lower optim.lr, use precision=bf16-mixed instead of 16-mixed, or set "
-                    "module.on_nonfinite=skip to drop such steps."
-                )
-            self._skip_step = True
-            self.print(f"[nextok] non-finite loss at step {step}: skipping this optimizer step")
-        else:
-            self._loss_sum = loss.detach() + (0 if self._loss_sum is None else self._loss_sum)
-            self._loss_count += 1
+        loss = self.training_loss(x, y)
+        self.guard.add(loss, self.global_step)  # device-side: no host sync
         self.tokens_seen += x.numel() * data_parallel_size(self.trainer)
         self.flops_per_batch = self.flops_per_token(x.shape[1]) * x.numel()
         return loss
 
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss backpropagated for one micro-batch (extra terms, e.g. MoE aux losses, go here)."""
+        _, loss = self.model(x, y)
+        return loss
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Clip and log the global gradient norm, log loss / lr / tokens for this step."""
+        """Clip the global gradient norm; guard the update (skip); log at log steps only."""
         params = [p for p in self.model.parameters() if p.grad is not None]
-        if self._skip_step:
-            for p in params:
-                p.grad = None  # AdamW leaves parameters without gradients untouched
-            self._skip_step = False
-            self._loss_sum, self._loss_count = None, 0
-            return
         clip = self.optim_config.grad_clip
         if self.device_mesh is not None:  # FSDP2 (+ tensor parallel: grads on several meshes)
             from nextok.distributed import grad_norm_
@@ -190,26 +229,51 @@ class LMModule(L.LightningModule):
             norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         if hasattr(norm, "full_tensor"):  # DTensor (FSDP2)
             norm = norm.full_tensor()
-        metrics = {
-            "train/grad_norm": norm,
-            "train/lr": float(optimizer.param_groups[0]["lr"]),
-            "train/tokens_seen": float(self.tokens_seen),
-        }
-        if self._loss_count:
-            metrics["train/loss"] = self._loss_sum / self._loss_count
-        self._loss_sum, self._loss_count = None, 0
-        self.log_dict(metrics, on_step=True, on_epoch=False)
-        if "train/loss" in metrics:
-            self.log("loss", metrics["train/loss"], prog_bar=True, logger=False)
+        if self.guard.policy == "skip" and self.guard.bad is not None:
+            bad = self.guard.bad
+            if self.trainer.world_size > 1:  # every rank must take the same decision
+                bad = self.trainer.strategy.reduce(bad.float(), reduce_op="max") > 0
+            if self.guard.guard_update(optimizer, bad):
+                for p in params:
+                    p.grad = None  # AdamW leaves parameters without gradients untouched
+        if is_log_step(self.trainer):
+            self._sync_point()
+            metrics = {
+                "train/grad_norm": norm,
+                "train/lr": float(optimizer.param_groups[0]["lr"]),
+                "train/tokens_seen": float(self.tokens_seen),
+            }
+            loss = self.guard.step_loss()
+            if loss is not None:
+                metrics["train/loss"] = loss
+            self.log_dict(metrics, on_step=True, on_epoch=False)
+            if loss is not None:  # host float for the progress bar (nextok.lit.callbacks)
+                self.progress_bar["loss"] = float(loss)
+        self.guard.reset_step()
+
+    def _sync_point(self) -> None:
+        """Where the host may wait anyway: raise (stop) or report skipped steps (skip)."""
+        reduce = None
+        if self._trainer is not None and self.trainer.world_size > 1:
+            reduce = lambda t, op: self.trainer.strategy.reduce(t, reduce_op=op)  # noqa: E731
+        report = self.guard.check(reduce)
+        if report:
+            self.print(report)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.trainer.optimizers:
+            clear_guard(self.trainer.optimizers[0])
         # Reaching max_steps through should_stop makes Lightning validate once more, so every run
         # ends with a validation of its final weights (max_time stops do the same).
         if 0 < self.trainer.max_steps <= self.global_step:
             self.trainer.should_stop = True
 
+    def on_train_end(self) -> None:
+        self._sync_point()
+
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
+        self._sync_point()
         self._val_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         self._val_count = torch.zeros((), device=self.device, dtype=torch.float64)
 
@@ -245,6 +309,7 @@ class LMModule(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add the checkpoint contract's ``nextok`` entry (see :mod:`nextok.checkpoint`)."""
+        self._sync_point()  # never save weights poisoned by a non-finite loss (policy stop)
         meta: dict[str, Any] = {
             "model_config": self.model_config.to_dict(),
             "tokens_seen": int(self.tokens_seen),

@@ -92,7 +92,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                     if autocast or g.dtype != grad_w.dtype:
                         grad_w.add_(g.t() @ h)  # autocast: bf16 matmul, fp32 accumulation
                     else:
-                        grad_w.addmm_(g.t(), h)  # no (V, d) temporary
+                        torch.addmm(grad_w, g.t(), h, out=grad_w)  # no (V, d) temporary
         ctx.save_for_backward(grad_h, grad_w, count)
         ctx.dtypes = (hidden.dtype, weight.dtype)
         ctx.used = False

@@ -275,9 +275,12 @@ class Transformer(nn.Module):
 
         N_matmul counts every weight used in a matmul (LM head included, embedding lookups not);
         the attention term is PaLM's (Chowdhery et al. 2022, App. B), not halved for causality.
+        Checked against ``torch.utils.flop_counter`` in tests/model/test_flops.py.
         """
         seq_len = self.config.block_size if seq_len is None else seq_len
-        n_matmul = self.num_parameters(exclude_embeddings=True) + self.lm_head.weight.numel()
+        n_matmul = self.num_parameters(exclude_embeddings=True)
+        if self.lm_head.weight is self.tok_emb.weight:  # tied: excluded above as an embedding
+            n_matmul += self.lm_head.weight.numel()
         n_matmul -= sum(p.numel() for n, p in self.named_parameters() if p.ndim < 2)
         c = self.config
         return 6.0 * n_matmul + 12.0 * c.n_layer * c.n_head * c.head_dim * seq_len
