@@ -7,11 +7,10 @@ no frame is compiled again after the first optimizer step (no recompilation acro
 import lightning as L
 import pytest
 import torch
+from test_hot_path import Data, trainer  # same folder helpers
 
 from nextok.lit import AdamWConfig, LMModule, ScheduleConfig
 from nextok.model import ModelConfig
-
-from test_hot_path import Data, trainer  # noqa: E402 - same folder helpers
 
 
 class Frames(L.Callback):

@@ -30,9 +30,17 @@ class Data(L.LightningDataModule):
 
 def trainer(tmp_path, **kw) -> L.Trainer:
     args = dict(
-        accelerator="cpu", devices=1, max_steps=6, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        default_root_dir=str(tmp_path), limit_val_batches=0, log_every_n_steps=1000,
+        accelerator="cpu",
+        devices=1,
+        max_steps=6,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(tmp_path),
+        limit_val_batches=0,
+        log_every_n_steps=1000,
     )
     args.update(kw)
     return L.Trainer(**args)
@@ -77,15 +85,21 @@ def test_no_host_sync_per_step_and_the_counter_sees_one(tmp_path, tiny_config):
 
 @pytest.mark.parametrize("accumulate", [1, 2])
 def test_skip_with_fused_adamw_is_device_side_and_sync_free(tmp_path, tiny_config, accumulate):
-    mod = module(tiny_config, Poisoned, on_nonfinite="skip",
-                 optim=AdamWConfig(lr=3e-3, implementation="fused"))
+    mod = module(
+        tiny_config,
+        Poisoned,
+        on_nonfinite="skip",
+        optim=AdamWConfig(lr=3e-3, implementation="fused"),
+    )
     snap = {}
 
     class Snapshot(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if trainer.global_step == 2 and not snap:
                 opt = trainer.optimizers[0]
-                snap["params"] = {n: p.detach().clone() for n, p in pl_module.model.named_parameters()}
+                snap["params"] = {
+                    n: p.detach().clone() for n, p in pl_module.model.named_parameters()
+                }
                 snap["steps"] = [opt.state[p]["step"].clone() for p in pl_module.model.parameters()]
                 snap["params"]["blocks.0.mlp.fc.weight"][0, 0] = float("nan")  # Poisoned's edit
 
@@ -108,8 +122,9 @@ def test_skip_fused_matches_a_normal_step_when_finite(tmp_path, tiny_config):
     finals = []
     for policy in ("skip", "ignore"):
         torch.manual_seed(0)
-        mod = module(tiny_config, on_nonfinite=policy,
-                     optim=AdamWConfig(lr=3e-3, implementation="fused"))
+        mod = module(
+            tiny_config, on_nonfinite=policy, optim=AdamWConfig(lr=3e-3, implementation="fused")
+        )
         trainer(tmp_path, max_steps=3).fit(mod, datamodule=Data())
         finals.append([p.detach().clone() for p in mod.model.parameters()])
     for a, b in zip(*finals):

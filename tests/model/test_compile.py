@@ -19,8 +19,13 @@ VARIANTS = {
     "relu2_mqa": dict(n_kv_head=1, mlp="relu2"),
     "llama3_rope_scaling": dict(
         n_kv_head=2,
-        rope_scaling={"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                      "high_freq_factor": 4.0, "original_max_position_embeddings": 8},
+        rope_scaling={
+            "type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8,
+        },
     ),
     "dropout": dict(dropout=0.1),
 }
@@ -28,8 +33,17 @@ VARIANTS = {
 
 def build(variant: str, **extra) -> Transformer:
     torch.manual_seed(0)
-    return Transformer(ModelConfig(vocab_size=V, block_size=T, n_layer=2, n_head=4, d_model=32,
-                                   **VARIANTS[variant], **extra))
+    return Transformer(
+        ModelConfig(
+            vocab_size=V,
+            block_size=T,
+            n_layer=2,
+            n_head=4,
+            d_model=32,
+            **VARIANTS[variant],
+            **extra,
+        )
+    )
 
 
 def breaks(fn, *args, **kwargs) -> list:

@@ -38,8 +38,9 @@ def counted(model: Transformer, loss_impl: str) -> tuple[float, float]:
 @pytest.mark.parametrize("loss_impl", ["chunked", "plain"])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_flops_per_token_matches_torch_flop_counter(variant, loss_impl):
-    cfg = ModelConfig(vocab_size=256, block_size=T, n_layer=2, n_head=4, d_model=64,
-                      **VARIANTS[variant])
+    cfg = ModelConfig(
+        vocab_size=256, block_size=T, n_layer=2, n_head=4, d_model=64, **VARIANTS[variant]
+    )
     model = Transformer(cfg)
     model.loss_chunk_rows = 24  # several chunks: the chunked loss's matmuls all counted
     matmul, attention = counted(model, loss_impl)

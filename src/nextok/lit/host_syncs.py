@@ -115,7 +115,11 @@ class HostSyncCounter(L.Callback):
         self._current = self._steps[step]
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
         batch_idx: int,
     ) -> None:
         if self._current is not None and is_log_step(trainer):

@@ -59,8 +59,9 @@ class LossGuard:
         if self.policy == "stop":
             if self.first_bad is None:
                 self.first_bad = torch.full((), _NO_STEP, dtype=torch.long, device=loss.device)
-            self.first_bad = torch.where(~finite, torch.clamp(self.first_bad, max=step),
-                                         self.first_bad)
+            self.first_bad = torch.where(
+                ~finite, torch.clamp(self.first_bad, max=step), self.first_bad
+            )
 
     def step_loss(self) -> torch.Tensor | None:
         """Mean finite loss of the current optimizer step (nan if all were non-finite)."""
@@ -95,7 +96,9 @@ class LossGuard:
             n = int(self.skipped.item())
             if n > self.skipped_reported:
                 new, self.skipped_reported = n - self.skipped_reported, n
-                return f"[nextok] skipped {new} optimizer step(s) with a non-finite loss ({n} so far)"
+                return (
+                    f"[nextok] skipped {new} optimizer step(s) with a non-finite loss ({n} so far)"
+                )
         return None
 
 
