@@ -66,6 +66,7 @@ class LMModule(L.LightningModule):
             or ``plain`` (full fp32 logits).
         loss_chunk_rows: tokens per chunk of the chunked loss (null: sized to the vocabulary).
         tf32: on CUDA, TF32 tensor cores for fp32 matmuls (``float32_matmul_precision=high``).
+        compile_backend: ``torch.compile`` backend (``inductor``; ``aot_eager``/``eager`` to debug).
         seed: base seed; the global RNG is re-seeded from (seed, step, rank) before every step,
             so dropout masks do not depend on where a run was resumed.
     """
@@ -83,6 +84,7 @@ class LMModule(L.LightningModule):
         loss_impl: str = "auto",
         loss_chunk_rows: int | None = None,
         tf32: bool = True,
+        compile_backend: str = "inductor",
     ) -> None:
         super().__init__()
         self.model_config = _as(ModelConfig, model_config)
@@ -99,6 +101,7 @@ class LMModule(L.LightningModule):
         self.guard = LossGuard(on_nonfinite)
         self.compile_model = compile
         self.compile_mode = compile_mode
+        self.compile_backend = compile_backend
         self.loss_impl = loss_impl
         self.loss_chunk_rows = loss_chunk_rows
         self.tf32 = tf32
@@ -119,6 +122,7 @@ class LMModule(L.LightningModule):
                 "loss_impl": loss_impl,
                 "loss_chunk_rows": loss_chunk_rows,
                 "tf32": tf32,
+                "compile_backend": compile_backend,
             },
             logger=False,
         )
@@ -146,7 +150,7 @@ class LMModule(L.LightningModule):
         model.loss_impl, model.loss_chunk_rows = self.loss_impl, self.loss_chunk_rows
         if self.compile_model and self.compile_mode == "blocks":
             for block in model.blocks:
-                block.compile()
+                block.compile(backend=self.compile_backend)
         self.model = model
         if self.device_mesh is not None:
             from nextok.distributed import parallelize
@@ -157,7 +161,7 @@ class LMModule(L.LightningModule):
             if out is not None:
                 self.model = out
         if self.compile_model and self.compile_mode == "model":
-            self.model.compile()  # in place: parameter names and state-dict keys unchanged
+            self.model.compile(backend=self.compile_backend)  # in place: parameter names and state-dict keys unchanged
         if not meta and self.device_mesh is None:
             # Lightning's model summary measures FLOPs on this input (one forward, rank 0 only:
             # under FSDP that forward would need every rank, so no example there).
