@@ -3,7 +3,8 @@
 Checkpoints written by ``nextok-train`` are Lightning ``.ckpt`` files whose ``state_dict`` keys
 start with ``model.`` (the LightningModule's :class:`Transformer`) and which carry a ``nextok``
 entry: ``{"model_config": dict, "tokenizer_json": str, "tokens_seen": int, ...}``. So
-``generate``, ``eval`` and ``export`` need nothing but the file.
+``generate``, ``eval`` and ``export`` need nothing but the file. A Hugging Face model folder
+loads through the same function (:func:`load_hf_checkpoint`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
+from nextok.data.tokenizer import EOT, SpecialTokens, special_tokens
 from nextok.model import ModelConfig, Transformer
 
 META_KEY = "nextok"
@@ -26,6 +28,18 @@ class LoadedCheckpoint:
     tokenizer: Tokenizer
     config: ModelConfig
     meta: dict[str, Any]
+    special: SpecialTokens | None = None  # EOS / BOS / pad of the tokenizer
+
+    def __post_init__(self) -> None:
+        if self.special is None:
+            saved = self.meta.get("special_tokens")
+            if saved:
+                self.special = SpecialTokens.from_dict(saved)
+            else:  # a checkpoint from before special tokens were recorded: nextok's convention
+                try:
+                    self.special = special_tokens(self.tokenizer)
+                except ValueError:  # no <|endoftext|>: nothing ends a row, nothing else breaks
+                    self.special = SpecialTokens(eos=EOT)
 
 
 def model_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -48,6 +62,8 @@ def load_checkpoint(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.is_dir() and (path / "config.json").is_file():
+        return load_hf_checkpoint(path, device, dtype)
     if path.is_dir():
         raise IsADirectoryError(
             f"{path} is a sharded (distributed) checkpoint directory; consolidate it into one file "
@@ -75,3 +91,18 @@ def load_checkpoint(
     tokenizer = Tokenizer.from_str(meta["tokenizer_json"])
     model.to(device=device, dtype=dtype).eval()
     return LoadedCheckpoint(model=model, tokenizer=tokenizer, config=config, meta=meta)
+
+
+def load_hf_checkpoint(
+    path: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> LoadedCheckpoint:
+    """A Hugging Face model folder (``config.json`` + safetensors + ``tokenizer.json``)."""
+    from nextok.hf import build_model, read_hf_folder
+
+    m = read_hf_folder(path)
+    if m.tokenizer is None:
+        raise FileNotFoundError(f"{path / 'tokenizer.json'} not found (the model's tokenizer)")
+    model = build_model(m.config, m.state_dict, str(path))
+    model.to(device=device, dtype=dtype).eval()
+    meta = {"model_config": m.config.to_dict(), "hf_family": m.family, "init_from": str(path)}
+    return LoadedCheckpoint(model, m.tokenizer, m.config, meta, m.special)

@@ -369,15 +369,22 @@ class TextStream:
         return delta
 
 
-def encode_prompt(tokenizer: Tokenizer, prompt: str) -> list[int]:
-    """Token ids of ``prompt``; an empty prompt starts from ``<|endoftext|>`` (the separator
-    the model saw before every document in training)."""
-    ids = tokenizer.encode(prompt).ids
+def encode_prompt(
+    tokenizer: Tokenizer, prompt: str, eos: str | None = EOT, bos: str | None = None
+) -> list[int]:
+    """Token ids of ``prompt``, after ``bos`` when given (models trained with a BOS before every
+    document); an empty prompt without BOS starts from ``eos`` (the separator the model saw
+    before every document in training)."""
+    ids = tokenizer.encode(prompt, add_special_tokens=False).ids
+    bos_id = tokenizer.token_to_id(bos) if bos else None
+    if bos_id is not None:
+        return [bos_id, *ids]
     if ids:
         return ids
-    eot = tokenizer.token_to_id(EOT)
+    start = eos or EOT
+    eot = tokenizer.token_to_id(start)
     if eot is None:
-        raise ValueError(f"prompt {prompt!r} encodes to no tokens and the tokenizer has no {EOT}")
+        raise ValueError(f"prompt {prompt!r} encodes to no tokens and the tokenizer has no {start}")
     return [eot]
 
 
@@ -389,17 +396,19 @@ def generate_text(
     *,
     stop: Sequence[str] = (),
     eos: str | None = EOT,
+    bos: str | None = None,
     on_text: Callable[[int, str], None] | None = None,
     **kwargs,
 ) -> list[str]:
     """Generate continuations of text prompts; returns the new text of each (prompt excluded).
 
-    ``eos`` (default ``<|endoftext|>``) ends a row when the tokenizer knows that token. Text is
+    ``eos`` (default ``<|endoftext|>``; pass the tokenizer's EOS, e.g. ``SpecialTokens.eos``) ends
+    a row when the tokenizer knows that token; ``bos`` is put before every prompt. Text is
     cut before the first of the ``stop`` strings. ``on_text(row, delta)`` streams printable text
     as it is produced. Other keyword arguments go to :func:`stream`.
     """
     eos_id = tokenizer.token_to_id(eos) if eos else None
-    ids = [encode_prompt(tokenizer, p) for p in prompts]
+    ids = [encode_prompt(tokenizer, p, eos, bos) for p in prompts]
     streams = [TextStream(tokenizer, stop) for _ in prompts]
 
     def on_row(b: int, row_ids: list[int]) -> bool:

@@ -25,7 +25,7 @@ QUIET = [
     "logger=none", "print_config=false", "callbacks.sampling=null", "callbacks.throughput=null",
     "callbacks.unigram_baseline=null", "callbacks.best_checkpoint=null",
     "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-    "+trainer.limit_val_batches=0",
+    "+trainer.limit_val_batches=0", "tasks=[]",
 ]
 
 

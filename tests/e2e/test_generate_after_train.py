@@ -21,7 +21,7 @@ def test_generate_on_a_checkpoint_written_by_nextok_train(tmp_path: Path):
          "model.d_model=32", "model.n_head=2", "model.n_kv_head=1", "trainer.max_steps=3",
          "trainer.val_check_interval=3", "trainer.enable_progress_bar=false",
          "trainer.enable_model_summary=false", "callbacks.sampling.max_new_tokens=8",
-         'callbacks.sampling.prompts=["def ",x]', f"hydra.run.dir={run_dir}", "print_config=false"],
+         'callbacks.sampling.prompts=["def ",x]', f"hydra.run.dir={run_dir}", "print_config=false", "tasks=[]"],
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=240,
     )
     assert train.returncode == 0, train.stderr[-3000:]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -64,7 +65,7 @@ def tiny(shared: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
         "trainer.log_every_n_steps=1", "trainer.val_check_interval=4",
         "schedule.warmup_steps=2", "schedule.total_steps=20",
-        "print_config=false",
+        "print_config=false", "tasks=[]",
         *extra,
     ]
 
@@ -88,6 +89,7 @@ def test_smoke_all_loggers_checkpoints_samples(shared, tmp_path):
         shared, run, "max_tokens=2048", "trainer.max_steps=-1", "global_batch_size=8",
         "callbacks.last_checkpoint.every_n_train_steps=3",
         "logger=many", "callbacks.sampling.max_new_tokens=8", "callbacks.throughput.window_size=4",
+        "tasks=[stdlib_next_line]", "tasks.stdlib_next_line.num_examples=16",
     )))
     out = proc.stdout + proc.stderr
     # run directory: resolved config, tokenizer, checkpoints, logs
@@ -103,7 +105,8 @@ def test_smoke_all_loggers_checkpoints_samples(shared, tmp_path):
     losses = metrics(run)
     assert sorted(losses) == list(range(8))
     for key in ("train/lr", "train/grad_norm", "train/tokens_seen", "val/loss", "val/ppl",
-                "train/tokens_per_sec", "train/samples_per_sec", "baseline/unigram_loss"):
+                "train/tokens_per_sec", "train/samples_per_sec", "baseline/unigram_loss",
+                "val/bpb", "eval/stdlib_next_line/acc", "eval/stdlib_next_line/acc_norm"):
         assert metrics(run, key), key
     assert list(run.glob("tensorboard/version_0/events.out.tfevents.*"))
     wandb_runs = list((run / "wandb").glob("offline-run-*"))
@@ -114,6 +117,7 @@ def test_smoke_all_loggers_checkpoints_samples(shared, tmp_path):
     # console: unigram baseline, final comparison, KV-cached samples from the sampling callback
     assert "unigram baseline on val" in out and "vs unigram baseline" in out
     assert "=== samples at step 8 ===" in out
+    assert "[nextok] eval stdlib_next_line: acc" in out and "(16 examples; chance 0.2500" in out
 
 
 # ---------------------------------------------------------------------------- exact resume
@@ -243,3 +247,7 @@ def test_default_run_beats_unigram_in_under_5_minutes(tmp_path):
     assert wall < 300
     assert val < base - 0.5
     assert "=== samples at step" in proc.stdout
+    # the downstream task at the end: well above chance (25%)
+    acc = float(re.search(r"eval stdlib_next_line: acc ([0-9.]+)", proc.stdout).group(1))
+    print(f"stdlib_next_line acc {acc:.3f}")
+    assert acc > 0.35

@@ -52,6 +52,8 @@ CASES = {
         transformers.LlamaConfig,
         dict(
             SMALL,
+            is_llama_config=True,  # SmolLM configs carry these nanotron fields
+            rope_interleaved=False,
             num_key_value_heads=4,
             tie_word_embeddings=True,
             rope_parameters={"rope_type": "default", "rope_theta": 1e5},
@@ -123,10 +125,12 @@ def test_import_matches_transformers_and_round_trips(tmp_path, case):
     export_hf(ours, tmp_path / "out", family=model_type)
     again = load_ref(tmp_path / "out")
     assert type(again) is type(ref)
-    assert (logits(again, idx) - want).abs().max().item() < 1e-4
+    diff_out = (logits(again, idx) - want).abs().max().item()
+    assert diff_out < 1e-4, diff_out
 
     export_hf(import_hf(tmp_path / "out"), tmp_path / "out2", family=model_type)
     assert folder_bytes(tmp_path / "out") == folder_bytes(tmp_path / "out2")
+    print(f"[parity] {case}: import {diff:.1e}, export {diff_out:.1e}, re-export bitwise")
 
 
 def test_sharded_and_bf16_folders(tmp_path):
@@ -190,6 +194,7 @@ def _edit_config(folder, **changes):
         (dict(num_hidden_layers=3), r"lacks tensor\(s\) \['model.layers.2"),
         (dict(num_hidden_layers=1), "tensor.*the config does not account for"),
         (dict(quantization_config={"quant_method": "gptq"}), "quantization_config"),
+        (dict(rope_interleaved=True), "rope_interleaved=True"),
     ],
 )
 def test_unsupported_llama_fields_are_one_line_errors(tmp_path, change, match):

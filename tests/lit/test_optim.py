@@ -52,7 +52,7 @@ def test_build_adamw_implementation():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(lr=0), "optim.lr"),
+        (dict(lr=-1e-3), "optim.lr"),
         (dict(betas=(0.9, 1.5)), "optim.betas"),
         (dict(implementation="turbo"), "optim.implementation"),
         (dict(weight_decay=-1), "optim.weight_decay"),

@@ -101,13 +101,18 @@ def _closed_form_params(c: ModelConfig) -> int:
     b = int(c.bias)
     norm = d * (2 if c.norm == "layernorm" and c.bias else 1)
     attn = d * (h + 2 * kv) * hd + b * (h + 2 * kv) * hd + h * hd * d + b * d
-    width = 2 * f if c.mlp == "swiglu" else f
+    width = 2 * f if c.mlp in ("swiglu", "moe") else f
     mlp = d * width + b * width + f * d + b * d
     qk = 2 * (hd * (2 if c.norm == "layernorm" and c.bias else 1)) if c.qk_norm else 0
     per_layer = 2 * norm + attn + mlp + qk
     emb = V * d + (c.block_size * d if c.pos == "learned" else 0)
     head = 0 if c.tie_embeddings else V * d
-    return emb + L * per_layer + norm + head
+    total = emb + L * per_layer + norm + head
+    if c.mlp == "moe":  # router + routed experts (+ shared) instead of the dense MLP
+        h = c.moe_ffn_dim
+        moe = d * c.n_experts + (c.n_experts + c.n_shared_experts) * 3 * d * h
+        total += (L - c.first_k_dense) * (moe - mlp)
+    return total
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -180,7 +185,7 @@ def test_weight_tying_shares_storage():
         (dict(n_head=4, n_kv_head=3), "n_head (4) must be divisible by model.n_kv_head (3)"),
         (dict(norm="batchnorm"), "model.norm must be one of"),
         (dict(pos="alibi"), "model.pos must be one of"),
-        (dict(mlp="moe"), "model.mlp must be one of"),
+        (dict(mlp="mamba"), "model.mlp must be one of"),
         (dict(vocab_size=0), "model.vocab_size must be a positive integer"),
         (dict(dropout=1.5), "model.dropout"),
         (dict(d_model=12, n_head=4), "RoPE needs an even head dimension"),

@@ -55,7 +55,7 @@ def _overrides(corpus: Path, steps: int, every: int) -> list[str]:
     return [
         *TINY_MODEL, *data_overrides(corpus), "data.batch_size=2", f"trainer.max_steps={steps}",
         f"callbacks.last_checkpoint.every_n_train_steps={every}", "callbacks.sampling=null",
-        "callbacks.best_checkpoint=null", "callbacks.unigram_baseline=null", "print_config=false",
+        "callbacks.best_checkpoint=null", "callbacks.unigram_baseline=null", "print_config=false", "tasks=[]",
         "+trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
     ]

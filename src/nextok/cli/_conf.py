@@ -10,9 +10,15 @@ uses the top-level ``conf/``; a wheel carries a copy at ``nextok/conf`` (see pyp
 from __future__ import annotations
 
 import os
+import sysconfig
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 _PKG = Path(__file__).resolve().parents[1]
+
+# ${sysconfig:purelib} etc. in configs: this interpreter's install paths (conf/data/mixture.yaml)
+OmegaConf.register_new_resolver("sysconfig", lambda key: sysconfig.get_paths()[key], replace=True)
 
 
 def conf_dir() -> str:

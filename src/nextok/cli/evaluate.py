@@ -1,16 +1,17 @@
-"""``nextok-eval``: mean next-token loss and perplexity of a checkpoint on a data split.
+"""``nextok-eval``: loss, perplexity, bits per byte and task accuracies of checkpoints.
 
-Uses the checkpoint's tokenizer and model config (nothing else is needed from the training run)
-and the ``data`` config group for the documents, so a model can be scored on any corpus::
+Uses each checkpoint's tokenizer and model config (nothing else is needed from the training run)
+and the ``data`` config group for the documents, so a model can be scored on any corpus; several
+checkpoints give one table (``json=true``: JSON lines instead; ``out=FILE``: a JSON file)::
 
     nextok-eval ckpt=runs/default/<time>/checkpoints/last.ckpt
+    nextok-eval ckpt='[a.ckpt,b.ckpt]' tasks='[stdlib_next_line,hellaswag]'
     nextok-eval ckpt=PATH data=stdlib split=train max_batches=20 out=eval.json
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import tempfile
@@ -23,8 +24,21 @@ from omegaconf import DictConfig, open_dict
 from nextok.cli._conf import conf_dir
 
 
-def evaluate(cfg: DictConfig) -> dict:
+def checkpoints(cfg: DictConfig) -> list[str]:
+    """``ckpt`` as a list: one path, or a list of paths."""
+    ckpt = cfg.ckpt
+    paths = [ckpt] if isinstance(ckpt, str) else [str(c) for c in ckpt]
+    if not paths:
+        raise ValueError("ckpt: give a checkpoint path or a list of them")
+    return paths
+
+
+def evaluate(cfg: DictConfig, ckpt: str | None = None) -> dict:
+    """Scores of one checkpoint (``ckpt``, default: ``cfg.ckpt``)."""
     with tempfile.TemporaryDirectory(prefix="nextok-eval-") as scratch:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.ckpt = ckpt or checkpoints(cfg)[0]
         return _evaluate(cfg, Path(scratch))
 
 
@@ -33,6 +47,8 @@ def _evaluate(cfg: DictConfig, scratch: Path) -> dict:
     from hydra.utils import instantiate
 
     from nextok.checkpoint import load_checkpoint
+    from nextok.data.tokenizer import hf_tokenizer_config
+    from nextok.metrics import LossTally, summarize, token_byte_lengths
 
     if cfg.split not in ("val", "train"):
         raise ValueError(f"split must be 'val' or 'train', got {cfg.split!r}")
@@ -46,6 +62,9 @@ def _evaluate(cfg: DictConfig, scratch: Path) -> dict:
     # The checkpoint's tokenizer, via a file, since the datamodule takes a tokenizer path.
     tok_file = scratch / "tokenizer.json"
     loaded.tokenizer.save(str(tok_file))
+    (scratch / "tokenizer_config.json").write_text(
+        json.dumps(hf_tokenizer_config(loaded.special))
+    )
     with open_dict(cfg):
         cfg.model.block_size = cfg.model.block_size or mcfg.block_size
         cfg.run_dir = str(scratch)
@@ -65,48 +84,97 @@ def _evaluate(cfg: DictConfig, scratch: Path) -> dict:
         None if cfg.split == "val" else 100
     )
 
-    total, count, t0 = 0.0, 0, time.perf_counter()
+    loaders = loader if isinstance(loader, list) else [loader]
+    names = list(getattr(dm, "val_names", [])) if cfg.split == "val" else []
+    token_bytes = torch.from_numpy(token_byte_lengths(loaded.tokenizer))
+    tally = LossTally(len(loaders), token_bytes, device)
+    t0 = time.perf_counter()
     with torch.inference_mode():
-        for i, (x, y) in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            x, y = x.to(device), y.to(device)
-            _, loss = model(x, y)
-            n = int((y != -100).sum())
-            total += float(loss) * n
-            count += n
-    if count == 0:
+        for g, group in enumerate(loaders):
+            for i, batch in enumerate(group):
+                if max_batches is not None and i >= max_batches:
+                    break
+                x, y = batch[0].to(device), batch[1].to(device)
+                _, loss = model(x, y)
+                tally.add(g, loss, y)
+    sums = tally.sums.cpu()
+    total = summarize(sums.sum(dim=1))
+    if not total:
         raise ValueError(f"the {cfg.split} split produced no batches to evaluate")
-    loss = total / count
     result = {
         "ckpt": str(cfg.ckpt),
         "split": cfg.split,
-        "loss": loss,
-        "perplexity": math.exp(loss),
-        "tokens": count,
+        "loss": total["loss"],
+        "perplexity": total["ppl"],
+        "bpb": total["bpb"],
+        "tokens": int(total["tokens"]),
+        "bytes": int(total["bytes"]),
         "block_size": int(cfg.model.block_size),
         "tokens_seen_in_training": loaded.meta.get("tokens_seen"),
-        "seconds": time.perf_counter() - t0,
     }
+    for g, name in enumerate(names if len(names) == len(loaders) > 1 else []):
+        part = summarize(sums[:, g])
+        result[f"loss/{name}"], result[f"bpb/{name}"] = part["loss"], part["bpb"]
+    result["tasks"] = _tasks(cfg, model, loaded.tokenizer, mcfg.block_size, device)
+    result["seconds"] = time.perf_counter() - t0
     return result
+
+
+def _tasks(cfg: DictConfig, model, tokenizer, block_size: int, device) -> dict:
+    """Downstream task scores (``tasks`` config: name -> spec); single process."""
+    from omegaconf import OmegaConf
+
+    from nextok.evals import evaluate_task, load_task
+
+    tasks = cfg.get("tasks")
+    specs = OmegaConf.to_container(tasks, resolve=True) if tasks else {}
+    out = {}
+    for name, spec in specs.items():
+        res = evaluate_task(
+            model, tokenizer, load_task(name, spec), block_size=block_size,
+            batch_size=int(cfg.task_batch_size), device=device,
+        )
+        out[name] = res.as_dict()
+    return out
+
+
+def table(results: list[dict]) -> str:
+    """One row per checkpoint: loss, ppl, bpb (overall and per source) and task accuracies."""
+    cols = ["loss", "perplexity", "bpb"]
+    cols += sorted({k for r in results for k in r if k.startswith(("loss/", "bpb/"))})
+    tasks = sorted({t for r in results for t in r.get("tasks", {})})
+    head = ["ckpt", *cols] + [f"{t}/{m}" for t in tasks for m in ("acc", "acc_norm")]
+    rows = []
+    for r in results:
+        row = [r["ckpt"]] + [f"{r[c]:.4f}" if c in r else "-" for c in cols]
+        for t in tasks:
+            row += [f"{r['tasks'][t][m]:.4f}" if t in r.get("tasks", {}) else "-"
+                    for m in ("acc", "acc_norm")]
+        rows.append(row)
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join(fmt.format(*row) for row in [head, *rows])
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="eval")
 def main(cfg: DictConfig) -> None:
     try:
-        result = evaluate(cfg)
+        results = [evaluate(cfg, c) for c in checkpoints(cfg)]
     except (ValueError, FileNotFoundError, IsADirectoryError) as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"nextok-eval: error: {e}", file=sys.stderr)
         sys.exit(2)
-    print(
-        f"{result['split']} loss {result['loss']:.4f}  perplexity {result['perplexity']:.2f}  "
-        f"({result['tokens']} tokens, block {result['block_size']})"
-    )
-    print(json.dumps(result))
+    if cfg.json:
+        for r in results:
+            print(json.dumps(r))
+    else:
+        r0 = results[0]
+        print(f"split {r0['split']}: {r0['tokens']} tokens, {r0['bytes']} bytes, block {r0['block_size']}")
+        print(table(results))
     if cfg.out:
-        Path(cfg.out).write_text(json.dumps(result, indent=2) + "\n")
+        payload = results[0] if len(results) == 1 else results
+        Path(cfg.out).write_text(json.dumps(payload, indent=2) + "\n")
 
 
 if __name__ == "__main__":

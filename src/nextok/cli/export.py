@@ -1,4 +1,5 @@
-"""``nextok-export ckpt=PATH out=DIR``: checkpoint -> Hugging Face folder (safetensors + config)."""
+"""``nextok-export ckpt=PATH out=DIR``: checkpoint -> publishable Hugging Face folder (weights,
+config, generation config, tokenizer files with the run's special tokens, model card)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,19 @@ def _main(cfg: DictConfig) -> None:
 
     try:
         loaded = load_checkpoint(cfg.ckpt)
-        out = export_hf(loaded.model, cfg.out, loaded.tokenizer)
+        meta = loaded.meta
+        card = {
+            "tokens_seen": meta.get("tokens_seen"),
+            "val_loss": meta.get("val_loss"),
+            "val_step": meta.get("val_step"),
+            "train_config": meta.get("train_config"),
+            "source": meta.get("init_from"),
+        }
+        out = export_hf(
+            loaded.model, cfg.out, loaded.tokenizer, loaded.special, dtype=cfg.dtype,
+            max_shard_size=cfg.max_shard_size, family=cfg.family or meta.get("hf_family"),
+            card=card,
+        )
     except (FileNotFoundError, IsADirectoryError, ValueError) as err:
         print(f"nextok-export: error: {err}", file=sys.stderr)
         sys.exit(2)

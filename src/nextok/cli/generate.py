@@ -98,6 +98,7 @@ def run(cfg: DictConfig) -> dict:
     options = dict(
         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p,
         repetition_penalty=cfg.repetition_penalty, stop=[unescape(str(s)) for s in cfg.stop or []],
+        eos=loaded.special.eos, bos=loaded.special.bos if loaded.special.add_bos else None,
     )
     generator = make_generator(cfg.seed, device)
     out = sys.stdout

@@ -23,11 +23,14 @@ from nextok.cli._conf import conf_dir
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
     from nextok.lit.app import train  # heavy imports after Hydra has parsed the command line
+    from nextok.lit.init_from import model_overrides
     from nextok.lit.module import NonFiniteLossError
 
     try:
-        metrics = train(cfg)
+        metrics = train(cfg, model_overrides(list(HydraConfig.get().overrides.task)))
     except NonFiniteLossError as e:
         _fail(e, 3)
     except (ValueError, FileNotFoundError, TimeoutError) as e:  # bad config or input

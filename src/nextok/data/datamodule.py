@@ -26,7 +26,17 @@ from nextok.data import sources as src
 from nextok.data.blocks import BlockSampler, TokenBlockDataset
 from nextok.data.packing import encode_stream, token_dtype
 from nextok.data.streaming import StreamingBlockDataset
-from nextok.data.tokenizer import TOKENIZER_FILE, eot_id, load_tokenizer, save_tokenizer, train_bpe
+from nextok.data.tokenizer import (
+    TOKENIZER_CONFIG_FILE,
+    TOKENIZER_FILE,
+    SpecialTokens,
+    hf_tokenizer_config,
+    load_tokenizer,
+    load_tokenizer_config,
+    save_tokenizer,
+    special_tokens,
+    train_bpe,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,8 @@ def dist_info(trainer: Any = None) -> tuple[int, int]:
 class LMDataModule(L.LightningDataModule):
     """Language-model data: any HF dataset (hub / local files) or the embedded stdlib corpus."""
 
+    sampler_class: type[BlockSampler] = BlockSampler  # the training block order (mixtures: their own)
+
     def __init__(
         self,
         source: str = "stdlib",
@@ -65,6 +77,8 @@ class LMDataModule(L.LightningDataModule):
         text_column: str = "text",
         streaming: bool = False,
         tokenizer_path: str | None = None,
+        eos_token: str | None = None,
+        add_bos: bool | None = None,
         vocab_size: int = 4096,
         tokenizer_train_bytes: int | None = 4_000_000,
         add_pad_token: bool = False,
@@ -100,6 +114,8 @@ class LMDataModule(L.LightningDataModule):
         self.text_column = text_column
         self.streaming = streaming
         self.tokenizer_path = tokenizer_path
+        self.eos_token = eos_token
+        self.add_bos = add_bos
         self.target_vocab_size = vocab_size
         self.tokenizer_train_bytes = tokenizer_train_bytes
         self.add_pad_token = add_pad_token
@@ -119,6 +135,7 @@ class LMDataModule(L.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
 
         self.tokenizer: Tokenizer | None = None
+        self.special: SpecialTokens | None = None
         self.train_tokens: np.ndarray | None = None
         self.val_tokens: np.ndarray | None = None
         self._docs: tuple[Any, Any] | None = None
@@ -136,7 +153,34 @@ class LMDataModule(L.LightningDataModule):
 
     @property
     def eot_id(self) -> int:
-        return eot_id(self._require_tokenizer())
+        """The document separator: the tokenizer's EOS (``data.eos_token`` overrides it)."""
+        return self._require_special().eos_id(self._require_tokenizer())
+
+    @property
+    def bos_id(self) -> int | None:
+        """Prepended to every document when the tokenizer config asks (``data.add_bos``)."""
+        return self._require_special().bos_id(self._require_tokenizer())
+
+    def _require_special(self) -> SpecialTokens:
+        if self.special is None:
+            tok = self._require_tokenizer()
+            src = self.tokenizer_path or self.run_dir
+            config = load_tokenizer_config(src) if src else {}
+            self.special = special_tokens(
+                tok, config, eos=self.eos_token, add_bos=self.add_bos,
+                where=str(src or "tokenizer"),
+            )
+        return self.special
+
+    def save_tokenizer_config(self, folder: str | Path) -> Path:
+        """Write the special tokens as an HF ``tokenizer_config.json`` next to tokenizer.json."""
+        import json
+
+        f = Path(folder) / TOKENIZER_CONFIG_FILE
+        tmp = f.with_name(f.name + ".tmp")
+        tmp.write_text(json.dumps(hf_tokenizer_config(self._require_special()), indent=2))
+        tmp.replace(f)
+        return f
 
     def _require_tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:
@@ -226,7 +270,9 @@ class LMDataModule(L.LightningDataModule):
 
             stats.append((str(src.stdlib_root()), sys.version))
         held_out = None if self.val_split else (self.val_fraction, self.seed)
-        tok_hash = src.fingerprint(self._require_tokenizer().to_str())
+        tok_hash = src.fingerprint(
+            self._require_tokenizer().to_str(), self.eot_id, self.bos_id
+        )
         parts = (
             self.source,
             self.path,
@@ -248,10 +294,13 @@ class LMDataModule(L.LightningDataModule):
             tok = self._require_tokenizer()
             train, val = self._documents()
             dtype = token_dtype(tok.get_vocab_size())
-            eot = eot_id(tok)
             splits = {
                 name: encode_stream(
-                    tok, src.iter_texts(ds, self.text_column, self.encode_batch_docs), eot, dtype
+                    tok,
+                    src.iter_texts(ds, self.text_column, self.encode_batch_docs),
+                    self.eot_id,
+                    dtype,
+                    self.bos_id,
                 )
                 for name, ds in (("train", train), ("val", val))
             }
@@ -267,6 +316,17 @@ class LMDataModule(L.LightningDataModule):
         return Path(self.cache_dir).expanduser() / key
 
     def setup(self, stage: str | None = None) -> None:
+        self._setup_tokenizer()
+        if self.is_streaming:
+            self._documents()  # fail early on a bad source; tokenized lazily in the workers
+            return
+        if stage in (None, "fit") and self.train_tokens is None:
+            self.train_tokens = self._tokenize("train")
+        if stage in (None, "fit", "validate") and self.val_tokens is None:
+            self.val_tokens = self._tokenize("val")
+
+    def _setup_tokenizer(self) -> None:
+        """Load (or, single-process, build) the tokenizer and check it against the config."""
         if self.tokenizer is None:
             f = self.tokenizer_file
             if not self.tokenizer_path and (f is None or not f.exists()):
@@ -282,14 +342,7 @@ class LMDataModule(L.LightningDataModule):
                 f"tokenizer in {self.tokenizer_file} has {self.tokenizer.get_vocab_size()} tokens but "
                 f"data.vocab_size={self.target_vocab_size}; use a fresh run_dir or the matching vocab_size"
             )
-        eot_id(self.tokenizer)  # fail early if the tokenizer cannot separate documents
-        if self.is_streaming:
-            self._documents()  # fail early on a bad source; tokenized lazily in the workers
-            return
-        if stage in (None, "fit") and self.train_tokens is None:
-            self.train_tokens = self._tokenize("train")
-        if stage in (None, "fit", "validate") and self.val_tokens is None:
-            self.val_tokens = self._tokenize("val")
+        self._require_special()  # fail early if the tokenizer cannot separate documents
 
     @property
     def is_streaming(self) -> bool:
@@ -308,8 +361,9 @@ class LMDataModule(L.LightningDataModule):
                 encode_stream(
                     tok,
                     src.iter_texts(ds, self.text_column, self.encode_batch_docs),
-                    eot_id(tok),
+                    self.eot_id,
                     dtype,
+                    self.bos_id,
                 )
             )
             tokens = np.concatenate(chunks) if chunks else np.empty(0, dtype=dtype)
@@ -352,7 +406,7 @@ class LMDataModule(L.LightningDataModule):
         if rank is None or world_size is None:
             rank, world_size = dist_info(self.trainer)
         ds = self.train_dataset()
-        sampler = BlockSampler(
+        sampler = self.sampler_class(
             len(ds),
             rank=rank,
             world_size=world_size,
@@ -387,6 +441,8 @@ class LMDataModule(L.LightningDataModule):
             seed=self.seed,
             infinite=train_,
             encode_batch_docs=self.encode_batch_docs,
+            eos_id=self.eot_id,
+            bos_id=self.bos_id,
         )
         if train_ and self._resume is not None:
             # one endless Lightning epoch: the position is the number of batches consumed

@@ -1,7 +1,8 @@
 """Token stream -> packed blocks of ``block_size + 1`` ids -> shifted ``(x, y)`` pairs.
 
-Documents are encoded in batches (``encode_batch``: parallel in Rust), each followed by
-``<|endoftext|>``, concatenated in document order, and cut into consecutive non-overlapping
+Documents are encoded in batches (``encode_batch``: parallel in Rust), each followed by the
+tokenizer's EOS (``<|endoftext|>`` for nextok's own BPE) and preceded by its BOS when the
+tokenizer asks for one, concatenated in document order, and cut into consecutive non-overlapping
 blocks of ``block_size + 1`` ids. Only the final partial block is dropped.
 """
 
@@ -20,29 +21,36 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def encode_documents(
-    tokenizer: Tokenizer, texts: list[str], eot: int, dtype: np.dtype
+    tokenizer: Tokenizer, texts: list[str], eot: int, dtype: np.dtype, bos: int | None = None
 ) -> np.ndarray:
-    """Encode a batch of documents into one flat array: doc0 <eot> doc1 <eot> ..."""
+    """Encode a batch of documents into one flat array: [bos] doc0 <eot> [bos] doc1 <eot> ..."""
     if not texts:
         return np.empty(0, dtype=dtype)
     encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
     encs = encode(texts, add_special_tokens=False)
-    lengths = [len(e.ids) + 1 for e in encs]
+    head = 0 if bos is None else 1
+    lengths = [len(e.ids) + 1 + head for e in encs]
     out = np.empty(sum(lengths), dtype=dtype)
     pos = 0
     for e, n in zip(encs, lengths):
-        out[pos : pos + n - 1] = e.ids
+        if head:
+            out[pos] = bos
+        out[pos + head : pos + n - 1] = e.ids
         out[pos + n - 1] = eot
         pos += n
     return out
 
 
 def encode_stream(
-    tokenizer: Tokenizer, text_batches: Iterable[list[str]], eot: int, dtype: np.dtype
+    tokenizer: Tokenizer,
+    text_batches: Iterable[list[str]],
+    eot: int,
+    dtype: np.dtype,
+    bos: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Encode an iterable of text batches into an iterable of flat token chunks (order kept)."""
     for texts in text_batches:
-        chunk = encode_documents(tokenizer, texts, eot, dtype)
+        chunk = encode_documents(tokenizer, texts, eot, dtype, bos)
         if chunk.size:
             yield chunk
 

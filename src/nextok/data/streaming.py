@@ -56,6 +56,8 @@ class StreamingBlockDataset(IterableDataset):
         infinite: bool = True,
         encode_batch_docs: int = 256,
         max_blocks: int | None = None,
+        eos_id: int | None = None,
+        bos_id: int | None = None,
     ) -> None:
         if isinstance(docs, datasets.Dataset):
             docs = docs.to_iterable_dataset()
@@ -72,6 +74,9 @@ class StreamingBlockDataset(IterableDataset):
         self.infinite = infinite
         self.encode_batch_docs = encode_batch_docs
         self.max_blocks = max_blocks  # cap per (rank, worker) stream, e.g. cheap validation
+        # the document separator (default: nextok's <|endoftext|>) and an optional BOS
+        self.eos_id = tokenizer.token_to_id("<|endoftext|>") if eos_id is None else eos_id
+        self.bos_id = bos_id
         self.start_epoch = 0
         self.skip_batches = 0  # batches this rank already consumed (resume)
 
@@ -100,7 +105,6 @@ class StreamingBlockDataset(IterableDataset):
     def epoch_blocks(self, epoch: int, shard: int, num_shards: int) -> Iterator[np.ndarray]:
         """One pass over one shard's documents, packed into blocks of ``block_size + 1``."""
         tok = self.tokenizer
-        eot = tok.token_to_id("<|endoftext|>")
         dtype = token_dtype(tok.get_vocab_size())
         docs = self.shard_docs(epoch, shard, num_shards)
         # .iter() (not iter()) so `datasets` does not split again by DataLoader worker
@@ -108,7 +112,8 @@ class StreamingBlockDataset(IterableDataset):
             [t or "" for t in b[self.text_column]]
             for b in docs.iter(batch_size=self.encode_batch_docs)
         )
-        yield from pack_blocks(encode_stream(tok, texts, eot, dtype), self.block_size)
+        chunks = encode_stream(tok, texts, self.eos_id, dtype, self.bos_id)
+        yield from pack_blocks(chunks, self.block_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()

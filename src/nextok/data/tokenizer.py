@@ -104,7 +104,8 @@ class SpecialTokens:
     """What the data pipeline, generation and export need to know about a tokenizer.
 
     ``eos`` separates documents in training and ends generation; ``bos`` is prepended to every
-    document (and prompt) when ``add_bos``; ``pad`` is what exports declare for padding.
+    document (and prompt) when ``add_bos``; ``pad`` is what exports declare for padding (the
+    tokenizer's own pad token, else the EOS).
     """
 
     eos: str
@@ -209,6 +210,8 @@ def special_tokens(
         pad_tok = None  # a pad token outside the vocabulary is of no use to anyone
     if pad_tok is None and tok.token_to_id(PAD) is not None:
         pad_tok = PAD
+    if pad_tok is None:  # the usual choice for decoder-only models: padding is masked out anyway
+        pad_tok = eos_tok
     return SpecialTokens(eos=eos_tok, bos=bos_tok, add_bos=bool(add_bos), pad=pad_tok)
 
 

@@ -82,6 +82,11 @@ def apply_tensor_parallel(model: nn.Module, tp_mesh) -> None:
     """
     cfg = model.config
     tp = tp_mesh.size()
+    if cfg.mlp == "moe":
+        raise ValueError(
+            "tensor parallelism does not support model.mlp=moe; use trainer.strategy."
+            "tensor_parallel_size=1 (FSDP2 shards MoE models)"
+        )
     if cfg.ffn_dim % tp:
         raise ValueError(f"tensor_parallel_size {tp} must divide the MLP width {cfg.ffn_dim}")
     split_attention = cfg.n_head == cfg.n_kv_head and cfg.n_head % tp == 0

@@ -64,7 +64,10 @@ def model_card(
         lines.append(f"| tokens trained | {int(info['tokens_seen']):,} |")
     if info.get("val_loss") is not None:
         step = f" at step {info['val_step']}" if info.get("val_step") is not None else ""
-        lines.append(f"| final validation loss | {float(info['val_loss']):.4f} nats/token{step} |")
+        lines.append(
+            f"| validation loss (latest in the checkpoint) | {float(info['val_loss']):.4f} "
+            f"nats/token{step} |"
+        )
     lines += [
         "",
         "## How to load it",

@@ -249,6 +249,9 @@ class LlamaLike(Family):
             "use_sliding_window",
             "max_window_layers",
             "layer_types",
+            # nanotron leftovers in SmolLM configs that transformers ignores
+            "is_llama_config",
+            "rope_interleaved",
         }
         _check_generic(c, where, handled)
         vocab, d, ffn, n_layer, n_head = _require(
@@ -260,6 +263,10 @@ class LlamaLike(Family):
             "num_hidden_layers",
             "num_attention_heads",
         )
+        if c.get("rope_interleaved"):
+            raise _refuse(
+                where, "rope_interleaved", True, "the weights expect interleaved RoPE pairs"
+            )
         if c.get("hidden_act", "silu") not in ("silu", "swish"):
             raise _refuse(where, "hidden_act", c["hidden_act"], "the SwiGLU MLP uses silu")
         block = _block_size(c, "max_position_embeddings", where, block_size)

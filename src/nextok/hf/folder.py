@@ -121,10 +121,9 @@ def _write_tokenizer(tok: Tokenizer, special: SpecialTokens, out_dir: Path, max_
             ]
         )
     elif bos_id is None and len(with_special) > len(plain):
-        raise ValueError(
-            "the tokenizer's post-processor adds special tokens the model was not trained with "
-            f"({with_special} vs {plain}); export it with add_bos matching training"
-        )
+        # it would add tokens the model was not trained with (e.g. data.add_bos=false on a
+        # Llama 3 tokenizer): drop the template so transformers encodes as training did
+        tok.post_processor = None
     tok.save(str(out_dir / TOKENIZER_FILE))
     (out_dir / TOKENIZER_FILE).chmod(W.FILE_MODE)
     W.write_json(out_dir / "tokenizer_config.json", hf_tokenizer_config(special, max_len))

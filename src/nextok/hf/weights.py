@@ -118,8 +118,8 @@ def _check_buffer(name: str, t: torch.Tensor, where: str) -> None:
         m = t.reshape(t.shape[-2], t.shape[-1]).bool()
         if not torch.equal(m, torch.ones_like(m).tril()):
             raise ValueError(f"{where}: {name} is not a causal mask; nextok attends causally")
-    # masked_bias (a -1e4 fill value) and rotary_emb.inv_freq (recomputed from the config,
-    # checked by the logits tests) carry nothing the config does not say.
+    # masked_bias (a -1e4 fill value) and rotary_emb.inv_freq (a non-persistent buffer that
+    # transformers itself recomputes from the config on load) carry nothing the config does not.
 
 
 def from_ours(sd: dict[str, torch.Tensor], rows: list[Row]) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nextok.lit.checkpoint_io import AtomicCheckpointIO
 from nextok.lit.module import LMModule, data_parallel_size
@@ -201,11 +201,47 @@ def _one_log_handler() -> None:
         logging.getLogger("lightning").handlers.clear()
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit a model as ``cfg`` describes; return the final callback metrics."""
+def prepare_init_from(cfg: DictConfig, model_keys: list[str], run_dir: Path):
+    """Load ``init_from``'s weights and make ``cfg.model`` (and the tokenizer) the source's."""
+    from nextok.hf import is_hf_folder
+    from nextok.lit.init_from import load_source, write_tokenizer
+
+    if "model" in model_keys:
+        raise ValueError(
+            "init_from takes the model config from the source; drop the model=... group override"
+        )
+    overrides = {}
+    for key in model_keys:
+        value = OmegaConf.select(cfg, key)
+        overrides[key[len("model."):]] = (
+            OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
+        )
+    src = load_source(str(cfg.init_from), overrides)
+    with open_dict(cfg):
+        for key, value in src.config.to_dict().items():
+            cfg.model[key] = value
+        if not cfg.data.get("tokenizer_path"):
+            if src.tokenizer is None:
+                raise ValueError(
+                    f"init_from={cfg.init_from} has no tokenizer.json; set data.tokenizer_path"
+                )
+            hf = is_hf_folder(src.path)
+            cfg.data.tokenizer_path = (
+                src.path if hf else str(write_tokenizer(src, run_dir / "init_tokenizer"))
+            )
+    return src
+
+
+def train(cfg: DictConfig, model_overrides: list[str] | None = None) -> dict[str, float]:
+    """Fit a model as ``cfg`` describes; return the final callback metrics.
+
+    ``model_overrides``: the ``model.*`` keys the user set explicitly (checked against
+    ``init_from``'s config; the CLI passes Hydra's command-line overrides).
+    """
     _one_log_handler()
     run_dir = Path(cfg.run_dir)
     rank0 = is_rank_zero()
+    init = prepare_init_from(cfg, model_overrides or [], run_dir) if cfg.get("init_from") else None
     if rank0:
         if cfg.get("print_config", True):
             print_config(cfg)
@@ -222,6 +258,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         datamodule.prepare_data()  # loads rank 0's tokenizer.json
     if rank0 and not (run_dir / "tokenizer.json").exists():  # e.g. data.tokenizer_path was given
         datamodule.tokenizer.save(str(run_dir / "tokenizer.json"))
+    special = datamodule._require_special()
+    if rank0:  # the run dir is a complete HF tokenizer folder (special tokens included)
+        datamodule.save_tokenizer_config(run_dir)
     model_config = resolve_model_config(cfg, datamodule.vocab_size)
     datamodule.validate_model(model_config.vocab_size, model_config.block_size)
 
@@ -233,8 +272,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         seed=cfg.seed,
     )
     module.tokenizer = datamodule.tokenizer
+    module.special_tokens = special
 
     ckpt_path = resolve_ckpt_path(cfg, run_dir)
+    if init is not None:
+        module.export_info = {"init_from": init.path, "hf_family": init.hf_family}
+        if ckpt_path is None:
+            module.init_state, init.state_dict = init.state_dict, {}  # one reference only
+        elif rank0:
+            print(f"[nextok] init_from ignored: resuming from {ckpt_path}")
+    if rank0:
+        module.export_info["train_config"] = redact(
+            OmegaConf.to_container(cfg, resolve=True)
+        )
     loggers = build_loggers(cfg, run_dir)
     plugins = [AtomicCheckpointIO()] if cfg.get("atomic_checkpoints", True) else []
     trainer: L.Trainer = instantiate(

@@ -208,6 +208,8 @@ def _head(tokens: Any, n: int) -> np.ndarray | None:
 
 
 def _collect(loader: Any, max_batches: int) -> np.ndarray:
+    if isinstance(loader, list | tuple):  # one validation loader per mixture source
+        return np.concatenate([_collect(x, max_batches) for x in loader])
     out = []
     for i, batch in enumerate(loader):
         if i >= max_batches:
@@ -255,8 +257,11 @@ class UnigramBaseline(L.Callback):
         if val is None or self.baseline is None:
             return
         val = float(val)
+        bpb = trainer.callback_metrics.get("val/bpb")
         _say(
-            f"[nextok] final val loss {val:.4f} (ppl {math.exp(val):.1f}) vs unigram baseline "
+            f"[nextok] final val loss {val:.4f} (ppl {math.exp(val):.1f}"
+            + (f", {float(bpb):.4f} bits/byte" if bpb is not None else "")
+            + ") vs unigram baseline "
             f"{self.baseline:.4f} (ppl {math.exp(self.baseline):.1f}): "
             f"{self.baseline - val:+.4f} nats/token better"
         )

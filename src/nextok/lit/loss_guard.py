@@ -45,13 +45,17 @@ class LossGuard:
         self.count: torch.Tensor | None = None
         self.bad: torch.Tensor | None = None
 
-    def add(self, loss: torch.Tensor, step: int) -> None:
-        """Record one micro-batch's loss of optimizer step ``step`` (no host sync)."""
+    def add(self, loss: torch.Tensor, step: int, checked: torch.Tensor | None = None) -> None:
+        """Record one micro-batch's loss of optimizer step ``step`` (no host sync).
+
+        ``checked``: the value whose finiteness decides (default ``loss``), e.g. the loss plus
+        auxiliary terms while ``loss`` alone is what gets logged.
+        """
         loss = loss.detach().float()
         if self.policy == "ignore":
             finite = torch.ones((), dtype=torch.bool, device=loss.device)
         else:
-            finite = torch.isfinite(loss)
+            finite = torch.isfinite(loss if checked is None else checked.detach())
         kept = torch.where(finite, loss, 0.0) if self.policy != "ignore" else loss
         self.loss_sum = kept if self.loss_sum is None else self.loss_sum + kept
         self.count = finite.float() if self.count is None else self.count + finite.float()

@@ -18,7 +18,16 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from nextok.checkpoint import META_KEY
 from nextok.lit.loss_guard import NONFINITE_POLICIES, LossGuard, NonFiniteLossError, clear_guard
-from nextok.lit.optim import AdamWConfig, ScheduleConfig, build_adamw, make_schedule
+from nextok.lit.moe_monitor import MoEMonitor
+from nextok.lit.muon import MuonConfig
+from nextok.lit.optim import (
+    AdamWConfig,
+    ScheduleConfig,
+    build_optimizer,
+    make_schedule,
+    optim_config,
+)
+from nextok.metrics import LossTally, summarize, token_byte_lengths
 from nextok.model import ModelConfig, Transformer
 from nextok.model.loss import LOSS_IMPLS
 from nextok.runtime import configure_cuda, describe_attention
@@ -52,7 +61,8 @@ class LMModule(L.LightningModule):
 
     Args:
         model_config: the Transformer's :class:`ModelConfig` (or its dict).
-        optim: :class:`AdamWConfig` (peak lr, betas, weight decay groups, grad clipping).
+        optim: :class:`AdamWConfig` (peak lr, betas, weight decay groups, grad clipping) or
+            :class:`~nextok.lit.muon.MuonConfig` (Muon for hidden matrices, AdamW for the rest).
         schedule: :class:`ScheduleConfig` (warm-up then constant / cosine / WSD).
         compile: ``torch.compile`` the model (state-dict keys are unchanged).
         compile_mode: ``blocks`` (each block separately: quick to compile, FSDP-friendly) or
@@ -74,7 +84,7 @@ class LMModule(L.LightningModule):
     def __init__(
         self,
         model_config: ModelConfig | dict,
-        optim: AdamWConfig | dict | None = None,
+        optim: AdamWConfig | MuonConfig | dict | None = None,
         schedule: ScheduleConfig | dict | None = None,
         compile: bool = False,
         activation_checkpointing: bool = False,
@@ -88,7 +98,7 @@ class LMModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.model_config = _as(ModelConfig, model_config)
-        self.optim_config = _as(AdamWConfig, optim)
+        self.optim_config = optim_config(optim)
         self.schedule_config = _as(ScheduleConfig, schedule)
         if compile_mode not in COMPILE_MODES:
             raise ValueError(
@@ -112,7 +122,8 @@ class LMModule(L.LightningModule):
         self.save_hyperparameters(
             {
                 "model_config": self.model_config.to_dict(),
-                "optim": {**asdict(self.optim_config), "betas": list(self.optim_config.betas)},
+                "optim": {k: list(v) if isinstance(v, tuple) else v
+                          for k, v in asdict(self.optim_config).items()},
                 "schedule": asdict(self.schedule_config),
                 "compile": compile,
                 "activation_checkpointing": activation_checkpointing,
@@ -127,13 +138,20 @@ class LMModule(L.LightningModule):
             logger=False,
         )
         self.model: Transformer | None = None
+        self.moe: MoEMonitor | None = None  # MoE models: aux losses, routing metrics
         self.tokenizer = None  # tokenizers.Tokenizer, set by the app (saved into checkpoints)
+        self.special_tokens = None  # nextok.data.tokenizer.SpecialTokens, set by the app
+        # init_from: full (unsharded) weights to start from, loaded in configure_model
+        self.init_state: dict[str, torch.Tensor] | None = None
+        self.export_info: dict[str, Any] = {}  # e.g. hf_family, init_from, train_config
+        self._last_val: tuple[torch.Tensor, int] | None = None
         self.tokens_seen = 0
         self.flops_per_batch: float | None = None  # read by ThroughputMonitor
         self.progress_bar: dict[str, float] = {}  # shown by nextok's progress bars
         self._flops_per_token: dict[int, float] = {}
-        self._val_sum: torch.Tensor | None = None
-        self._val_count: torch.Tensor | None = None
+        self._val: LossTally | None = None
+        self._val_names: list[str] | None = None
+        self._token_bytes: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -148,10 +166,14 @@ class LMModule(L.LightningModule):
             model = Transformer(self.model_config)
         model.activation_checkpointing = self.activation_checkpointing
         model.loss_impl, model.loss_chunk_rows = self.loss_impl, self.loss_chunk_rows
+        if self.init_state is not None and not meta:
+            _load_full(model, self.init_state)
         if self.compile_model and self.compile_mode == "blocks":
             for block in model.blocks:
                 block.compile(backend=self.compile_backend)
         self.model = model
+        if model.moe_layers():
+            self.moe = MoEMonitor(model)
         if self.device_mesh is not None:
             from nextok.distributed import parallelize
 
@@ -160,8 +182,19 @@ class LMModule(L.LightningModule):
             )
             if out is not None:
                 self.model = out
+            if self.init_state is not None and meta:  # each rank keeps its shard of the weights
+                from torch.distributed.checkpoint.state_dict import (
+                    StateDictOptions,
+                    set_model_state_dict,
+                )
+
+                set_model_state_dict(
+                    self.model, _with_tied(model, self.init_state),
+                    options=StateDictOptions(full_state_dict=True),
+                )
+        self.init_state = None  # free the full copy
         if self.compile_model and self.compile_mode == "model":
-            self.model.compile(backend=self.compile_backend)  # in place: parameter names and state-dict keys unchanged
+            self.model.compile(backend=self.compile_backend)  # in place: same state-dict keys
         if not meta and self.device_mesh is None:
             # Lightning's model summary measures FLOPs on this input (one forward, rank 0 only:
             # under FSDP that forward would need every rank, so no example there).
@@ -208,16 +241,17 @@ class LMModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
-        loss = self.training_loss(x, y)
-        self.guard.add(loss, self.global_step)  # device-side: no host sync
+        _, loss = self.model(x, y)
+        ce = loss  # logged as train/loss; the MoE auxiliary losses are logged apart
+        if self.moe is not None:
+            loss = loss + self.moe.loss(self._sum_over_ranks if self.trainer.world_size > 1 else None)
+        self.guard.add(ce, self.global_step, checked=loss)  # device-side: no host sync
         self.tokens_seen += x.numel() * data_parallel_size(self.trainer)
         self.flops_per_batch = self.flops_per_token(x.shape[1]) * x.numel()
         return loss
 
-    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The loss backpropagated for one micro-batch (extra terms, e.g. MoE aux losses, go here)."""
-        _, loss = self.model(x, y)
-        return loss
+    def _sum_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
+        return self.trainer.strategy.reduce(t, reduce_op="sum")
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip the global gradient norm; guard the update (skip); log at log steps only."""
@@ -233,13 +267,18 @@ class LMModule(L.LightningModule):
             norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         if hasattr(norm, "full_tensor"):  # DTensor (FSDP2)
             norm = norm.full_tensor()
+        skipped_on_host = False
         if self.guard.policy == "skip" and self.guard.bad is not None:
             bad = self.guard.bad
             if self.trainer.world_size > 1:  # every rank must take the same decision
                 bad = self.trainer.strategy.reduce(bad.float(), reduce_op="max") > 0
             if self.guard.guard_update(optimizer, bad):
+                skipped_on_host = True
                 for p in params:
                     p.grad = None  # AdamW leaves parameters without gradients untouched
+        moe_metrics = {}
+        if self.moe is not None:  # (a step dropped on the device still updates the MoE bias)
+            moe_metrics = self.moe.finish_step(update_bias=not skipped_on_host)
         if is_log_step(self.trainer):
             self._sync_point()
             metrics = {
@@ -247,6 +286,7 @@ class LMModule(L.LightningModule):
                 "train/lr": float(optimizer.param_groups[0]["lr"]),
                 "train/tokens_seen": float(self.tokens_seen),
             }
+            metrics.update(moe_metrics)
             loss = self.guard.step_loss()
             if loss is not None:
                 metrics["train/loss"] = loss
@@ -278,28 +318,47 @@ class LMModule(L.LightningModule):
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
         self._sync_point()
-        self._val_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        self._val_count = torch.zeros((), device=self.device, dtype=torch.float64)
+        names = getattr(self.trainer.datamodule, "val_names", None) if self._trainer else None
+        self._val_names = list(names) if names else None
+        self._val = LossTally(len(self._val_names or [0]), self.token_bytes(), self.device)
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
+    def token_bytes(self) -> torch.Tensor | None:
+        """UTF-8 bytes per token id (for val/bpb), from the run's tokenizer; None without one."""
+        if self._token_bytes is None and self.tokenizer is not None:
+            self._token_bytes = torch.from_numpy(token_byte_lengths(self.tokenizer))
+        return self._token_bytes
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y = batch[0], batch[1]
         _, loss = self.model(x, y)
-        n = (y != -100).sum()
-        self._val_sum += loss.detach().double() * n
-        self._val_count += n
+        self._val.add(dataloader_idx, loss, y)
 
     def on_validation_epoch_end(self) -> None:
-        total = self.trainer.strategy.reduce(self._val_sum, reduce_op="sum")
-        count = self.trainer.strategy.reduce(self._val_count, reduce_op="sum")
-        if count.item() == 0:
+        # one reduction per validation; per-source columns when the data is a mixture
+        sums = self.trainer.strategy.reduce(self._val.sums, reduce_op="sum").cpu()
+        with_bytes = self._val.token_bytes is not None
+        total = summarize(sums.sum(dim=1), with_bytes)
+        if not total:
             return
-        val_loss = (total / count).float()
-        self.log("val/loss", val_loss, prog_bar=True, sync_dist=False)
-        self.log("val/ppl", torch.exp(val_loss), sync_dist=False)
+        self._last_val = (torch.tensor(total["loss"]), self.global_step)
+        self.log("val/loss", total["loss"], prog_bar=True, sync_dist=False)
+        self.log("val/ppl", total["ppl"], sync_dist=False)
+        if with_bytes:
+            self.log("val/bpb", total["bpb"], sync_dist=False)
+        for i, name in enumerate(self._val_names or []):
+            part = summarize(sums[:, i], with_bytes)
+            for key in ("loss", "bpb"):
+                if key in part:
+                    self.log(f"val/{key}/{name}", part[key], sync_dist=False)
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):
-        optimizer = build_adamw(self.model, self.optim_config)
+        if isinstance(self.optim_config, MuonConfig) and self.device_mesh is not None:
+            raise ValueError(
+                "optim=muon supports single-device and DDP runs (trainer=cpu, gpu, ddp, ddp_sim), "
+                "not FSDP2/tensor parallel (trainer=fsdp, fsdp_cpu): Muon needs whole matrices"
+            )
+        optimizer = build_optimizer(self.model, self.optim_config)
         max_steps = self.trainer.max_steps if self.trainer is not None else -1
         schedule = make_schedule(
             self.schedule_config, self.optim_config.lr, max_steps if max_steps > 0 else None
@@ -321,6 +380,11 @@ class LMModule(L.LightningModule):
         }
         if self.tokenizer is not None:
             meta["tokenizer_json"] = self.tokenizer.to_str()
+        if self.special_tokens is not None:
+            meta["special_tokens"] = self.special_tokens.to_dict()
+        if self._last_val is not None:  # for the exported model card
+            meta["val_loss"], meta["val_step"] = float(self._last_val[0]), self._last_val[1]
+        meta.update(self.export_info)
         checkpoint[META_KEY] = meta
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -343,6 +407,17 @@ class LMModule(L.LightningModule):
         self.tokens_seen = int(meta.get("tokens_seen", 0))
         if "rng" in meta:
             _set_rng_state(meta["rng"])
+
+
+def _with_tied(model: Transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if model.config.tie_embeddings and "lm_head.weight" not in state:
+        return {**state, "lm_head.weight": state["tok_emb.weight"]}
+    return state
+
+
+def _load_full(model: Transformer, state: dict[str, torch.Tensor]) -> None:
+    """Copy ``init_from`` weights in; every parameter must be filled, nothing left over."""
+    model.load_state_dict(_with_tied(model, state), strict=True)
 
 
 def _rng_state() -> dict[str, Any]:

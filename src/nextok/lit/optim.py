@@ -32,8 +32,8 @@ class AdamWConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # Hydra passes a ListConfig
-        if self.lr <= 0:
-            raise ValueError(f"optim.lr must be positive, got {self.lr}")
+        if self.lr < 0:  # 0 is allowed: a run that must not move the weights (init_from checks)
+            raise ValueError(f"optim.lr must be >= 0, got {self.lr}")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"optim.betas must be two numbers in [0, 1), got {list(self.betas)}")
         if self.weight_decay < 0:
@@ -130,7 +130,7 @@ def make_schedule(cfg: ScheduleConfig, peak_lr: float, total_steps: int | None) 
         name=cfg.name,
         warmup_steps=cfg.warmup_steps,
         total_steps=int(total) if total is not None and not math.isinf(total) else 0,
-        min_ratio=cfg.min_lr / peak_lr,
+        min_ratio=cfg.min_lr / peak_lr if peak_lr else 0.0,
         decay_fraction=cfg.decay_fraction,
         decay_shape=cfg.decay_shape,
     )
@@ -182,3 +182,28 @@ def build_adamw(model: nn.Module, cfg: AdamWConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(
         groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, **_impl_kwargs(params, cfg.implementation)
     )
+
+
+def optim_config(value) -> AdamWConfig:  # noqa: ANN001 - a config object or its plain dict
+    """An :class:`AdamWConfig` or :class:`~nextok.lit.muon.MuonConfig` from either kind or a dict
+    (a checkpoint's hyper-parameters); the dict's keys decide which, unknown keys are an error."""
+    from dataclasses import fields
+
+    from nextok.lit.muon import MuonConfig
+
+    if value is None:
+        return AdamWConfig()
+    if isinstance(value, AdamWConfig | MuonConfig):
+        return value
+    d = dict(value)
+    for cls in (AdamWConfig, MuonConfig):
+        if set(d) <= {f.name for f in fields(cls)}:
+            return cls(**d)
+    raise ValueError(f"optim: keys {sorted(d)} match neither AdamWConfig nor MuonConfig")
+
+
+def build_optimizer(model: nn.Module, cfg) -> torch.optim.Optimizer:  # noqa: ANN001
+    """AdamW, or Muon + AdamW (``optim=muon``), over ``model``'s parameters."""
+    from nextok.lit.muon import MuonConfig, build_muon
+
+    return build_muon(model, cfg) if isinstance(cfg, MuonConfig) else build_adamw(model, cfg)

@@ -140,15 +140,23 @@ class SamplingCallback(pl.Callback):
         model = unsharded_model(pl_module.model, trainer.is_global_zero)
         texts = None
         if trainer.is_global_zero:
-            texts = self._generate(model, tokenizer, pl_module.device)
+            texts = self._generate(
+                model, tokenizer, pl_module.device, getattr(pl_module, "special_tokens", None)
+            )
             if texts is not None:
                 self._report(trainer, step, texts)
         trainer.strategy.barrier("nextok_sampling")
         return texts
 
-    def _generate(self, model: nn.Module, tokenizer, device: torch.device) -> list[str] | None:
+    def _generate(
+        self, model: nn.Module, tokenizer, device: torch.device, special=None
+    ) -> list[str] | None:
         model = model.to(device)
-        longest = max(len(encode_prompt(tokenizer, p)) for p in self.prompts)
+        # the run's EOS ends a sample; its BOS (if documents had one) starts every prompt
+        tokens = {} if special is None else {
+            "eos": special.eos, "bos": special.bos if special.add_bos else None
+        }
+        longest = max(len(encode_prompt(tokenizer, p, **tokens)) for p in self.prompts)
         room = model.config.block_size - longest
         if room <= 0:
             rank_zero_warn(f"SamplingCallback: a prompt of {longest} tokens fills block_size; skipping")
@@ -161,7 +169,7 @@ class SamplingCallback(pl.Callback):
         generators = [make_generator(self.seed + i, device) for i in range(len(self.prompts))]
         return generate_text(
             model, tokenizer, self.prompts, min(room, self.max_new_tokens),
-            stop=self.stop, generator=generators, **self.sampling,
+            stop=self.stop, generator=generators, **tokens, **self.sampling,
         )
 
     # ------------------------------------------------------------------ output

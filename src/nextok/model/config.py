@@ -8,7 +8,7 @@ from typing import Any
 
 NORMS = ("rmsnorm", "layernorm")
 POSITIONS = ("rope", "learned")
-MLPS = ("swiglu", "gelu", "gelu_exact", "relu2")
+MLPS = ("swiglu", "gelu", "gelu_exact", "relu2", "moe")
 # RoPE frequency scalings (keys besides "type"), computed as transformers' ROPE_INIT_FUNCTIONS do.
 ROPE_SCALINGS = {
     "linear": ("factor",),
@@ -29,6 +29,14 @@ class ModelConfig:
     ``mlp``: ``gelu`` is the tanh approximation (GPT-2's ``gelu_new``), ``gelu_exact`` the erf form.
     ``rope_scaling``: ``None``, ``{type: linear, factor}`` or ``{type: llama3, factor,
     low_freq_factor, high_freq_factor, original_max_position_embeddings}`` (Llama 3.1+).
+
+    ``mlp="moe"``: Mixture-of-Experts SwiGLU MLPs (:mod:`nextok.model.moe`) in all but the first
+    ``first_k_dense`` layers (those stay dense SwiGLU of width ``ffn_dim``): ``n_experts`` routed
+    experts of width ``moe_ffn_hidden`` (null: ``ffn_dim / moe_top_k`` rounded up to
+    ``ffn_multiple_of``, i.e. about the dense model's active parameters), ``moe_top_k`` per token
+    (weights renormalised over the k when ``moe_norm_topk``), plus ``n_shared_experts`` always-on
+    experts. Losses: ``moe_aux_loss_coef`` x load balancing + ``moe_z_loss_coef`` x router z-loss;
+    ``moe_bias_update_rate`` > 0 turns on aux-loss-free bias balancing (DeepSeek-V3).
     """
 
     vocab_size: int = 4096
@@ -55,6 +63,15 @@ class ModelConfig:
     tie_embeddings: bool = True
     qk_norm: bool = False
     init_std: float = 0.02
+    n_experts: int = 8
+    moe_top_k: int = 2
+    n_shared_experts: int = 0
+    moe_ffn_hidden: int | None = None
+    first_k_dense: int = 0
+    moe_norm_topk: bool = True
+    moe_aux_loss_coef: float = 0.01
+    moe_z_loss_coef: float = 0.001
+    moe_bias_update_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.n_kv_head is None:
@@ -104,6 +121,28 @@ class ModelConfig:
             raise ValueError(f"model.ffn_multiplier must be positive, got {self.ffn_multiplier}")
         if self.norm_eps <= 0 or self.rope_theta <= 0:
             raise ValueError("model.norm_eps and model.rope_theta must be positive")
+        if self.mlp == "moe":
+            self._validate_moe()
+
+    def _validate_moe(self) -> None:
+        for key in ("n_experts", "moe_top_k"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"model.{key} must be a positive integer, got {value!r}")
+        if self.moe_top_k > self.n_experts:
+            raise ValueError(
+                f"model.moe_top_k ({self.moe_top_k}) exceeds model.n_experts ({self.n_experts})"
+            )
+        if not 0 <= self.n_shared_experts or not 0 <= self.first_k_dense <= self.n_layer:
+            raise ValueError(
+                "model.n_shared_experts must be >= 0 and model.first_k_dense in [0, n_layer], got "
+                f"{self.n_shared_experts} and {self.first_k_dense}"
+            )
+        if self.moe_ffn_hidden is not None and self.moe_ffn_hidden <= 0:
+            raise ValueError(f"model.moe_ffn_hidden must be positive, got {self.moe_ffn_hidden}")
+        for key in ("moe_aux_loss_coef", "moe_z_loss_coef", "moe_bias_update_rate"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"model.{key} must be >= 0, got {getattr(self, key)}")
 
     def _validate_rope_scaling(self) -> None:
         rs = self.rope_scaling
@@ -134,10 +173,21 @@ class ModelConfig:
             return self.ffn_hidden
         mult = self.ffn_multiplier
         if mult is None:
-            mult = 8 / 3 if self.mlp == "swiglu" else 4.0
+            mult = 8 / 3 if self.mlp in ("swiglu", "moe") else 4.0
         hidden = int(mult * self.d_model)
         m = self.ffn_multiple_of
         return m * math.ceil(hidden / m)
+
+    @property
+    def moe_ffn_dim(self) -> int:
+        """Width of one routed (or shared) expert."""
+        if self.moe_ffn_hidden is not None:
+            return self.moe_ffn_hidden
+        m = self.ffn_multiple_of
+        return m * math.ceil(self.ffn_dim / self.moe_top_k / m)
+
+    def is_moe_layer(self, layer_idx: int) -> bool:
+        return self.mlp == "moe" and layer_idx >= self.first_k_dense
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -171,6 +221,20 @@ _PRESET_ARGS: dict[str, dict[str, Any]] = {
         n_kv_head=2,
         d_model=128,
     ),
+    # 'tiny' with Mixture-of-Experts MLPs: 8 experts of width 192, top-2 -> the same active
+    # parameters per token as 'tiny' (whose SwiGLU is 384 wide), 4x its MLP parameters in total.
+    "tiny-moe": dict(
+        vocab_size=4096,
+        block_size=256,
+        n_layer=4,
+        n_head=4,
+        n_kv_head=2,
+        d_model=128,
+        mlp="moe",
+        n_experts=8,
+        moe_top_k=2,
+        moe_ffn_hidden=192,
+    ),
     # GPT-2 124M: learned positions, LayerNorm, GELU, biases, tied embeddings.
     # Vocab padded from 50257 to a multiple of 64 for faster matmuls (as nanoGPT does).
     "gpt2-small": dict(
@@ -200,6 +264,24 @@ _PRESET_ARGS: dict[str, dict[str, Any]] = {
         mlp="swiglu",
         ffn_multiple_of=256,
         tie_embeddings=False,
+    ),
+    # ~1.0B total / ~0.2B active Mixture-of-Experts (OLMoE / Qwen3-MoE style fine-grained experts,
+    # qk-norm, untied head: exports as Qwen3-MoE): for GPU users.
+    "moe-1b": dict(
+        vocab_size=32768,
+        block_size=2048,
+        n_layer=18,
+        n_head=16,
+        n_kv_head=4,
+        d_model=1024,
+        norm_eps=1e-6,
+        rope_theta=1e6,
+        tie_embeddings=False,
+        qk_norm=True,
+        mlp="moe",
+        n_experts=64,
+        moe_top_k=8,
+        moe_ffn_hidden=256,
     ),
     # Llama-3.2-1B shape (~1.24B): for GPU users.
     "llama-1b": dict(

@@ -7,6 +7,7 @@ One code path serves training (full sequences, ``is_causal``) and cached decodin
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from nextok.model.config import ModelConfig
 from nextok.model.kv_cache import KVCache
 from nextok.model.loss import lm_loss
+from nextok.model.moe import MoE
 
 # torch >= 2.5 broadcasts K/V heads inside SDPA (no repeated K/V); older versions need a repeat.
 try:
@@ -188,6 +190,18 @@ class MLP(nn.Module):
         return self.proj(h)
 
 
+def _mlp(cfg: ModelConfig, layer_idx: int) -> nn.Module:
+    """The block's MLP: dense, or (``mlp="moe"`` past ``first_k_dense``) Mixture-of-Experts."""
+    if cfg.mlp != "moe":
+        return MLP(cfg)
+    if not cfg.is_moe_layer(layer_idx):
+        return MLP(replace(cfg, mlp="swiglu"))
+    shared = None
+    if cfg.n_shared_experts:
+        shared = MLP(replace(cfg, mlp="swiglu", ffn_hidden=cfg.n_shared_experts * cfg.moe_ffn_dim))
+    return MoE(cfg, shared)
+
+
 class Block(nn.Module):
     """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
@@ -196,7 +210,7 @@ class Block(nn.Module):
         self.attn_norm = _norm(cfg, cfg.d_model)
         self.attn = Attention(cfg, layer_idx)
         self.mlp_norm = _norm(cfg, cfg.d_model)
-        self.mlp = MLP(cfg)
+        self.mlp = _mlp(cfg, layer_idx)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x, rope, mask, kv_cache):
@@ -257,13 +271,22 @@ class Transformer(nn.Module):
                 nn.init.normal_(module.weight, mean=0.0, std=std)
             elif isinstance(module, (nn.RMSNorm, nn.LayerNorm, RotaryEmbedding)):
                 module.reset_parameters()
+            elif isinstance(module, MoE):  # expert banks and bias (the router is a Linear)
+                module.reset_parameters(std, std / math.sqrt(2 * self.config.n_layer))
 
-    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+    def moe_layers(self) -> list[MoE]:
+        return [b.mlp for b in self.blocks if isinstance(b.mlp, MoE)]
+
+    def num_parameters(self, exclude_embeddings: bool = False, active: bool = False) -> int:
         """Unique parameters; ``exclude_embeddings`` drops the token/position tables.
 
         With tied embeddings the shared matrix counts as an embedding and is excluded with them.
+        ``active``: only those one token uses (MoE: ``moe_top_k`` of the ``n_experts`` routed
+        experts per layer), the count that sets the FLOPs per token.
         """
         n = sum(p.numel() for p in self.parameters())  # parameters() de-duplicates tied weights
+        if active:
+            n -= sum((m.n_experts - m.top_k) * m.expert_parameters() for m in self.moe_layers())
         if exclude_embeddings:
             n -= self.tok_emb.weight.numel()
             if self.pos_emb is not None:
@@ -273,12 +296,13 @@ class Transformer(nn.Module):
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token (forward + backward): 6*N_matmul + 12*L*d*seq_len.
 
-        N_matmul counts every weight used in a matmul (LM head included, embedding lookups not);
+        N_matmul counts every weight a token's matmuls use (LM head included, embedding lookups
+        not; MoE: the router and the token's top-k experts only, see ``num_parameters(active=)``);
         the attention term is PaLM's (Chowdhery et al. 2022, App. B), not halved for causality.
         Checked against ``torch.utils.flop_counter`` in tests/model/test_flops.py.
         """
         seq_len = self.config.block_size if seq_len is None else seq_len
-        n_matmul = self.num_parameters(exclude_embeddings=True)
+        n_matmul = self.num_parameters(exclude_embeddings=True, active=True)
         if self.lm_head.weight is self.tok_emb.weight:  # tied: excluded above as an embedding
             n_matmul += self.lm_head.weight.numel()
         n_matmul -= sum(p.numel() for n, p in self.named_parameters() if p.ndim < 2)

@@ -1,0 +1,129 @@
+"""Downstream multiple-choice evaluation during training (thin glue over :mod:`nextok.evals`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+from nextok.evals import evaluate_task, load_task
+from nextok.evals.tasks import MCExample
+
+log = logging.getLogger(__name__)
+
+
+class DownstreamEval(L.Callback):
+    """Score ``tasks`` every ``every_n_steps`` optimizer steps and/or at the end of training.
+
+    Logs ``eval/<task>/acc`` and ``eval/<task>/acc_norm``; examples are sharded over the
+    data-parallel ranks and the counts all-reduced. At the end it prints each task's accuracy.
+
+    Args:
+        tasks: ``{name: spec}`` (``conf/tasks/*.yaml``; see :mod:`nextok.evals.tasks`).
+        every_n_steps: also evaluate every N optimizer steps (null: only at the end).
+        at_end: evaluate after the last step.
+        batch_size: sequences (one per choice) per forward pass.
+    """
+
+    def __init__(
+        self,
+        tasks: dict[str, dict] | None = None,
+        every_n_steps: int | None = None,
+        at_end: bool = True,
+        batch_size: int = 32,
+    ) -> None:
+        self.specs = _plain(tasks) or {}
+        self.every_n_steps = every_n_steps
+        self.at_end = at_end
+        self.batch_size = batch_size
+        self._examples: dict[str, list[MCExample]] | None = None
+        self.results: dict[str, dict[str, float]] = {}
+        self._last_step = -1
+
+    def examples(self) -> dict[str, list[MCExample]]:
+        if self._examples is None:
+            self._examples = {name: load_task(name, spec) for name, spec in self.specs.items()}
+        return self._examples
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.examples()  # bad task specs fail before training, not after
+
+    def run(self, trainer: L.Trainer, pl_module: Any) -> dict[str, dict[str, float]]:
+        from nextok.data.datamodule import dist_info
+
+        rank, world = dist_info(trainer)
+        model = pl_module.model
+        out = {}
+        for name, examples in self.examples().items():
+            res = evaluate_task(
+                model,
+                pl_module.tokenizer,
+                examples,
+                block_size=pl_module.model_config.block_size,
+                batch_size=self.batch_size,
+                device=pl_module.device,
+                rank=rank,
+                world_size=world,
+                reduce=lambda t, op: trainer.strategy.reduce(t, reduce_op=op),
+            )
+            out[name] = res.as_dict()
+        metrics = {f"eval/{name}/{k}": r[k] for name, r in out.items() for k in ("acc", "acc_norm")}
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+        self.results = out
+        self._last_step = trainer.global_step
+        return out
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        n = self.every_n_steps
+        step = trainer.global_step
+        if (
+            n
+            and step > 0
+            and step % n == 0
+            and step != self._last_step
+            and not (trainer.fit_loop._should_accumulate())
+        ):
+            self.run(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at_end and self.specs and trainer.global_step != self._last_step:
+            self.run(trainer, pl_module)
+        if self.results:
+            _report(self.results)
+
+
+@rank_zero_only
+def _report(results: dict[str, dict[str, float]]) -> None:
+    for name, r in results.items():
+        print(
+            f"[nextok] eval {name}: acc {r['acc']:.4f}  acc_norm {r['acc_norm']:.4f}  "
+            f"({int(r['n'])} examples; chance {r['chance']:.4f}"
+            + (f"; {int(r['truncated'])} choices cut to the window" if r.get("truncated") else "")
+            + ")",
+            flush=True,
+        )
+
+
+def _plain(x: Any) -> Any:
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(x, DictConfig | ListConfig):
+            return OmegaConf.to_container(x, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return x

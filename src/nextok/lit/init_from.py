@@ -1,0 +1,109 @@
+"""``init_from=PATH``: start training from a Hugging Face folder's or a nextok checkpoint's weights.
+
+Unlike ``ckpt_path``/``resume`` (which continue a run: optimizer, schedule, step), only the
+weights, the model config and the tokenizer are taken; everything else starts fresh. The model
+config comes from the source: a ``model.*`` override that would change what the weights mean is
+refused in one line; ``dropout``, ``init_std`` and a shorter ``block_size`` are allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+
+from nextok.data.tokenizer import SpecialTokens, hf_tokenizer_config
+from nextok.model import ModelConfig
+
+ALLOWED = ("dropout", "init_std", "block_size")  # do not change what the weights compute
+
+
+@dataclass
+class InitSource:
+    path: str
+    config: ModelConfig
+    state_dict: dict[str, torch.Tensor]
+    tokenizer: Tokenizer | None
+    special: SpecialTokens | None
+    hf_family: str | None  # the imported model_type, preferred again by export
+
+
+def model_overrides(task_overrides: list[str]) -> list[str]:
+    """The ``model.*`` keys given on the command line (Hydra's task overrides); a model group
+    choice (``model=...``) is returned as ``"model"``."""
+    keys = []
+    for o in task_overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key == "model" or key.startswith("model."):
+            keys.append(key)
+    return keys
+
+
+def load_source(path: str, overrides: dict[str, Any]) -> InitSource:
+    """Read the weights; ``overrides`` are the user's explicit ``model.*`` values."""
+    from nextok.hf import is_hf_folder, read_hf_folder
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"init_from={path} does not exist")
+    block = overrides.get("block_size")
+    if is_hf_folder(p):
+        m = read_hf_folder(p, block_size=block)
+        src = InitSource(str(p), m.config, m.state_dict, m.tokenizer, m.special, m.family)
+    elif p.is_dir():
+        raise FileNotFoundError(
+            f"init_from={path} is a folder without config.json (expected a Hugging Face model "
+            "folder or a nextok .ckpt file)"
+        )
+    else:
+        from nextok.checkpoint import load_checkpoint
+
+        ck = load_checkpoint(p)
+        cfg, sd = ck.config, dict(ck.model.state_dict())
+        if block is not None:
+            if block > cfg.block_size:
+                raise ValueError(
+                    f"init_from: model.block_size={block} exceeds the checkpoint's {cfg.block_size}"
+                )
+            cfg = ModelConfig.from_dict({**cfg.to_dict(), "block_size": block})
+            if "pos_emb.weight" in sd:
+                sd["pos_emb.weight"] = sd["pos_emb.weight"][:block].clone()
+        special = getattr(ck, "special", None)
+        src = InitSource(str(p), cfg, sd, ck.tokenizer, special, ck.meta.get("hf_family"))
+    src.config = _apply(src.config, overrides, path)
+    return src
+
+
+def _apply(cfg: ModelConfig, overrides: dict[str, Any], path: str) -> ModelConfig:
+    d = cfg.to_dict()
+    for key, value in overrides.items():
+        if key not in d:
+            raise ValueError(f"init_from: model.{key} is not a model config key")
+        if key in ALLOWED:
+            d[key] = value
+        elif value != d[key]:
+            raise ValueError(
+                f"init_from: model.{key}={value!r} contradicts {path} ({key}={d[key]!r}); the "
+                "model config comes from the source (only dropout, init_std and a shorter "
+                "block_size may be changed)"
+            )
+    return ModelConfig.from_dict(d)
+
+
+def write_tokenizer(src: InitSource, folder: Path) -> Path:
+    """The source's tokenizer as a tokenizer folder the data module reads (atomic writes, so
+    every rank may write the same files)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in (
+        ("tokenizer.json", src.tokenizer.to_str()),
+        ("tokenizer_config.json", json.dumps(hf_tokenizer_config(src.special), indent=2)),
+    ):
+        tmp = folder / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        tmp.replace(folder / name)
+    return folder

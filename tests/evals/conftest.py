@@ -1,0 +1,1 @@
+"""Make eval_helpers importable (a plain module, not a conftest: folder conftests collide)."""

@@ -1,0 +1,238 @@
+"""optim=muon: which tensors Muon gets, per-group hyper-parameters under one schedule, gradient
+accumulation, exact resume through a Lightning checkpoint, and the FSDP2 refusal."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader, TensorDataset
+
+from nextok.lit import LMModule, ScheduleConfig
+from nextok.lit.muon import MuonAdamW, MuonConfig, build_muon, muon_param_groups
+from nextok.lit.optim import AdamWConfig, make_schedule, optim_config
+from nextok.model import ModelConfig, Transformer
+
+VOCAB, BLOCK = 64, 16
+
+
+def _ids(params) -> set[int]:
+    return {id(p) for p in params}
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_which_tensors_go_where(tie):
+    model = Transformer(
+        ModelConfig(
+            vocab_size=VOCAB,
+            block_size=BLOCK,
+            n_layer=2,
+            n_head=2,
+            d_model=32,
+            bias=True,
+            norm="layernorm",
+            tie_embeddings=tie,
+            qk_norm=True,
+        )
+    )
+    muon, adamw = muon_param_groups(model, MuonConfig(weight_decay=0.05, adamw_weight_decay=0.2))
+    m = _ids(muon[0]["params"])
+    a = [_ids(g["params"]) for g in adamw]
+    assert not any(m & s for s in a)
+    assert m.union(*a) == _ids(model.parameters())  # every tensor exactly once (tied: once)
+    expected = set()
+    for b in model.blocks:
+        expected |= {
+            id(b.attn.qkv.weight),
+            id(b.attn.proj.weight),
+            id(b.mlp.fc.weight),
+            id(b.mlp.proj.weight),
+        }
+    assert m == expected  # exactly the hidden matrices
+    assert all(p.ndim == 2 for p in muon[0]["params"])
+    rest = set().union(*a)
+    for p in (
+        model.tok_emb.weight,
+        model.lm_head.weight,
+        model.norm.weight,
+        model.norm.bias,
+        model.blocks[0].attn.qkv.bias,
+        model.blocks[0].attn.q_norm.weight,
+    ):
+        assert id(p) in rest
+    assert muon[0]["weight_decay"] == 0.05
+    # AdamW decays matrices only: an untied LM head, not embeddings, norms or biases
+    decayed = set().union(*(s for s, g in zip(a, adamw, strict=True) if g["weight_decay"] == 0.2))
+    assert decayed == (set() if tie else {id(model.lm_head.weight)})
+
+
+def test_per_group_hyperparameters_and_one_schedule():
+    model = Transformer(
+        ModelConfig(
+            vocab_size=VOCAB,
+            block_size=BLOCK,
+            n_layer=1,
+            n_head=2,
+            d_model=32,
+            tie_embeddings=False,
+        )
+    )
+    cfg = MuonConfig(
+        lr=0.02,
+        momentum=0.9,
+        weight_decay=0.01,
+        adamw_lr=1e-3,
+        adamw_betas=(0.8, 0.99),
+        decay_embeddings=True,
+        adamw_weight_decay=0.3,
+    )
+    opt = build_muon(model, cfg)
+    assert isinstance(opt, torch.optim.Optimizer)
+    muon_g, *adamw_g = opt.param_groups
+    assert (muon_g["lr"], muon_g["momentum"], muon_g["weight_decay"]) == (0.02, 0.9, 0.01)
+    assert all(g["lr"] == 1e-3 and g["betas"] == (0.8, 0.99) for g in adamw_g)
+    assert {g["weight_decay"] for g in adamw_g} == {0.3, 0.0}  # embeddings decayed, norms not
+    sched = LambdaLR(
+        opt, make_schedule(ScheduleConfig(name="cosine", warmup_steps=2, min_lr=0.002), cfg.lr, 10)
+    )
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    mult = sched.lr_lambdas[0](5)
+    assert 0.1 < mult < 1.0
+    assert muon_g["lr"] == pytest.approx(0.02 * mult)
+    assert all(g["lr"] == pytest.approx(1e-3 * mult) for g in adamw_g)
+    # the inner optimizers see the very same group dicts
+    assert opt._inner[0].param_groups[0] is opt.param_groups[0]
+
+
+def _train(model, opt, batches):
+    for x in batches:
+        opt.zero_grad()
+        model(x, x)[1].backward()
+        opt.step()
+
+
+def test_state_dict_round_trip_continues_exactly():
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=VOCAB, block_size=BLOCK, n_layer=1, n_head=2, d_model=32)
+    batches = [torch.randint(0, VOCAB, (2, BLOCK)) for _ in range(6)]
+    a = Transformer(cfg)
+    b = Transformer(cfg)
+    b.load_state_dict(a.state_dict())
+    opt_a = build_muon(a, MuonConfig())
+    _train(a, opt_a, batches)
+    opt_b = build_muon(b, MuonConfig())
+    _train(b, opt_b, batches[:3])
+    state = opt_b.state_dict()
+    assert len(state["state"]) == len(list(b.parameters()))  # momentum and Adam moments
+    opt_c = build_muon(b, MuonConfig(lr=0.5))  # hyper-parameters come back from the state
+    opt_c.load_state_dict(state)
+    assert opt_c.param_groups[0]["lr"] == 0.02
+    assert (
+        opt_c._inner[0].state is opt_c.state
+        and opt_c._inner[1].param_groups[0] is opt_c.param_groups[1]
+    )
+    _train(b, opt_c, batches[3:])
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb), n
+
+
+# ---------------------------------------------------------------------------- through Lightning
+class _Data(L.LightningDataModule):
+    """The same 8 counting sequences in every batch of 8 (so the data position after a resume
+    cannot matter: this tests the optimizer state; data resume is tested in tests/e2e)."""
+
+    def __init__(self, batch_size: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        seq = (torch.randint(0, VOCAB, (8, 1), generator=g) + torch.arange(BLOCK + 1)) % VOCAB
+        seq = seq.repeat(8, 1)
+        self.x, self.y, self.batch_size = seq[:, :-1], seq[:, 1:], batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=self.batch_size)
+
+
+def _trainer(tmp_path, **kw) -> L.Trainer:
+    args = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(tmp_path),
+        limit_val_batches=0,
+    )
+    return L.Trainer(**{**args, **kw})
+
+
+def _module() -> LMModule:
+    cfg = ModelConfig(vocab_size=VOCAB, block_size=BLOCK, n_layer=2, n_head=2, d_model=32)
+    return LMModule(
+        cfg,
+        optim=MuonConfig(lr=0.02, adamw_lr=3e-3),
+        schedule=ScheduleConfig(name="cosine", warmup_steps=1, total_steps=6),
+    )
+
+
+def test_gradient_accumulation_matches_large_batch(tmp_path):
+    a, b = _module(), _module()
+    torch.manual_seed(0)
+    _trainer(tmp_path, max_steps=2).fit(a, datamodule=_Data(8))
+    torch.manual_seed(0)
+    _trainer(tmp_path, max_steps=2, accumulate_grad_batches=4).fit(b, datamodule=_Data(2))
+    for (name, pa), pb in zip(a.model.named_parameters(), b.model.parameters(), strict=True):
+        # Newton-Schulz runs in bf16: summation order differences show at bf16 precision
+        torch.testing.assert_close(pa, pb, rtol=0, atol=2e-3, msg=name)
+
+
+def test_exact_resume_from_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    ref = _module()
+    _trainer(tmp_path, max_steps=6).fit(ref, datamodule=_Data(8))
+    torch.manual_seed(0)
+    first = _module()
+    t = _trainer(tmp_path, max_steps=3)
+    t.fit(first, datamodule=_Data(8))
+    t.save_checkpoint(tmp_path / "k3.ckpt")
+    assert isinstance(t.optimizers[0], MuonAdamW)
+    resumed = _module()
+    _trainer(tmp_path, max_steps=6).fit(
+        resumed, datamodule=_Data(8), ckpt_path=tmp_path / "k3.ckpt", weights_only=False
+    )
+    moved = False
+    for (name, pr), p1, p2 in zip(
+        ref.model.named_parameters(),
+        first.model.parameters(),
+        resumed.model.parameters(),
+        strict=True,
+    ):
+        assert torch.equal(pr, p2), name
+        moved |= not torch.equal(p1, p2)
+    assert moved  # steps 4-6 changed the weights, so the equality above has teeth
+    # the checkpoint's hyper-parameters rebuild a Muon module
+    again = LMModule.load_from_checkpoint(tmp_path / "k3.ckpt", weights_only=False)
+    assert again.optim_config == resumed.optim_config
+
+
+def test_fsdp2_is_a_one_line_error():
+    module = _module()
+    module.configure_model()
+    module._device_mesh = object()  # what a ModelParallelStrategy sets
+    with pytest.raises(ValueError, match="optim=muon supports single-device and DDP"):
+        module.configure_optimizers()
+
+
+def test_config_dispatch_and_errors():
+    assert isinstance(optim_config({"lr": 1e-3, "betas": [0.9, 0.95]}), AdamWConfig)
+    assert isinstance(optim_config({"lr": 0.02, "momentum": 0.9}), MuonConfig)
+    with pytest.raises(ValueError, match="match neither"):
+        optim_config({"lr": 1e-3, "bogus": 1})
+    with pytest.raises(ValueError, match="optim.adjust_lr_fn"):
+        MuonConfig(adjust_lr_fn="fancy")
+    with pytest.raises(ValueError, match="optim.momentum"):
+        MuonConfig(momentum=1.0)
