@@ -32,7 +32,7 @@ def default_chunk_rows(vocab_size: int) -> int:
 @functools.cache
 def liger_available() -> bool:
     try:
-        import liger_kernel.transformers.functional  # noqa: F401
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss  # noqa: F401
     except Exception:  # noqa: BLE001 - any import failure (no triton, no CUDA build) = absent
         return False
     return True
@@ -126,15 +126,17 @@ def chunked_cross_entropy(
 def liger_cross_entropy(
     hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
 ) -> torch.Tensor:  # pragma: no cover - needs CUDA + liger-kernel
-    from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
     hidden = hidden.reshape(-1, hidden.shape[-1])
     if torch.is_autocast_enabled(hidden.device.type):  # Liger's kernel takes one dtype
         dtype = torch.get_autocast_dtype(hidden.device.type)
         hidden, weight = hidden.to(dtype), weight.to(dtype)
-    return liger_fused_linear_cross_entropy(
-        hidden, weight, targets.reshape(-1), ignore_index=IGNORE_INDEX
+    # The module API (weight, input, target) is the one stable across Liger releases.
+    out = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX)(
+        weight, hidden, targets.reshape(-1)
     )
+    return out[0] if isinstance(out, tuple) else out
 
 
 def lm_loss(
