@@ -87,6 +87,7 @@ def test_documents_get_bos_and_the_tokenizers_eos(tmp_path):
     dm = LMDataModule(
         source="text",
         data_files=str(corpus),
+        document_unit="line",
         tokenizer_path=str(tdir),
         block_size=16,
         batch_size=2,
