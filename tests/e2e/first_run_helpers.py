@@ -11,7 +11,7 @@ from e2e_helpers import console_cmd
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
 
 
-def cli(name: str, *args: str, timeout: float = 240, **kw) -> subprocess.CompletedProcess:
+def cli(name: str, *args: str, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
     """Run one of the console scripts (``nextok-train``, ``nextok-eval``, ...) to completion."""
     module = {"nextok-train": "nextok.train", "nextok-eval": "nextok.cli.evaluate",
               "nextok-generate": "nextok.cli.generate", "nextok-export": "nextok.cli.export",

@@ -29,7 +29,9 @@ def disk(tmp_path):
         subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_read_only_checkpoint_dir_and_full_disk(disk, tmp_path):
+    """Slow (3 training runs)."""
     d, mounted = disk
     run = d / "run"
     base = tiny_args(run, None, "callbacks.sampling=null", "callbacks.best_checkpoint=null",

@@ -63,7 +63,9 @@ def _popen(args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_lock_signals_and_exact_resume(shared, tmp_path):
+    """Slow (5 training runs, ~45 s on idle cores)."""
     run = tmp_path / "run"
     base = tiny_args(run, None, "callbacks.sampling=null", f"data.cache_dir={shared['cache']}",
                      "schedule=constant", "callbacks.last_checkpoint.every_n_train_steps=2")

@@ -563,7 +563,7 @@ class ResumableDataLoader(DataLoader):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._dm.load_state_dict(state_dict)
         epoch, batches = self._dm._resume
-        if isinstance(self.dataset, StreamingBlockDataset):
+        if hasattr(self.dataset, "skip_batches"):  # streaming (a source or a mixture of them)
             self.dataset.skip_batches = batches
         elif isinstance(self.sampler, BlockSampler):
             self.sampler.set_epoch(epoch)
