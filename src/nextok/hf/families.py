@@ -15,6 +15,8 @@ from nextok.model import ModelConfig
 
 # (our key, HF keys, how, split sizes): "same" copies, "split" cuts our fused tensor into the HF
 # tensors along dim 0 (qkv -> q/k/v, SwiGLU fc -> gate/up), "t" transposes (GPT-2's Conv1D).
+# "experts" stacks per-expert HF tensors (each group of len(sizes) cut by sizes) into a 3-D bank;
+# "zeros" is a buffer of ours with no HF tensor (it must be zero to export).
 Row = tuple[str, tuple[str, ...], str, tuple[int, ...]]
 
 # config.json keys that do not change what the weights compute (bookkeeping, generation
@@ -520,8 +522,17 @@ FAMILIES: dict[str, Family] = {
         GPT2("gpt2", "GPT2LMHeadModel", "transformer."),
     )
 }
+
+
+def _register_moe_families() -> None:
+    from nextok.hf.moe_families import MOE_FAMILIES  # built on LlamaLike, defined above
+
+    FAMILIES.update(MOE_FAMILIES)
+
+
+_register_moe_families()
 # Export picks the first family that can express a config (unless one is asked for).
-EXPORT_ORDER = ("llama", "qwen2", "qwen3", "gpt2", "mistral")
+EXPORT_ORDER = ("llama", "qwen2", "qwen3", "gpt2", "mistral", "qwen3_moe", "mixtral")
 
 
 def family_for_export(cfg: ModelConfig, prefer: str | None = None) -> Family:
