@@ -9,6 +9,7 @@ loads through the same function (:func:`load_hf_checkpoint`).
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,31 @@ class LoadedCheckpoint:
                     self.special = SpecialTokens(eos=EOT)
 
 
+class UnsafeCheckpointError(ValueError):
+    """A file that only loads by running arbitrary code (``torch.load(weights_only=False)``)."""
+
+
+def safe_load(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU: tensors and plain containers only.
+
+    A pickle that asks for anything else (a class, a function: a crafted file can run code this
+    way) is refused with one line; it is never loaded with ``weights_only=False``.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        lines = [ln.strip() for ln in str(err).strip().splitlines()]
+        why = next((ln for ln in lines if "GLOBAL" in ln), None)
+        if why is None:  # not a pickle of anything: a truncated or foreign file
+            raise ValueError(f"cannot load checkpoint {path}: not a PyTorch checkpoint file") from err
+        why = why.split("WeightsUnpickler error:")[-1].split(" was not an allowed")[0].strip()
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: it holds objects other than tensors and plain containers "
+            f"({why}); nextok loads checkpoints with torch.load(weights_only=True) only, since "
+            "unpickling anything else can run code"
+        ) from err
+
+
 def model_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Strip the LightningModule's ``model.`` prefix (and torch.compile's ``_orig_mod.``)."""
     out = {}
@@ -69,7 +95,7 @@ def load_checkpoint(
             f"{path} is a sharded (distributed) checkpoint directory; consolidate it into one file "
             "first (see README: 'FSDP checkpoints')"
         )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = safe_load(path)
     meta = ckpt.get(META_KEY) if isinstance(ckpt, dict) else None
     if not meta or "model_config" not in meta:
         raise ValueError(

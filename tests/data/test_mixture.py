@@ -196,7 +196,50 @@ def test_bad_mixture_config_is_one_line(tmp_path, corpora):
         MixtureDataModule(sources={"a": {"weight": 1, "wieght": 2}})
     with pytest.raises(ValueError, match=r"data.sources.a.weight is required"):
         MixtureDataModule(sources={"a": {"source": "stdlib"}})
-    with pytest.raises(ValueError, match="streaming source in a mixture needs data.cache_dir"):
-        MixtureDataModule(
-            sources={"a": {"weight": 1, "source": "json", "data_files": str(a), "streaming": True}}
-        )
+
+
+def _stream_dm(tmp_path: Path, corpora, num_workers=2, batch_size=4):
+    """A streamed source mixed with a map-style one: the mixture is an endless stream."""
+    a, b = corpora
+    return MixtureDataModule(
+        sources={
+            "lower": {"weight": 0.7, "source": "json", "data_files": str(a), "streaming": True},
+            "upper": {"weight": 0.3, "source": "json", "data_files": str(b)},
+        },
+        vocab_size=300,
+        block_size=16,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        run_dir=str(tmp_path / "run"),
+        val_fraction=0.1,
+        seed=7,
+        mixture_chunk=64,
+        shuffle_buffer=50,
+    )
+
+
+def test_streaming_mixture_proportions_and_exact_resume_with_workers(tmp_path, corpora):
+    n_steps = 150
+    ref = Recorder()
+    trainer = _trainer(n_steps, [MixtureTokens()])
+    trainer.fit(ref, datamodule=_stream_dm(tmp_path, corpora))
+    dm = trainer.datamodule
+    assert dm.is_streaming
+    names = [_source_of_block(dm.tokenizer, b) for b in torch.cat(ref.seen)]
+    assert names.count("lower") / len(names) == pytest.approx(0.7, abs=0.01)
+    assert float(trainer.callback_metrics["train/tokens/upper"]) == names.count("upper") * 16
+    # per-source validation works for the streamed source too
+    loaders = dm.val_dataloader()
+    assert [len(list(x)) > 0 for x in loaders] == [True, True]
+    # resume after k batches (k odd: the 2 workers swap streams) continues bitwise
+    k = 37
+    first = Recorder()
+    cb = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=k, save_top_k=-1)
+    _trainer(k, [cb], tmp_path).fit(first, datamodule=_stream_dm(tmp_path, corpora))
+    (ckpt,) = sorted((tmp_path / "ck").glob("*.ckpt"))
+    second = Recorder()
+    _trainer(n_steps).fit(second, datamodule=_stream_dm(tmp_path, corpora), ckpt_path=ckpt)
+    seen = first.seen + second.seen
+    assert len(seen) == n_steps
+    for i, (x, y) in enumerate(zip(seen, ref.seen)):
+        assert torch.equal(x, y), f"streaming mixture resume after {k}: batch {i} differs"

@@ -35,8 +35,10 @@ def test_stdlib_dataset_columns_and_cached():
 
 def test_local_text_json_parquet(tmp_path, docs):
     (tmp_path / "a.txt").write_text("line one\nline two\n")
-    ds = load_source("text", "train", data_files=str(tmp_path / "a.txt"))
+    ds = load_source("text", "train", data_files=str(tmp_path / "a.txt"), document_unit="line")
     assert list(ds["text"]) == ["line one", "line two"]
+    ds = load_source("text", "train", data_files=str(tmp_path / "a.txt"))  # default: whole files
+    assert list(ds["text"]) == ["line one\nline two\n"]
 
     (tmp_path / "a.jsonl").write_text("".join(json.dumps({"body": d}) + "\n" for d in docs[:5]))
     ds = load_source("json", "train", data_files=str(tmp_path / "a.jsonl"), text_column="body")
@@ -127,7 +129,8 @@ def test_unknown_source_and_missing_hub_path():
 def test_too_little_data_for_one_block(tmp_path):
     (tmp_path / "a.txt").write_text("a\nb\nc\n")
     dm = LMDataModule(
-        source="text", data_files=str(tmp_path / "a.txt"), vocab_size=300, block_size=64
+        source="text", data_files=str(tmp_path / "a.txt"), vocab_size=300, block_size=64,
+        document_unit="line",
     )
     dm.prepare_data()
     with pytest.raises(ValueError, match="fewer than one block"):

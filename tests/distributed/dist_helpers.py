@@ -75,7 +75,7 @@ def data_overrides(corpus: Path, tokenizer: Path | None = None) -> list[str]:
     tok = [f"data.tokenizer_path={tokenizer}"] if tokenizer else [
         "data.vocab_size=512", "data.tokenizer_train_bytes=200000"
     ]
-    return ["data.source=text", f"+data.data_files={corpus}", *tok]
+    return ["data.source=text", f"+data.data_files={corpus}", "data.document_unit=line", *tok]
 
 
 def eval_loss(ckpt, text: str, n: int = 8, t: int = 32) -> float:

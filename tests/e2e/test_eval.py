@@ -68,7 +68,7 @@ def run_eval(*args: str) -> subprocess.CompletedProcess:
 
 def test_eval_matches_validation_loss(trained, tmp_path):
     out = tmp_path / "eval.json"
-    proc = run_eval(f"ckpt={trained['ckpt']}", "data.batch_size=4", "data.max_val_batches=3",
+    proc = run_eval(f"ckpt={trained['ckpt']}", "data.batch_size=4", "max_batches=3",
                     f"data.cache_dir={trained['root'] / 'cache'}", f"out={out}", "tasks=[]")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())

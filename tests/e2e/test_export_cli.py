@@ -24,6 +24,7 @@ def test_export_a_trained_checkpoint_to_hugging_face(tmp_path: Path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     train = subprocess.run(
         [*console_cmd("nextok-train", "nextok.cli.train"), "data=local_text", f"data.data_files={corpus}",
+         "data.document_unit=line",
          "data.vocab_size=300", "data.val_fraction=0.05", "data.batch_size=4", "model.block_size=32", "model.n_layer=1",
          "model.d_model=32", "model.n_head=2", "model.n_kv_head=1", "model.tie_embeddings=false",
          "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.enable_progress_bar=false",

@@ -17,6 +17,7 @@ def test_generate_on_a_checkpoint_written_by_nextok_train(tmp_path: Path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     train = subprocess.run(
         [*console_cmd("nextok-train", "nextok.cli.train"), "data=local_text", f"data.data_files={corpus}",
+         "data.document_unit=line",
          "data.vocab_size=300", "data.batch_size=4", "model.block_size=32", "model.n_layer=2",
          "model.d_model=32", "model.n_head=2", "model.n_kv_head=1", "trainer.max_steps=3",
          "trainer.val_check_interval=3", "trainer.enable_progress_bar=false",
@@ -33,7 +34,7 @@ def test_generate_on_a_checkpoint_written_by_nextok_train(tmp_path: Path):
 
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     gen = subprocess.run(
-        [*console_cmd("nextok-generate", "nextok.cli.generate"), f"ckpt={ckpt}", 'prompt="def f1"',
+        [*console_cmd("nextok-generate", "nextok.cli.generate"), f"ckpt={ckpt}", "prompt=def f1",
          "max_new_tokens=16", "seed=0", "top_k=20"],
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120,
     )

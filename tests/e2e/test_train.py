@@ -61,6 +61,7 @@ def tiny(shared: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
         "model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.n_kv_head=2",
         "model.block_size=32",
         "data.batch_size=4", "data.max_val_batches=2", "data.vocab_size=512",
+        "data.val_batch_size=64",  # the final whole-split validation in few batches
         f"data.tokenizer_path={shared['tok']}", f"data.cache_dir={shared['cache']}",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
         "trainer.log_every_n_steps=1", "trainer.val_check_interval=4",
@@ -219,10 +220,12 @@ def test_bad_value_is_a_one_line_error(shared, tmp_path):
 @pytest.mark.slow
 def test_max_time_is_honoured(shared, tmp_path):
     run = tmp_path / "run"
-    check(run_train(tiny(shared, run, "trainer.max_steps=1000000", "trainer.max_time=00:00:00:05",
-                         "schedule=constant", "callbacks.sampling=null")))
-    step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    proc = check(run_train(tiny(shared, run, "trainer.max_steps=1000000", "trainer.max_time=00:00:00:05",
+                                "schedule=constant", "callbacks.sampling=null")))
+    step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 0 < step < 1000000
+    # the summary says why the run ended early
+    assert f"[nextok] stopped by max_time at step {step} of 1000000" in proc.stdout
 
 
 @pytest.mark.slow

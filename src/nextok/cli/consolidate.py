@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from nextok.checkpoint import META_KEY
+from nextok.checkpoint import META_KEY, safe_load
 
 _METADATA = "meta.pt"  # written by Lightning's ModelParallelStrategy next to the shards
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -67,7 +67,7 @@ def consolidate(
         )
     if not (path / _METADATA).exists():
         raise ValueError(f"{path} has no {_METADATA} (Lightning's checkpoint metadata)")
-    meta: dict[str, Any] = torch.load(path / _METADATA, map_location="cpu", weights_only=False)
+    meta: dict[str, Any] = safe_load(path / _METADATA)
     if META_KEY not in meta:
         raise ValueError(f"{path}/{_METADATA} has no '{META_KEY}' entry: not written by nextok-train")
     if isinstance(dtype, str):

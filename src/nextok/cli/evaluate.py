@@ -73,7 +73,9 @@ def _evaluate(cfg: DictConfig, scratch: Path) -> dict:
         if cfg.batch_size:
             cfg.data.batch_size = cfg.batch_size
             cfg.data.val_batch_size = cfg.batch_size
-        if cfg.split == "val" and cfg.max_batches is not None:
+        if cfg.split == "val":
+            # max_batches=null: the whole held-out split, as the end of a training run reports it
+            # (data.max_val_batches only bounds the cheap periodic validations during training)
             cfg.data.max_val_batches = cfg.max_batches
     dm = instantiate(cfg.data)
     dm.prepare_data()

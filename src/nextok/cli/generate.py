@@ -16,6 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nextok.cli._conf import conf_dir
+from nextok.cli.literal_args import read_prompt_file, split_literal_args, unescape
 
 DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
           "fp16": "float16", "float16": "float16"}
@@ -51,37 +52,67 @@ def resolve_dtype(name: str, device):
     return getattr(torch, DTYPES[name])
 
 
-def unescape(text: str) -> str:
-    """``\\n`` -> newline, ``\\t`` -> tab: how to type them on a command line or in a prompt file."""
-    return text.replace("\\n", "\n").replace("\\t", "\t")
-
-
-def read_prompts(cfg: DictConfig) -> list[str]:
-    """``prompt`` or ``prompt_file`` (one prompt per line); ``\\n`` and ``\\t`` are unescaped."""
-    if cfg.prompt is not None and cfg.prompt_file is not None:
+def read_prompts(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> list[str]:
+    """The prompts: ``prompt=`` values as typed (``literal``, from the command line), else
+    ``cfg.prompt`` (Python callers), or ``prompt_file`` (one per line; ``-`` = stdin)."""
+    typed = (literal or {}).get("prompt") or []
+    given = typed or ([] if cfg.prompt is None else [str(cfg.prompt)])
+    if given and cfg.prompt_file is not None:
         raise UsageError("give prompt=... or prompt_file=..., not both")
     if cfg.prompt_file is None:
-        return [unescape("" if cfg.prompt is None else str(cfg.prompt))]
-    path = Path(str(cfg.prompt_file))
-    if not path.is_file():
-        raise UsageError(f"prompt_file={path} not found")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    prompts = [unescape(ln) for ln in lines if ln.strip()]
+        return [unescape(p) for p in given] or [""]
+    name = str(cfg.prompt_file)
+    if name != "-" and not Path(name).is_file():
+        raise UsageError(f"prompt_file={name} not found")
+    try:
+        prompts = read_prompt_file(name)
+    except UnicodeDecodeError as err:
+        raise UsageError(f"prompt_file={name} is not UTF-8 text (byte {err.start})") from err
     if not prompts:
-        raise UsageError(f"prompt_file={path} holds no prompts (one per line)")
+        raise UsageError(f"prompt_file={name} holds no prompts (one per line)")
     return prompts
 
 
-def run(cfg: DictConfig) -> dict:
-    """Load, generate and stream; returns the speed summary (also printed to stderr)."""
+def fit_max_new_tokens(prompt_lens: list[int], max_new_tokens: int, block_size: int) -> int:
+    """``max_new_tokens`` clipped so the longest prompt + new tokens fits ``block_size``, with a
+    one-line notice on stderr; a prompt that fills the block alone is an error."""
+    longest = max(prompt_lens)
+    room = block_size - longest
+    if room <= 0:
+        raise UsageError(
+            f"prompt of {longest} tokens leaves no room to generate: model.block_size is "
+            f"{block_size}; shorten the prompt"
+        )
+    if max_new_tokens > room:
+        print(
+            f"nextok-generate: note: max_new_tokens={max_new_tokens} clipped to {room}: the "
+            f"{longest}-token prompt + new tokens must fit model.block_size={block_size}",
+            file=sys.stderr,
+        )
+        return room
+    return max_new_tokens
+
+
+def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
+    """Load, generate and stream; returns the speed summary (also printed to stderr).
+
+    ``literal``: ``{"prompt": [...], "stop": [...]}`` as typed on the command line (see
+    :mod:`nextok.cli.literal_args`); Python callers may set ``cfg.prompt``/``cfg.stop`` instead.
+    """
     import torch
 
     from nextok.checkpoint import load_checkpoint
-    from nextok.generation import compile_decode_step, generate_text, make_generator
+    from nextok.generation import (
+        SamplingParams,
+        compile_decode_step,
+        encode_prompt,
+        generate_text,
+        make_generator,
+    )
 
     if not cfg.ckpt:
         raise UsageError("ckpt=PATH is required (a .ckpt file written by nextok-train)")
-    prompts = read_prompts(cfg)
+    prompts = read_prompts(cfg, literal)
     if not isinstance(cfg.num_samples, int) or cfg.num_samples < 1:
         raise UsageError(f"num_samples must be a positive integer, got {cfg.num_samples!r}")
     device = resolve_device(cfg.device)
@@ -94,12 +125,25 @@ def run(cfg: DictConfig) -> dict:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(f"cannot load checkpoint {cfg.ckpt}: {first}") from err
     model, tokenizer = loaded.model, loaded.tokenizer
+    eos, bos = loaded.special.eos, loaded.special.bos if loaded.special.add_bos else None
+    try:
+        lens = [len(encode_prompt(tokenizer, p, eos=eos, bos=bos)) for p in prompts]
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    if not isinstance(cfg.max_new_tokens, int) or cfg.max_new_tokens < 0:
+        raise UsageError(f"max_new_tokens must be a non-negative integer, got {cfg.max_new_tokens!r}")
+    max_new_tokens = fit_max_new_tokens(lens, cfg.max_new_tokens, model.config.block_size)
 
+    stops = [*(literal or {}).get("stop", []), *(str(s) for s in cfg.stop or [])]
     options = dict(
         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p,
-        repetition_penalty=cfg.repetition_penalty, stop=[unescape(str(s)) for s in cfg.stop or []],
-        eos=loaded.special.eos, bos=loaded.special.bos if loaded.special.add_bos else None,
+        repetition_penalty=cfg.repetition_penalty, stop=[unescape(s) for s in stops],
+        eos=eos, bos=bos,
     )
+    try:  # check the sampling options before anything is printed
+        SamplingParams(**{k: v for k, v in options.items() if k not in ("stop", "eos", "bos")})
+    except (TypeError, ValueError) as err:
+        raise UsageError(str(err)) from err
     generator = make_generator(cfg.seed, device)
     out = sys.stdout
 
@@ -118,7 +162,7 @@ def run(cfg: DictConfig) -> dict:
         options["decode_step"] = compile_decode_step(model)
         # warm-up (compilation) outside the timed runs, from a separate random stream
         try:
-            generate_text(model, tokenizer, prompts[:1], min(3, cfg.max_new_tokens), **options)
+            generate_text(model, tokenizer, prompts[:1], min(3, max_new_tokens), **options)
         except ValueError as err:
             raise UsageError(str(err)) from err
         print(f"compiled the decode step in {time.perf_counter() - t:.1f} s", file=sys.stderr)
@@ -134,7 +178,7 @@ def run(cfg: DictConfig) -> dict:
             t = time.perf_counter()
             try:
                 generate_text(
-                    model, tokenizer, [prompt], cfg.max_new_tokens, generator=generator,
+                    model, tokenizer, [prompt], max_new_tokens, generator=generator,
                     on_text=emit, on_token=count,
                     **options,
                 )
@@ -155,10 +199,13 @@ def run(cfg: DictConfig) -> dict:
     return dict(tokens=n_tokens, seconds=seconds, tokens_per_s=rate)
 
 
+_LITERAL: dict[str, list[str]] = {}
+
+
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="generate")
 def _main(cfg: DictConfig) -> None:
     try:
-        run(cfg)
+        run(cfg, _LITERAL)
     except UsageError as err:
         print(f"nextok-generate: error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -168,6 +215,9 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    # prompt=/stop= are free text: taken out before Hydra's override grammar sees them
+    sys.argv[1:], found = split_literal_args(sys.argv[1:])
+    _LITERAL.update(found)
     _main()
 
 

@@ -21,7 +21,7 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
-from nextok.data import cache
+from nextok.data import cache, local_files
 from nextok.data import sources as src
 from nextok.data.blocks import BlockSampler, TokenBlockDataset
 from nextok.data.packing import encode_stream, token_dtype
@@ -75,6 +75,8 @@ class LMDataModule(L.LightningDataModule):
         val_split: str | None = None,
         val_fraction: float = 0.01,
         text_column: str = "text",
+        document_unit: str = "file",
+        encoding_errors: str = "strict",
         streaming: bool = False,
         tokenizer_path: str | None = None,
         eos_token: str | None = None,
@@ -98,6 +100,14 @@ class LMDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
     ) -> None:
         super().__init__()
+        if document_unit not in local_files.DOCUMENT_UNITS:
+            raise ValueError(
+                f"data.document_unit must be one of {local_files.DOCUMENT_UNITS}, got {document_unit!r}"
+            )
+        if encoding_errors not in local_files.ENCODING_ERRORS:
+            raise ValueError(
+                f"data.encoding_errors must be one of {local_files.ENCODING_ERRORS}, got {encoding_errors!r}"
+            )
         if source not in src.SOURCES:
             raise ValueError(f"unknown data.source {source!r}; expected one of {src.SOURCES}")
         if block_size < 1 or batch_size < 1:
@@ -112,6 +122,8 @@ class LMDataModule(L.LightningDataModule):
         self.val_split = val_split
         self.val_fraction = val_fraction
         self.text_column = text_column
+        self.document_unit = document_unit
+        self.encoding_errors = encoding_errors
         self.streaming = streaming
         self.tokenizer_path = tokenizer_path
         self.eos_token = eos_token
@@ -198,6 +210,8 @@ class LMDataModule(L.LightningDataModule):
                 data_files=self.data_files,
                 streaming=self.streaming,
                 text_column=self.text_column,
+                document_unit=self.document_unit,
+                encoding_errors=self.encoding_errors,
             )
             train = src.load_source(self.source, self.split, **kw)
             if self.val_split:
@@ -284,6 +298,7 @@ class LMDataModule(L.LightningDataModule):
             held_out,
             self.text_column,
             tok_hash,
+            *((self.document_unit, self.encoding_errors) if self.source == "text" else ()),
         )
         label = (self.path or self.source).replace("/", "_")
         return f"{label}-{src.fingerprint(*parts)}"
@@ -548,7 +563,7 @@ class ResumableDataLoader(DataLoader):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._dm.load_state_dict(state_dict)
         epoch, batches = self._dm._resume
-        if isinstance(self.dataset, StreamingBlockDataset):
+        if hasattr(self.dataset, "skip_batches"):  # streaming (a source or a mixture of them)
             self.dataset.skip_batches = batches
         elif isinstance(self.sampler, BlockSampler):
             self.sampler.set_epoch(epoch)

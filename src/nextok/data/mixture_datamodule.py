@@ -7,8 +7,9 @@
       prose: {weight: 0.3, source: text, data_files: /data/books/*.txt}
 
 Each source is an :class:`LMDataModule` of its own (any source it reads: stdlib, hub, local
-text/json/parquet; streaming sources need ``cache_dir``, since blocks are drawn by index); keys a
-source does not set come from the top-level ``data.*`` keys. One tokenizer is trained on all
+text/json/parquet, streaming or not); keys a source does not set come from the top-level
+``data.*`` keys. With a streaming source (and no ``cache_dir``) the mixture is an endless stream
+(:mod:`nextok.data.mixture_stream`); otherwise blocks are drawn by index. One tokenizer is trained on all
 sources (bytes split by weight) and shared. Training draws blocks by the deterministic schedule of
 :mod:`nextok.data.mixture`; validation keeps one loader per source (``val/loss/<name>``).
 """
@@ -29,6 +30,7 @@ from nextok.data.mixture import (
     MixtureSchedule,
     normalize_weights,
 )
+from nextok.data.mixture_stream import MixtureStreamDataset
 
 
 class MixtureDataModule(LMDataModule):
@@ -69,11 +71,6 @@ class MixtureDataModule(LMDataModule):
                     f"{list(SOURCE_KEYS)}"
                 )
             child = LMDataModule(**{**shared, **spec})
-            if child.is_streaming:
-                raise ValueError(
-                    f"data.sources.{name}: a streaming source in a mixture needs data.cache_dir "
-                    "(tokenized once, then drawn by index)"
-                )
             self.names.append(str(name))
             self.children.append(child)
         self.weights = normalize_weights(weights, self.names)
@@ -86,7 +83,8 @@ class MixtureDataModule(LMDataModule):
 
     @property
     def is_streaming(self) -> bool:
-        return False
+        """A source streams without a cache: the mixture is then an endless stream too."""
+        return any(c.is_streaming for c in getattr(self, "children", ()))
 
     # ------------------------------------------------------------------ tokenizer / tokens
     def _tokenizer_training_texts(self) -> Iterator[str]:
@@ -118,6 +116,9 @@ class MixtureDataModule(LMDataModule):
         self._share_tokenizer()
         for name, child in zip(self.names, self.children):
             try:
+                if child.is_streaming:
+                    child._documents()  # fail early on a bad source; read lazily in the workers
+                    continue
                 if stage in (None, "fit") and child.train_tokens is None:
                     child.train_tokens = child._tokenize("train")
                 if stage in (None, "fit", "validate") and child.val_tokens is None:
@@ -133,13 +134,44 @@ class MixtureDataModule(LMDataModule):
             [c.train_dataset() for c in self.children], self.schedule, self.seed
         )
 
+    def streaming_dataset(
+        self, which: str = "train", rank: int | None = None, world_size: int | None = None
+    ) -> MixtureStreamDataset:
+        """The endless training stream of a mixture with streaming sources."""
+        if which != "train":
+            raise ValueError("a mixture validates per source (see val_dataloader)")
+        if rank is None or world_size is None:
+            rank, world_size = dist_info(self.trainer)
+        ds = MixtureStreamDataset(
+            [
+                c.streaming_dataset("train", rank, world_size)
+                if c.is_streaming
+                else c.train_dataset()
+                for c in self.children
+            ],
+            self.schedule,
+            rank=rank,
+            world_size=world_size,
+            batch_size=self.batch_size,
+            seed=self.seed,
+        )
+        if self._resume is not None:
+            ds.skip_batches = self._resume[1]
+        return ds
+
     def val_dataloader(self) -> list[DataLoader]:
         """One sequential loader per source (each capped by ``max_val_batches``)."""
-        if any(c.val_tokens is None for c in self.children):
+        if any(c.val_tokens is None and not c.is_streaming for c in self.children):
             self.setup("validate")
         rank, world = dist_info(self.trainer)
         loaders = []
         for child in self.children:
+            if child.is_streaming:
+                stream = child.streaming_dataset("val", rank, world)
+                if self.max_val_batches is not None:
+                    stream.max_blocks = self.max_val_batches * self.val_batch_size
+                loaders.append(DataLoader(stream, batch_size=self.val_batch_size, num_workers=0))
+                continue
             ds = child.val_dataset()
             n = len(ds)
             if self.max_val_batches is not None:
@@ -164,6 +196,9 @@ class MixtureDataModule(LMDataModule):
         gives every rank ``P`` positions of which ``P // batch_size`` full batches are used.
         """
         _, world = dist_info(self.trainer)
+        if self.is_streaming:  # one endless epoch
+            counts = self.schedule.counts(batches * self.batch_size * world)
+            return {n: int(c) * self.block_size for n, c in zip(self.names, counts)}
         per_rank = sum(c.train_dataset().n_blocks for c in self.children) // world
         used = (per_rank // self.batch_size) * self.batch_size if self.drop_last else per_rank
         counts = 0

@@ -19,6 +19,8 @@ from typing import Any
 import datasets
 import numpy as np
 
+from nextok.data import local_files
+
 SOURCES = ("stdlib", "hub", "text", "json", "parquet")
 
 # Directory names under the stdlib that hold test suites (not "library code" we want to learn
@@ -75,13 +77,7 @@ def _check_local_files(data_files: Any) -> None:
     """Fail early and clearly on a missing local file (instead of a deep `datasets` error)."""
     if data_files is None:
         raise ValueError("data.data_files is required for a local source (text/json/parquet)")
-    if isinstance(data_files, dict):
-        items = [f for v in data_files.values() for f in ([v] if isinstance(v, str) else v)]
-    elif isinstance(data_files, str):
-        items = [data_files]
-    else:
-        items = list(data_files)
-    for f in items:
+    for f in _flat(data_files):
         f = str(f)
         if any(c in f for c in "*?[") or "://" in f:
             continue  # glob / remote patterns are resolved by `datasets`
@@ -89,8 +85,16 @@ def _check_local_files(data_files: Any) -> None:
             raise FileNotFoundError(f"data.data_files: local file not found: {f}")
 
 
+def _flat(data_files: Any) -> list[str]:
+    if isinstance(data_files, dict):
+        return [str(f) for v in data_files.values() for f in ([v] if isinstance(v, str) else v)]
+    if isinstance(data_files, str):
+        return [data_files]
+    return [str(f) for f in data_files]
+
+
 def _all_empty(files: Any) -> bool:
-    items = [f for v in files.values() for f in ([v] if isinstance(v, str) else v)]
+    items = _flat(files)
     return all(Path(str(f)).is_file() and Path(str(f)).stat().st_size == 0 for f in items)
 
 
@@ -103,8 +107,14 @@ def load_source(
     data_files: Any = None,
     streaming: bool = False,
     text_column: str = "text",
+    document_unit: str = "file",
+    encoding_errors: str = "strict",
 ) -> datasets.Dataset | datasets.IterableDataset:
-    """Load one split of a document source and check its text column."""
+    """Load one split of a document source and check its text column.
+
+    Local ``data_files`` may name folders (their files, recursively) and globs. ``source=text``
+    reads each file as UTF-8 (``encoding_errors``) and makes documents of ``document_unit``
+    (``file``, ``paragraph`` or ``line``; :mod:`nextok.data.local_files`)."""
     if source == "stdlib":
         if split not in ("train", "all"):
             raise ValueError(f"the stdlib source has only a 'train' split (got split={split!r})")
@@ -113,17 +123,25 @@ def load_source(
             ds = ds.to_iterable_dataset()
     elif source in ("text", "json", "parquet"):
         _check_local_files(data_files)
-        files = data_files if isinstance(data_files, dict) else {"train": data_files}
+        files = local_files.expand_data_files(data_files)
+        files = files if isinstance(files, dict) else {"train": files}
         if isinstance(files, dict) and split not in files:
             raise ValueError(
                 f"split {split!r} not in data.data_files (has {sorted(files)}); give data_files as a "
                 "dict {split: files} or use split=train"
             )
+        if source == "text":
+            ds = local_files.load_text(files[split], document_unit, encoding_errors, streaming)
+            _check_text_column(ds, text_column, f"{source}:{data_files}[{split}]")
+            return ds
         try:
             ds = datasets.load_dataset(source, data_files=files, split=split, streaming=streaming)
         except Exception as e:  # noqa: BLE001 - re-raised with the file names
             if _all_empty(files):
                 raise ValueError(f"dataset {source}:{data_files} is empty (no documents)") from e
+            bad = local_files.first_non_utf8(_flat(files)) if source == "json" else None
+            if bad:
+                raise ValueError(bad) from None
             raise ValueError(
                 f"could not read local {source} files {data_files} (split {split!r}): {e}"
             ) from e
@@ -198,7 +216,10 @@ def split_train_val(
     if isinstance(ds, datasets.Dataset):
         n = len(ds)
         if n < 2:
-            raise ValueError(f"need at least 2 documents to hold out a validation set (got {n})")
+            raise ValueError(
+                f"need at least 2 documents to hold out a validation set (got {n}); for text "
+                "files, data.document_unit=paragraph or line makes several documents of one file"
+            )
         n_val = min(n - 1, max(1, round(n * val_fraction)))
         rng = np.random.default_rng(seed)
         is_val = np.zeros(n, dtype=bool)

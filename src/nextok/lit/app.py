@@ -23,8 +23,15 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from nextok.lit.callbacks import UnigramBaseline
 from nextok.lit.checkpoint_io import AtomicCheckpointIO
+from nextok.lit.config_check import check_config
+from nextok.lit.console import ModelSummaryWithFlops, ProgressBar, quiet_lightning, tee_console
+from nextok.lit.finish import summary, validate_whole_split
 from nextok.lit.module import LMModule, data_parallel_size
+from nextok.lit.resume import pair_tokenizer
+from nextok.lit.run_dir import RunState, run_dir_session
+from nextok.lit.signals import GracefulStop, StopRequested
 from nextok.model import ModelConfig
 
 SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|passw|credential|auth)", re.IGNORECASE)
@@ -184,6 +191,16 @@ def build_callbacks(cfg: DictConfig) -> list:
     return [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
 
 
+def console_callbacks(cfg: DictConfig) -> list:
+    """nextok's progress bar and model summary, where the trainer config enables them."""
+    out: list = []
+    if cfg.trainer.get("enable_progress_bar", True) is not False:
+        out.append(ProgressBar())
+    if cfg.trainer.get("enable_model_summary", True) is not False:
+        out.append(ModelSummaryWithFlops())
+    return out
+
+
 def wait_for_file(path: Path, timeout_s: float = 600.0) -> None:
     """Non-zero ranks wait for rank 0 to write a shared file (e.g. the trained tokenizer)."""
     t0 = time.monotonic()
@@ -236,17 +253,38 @@ def train(cfg: DictConfig, model_overrides: list[str] | None = None) -> dict[str
     """Fit a model as ``cfg`` describes; return the final callback metrics.
 
     ``model_overrides``: the ``model.*`` keys the user set explicitly (checked against
-    ``init_from``'s config; the CLI passes Hydra's command-line overrides).
-    """
+    ``init_from``'s config; the CLI passes Hydra's command-line overrides). Config values and
+    the model config are checked before anything is written or trained; the run dir is locked
+    for this process (rank 0) and removed again if it was new and the run fails before training
+    starts."""
     _one_log_handler()
+    quiet_lightning()
     run_dir = Path(cfg.run_dir)
     rank0 = is_rank_zero()
+    with run_dir_session(run_dir, rank0) as state:
+        check_config(cfg)
+        restore = tee_console(run_dir) if rank0 else None
+        try:
+            return _train(cfg, model_overrides, run_dir, rank0, state)
+        finally:
+            if restore is not None:
+                restore()
+
+
+def _train(
+    cfg: DictConfig, model_overrides: list[str] | None, run_dir: Path, rank0: bool, state: RunState
+) -> dict[str, float]:
     init = prepare_init_from(cfg, model_overrides or [], run_dir) if cfg.get("init_from") else None
     if rank0:
-        if cfg.get("print_config", True):
+        if cfg.get("print_config", False):
             print_config(cfg)
         save_config(cfg, run_dir)
     L.seed_everything(cfg.seed, workers=True)
+
+    # A resumed run uses the tokenizer its weights were trained with (embedded in the checkpoint).
+    ckpt_path = resolve_ckpt_path(cfg, run_dir)
+    if ckpt_path and rank0 and pair_tokenizer(ckpt_path, run_dir, cfg.data.get("tokenizer_path")):
+        print(f"[nextok] using the tokenizer embedded in {ckpt_path}", flush=True)
 
     # Data first: the tokenizer decides the vocabulary.
     datamodule = instantiate(cfg.data)
@@ -274,7 +312,6 @@ def train(cfg: DictConfig, model_overrides: list[str] | None = None) -> dict[str
     module.tokenizer = datamodule.tokenizer
     module.special_tokens = special
 
-    ckpt_path = resolve_ckpt_path(cfg, run_dir)
     if init is not None:
         module.export_info = {"init_from": init.path, "hf_family": init.hf_family}
         if ckpt_path is None:
@@ -287,8 +324,11 @@ def train(cfg: DictConfig, model_overrides: list[str] | None = None) -> dict[str
         )
     loggers = build_loggers(cfg, run_dir)
     plugins = [AtomicCheckpointIO()] if cfg.get("atomic_checkpoints", True) else []
+    graceful = GracefulStop()  # Ctrl-C / SIGTERM: finish the step, save last.ckpt, exit 130/143
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg), plugins=plugins,
+        cfg.trainer, logger=loggers or False,
+        callbacks=[*build_callbacks(cfg), *console_callbacks(cfg), graceful],
+        plugins=plugins,
         default_root_dir=str(run_dir),
     )
 
@@ -314,5 +354,22 @@ def train(cfg: DictConfig, model_overrides: list[str] | None = None) -> dict[str
     for lg in trainer.loggers:
         lg.log_hyperparams(hparams)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    module.val_scope = periodic_val_scope(datamodule)
+    state.started = True
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if graceful.signum is not None:
+        raise StopRequested(graceful.signum, trainer.global_step)
+    val_loss = validate_whole_split(trainer, module, datamodule)
+    if rank0:
+        baseline = next((c.baseline for c in trainer.callbacks if isinstance(c, UnigramBaseline)), None)
+        for line in summary(trainer, module, val_loss, baseline):
+            print(line, flush=True)
     return {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def periodic_val_scope(datamodule: Any) -> str:
+    """How much of the held-out split the periodic validations cover (printed with each)."""
+    n = getattr(datamodule, "max_val_batches", None)
+    if n is None:
+        return "the whole held-out split"
+    return f"a fixed subset of the held-out split (its first {n} batches per rank)"

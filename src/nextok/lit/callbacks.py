@@ -142,7 +142,8 @@ def _collect(loader: Any, max_batches: int) -> np.ndarray:
 
 
 class UnigramBaseline(L.Callback):
-    """Log the unigram baseline at the start and compare the final validation loss with it.
+    """Log the unigram baseline at the start; the run's summary compares the final val loss with it
+    (``nextok.lit.finish.summary``).
 
     Uses (the first ``max_tokens`` of) the datamodule's token arrays when it has them
     (``train_tokens``/``val_tokens``), otherwise up to ``max_batches`` batches of each dataloader.
@@ -173,21 +174,6 @@ class UnigramBaseline(L.Callback):
         )
         for logger in trainer.loggers:
             logger.log_metrics({"baseline/unigram_loss": self.baseline}, step=trainer.global_step)
-
-    @rank_zero_only
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        val = trainer.callback_metrics.get("val/loss")
-        if val is None or self.baseline is None:
-            return
-        val = float(val)
-        bpb = trainer.callback_metrics.get("val/bpb")
-        _say(
-            f"[nextok] final val loss {val:.4f} (ppl {math.exp(val):.1f}"
-            + (f", {float(bpb):.4f} bits/byte" if bpb is not None else "")
-            + ") vs unigram baseline "
-            f"{self.baseline:.4f} (ppl {math.exp(self.baseline):.1f}): "
-            f"{self.baseline - val:+.4f} nats/token better"
-        )
 
 
 __all__ = [

@@ -10,6 +10,7 @@ atomic on POSIX: readers see the old file or the new one, never a partial one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -18,17 +19,48 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
+class _Writes:
+    """A file's ``write`` that remembers the first ``OSError`` (e.g. ENOSPC), which
+    ``torch.save``'s C++ zip writer would otherwise report as a bare position mismatch."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` so that it is either fully written or untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            out = _Writes(f)
+            try:
+                torch.save(obj, out)
+            except RuntimeError:  # torch's zip writer hides a failed write ("unexpected pos")
+                if out.error is not None:
+                    raise out.error from None
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # read-only dir, full disk, quota: one clear line, old file untouched
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        previous = "the previous checkpoint there is intact" if path.exists() else "no earlier file there"
+        raise OSError(
+            err.errno, f"cannot write checkpoint {path}: {err.strerror or err} ({previous})"
+        ) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

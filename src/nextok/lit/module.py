@@ -120,6 +120,8 @@ class LMModule(L.LightningModule):
         self._val: LossTally | None = None
         self._val_names: list[str] | None = None
         self._token_bytes: torch.Tensor | None = None
+        # what validation covers, printed with each val/loss ("a fixed subset of ...", set by the app)
+        self.val_scope: str | None = None
 
     # ------------------------------------------------------------------ model
     def configure_model(self) -> None:
@@ -278,6 +280,7 @@ class LMModule(L.LightningModule):
         self._last_val = (torch.tensor(total["loss"]), self.global_step)
         self.log("val/loss", total["loss"], prog_bar=True, sync_dist=False)
         self.log("val/ppl", total["ppl"], sync_dist=False)
+        self.log("val/tokens", total["tokens"], sync_dist=False)  # how much of the split it covered
         if with_bytes:
             self.log("val/bpb", total["bpb"], sync_dist=False)
         for i, name in enumerate(self._val_names or []):
@@ -285,6 +288,11 @@ class LMModule(L.LightningModule):
             for key in ("loss", "bpb"):
                 if key in part:
                     self.log(f"val/{key}/{name}", part[key], sync_dist=False)
+        if self.val_scope and not self.trainer.sanity_checking:
+            self.print(
+                f"[nextok] step {self.global_step}: val/loss {total['loss']:.4f} on "
+                f"{self.val_scope} ({int(total['tokens']):,} tokens)"
+            )
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):

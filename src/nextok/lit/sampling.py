@@ -24,6 +24,7 @@ from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from nextok.data.prompts import held_out_prompts
 from nextok.generation import encode_prompt, generate_text, make_generator
 from nextok.model import Transformer
 
@@ -77,7 +78,7 @@ class SamplingCallback(pl.Callback):
 
     def __init__(
         self,
-        prompts: Sequence[str] = ("def ", "import ", "class "),
+        prompts: Sequence[str] | None = None,
         max_new_tokens: int = 64,
         temperature: float = 0.8,
         top_k: int | None = None,
@@ -88,13 +89,18 @@ class SamplingCallback(pl.Callback):
         min_p: float | None = None,
         repetition_penalty: float = 1.0,
         stop: Sequence[str] = (),
+        num_prompts: int = 3,
+        prompt_tokens: int = 8,
     ) -> None:
         super().__init__()
         if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps <= 0):
             raise ValueError(f"callbacks.sampling.every_n_steps must be a positive int or null, got {every_n_steps!r}")
         if isinstance(prompts, str):
             prompts = [prompts]
-        self.prompts = list(prompts)
+        # None: the openings of the first num_prompts held-out documents (prompt_tokens tokens)
+        self.prompts = None if prompts is None else list(prompts)
+        self.num_prompts = num_prompts
+        self.prompt_tokens = prompt_tokens
         self.max_new_tokens = max_new_tokens
         self.sampling = dict(
             temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
@@ -140,6 +146,10 @@ class SamplingCallback(pl.Callback):
         model = unsharded_model(pl_module.model, trainer.is_global_zero)
         texts = None
         if trainer.is_global_zero:
+            if self.prompts is None:
+                self.prompts = held_out_prompts(
+                    trainer.datamodule, tokenizer, self.num_prompts, self.prompt_tokens
+                ) or [""]  # no held-out documents: start new documents
             texts = self._generate(
                 model, tokenizer, pl_module.device, getattr(pl_module, "special_tokens", None)
             )

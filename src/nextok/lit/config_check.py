@@ -1,0 +1,112 @@
+"""Check a composed config before any work: value types against the constructors they feed.
+
+Hydra accepts ``optim.lr=fast`` (a string) and ``trainer.max_steps=abc``; the run then died
+deep inside PyTorch or Lightning with a ``TypeError`` that named no key, and ``model.n_layer=abc``
+failed only after the tokenizer had trained. Every ``_target_`` node's keys are constructor
+arguments, so their annotations say what each value must be; a mismatch is one line naming the
+key. Annotations this checker does not understand are not checked (never a false refusal).
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from nextok.model import ModelConfig
+
+# top-level nodes built from _target_ (callbacks and loggers are dicts of such nodes)
+NODES = ("model", "data", "module", "optim", "schedule", "trainer")
+GROUPS = ("callbacks", "logger")
+
+
+def _hints(target: str) -> dict[str, Any]:
+    from hydra._internal.utils import _locate
+
+    try:
+        obj = _locate(target)
+        init = obj.__init__ if inspect.isclass(obj) else obj
+        hints = typing.get_type_hints(init)
+    except Exception:  # noqa: BLE001 - unknown or unresolvable annotations: check nothing
+        return {}
+    hints.pop("return", None)
+    return hints
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint) if a is not type(None))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    names = {int: "an integer", float: "a number", bool: "true/false", str: "a string"}
+    if hint in names:
+        return names[hint]
+    if origin in (list, tuple, Sequence) or hint in (list, tuple):
+        return "a list"
+    if origin in (dict, Mapping) or hint is dict:
+        return "a mapping"
+    return getattr(hint, "__name__", str(hint))
+
+
+def matches(value: Any, hint: Any) -> bool | None:
+    """True/False when the annotation is understood, None when it is not (not checked)."""
+    if value is None or hint is Any:
+        return True  # nulls are the constructors' business (many defaults are None)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        results = [matches(value, a) for a in typing.get_args(hint)]
+        if any(r is True for r in results):
+            return True
+        return None if any(r is None for r in results) else False
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, Sequence) or hint in (list, tuple):
+        return isinstance(value, list | tuple)
+    if origin in (dict, Mapping) or hint is dict:
+        return isinstance(value, dict)
+    if hint is type(None):
+        return value is None
+    return None
+
+
+def check_node(name: str, node: Any) -> None:
+    """Raise ``ValueError`` naming ``name.key`` for the first value of the wrong type."""
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return
+    hints = _hints(str(node._target_))
+    plain = OmegaConf.to_container(node, resolve=True)
+    for key, value in plain.items():
+        if key.startswith("_") or key not in hints or isinstance(value, dict) and "_target_" in value:
+            continue
+        if matches(value, hints[key]) is False:
+            raise ValueError(f"{name}.{key}={value!r} is not {_describe(hints[key])}")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Types of every constructor argument, then the model config itself (before any data work)."""
+    for name in NODES:
+        check_node(name, cfg.get(name))
+    for group in GROUPS:
+        for key, node in (cfg.get(group) or {}).items():
+            check_node(f"{group}.{key}", node)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model.pop("_target_", None)
+    if model.get("vocab_size") is None:
+        model["vocab_size"] = max(int(cfg.get("pad_vocab_multiple_of") or 1), 256)  # checked later
+    try:
+        ModelConfig.from_dict(model)
+    except TypeError as err:
+        raise ValueError(f"model: {err}") from err

@@ -1,0 +1,65 @@
+"""Resuming a run: the checkpoint's weights must meet the tokenizer they were trained with.
+
+A run dir can hold another run's ``tokenizer.json`` (two runs in one dir), and ``ckpt_path=``
+into a new run dir used to train a fresh tokenizer: either way the old weights met other token
+ids, silently (val loss 6.40 -> 7.42). Every checkpoint embeds its tokenizer
+(``checkpoint["nextok"]["tokenizer_json"]``), so before any data work the resumed run takes that
+one: it is written to the run dir when the dir has none, and a different one already there (or
+given as ``data.tokenizer_path``) is refused with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from nextok.checkpoint import META_KEY, safe_load
+
+SHARDED_META = "meta.pt"  # Lightning's ModelParallelStrategy: the non-tensor part of a folder
+
+
+def checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The ``nextok`` entry of a checkpoint file or sharded folder (loaded with weights_only)."""
+    path = Path(path)
+    ckpt = safe_load(path / SHARDED_META if path.is_dir() else path)
+    meta = ckpt.get(META_KEY) if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} is not a nextok checkpoint (no '{META_KEY}' entry)")
+    return meta
+
+
+def _canonical(tokenizer_json: str) -> str:
+    """A tokenizer's JSON as the ``tokenizers`` library writes it, keys sorted (format-agnostic)."""
+    return json.dumps(json.loads(Tokenizer.from_str(tokenizer_json).to_str()), sort_keys=True)
+
+
+def pair_tokenizer(ckpt_path: str | Path, run_dir: Path, tokenizer_path: str | None) -> bool:
+    """Make the run use the checkpoint's tokenizer, or raise ``ValueError`` in one line.
+
+    Returns True when the checkpoint's tokenizer was written to ``<run_dir>/tokenizer.json``."""
+    meta = checkpoint_meta(ckpt_path)
+    embedded = meta.get("tokenizer_json")
+    if not embedded:
+        return False  # an old checkpoint without one: nothing to check against
+    mine = _canonical(embedded)
+    existing = Path(tokenizer_path) if tokenizer_path else run_dir / "tokenizer.json"
+    if existing.is_dir():  # a Hugging Face folder (init_from, data.tokenizer_path)
+        existing = existing / "tokenizer.json"
+    if existing.exists():
+        if _canonical(existing.read_text(encoding="utf-8")) != mine:
+            where = "data.tokenizer_path=" + str(existing) if tokenizer_path else str(existing)
+            raise ValueError(
+                f"{where} is not the tokenizer the weights in {ckpt_path} were trained with (it is "
+                "embedded in the checkpoint); resume in a run dir without another tokenizer.json, "
+                "or drop data.tokenizer_path"
+            )
+        return False
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / ".tokenizer.json.tmp"
+    Tokenizer.from_str(embedded).save(str(tmp))
+    os.replace(tmp, run_dir / "tokenizer.json")
+    return True

@@ -1,0 +1,44 @@
+"""Config values are checked against the constructors' annotations before any work."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from nextok.cli._conf import conf_dir
+from nextok.lit.config_check import check_config, matches
+
+
+def _cfg(*overrides: str):
+    with initialize_config_dir(conf_dir(), version_base="1.3"):
+        return compose("train", overrides=["run_dir=/tmp/unused", *overrides])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=fast", "optim.lr='fast' is not a number"),
+    ("trainer.max_steps=abc", "trainer.max_steps='abc' is not an integer"),
+    ("model.n_layer=abc", "model.n_layer='abc' is not an integer"),
+    ("data.batch_size=1.5", "data.batch_size=1.5 is not an integer"),
+    ("module.compile=maybe", "module.compile='maybe' is not true/false"),
+    ("callbacks.sampling.max_new_tokens=many", "callbacks.sampling.max_new_tokens='many' is not an integer"),
+    ("model.d_model=30", "model.d_model (30) must be divisible by model.n_head (4)"),
+])
+def test_wrong_values_name_the_key(override, message):
+    with pytest.raises(ValueError) as err:
+        check_config(_cfg(override))
+    assert str(err.value) == message or message in str(err.value)
+
+
+@pytest.mark.parametrize("overrides", [
+    [], ["experiment=llama_1b"], ["experiment=tinystories"], ["logger=many"], ["trainer=fsdp_cpu"],
+    ["trainer.max_time=00:00:01:00"], ["optim.lr=1"], ["model.vocab_size=4096"],
+])
+def test_shipped_configs_pass(overrides):
+    check_config(_cfg(*overrides))
+
+
+def test_matches():
+    assert matches(1, float) and matches(1.5, float) and not matches(True, float)
+    assert matches(None, int) and matches("x", int | str) and not matches("x", int | None)
+    assert matches([1], list[int]) and matches({"a": 1}, dict) and not matches("a", list)
+    assert matches(object(), type) is None  # not understood: not checked

@@ -1,0 +1,58 @@
+"""Run-dir lock (pid + host, stale takeover), temp-file cleanup, no empty dir on a failed start."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+
+import pytest
+
+from nextok.lit.run_dir import run_dir_session
+from nextok.lit.run_lock import LOCK_FILE, RunDirLock, RunDirLocked
+
+
+def test_live_lock_refused_dead_lock_taken_over(tmp_path):
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        (tmp_path / LOCK_FILE).write_text(json.dumps(
+            {"pid": sleeper.pid, "host": socket.gethostname(), "started": "then"}))
+        with pytest.raises(RunDirLocked, match=f"in use by pid {sleeper.pid} on {socket.gethostname()}"):
+            RunDirLock(tmp_path).acquire()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    lock = RunDirLock(tmp_path).acquire()  # the process is gone now: stale
+    assert lock.took_over["pid"] == sleeper.pid
+    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_other_host_refused_same_slurm_job_taken_over(tmp_path, monkeypatch):
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere", "slurm_job_id": "77"}))
+    with pytest.raises(RunDirLocked, match="on elsewhere"):
+        RunDirLock(tmp_path).acquire()
+    monkeypatch.setenv("SLURM_JOB_ID", "77")  # the same job, requeued onto another node
+    RunDirLock(tmp_path).acquire().release()
+
+
+def test_session_cleans_temp_files_and_removes_a_new_dir_on_failure(tmp_path):
+    run = tmp_path / "new"
+    (run / ".hydra").mkdir(parents=True)  # what Hydra creates before the app runs
+    with pytest.raises(ValueError), run_dir_session(run, rank0=True):
+        raise ValueError("bad config")
+    assert not run.exists()
+    old = tmp_path / "old"
+    (old / "checkpoints").mkdir(parents=True)
+    (old / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (old / "checkpoints" / ".last.ckpt.tmp-123").write_bytes(b"partial")
+    with pytest.raises(ValueError), run_dir_session(old, rank0=True):
+        raise ValueError("bad config")
+    assert (old / "checkpoints" / "last.ckpt").exists()  # an existing run is never removed
+    assert not (old / "checkpoints" / ".last.ckpt.tmp-123").exists()
+    with run_dir_session(old, rank0=True) as state:
+        state.started = True
+        assert (old / LOCK_FILE).exists()
+    assert not (old / LOCK_FILE).exists()
