@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from nextok.data.tokenizer import EOT, SpecialTokens, special_tokens
+from nextok.data.tokenizer import SpecialTokens, special_tokens
 from nextok.model import ModelConfig, Transformer
 
 META_KEY = "nextok"
@@ -39,8 +39,10 @@ class LoadedCheckpoint:
             else:  # a checkpoint from before special tokens were recorded: nextok's convention
                 try:
                     self.special = special_tokens(self.tokenizer)
-                except ValueError:  # no <|endoftext|>: nothing ends a row, nothing else breaks
-                    self.special = SpecialTokens(eos=EOT)
+                except ValueError as err:
+                    raise ValueError(
+                        f"the checkpoint records no special tokens and its tokenizer gives none: {err}"
+                    ) from None
 
 
 class UnsafeCheckpointError(ValueError):
@@ -125,7 +127,7 @@ def load_hf_checkpoint(
     """A Hugging Face model folder (``config.json`` + safetensors + ``tokenizer.json``)."""
     from nextok.hf import build_model, read_hf_folder
 
-    m = read_hf_folder(path)
+    m = read_hf_folder(path, dropout=0.0)  # inference: the file's dropout rates do not matter
     if m.tokenizer is None:
         raise FileNotFoundError(f"{path / 'tokenizer.json'} not found (the model's tokenizer)")
     model = build_model(m.config, m.state_dict, str(path))

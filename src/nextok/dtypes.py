@@ -27,3 +27,11 @@ def as_dtype(value: str | torch.dtype | None, key: str = "dtype") -> torch.dtype
     if name not in DTYPES:
         raise ValueError(f"{key}: unknown dtype {value!r}; use one of {sorted(DTYPES)}")
     return DTYPES[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"`` (the name ``config.json`` files use)."""
+    name = str(dtype).removeprefix("torch.")
+    if DTYPES.get(name) is not dtype:
+        raise ValueError(f"dtype {dtype} has no name in nextok (known: {sorted(DTYPES)})")
+    return name

@@ -58,6 +58,9 @@ def test_resolution_rules(tmp_path):
     assert (s.eos, s.bos, s.add_bos) == (EOS, BOS, True)  # from the post-processor
 
     llama2 = bpe(["<unk>", "<s>", "</s>"], template=False)
+    llama2.post_processor = processors.TemplateProcessing(  # as Llama 2's tokenizer.json
+        single="<s> $A", special_tokens=[("<s>", llama2.token_to_id("<s>"))]
+    )
     cfg = {"bos_token": {"content": "<s>"}, "eos_token": "</s>", "add_bos_token": True}
     assert special_tokens(llama2, cfg) == SpecialTokens("</s>", "<s>", add_bos=True, pad="</s>")
     assert not special_tokens(llama2, cfg, add_bos=False).add_bos
@@ -84,6 +87,7 @@ def test_documents_get_bos_and_the_tokenizers_eos(tmp_path):
     dm = LMDataModule(
         source="text",
         data_files=str(corpus),
+        document_unit="line",
         tokenizer_path=str(tdir),
         block_size=16,
         batch_size=2,

@@ -164,11 +164,11 @@ def load_tokenizer_config(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def _adds_bos(tok: Tokenizer, bos_id: int) -> bool:
-    """Whether the tokenizer's own post-processor prepends ``bos`` (e.g. Llama 3's template)."""
+def _prepended(tok: Tokenizer) -> int | None:
+    """The token id the tokenizer's own post-processor prepends (e.g. Llama 3's BOS), or None."""
     with_special = tok.encode("a", add_special_tokens=True).ids
     plain = tok.encode("a", add_special_tokens=False).ids
-    return len(with_special) > len(plain) and with_special[0] == bos_id
+    return with_special[0] if len(with_special) > len(plain) and with_special[0] != plain[0] else None
 
 
 def special_tokens(
@@ -200,19 +200,64 @@ def special_tokens(
     if bos_tok is not None and tok.token_to_id(bos_tok) is None:
         raise ValueError(f"{where}: tokenizer_config.json bos_token={bos_tok!r} is not in the vocabulary")
     if add_bos is None:
-        add_bos = config.get("add_bos_token")
-        if add_bos is None:
-            add_bos = bos_tok is not None and _adds_bos(tok, tok.token_to_id(bos_tok))
+        add_bos = _add_bos_from_files(tok, config, bos_tok, where)
     if add_bos and bos_tok is None:
         raise ValueError(f"{where}: BOS requested (add_bos) but tokenizer_config.json names no bos_token")
     pad_tok = _content(config.get("pad_token"))
     if pad_tok is not None and tok.token_to_id(pad_tok) is None:
-        pad_tok = None  # a pad token outside the vocabulary is of no use to anyone
+        raise ValueError(f"{where}: tokenizer_config.json pad_token={pad_tok!r} is not in the vocabulary")
     if pad_tok is None and tok.token_to_id(PAD) is not None:
         pad_tok = PAD
     if pad_tok is None:  # the usual choice for decoder-only models: padding is masked out anyway
         pad_tok = eos_tok
     return SpecialTokens(eos=eos_tok, bos=bos_tok, add_bos=bool(add_bos), pad=pad_tok)
+
+
+def _add_bos_from_files(
+    tok: Tokenizer, config: dict[str, Any], bos_tok: str | None, where: str
+) -> bool:
+    """Whether documents start with BOS, when ``tokenizer_config.json`` (``add_bos_token``,
+    ``bos_token``) and ``tokenizer.json``'s post-processor (what transformers runs) agree;
+    a one-line error naming both files when they do not."""
+    said = config.get("add_bos_token")
+    first = _prepended(tok)
+    adds = tok.id_to_token(first) if first is not None else None
+    if adds is not None and (said is False or bos_tok != adds):
+        cfg = f"add_bos_token={said}" if said is False else f"bos_token={bos_tok!r}"
+        raise ValueError(
+            f"{where}: tokenizer_config.json says {cfg} but tokenizer.json's post-processor "
+            f"prepends {adds!r}; set data.add_bos=true or false to choose"
+        )
+    if adds is None and said:
+        raise ValueError(
+            f"{where}: tokenizer_config.json says add_bos_token=true but tokenizer.json's "
+            "post-processor prepends no BOS; set data.add_bos=true or false to choose"
+        )
+    return adds is not None
+
+
+def encodes_as_trained(tok: Tokenizer, special: SpecialTokens) -> Tokenizer:
+    """A copy whose post-processor (what transformers runs) prepends BOS exactly when training
+    did, so the files written with ``hf_tokenizer_config(special)`` agree with each other."""
+    tok = Tokenizer.from_str(tok.to_str())
+    bos_id = special.bos_id(tok)
+    first = _prepended(tok)
+    if bos_id is not None and first != bos_id:
+        tok.post_processor = processors.Sequence(
+            [p for p in [tok.post_processor] if p is not None and first is None]
+            + [
+                processors.TemplateProcessing(
+                    single=f"{special.bos} $A",
+                    pair=f"{special.bos} $A $B",
+                    special_tokens=[(special.bos, bos_id)],
+                )
+            ]
+        )
+    elif bos_id is None and first is not None:
+        # it would add a token the model was not trained with (e.g. data.add_bos=false on a
+        # Llama 3 tokenizer): drop the template
+        tok.post_processor = None
+    return tok
 
 
 def hf_tokenizer_config(special: SpecialTokens, model_max_length: int | None = None) -> dict:

@@ -13,7 +13,6 @@ from nextok.hf.folder import (
     import_hf,
     is_hf_folder,
     read_hf_folder,
-    to_hf_state_dict,
 )
 
 
@@ -32,5 +31,4 @@ __all__ = [
     "import_hf",
     "is_hf_folder",
     "read_hf_folder",
-    "to_hf_state_dict",
 ]

@@ -78,10 +78,14 @@ _SCALING_KEYS = {
 def rope_in(c: dict, where: str) -> tuple[float, dict | None]:
     """(theta, our rope_scaling) from ``rope_parameters`` (transformers 5) or the legacy
     ``rope_theta`` + ``rope_scaling`` fields."""
-    params = c.get("rope_parameters") or c.get("rope_scaling") or {}
-    field = "rope_parameters" if c.get("rope_parameters") else "rope_scaling"
-    if not isinstance(params, dict):
-        raise _refuse(where, field, params, "expected one dict of RoPE parameters")
+    for key in ("rope_scaling", "rope_parameters"):
+        if c.get(key) and not isinstance(c[key], dict):
+            raise _refuse(where, key, c[key], "expected one dict of RoPE parameters")
+    if c.get("rope_scaling") and c.get("rope_parameters"):
+        _same_rope(c, where)
+    # transformers reads ``rope_scaling or rope_parameters``
+    field = "rope_scaling" if c.get("rope_scaling") else "rope_parameters"
+    params = c.get(field) or {}
     params = dict(params)
     kind = params.pop("rope_type", None) or params.pop("type", None) or "default"
     params.pop("type", None)
@@ -114,6 +118,28 @@ def rope_in(c: dict, where: str) -> tuple[float, dict | None]:
     return theta, {"type": kind, **{k: params[k] for k in _SCALING_KEYS[kind]}}
 
 
+def _rope_kind(d: dict) -> tuple[str, dict]:
+    d = dict(d)
+    kind = d.pop("rope_type", None) or d.pop("type", None) or "default"
+    d.pop("type", None)
+    return kind, d
+
+
+def _same_rope(c: dict, where: str) -> None:
+    """Both ``rope_scaling`` and ``rope_parameters`` are set: transformers uses ``rope_scaling``
+    (theta from it, else ``rope_theta``, else 10000); refuse unless both say the same."""
+    ks, ds = _rope_kind(c["rope_scaling"])
+    kp, dp = _rope_kind(c["rope_parameters"])
+    theta_s = float(ds.pop("rope_theta", c.get("rope_theta", 10000.0)))
+    theta_p = dp.pop("rope_theta", None)
+    if ks != kp or ds != dp or (theta_p is not None and float(theta_p) != theta_s):
+        raise UnsupportedConfig(
+            f"{where}: rope_scaling={c['rope_scaling']!r} and rope_parameters="
+            f"{c['rope_parameters']!r} disagree (transformers reads rope_scaling, with theta "
+            f"{theta_s}); keep only the one the weights were trained with"
+        )
+
+
 def rope_out(cfg: ModelConfig) -> dict:
     """Legacy ``rope_theta`` + ``rope_scaling``: read by transformers 4.x and 5.x alike."""
     scaling = None
@@ -124,6 +150,10 @@ def rope_out(cfg: ModelConfig) -> dict:
 
 
 # ---------------------------------------------------------------------- families
+# transformers' defaults for a missing key (MistralConfig / Qwen2Config / Qwen3Config, checked
+# against the installed transformers by tests/hf/test_review_fixes.py)
+SLIDING_DEFAULTS = {"mistral": 4096, "qwen2": 4096, "qwen3": 4096}
+MAX_WINDOW_LAYERS_DEFAULT = 28
 @dataclass(frozen=True)
 class Family:
     model_type: str
@@ -136,7 +166,11 @@ class Family:
     def config_out(self, cfg: ModelConfig) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def config_in(self, c: dict, where: str, block_size: int | None = None) -> ModelConfig:
+    def config_in(
+        self, c: dict, where: str, block_size: int | None = None, dropout: float | None = None
+    ) -> ModelConfig:
+        """``block_size`` may shorten the context; ``dropout`` (the user's ``model.dropout``, or
+        0 for inference) replaces the file's training-only dropout fields."""
         raise NotImplementedError  # pragma: no cover - abstract
 
     def rows(self, cfg: ModelConfig) -> list[Row]:  # pragma: no cover - abstract
@@ -228,7 +262,9 @@ class LlamaLike(Family):
                 out["use_sliding_window"] = False
         return out
 
-    def config_in(self, c: dict, where: str, block_size: int | None = None) -> ModelConfig:
+    def config_in(
+        self, c: dict, where: str, block_size: int | None = None, dropout: float | None = None
+    ) -> ModelConfig:
         handled = {
             "vocab_size",
             "hidden_size",
@@ -272,13 +308,14 @@ class LlamaLike(Family):
         if c.get("hidden_act", "silu") not in ("silu", "swish"):
             raise _refuse(where, "hidden_act", c["hidden_act"], "the SwiGLU MLP uses silu")
         block = _block_size(c, "max_position_embeddings", where, block_size)
-        self._check_window(c, where, block)
-        if float(c.get("attention_dropout") or 0.0) != 0.0:
+        self._check_window(c, where, block, n_layer)
+        if dropout is None and float(c.get("attention_dropout") or 0.0) != 0.0:
             raise _refuse(
                 where,
                 "attention_dropout",
                 c["attention_dropout"],
-                "nextok's dropout also drops residuals; set it to 0 and use model.dropout",
+                "nextok's dropout also drops residuals; set it to 0 and use model.dropout "
+                "(or override model.dropout)",
             )
         attn_bias = bool(c.get("attention_bias", False))
         if attn_bias and self.attn_bias != "config":
@@ -308,29 +345,48 @@ class LlamaLike(Family):
             mlp_bias=bool(c.get("mlp_bias", False)),
             qk_norm=self.qk_norm,
             tie_embeddings=bool(c.get("tie_word_embeddings", False)),
+            dropout=float(dropout or 0.0),
         )
 
-    def _check_window(self, c: dict, where: str, block: int) -> None:
+    def _check_window(self, c: dict, where: str, block: int, n_layer: int) -> None:
+        """Which layers slide, computed as transformers does (a missing key takes the config
+        class's default); refused when a sliding layer's window is shorter than the context."""
         if not self.sliding:
             return
-        window = c.get("sliding_window")
-        layer_types = c.get("layer_types") or []
-        on = (
-            window is not None
-            if self.model_type == "mistral"
-            else bool(c.get("use_sliding_window")) or "sliding_attention" in layer_types
-        )
-        bad = [t for t in layer_types if t not in ("full_attention", "sliding_attention")]
-        if bad:
-            raise _refuse(where, "layer_types", bad[0], "nextok has full causal attention only")
-        if on and window is not None and window < block:
+        layer_types = c.get("layer_types")
+        if self.model_type == "mistral":  # one window for every layer; layer_types not read
+            window = c.get("sliding_window", SLIDING_DEFAULTS["mistral"])
+            sliding = window is not None
+        else:
+            use = bool(c.get("use_sliding_window", False))
+            window = c.get("sliding_window", SLIDING_DEFAULTS[self.model_type]) if use else None
+            first = c.get("max_window_layers", MAX_WINDOW_LAYERS_DEFAULT)
+            if layer_types is None:
+                layer_types = [
+                    "sliding_attention" if window is not None and i >= first else "full_attention"
+                    for i in range(n_layer)
+                ]
+            bad = [t for t in layer_types if t not in ("full_attention", "sliding_attention")]
+            if bad:
+                raise _refuse(where, "layer_types", bad[0], "nextok has full causal attention only")
+            sliding = "sliding_attention" in layer_types
+            if sliding and window is None:
+                raise _refuse(
+                    where,
+                    "layer_types",
+                    "sliding_attention",
+                    "use_sliding_window is false, so the window those layers use is undefined",
+                )
+        if sliding and window < block:
+            src = "sliding_window" if "sliding_window" in c else "sliding_window (default)"
             raise _refuse(
                 where,
-                "sliding_window",
+                src,
                 window,
                 f"it is shorter than the context ({block}); nextok has no sliding-window attention. "
                 f"With model.block_size <= {window} the computation is identical "
-                f"(init_from: model.block_size={window})",
+                f"(init_from: model.block_size={window}; nextok-generate/nextok-eval: "
+                f"block_size={window})",
             )
 
     def rows(self, cfg: ModelConfig) -> list[Row]:
@@ -431,7 +487,9 @@ class GPT2(Family):
             "tie_word_embeddings": cfg.tie_embeddings,
         }
 
-    def config_in(self, c: dict, where: str, block_size: int | None = None) -> ModelConfig:
+    def config_in(
+        self, c: dict, where: str, block_size: int | None = None, dropout: float | None = None
+    ) -> ModelConfig:
         handled = {
             "vocab_size",
             "n_positions",
@@ -475,7 +533,9 @@ class GPT2(Family):
             pos="learned",
             mlp=_GELU[act],
             bias=True,
-            dropout=_dropout(c, where, ("resid_pdrop", "embd_pdrop", "attn_pdrop")),
+            dropout=float(dropout)
+            if dropout is not None
+            else _dropout(c, where, ("resid_pdrop", "embd_pdrop", "attn_pdrop")),
             tie_embeddings=bool(c.get("tie_word_embeddings", True)),
         )
 
@@ -535,9 +595,18 @@ _register_moe_families()
 EXPORT_ORDER = ("llama", "qwen2", "qwen3", "gpt2", "mistral", "qwen3_moe", "mixtral")
 
 
-def family_for_export(cfg: ModelConfig, prefer: str | None = None) -> Family:
-    """The family to write ``cfg`` as: ``prefer`` (e.g. the imported one) if it fits, else the
-    first that does; an error listing why each family does not fit."""
+def family_for_export(
+    cfg: ModelConfig, family: str | None = None, prefer: str | None = None
+) -> Family:
+    """The family to write ``cfg`` as: ``family`` (the user's choice: used or refused),
+    else ``prefer`` (a hint, e.g. the imported family) if it fits, else the first that does."""
+    if family is not None:
+        if family not in FAMILIES:
+            raise ValueError(f"family={family!r} is not one of {sorted(FAMILIES)}")
+        why = FAMILIES[family].why_not(cfg)
+        if why is not None:
+            raise ValueError(f"family={family!r} cannot express this model: it {why}")
+        return FAMILIES[family]
     if prefer is not None and prefer in FAMILIES and FAMILIES[prefer].why_not(cfg) is None:
         return FAMILIES[prefer]
     reasons = {}

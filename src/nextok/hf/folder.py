@@ -13,15 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, processors
+from tokenizers import Tokenizer
 
 from nextok.data.tokenizer import (
     TOKENIZER_FILE,
     SpecialTokens,
+    encodes_as_trained,
     hf_tokenizer_config,
     load_tokenizer_config,
     special_tokens,
 )
+from nextok.dtypes import as_dtype, dtype_name
 from nextok.hf import weights as W
 from nextok.hf.card import model_card
 from nextok.hf.families import Family, family_for_export, family_for_import
@@ -29,7 +31,6 @@ from nextok.model import ModelConfig, Transformer
 
 CONFIG = "config.json"
 GENERATION_CONFIG = "generation_config.json"
-DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
 def is_hf_folder(path: str | Path) -> bool:
@@ -38,15 +39,6 @@ def is_hf_folder(path: str | Path) -> bool:
 
 
 # ---------------------------------------------------------------------- out
-def to_hf_state_dict(
-    model: Transformer, family: str | None = None
-) -> tuple[dict[str, torch.Tensor], dict]:
-    """Our weights under HF names and the ``config.json`` dict (no token ids, no dtype)."""
-    fam = family_for_export(model.config, family)
-    sd = {k: v for k, v in model.state_dict().items()}
-    return W.from_ours(sd, fam.rows(model.config)), fam.config_out(model.config)
-
-
 def export_hf(
     model: Transformer,
     out_dir: str | Path,
@@ -56,25 +48,25 @@ def export_hf(
     dtype: str = "fp32",
     max_shard_size: int | str | None = "5GB",
     family: str | None = None,
+    prefer: str | None = None,
     card: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a publishable folder; ``family`` prefers a model_type (e.g. the imported one).
+    """Write a publishable folder as ``family`` (the user's choice: used or refused), else as
+    ``prefer`` (e.g. the imported family) when it fits, else the first family that fits.
 
     ``card`` adds facts to the model card (``tokens_seen``, ``val_loss``, ``val_step``,
     ``train_config``, ``source``).
     """
-    if dtype not in W.DTYPES:
-        raise ValueError(f"dtype must be one of fp32, bf16, fp16; got {dtype!r}")
-    torch_dtype = W.DTYPES[dtype]
+    torch_dtype = as_dtype(dtype, "dtype")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = model.config
-    fam = family_for_export(cfg, family)
+    fam = family_for_export(cfg, family, prefer)
     tensors = W.from_ours(dict(model.state_dict()), fam.rows(cfg))
     if tokenizer is not None and special is None:
         special = special_tokens(tokenizer)
     ids = _token_ids(tokenizer, special)
-    hf_cfg = {**fam.config_out(cfg), **ids, "torch_dtype": DTYPE_NAMES[torch_dtype]}
+    hf_cfg = {**fam.config_out(cfg), **ids, "torch_dtype": dtype_name(torch_dtype)}
     W.write_tensors(tensors, out_dir, torch_dtype, W.parse_size(max_shard_size))
     W.write_json(out_dir / CONFIG, hf_cfg)
     W.write_json(out_dir / GENERATION_CONFIG, {**ids, "max_length": cfg.block_size})
@@ -85,7 +77,7 @@ def export_hf(
         fam.model_type,
         fam.architecture,
         model.num_parameters(),
-        DTYPE_NAMES[torch_dtype],
+        dtype_name(torch_dtype),
         card or {},
     )
     (out_dir / "README.md").write_text(text)
@@ -104,26 +96,7 @@ def _token_ids(tokenizer: Tokenizer | None, special: SpecialTokens | None) -> di
 
 
 def _write_tokenizer(tok: Tokenizer, special: SpecialTokens, out_dir: Path, max_len: int) -> None:
-    tok = Tokenizer.from_str(tok.to_str())
-    bos_id = special.bos_id(tok)
-    plain = tok.encode("a", add_special_tokens=False).ids
-    with_special = tok.encode("a", add_special_tokens=True).ids
-    if bos_id is not None and with_special[:1] != [bos_id]:
-        # transformers encodes with the post-processor: make it prepend BOS as training did
-        tok.post_processor = processors.Sequence(
-            [p for p in [tok.post_processor] if p is not None]
-            + [
-                processors.TemplateProcessing(
-                    single=f"{special.bos} $A",
-                    pair=f"{special.bos} $A $B",
-                    special_tokens=[(special.bos, bos_id)],
-                )
-            ]
-        )
-    elif bos_id is None and len(with_special) > len(plain):
-        # it would add tokens the model was not trained with (e.g. data.add_bos=false on a
-        # Llama 3 tokenizer): drop the template so transformers encodes as training did
-        tok.post_processor = None
+    tok = encodes_as_trained(tok, special)
     tok.save(str(out_dir / TOKENIZER_FILE))
     (out_dir / TOKENIZER_FILE).chmod(W.FILE_MODE)
     W.write_json(out_dir / "tokenizer_config.json", hf_tokenizer_config(special, max_len))
@@ -145,7 +118,9 @@ class HFModel:
     special: SpecialTokens | None
 
 
-def read_config(folder: str | Path, block_size: int | None = None) -> tuple[ModelConfig, Family]:
+def read_config(
+    folder: str | Path, block_size: int | None = None, dropout: float | None = None
+) -> tuple[ModelConfig, Family]:
     folder = Path(folder)
     f = folder / CONFIG
     if not f.is_file():
@@ -155,22 +130,24 @@ def read_config(folder: str | Path, block_size: int | None = None) -> tuple[Mode
     except json.JSONDecodeError as e:
         raise ValueError(f"{f}: not valid JSON ({e})") from None
     fam = family_for_import(c, str(f))
-    return fam.config_in(c, str(f), block_size), fam
+    return fam.config_in(c, str(f), block_size, dropout), fam
 
 
 def read_hf_folder(
     folder: str | Path,
     *,
     block_size: int | None = None,
+    dropout: float | None = None,
     dtype: torch.dtype | None = torch.float32,
     with_tokenizer: bool = True,
 ) -> HFModel:
     """Config + our state dict (+ tokenizer and its special tokens when the folder has one).
 
-    ``block_size`` may shorten the context (a learned position table is cut to it).
+    ``block_size`` may shorten the context (a learned position table is cut to it);
+    ``dropout`` replaces the file's dropout fields (0 for inference).
     """
     folder = Path(folder)
-    cfg, fam = read_config(folder, block_size)
+    cfg, fam = read_config(folder, block_size, dropout)
     hf = W.read_tensors(folder, dtype)
     sd = W.to_ours(hf, fam, fam.rows(cfg), f"{folder} (model_type {fam.model_type})")
     if "pos_emb.weight" in sd and sd["pos_emb.weight"].shape[0] > cfg.block_size:
@@ -202,8 +179,14 @@ def build_model(cfg: ModelConfig, state_dict: dict[str, torch.Tensor], where: st
 
 
 def import_hf(
-    folder: str | Path, *, block_size: int | None = None, dtype: torch.dtype = torch.float32
+    folder: str | Path,
+    *,
+    block_size: int | None = None,
+    dropout: float | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Transformer:
     """Load a Hugging Face folder (Llama / Mistral / Qwen2 / Qwen3 / GPT-2) as a Transformer."""
-    m = read_hf_folder(folder, block_size=block_size, dtype=dtype, with_tokenizer=False)
+    m = read_hf_folder(
+        folder, block_size=block_size, dropout=dropout, dtype=dtype, with_tokenizer=False
+    )
     return build_model(m.config, m.state_dict, str(folder)).eval()

@@ -20,14 +20,6 @@ from nextok.hf.families import Family, Row
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 FILE_MODE = 0o644
-DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
 
 
 def weight_files(folder: Path) -> list[Path]:

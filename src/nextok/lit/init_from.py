@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from nextok.data.tokenizer import SpecialTokens, hf_tokenizer_config
+from nextok.data.tokenizer import SpecialTokens, encodes_as_trained, hf_tokenizer_config
 from nextok.model import ModelConfig
 
 ALLOWED = ("dropout", "init_std", "block_size")  # do not change what the weights compute
@@ -53,7 +53,7 @@ def load_source(path: str, overrides: dict[str, Any]) -> InitSource:
         raise FileNotFoundError(f"init_from={path} does not exist")
     block = overrides.get("block_size")
     if is_hf_folder(p):
-        m = read_hf_folder(p, block_size=block)
+        m = read_hf_folder(p, block_size=block, dropout=overrides.get("dropout"))
         src = InitSource(str(p), m.config, m.state_dict, m.tokenizer, m.special, m.family)
     elif p.is_dir():
         raise FileNotFoundError(
@@ -100,7 +100,7 @@ def write_tokenizer(src: InitSource, folder: Path) -> Path:
     every rank may write the same files)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in (
-        ("tokenizer.json", src.tokenizer.to_str()),
+        ("tokenizer.json", encodes_as_trained(src.tokenizer, src.special).to_str()),
         ("tokenizer_config.json", json.dumps(hf_tokenizer_config(src.special), indent=2)),
     ):
         tmp = folder / f".{name}.{os.getpid()}.tmp"
