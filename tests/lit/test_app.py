@@ -29,7 +29,7 @@ def _compose(*overrides):
 def test_vocab_from_tokenizer_padded():
     cfg = _compose()
     assert cfg.model.vocab_size is None
-    assert resolve_model_config(cfg, 4000).vocab_size == 4032  # padded to a multiple of 64
+    assert resolve_model_config(cfg, 4000).vocab_size == 4096  # padded to a multiple of 128
     assert resolve_model_config(_compose("pad_vocab_multiple_of=1"), 4000).vocab_size == 4000
     assert resolve_model_config(_compose("model.vocab_size=5000"), 4000).vocab_size == 5000
     with pytest.raises(ValueError, match="model.vocab_size=100 is smaller"):

@@ -90,7 +90,9 @@ def test_grad_clipping(tmp_path, tiny_config):
         ).item())
 
     module.on_before_optimizer_step = spy
-    make_trainer(tmp_path, max_steps=2, limit_val_batches=0).fit(module, datamodule=CountingData())
+    make_trainer(tmp_path, max_steps=2, limit_val_batches=0, log_every_n_steps=1).fit(
+        module, datamodule=CountingData()
+    )
     assert seen and all(n <= 1e-3 * 1.001 for n in seen)
     assert float(module.trainer.logged_metrics["train/grad_norm"]) > 1e-3  # pre-clip norm logged
 

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 from lightning.fabric.utilities.throughput import Throughput
 from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
 from lightning.pytorch.callbacks import ThroughputMonitor as _LightningThroughputMonitor
+from lightning.pytorch.callbacks.progress.rich_progress import (
+    RichProgressBar as _LightningRichProgressBar,
+)
+from lightning.pytorch.callbacks.progress.tqdm_progress import TQDMProgressBar
 from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
+
+from nextok.lit.module import is_log_step
 
 
 @rank_zero_only
@@ -57,12 +65,53 @@ def _batch_tokens(batch: Any) -> int:
     return int(batch[0].numel())
 
 
+class _LogStepMetrics:
+    """Progress-bar numbers refreshed at log steps only, training numbers as host floats.
+
+    Lightning converts every metric logged with ``prog_bar=True`` to a Python number after every
+    batch (one host-device sync each, also for values logged steps ago). So training logs none:
+    the module and the throughput monitor put host floats, read at log steps, in
+    ``pl_module.progress_bar`` (loss, tok/s), which this bar shows next to Lightning's own
+    (validation loss), refreshed at log steps and after validation.
+    """
+
+    _shown: dict[str, Any] | None = None
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        fresh = not trainer.training or is_log_step(trainer) or trainer.should_stop
+        if self._shown is None or fresh:
+            shown = super().get_metrics(trainer, pl_module)
+            self._shown = {**shown, **getattr(pl_module, "progress_bar", {})}
+        return self._shown
+
+
+class ProgressBar(_LogStepMetrics, TQDMProgressBar):
+    """Lightning's tqdm bar, metrics refreshed at log steps (see :class:`_LogStepMetrics`)."""
+
+
+class RichProgressBar(_LogStepMetrics, _LightningRichProgressBar):
+    """Lightning's rich bar, metrics refreshed at log steps (see :class:`_LogStepMetrics`)."""
+
+
+def sync_free_progress_bar(bar: Any) -> L.Callback | None:
+    """The log-step twin of Lightning's default bar ``bar`` (same settings); None for others."""
+    if type(bar) is TQDMProgressBar:
+        return ProgressBar(bar.refresh_rate, bar.process_position, bar._leave)
+    if type(bar) is _LightningRichProgressBar:
+        return RichProgressBar(bar.refresh_rate, bar._leave, bar.theme, bar._console_kwargs)
+    return None
+
+
 class ThroughputMonitor(_LightningThroughputMonitor):
     """Tokens/s, samples/s and MFU over a sliding window, using the module's ``flops_per_batch``.
 
     The device peak comes from Lightning's table of common accelerators (H100, A100, L4, ...)
     for the run's precision; ``peak_flops`` (per device, FLOP/s) overrides it, e.g. for CPUs or
     cards not in the table. Also shows tokens/s in the progress bar.
+
+    Unlike Lightning's monitor, which synchronises the GPU after every batch to read the clock,
+    training batches are only counted; the clock is read (one sync) at log steps, so the window
+    is ``window_size`` log intervals.
     """
 
     def __init__(self, window_size: int = 20, peak_flops: float | None = None) -> None:
@@ -71,6 +120,7 @@ class ThroughputMonitor(_LightningThroughputMonitor):
         )
         self.peak_flops = peak_flops
         self.tokens_per_sec: float | None = None
+        self._pending_flops: dict[Any, float] = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -87,8 +137,35 @@ class ThroughputMonitor(_LightningThroughputMonitor):
                 + (f"{peak / 1e12:.1f} TFLOP/s" if peak else "unknown (set peak_flops to log MFU)")
             )
 
+    @torch.inference_mode()
+    def _update(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, iter_num: int
+    ) -> None:
+        stage = trainer.state.stage
+        self._lengths[stage] += _batch_tokens(batch)
+        self._samples[stage] += _batch_size(batch)
+        self._batches[stage] += 1
+        flops = float(getattr(pl_module, "flops_per_batch", None) or 0.0)
+        self._pending_flops[stage] = self._pending_flops.get(stage, 0.0) + flops
+        training = stage == RunningStage.TRAINING
+        if training and (trainer.fit_loop._should_accumulate() or not is_log_step(trainer)):
+            return  # count only: no clock, no sync
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()  # the clock must see the finished work
+        self._throughputs[stage].update(
+            time=time.perf_counter() - self._t0s[stage],
+            batches=self._batches[stage],
+            samples=self._samples[stage],
+            lengths=self._lengths[stage],
+            flops=self._pending_flops.pop(stage, 0.0) or None,
+        )
+
     def _compute(self, trainer: L.Trainer, iter_num: int | None = None) -> None:
         stage = trainer.state.stage
+        if stage == RunningStage.TRAINING and not is_log_step(trainer):
+            return  # the clock was not read: nothing new to compute
+        if not self._throughputs[stage]._time:
+            return
         metrics = self._throughputs[stage].compute()
         for key in ("batches_per_sec", "samples_per_sec", "items_per_sec", "flops_per_sec"):
             # global rates are only computed for world_size > 1; name them the same way always
@@ -108,8 +185,8 @@ class ThroughputMonitor(_LightningThroughputMonitor):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
     ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, *args)
-        if self.tokens_per_sec is not None and trainer.is_global_zero:
-            pl_module.log("tok/s", float(self.tokens_per_sec), prog_bar=True, logger=False)
+        if self.tokens_per_sec is not None and hasattr(pl_module, "progress_bar"):
+            pl_module.progress_bar["tok/s"] = round(float(self.tokens_per_sec))
 
 
 def unigram_loss(train_tokens: np.ndarray, eval_tokens: np.ndarray, vocab_size: int) -> float:
@@ -178,6 +255,8 @@ class UnigramBaseline(L.Callback):
 
 __all__ = [
     "ModelCheckpoint",
+    "ProgressBar",
+    "RichProgressBar",
     "ThroughputMonitor",
     "UnigramBaseline",
     "unigram_loss",

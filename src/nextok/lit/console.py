@@ -24,6 +24,8 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelSummary, RichProgressBar
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 
+from nextok.lit.callbacks import _LogStepMetrics
+
 
 def quiet_lightning() -> None:
     """Filter the two messages every run printed that say nothing about the run."""
@@ -40,8 +42,9 @@ def quiet_lightning() -> None:
         handler.addFilter(_NoAds())
 
 
-class ProgressBar(RichProgressBar):
-    """Lightning's rich progress bar without ``/-2`` after the epoch and without ``v_num``."""
+class ProgressBar(_LogStepMetrics, RichProgressBar):
+    """Lightning's rich progress bar without ``/-2`` after the epoch and without ``v_num``;
+    its numbers refresh at log steps (no host sync per step, see ``_LogStepMetrics``)."""
 
     def _get_train_description(self, current_epoch: int) -> str:
         if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:

@@ -17,6 +17,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from nextok.checkpoint import META_KEY
+from nextok.lit.loss_guard import NONFINITE_POLICIES, LossGuard, NonFiniteLossError, clear_guard
 from nextok.lit.moe_monitor import MoEMonitor
 from nextok.lit.muon import MuonConfig
 from nextok.lit.optim import (
@@ -28,8 +29,11 @@ from nextok.lit.optim import (
 )
 from nextok.metrics import LossTally, summarize, token_byte_lengths
 from nextok.model import ModelConfig, Transformer
+from nextok.model.loss import LOSS_IMPLS
+from nextok.runtime import configure_cuda, describe_attention
 
-NONFINITE_POLICIES = ("stop", "skip", "ignore")
+COMPILE_MODES = ("blocks", "model")
+__all__ = ["COMPILE_MODES", "NONFINITE_POLICIES", "LMModule", "NonFiniteLossError"]
 
 
 def data_parallel_size(trainer: L.Trainer) -> int:
@@ -39,8 +43,9 @@ def data_parallel_size(trainer: L.Trainer) -> int:
     return max(1, trainer.world_size // tp)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Raised (policy ``stop``) when the training loss is NaN or infinite."""
+def is_log_step(trainer: L.Trainer) -> bool:
+    """True during the training batch whose metrics Lightning writes (``log_every_n_steps``)."""
+    return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
 
 
 def _as(cls: type, value: Any) -> Any:
@@ -59,10 +64,19 @@ class LMModule(L.LightningModule):
         optim: :class:`AdamWConfig` (peak lr, betas, weight decay groups, grad clipping) or
             :class:`~nextok.lit.muon.MuonConfig` (Muon for hidden matrices, AdamW for the rest).
         schedule: :class:`ScheduleConfig` (warm-up then constant / cosine / WSD).
-        compile: ``torch.compile`` each block (state-dict keys are unchanged).
+        compile: ``torch.compile`` the model (state-dict keys are unchanged).
+        compile_mode: ``blocks`` (each block separately: quick to compile, FSDP-friendly) or
+            ``model`` (the whole forward, loss included: fewer launches).
         activation_checkpointing: recompute each block's activations in the backward pass.
-        on_nonfinite: what a NaN/inf loss does: ``stop`` (raise, naming the step), ``skip``
-            (drop that optimizer step) or ``ignore``.
+        on_nonfinite: what a NaN/inf loss does: ``stop`` (raise, naming the step, at the next
+            log step / validation / checkpoint), ``skip`` (drop that optimizer step) or
+            ``ignore`` (:mod:`nextok.lit.loss_guard`; no host sync per step).
+        loss_impl: the training loss (:mod:`nextok.model.loss`): ``auto`` (Liger's fused kernel on
+            CUDA when installed, else ``chunked``), ``chunked`` (never the whole batch's logits)
+            or ``plain`` (full fp32 logits).
+        loss_chunk_rows: tokens per chunk of the chunked loss (null: sized to the vocabulary).
+        tf32: on CUDA, TF32 tensor cores for fp32 matmuls (``float32_matmul_precision=high``).
+        compile_backend: ``torch.compile`` backend (``inductor``; ``aot_eager``/``eager`` to debug).
         seed: base seed; the global RNG is re-seeded from (seed, step, rank) before every step,
             so dropout masks do not depend on where a run was resumed.
     """
@@ -76,16 +90,31 @@ class LMModule(L.LightningModule):
         activation_checkpointing: bool = False,
         on_nonfinite: str = "stop",
         seed: int = 0,
+        compile_mode: str = "blocks",
+        loss_impl: str = "auto",
+        loss_chunk_rows: int | None = None,
+        tf32: bool = True,
+        compile_backend: str = "inductor",
     ) -> None:
         super().__init__()
         self.model_config = _as(ModelConfig, model_config)
         self.optim_config = optim_config(optim)
         self.schedule_config = _as(ScheduleConfig, schedule)
-        if on_nonfinite not in NONFINITE_POLICIES:
+        if compile_mode not in COMPILE_MODES:
             raise ValueError(
-                f"module.on_nonfinite must be one of {NONFINITE_POLICIES}, got {on_nonfinite!r}"
+                f"module.compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}"
             )
-        self.compile_blocks = compile
+        if loss_impl not in LOSS_IMPLS:
+            raise ValueError(f"module.loss_impl must be one of {LOSS_IMPLS}, got {loss_impl!r}")
+        if loss_chunk_rows is not None and loss_chunk_rows <= 0:
+            raise ValueError(f"module.loss_chunk_rows must be positive or null, got {loss_chunk_rows}")
+        self.guard = LossGuard(on_nonfinite)
+        self.compile_model = compile
+        self.compile_mode = compile_mode
+        self.compile_backend = compile_backend
+        self.loss_impl = loss_impl
+        self.loss_chunk_rows = loss_chunk_rows
+        self.tf32 = tf32
         self.activation_checkpointing = activation_checkpointing
         self.on_nonfinite = on_nonfinite
         self.seed = seed
@@ -100,6 +129,11 @@ class LMModule(L.LightningModule):
                 "activation_checkpointing": activation_checkpointing,
                 "on_nonfinite": on_nonfinite,
                 "seed": seed,
+                "compile_mode": compile_mode,
+                "loss_impl": loss_impl,
+                "loss_chunk_rows": loss_chunk_rows,
+                "tf32": tf32,
+                "compile_backend": compile_backend,
             },
             logger=False,
         )
@@ -113,10 +147,8 @@ class LMModule(L.LightningModule):
         self._last_val: tuple[torch.Tensor, int] | None = None
         self.tokens_seen = 0
         self.flops_per_batch: float | None = None  # read by ThroughputMonitor
+        self.progress_bar: dict[str, float] = {}  # shown by nextok's progress bars
         self._flops_per_token: dict[int, float] = {}
-        self._loss_sum: torch.Tensor | None = None
-        self._loss_count = 0
-        self._skip_step = False
         self._val: LossTally | None = None
         self._val_names: list[str] | None = None
         self._token_bytes: torch.Tensor | None = None
@@ -135,11 +167,12 @@ class LMModule(L.LightningModule):
         with torch.device("meta") if meta else contextlib.nullcontext():
             model = Transformer(self.model_config)
         model.activation_checkpointing = self.activation_checkpointing
+        model.loss_impl, model.loss_chunk_rows = self.loss_impl, self.loss_chunk_rows
         if self.init_state is not None and not meta:
             _load_full(model, self.init_state)
-        if self.compile_blocks:
+        if self.compile_model and self.compile_mode == "blocks":
             for block in model.blocks:
-                block.compile()
+                block.compile(backend=self.compile_backend)
         self.model = model
         if model.moe_layers():
             self.moe = MoEMonitor(model)
@@ -162,6 +195,12 @@ class LMModule(L.LightningModule):
                     options=StateDictOptions(full_state_dict=True),
                 )
         self.init_state = None  # free the full copy
+        if self.compile_model and self.compile_mode == "model":
+            self.model.compile(backend=self.compile_backend)  # in place: same state-dict keys
+        if not meta and self.device_mesh is None:
+            # Lightning's model summary measures FLOPs on this input (one forward, rank 0 only:
+            # under FSDP that forward would need every rank, so no example there).
+            self.example_input_array = torch.zeros(1, self.model_config.block_size, dtype=torch.long)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
@@ -179,11 +218,28 @@ class LMModule(L.LightningModule):
                 (self.seed * 1_000_003 + self.global_step) * 1024 + self.global_rank
             )
 
-    def _nonfinite(self, loss: torch.Tensor) -> bool:
-        bad = (~torch.isfinite(loss.detach())).float()
-        if self.trainer.world_size > 1:  # every rank must take the same branch
-            bad = self.trainer.strategy.reduce(bad, reduce_op="max")
-        return bool(bad.item())
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Swap Lightning's default progress bar for its twin that reads metrics at log steps."""
+        from nextok.lit.callbacks import sync_free_progress_bar
+
+        bar = self.trainer.progress_bar_callback if self._trainer is not None else None
+        twin = sync_free_progress_bar(bar)
+        return [twin] if twin is not None else []
+
+    def on_fit_start(self) -> None:
+        if self.device.type == "cuda":
+            configure_cuda(tf32=self.tf32)
+        if self.global_rank == 0 and self.device.type != "meta":
+            line = describe_attention(self.model_config, self.device, self._autocast_dtype())
+            print(f"[nextok] {line}", flush=True)
+
+    def _autocast_dtype(self) -> torch.dtype:
+        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
+        if precision.startswith("bf16"):
+            return torch.bfloat16
+        if precision.startswith("16"):
+            return torch.float16
+        return torch.float32
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
@@ -191,19 +247,7 @@ class LMModule(L.LightningModule):
         ce = loss  # logged as train/loss; the MoE auxiliary losses are logged apart
         if self.moe is not None:
             loss = loss + self.moe.loss(self._sum_over_ranks if self.trainer.world_size > 1 else None)
-        if self.on_nonfinite != "ignore" and self._nonfinite(loss):
-            step = self.global_step
-            if self.on_nonfinite == "stop":
-                raise NonFiniteLossError(
-                    f"training loss is {loss.item()} at step {step} (batch {batch_idx}); stopping. "
-                    "Lower optim.lr, use precision=bf16-mixed instead of 16-mixed, or set "
-                    "module.on_nonfinite=skip to drop such steps."
-                )
-            self._skip_step = True
-            self.print(f"[nextok] non-finite loss at step {step}: skipping this optimizer step")
-        else:
-            self._loss_sum = ce.detach() + (0 if self._loss_sum is None else self._loss_sum)
-            self._loss_count += 1
+        self.guard.add(ce, self.global_step, checked=loss)  # device-side: no host sync
         self.tokens_seen += x.numel() * data_parallel_size(self.trainer)
         self.flops_per_batch = self.flops_per_token(x.shape[1]) * x.numel()
         return loss
@@ -212,17 +256,8 @@ class LMModule(L.LightningModule):
         return self.trainer.strategy.reduce(t, reduce_op="sum")
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Clip and log the global gradient norm, log loss / lr / tokens for this step."""
+        """Clip the global gradient norm; guard the update (skip); log at log steps only."""
         params = [p for p in self.model.parameters() if p.grad is not None]
-        moe_metrics = {}
-        if self.moe is not None:
-            moe_metrics = self.moe.finish_step(update_bias=not self._skip_step)
-        if self._skip_step:
-            for p in params:
-                p.grad = None  # AdamW leaves parameters without gradients untouched
-            self._skip_step = False
-            self._loss_sum, self._loss_count = None, 0
-            return
         clip = self.optim_config.grad_clip
         if self.device_mesh is not None:  # FSDP2 (+ tensor parallel: grads on several meshes)
             from nextok.distributed import grad_norm_
@@ -234,27 +269,57 @@ class LMModule(L.LightningModule):
             norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         if hasattr(norm, "full_tensor"):  # DTensor (FSDP2)
             norm = norm.full_tensor()
-        metrics = {
-            "train/grad_norm": norm,
-            "train/lr": float(optimizer.param_groups[0]["lr"]),
-            "train/tokens_seen": float(self.tokens_seen),
-        }
-        metrics.update(moe_metrics)
-        if self._loss_count:
-            metrics["train/loss"] = self._loss_sum / self._loss_count
-        self._loss_sum, self._loss_count = None, 0
-        self.log_dict(metrics, on_step=True, on_epoch=False)
-        if "train/loss" in metrics:
-            self.log("loss", metrics["train/loss"], prog_bar=True, logger=False)
+        skipped_on_host = False
+        if self.guard.policy == "skip" and self.guard.bad is not None:
+            bad = self.guard.bad
+            if self.trainer.world_size > 1:  # every rank must take the same decision
+                bad = self.trainer.strategy.reduce(bad.float(), reduce_op="max") > 0
+            if self.guard.guard_update(optimizer, bad):
+                skipped_on_host = True
+                for p in params:
+                    p.grad = None  # AdamW leaves parameters without gradients untouched
+        moe_metrics = {}
+        if self.moe is not None:  # (a step dropped on the device still updates the MoE bias)
+            moe_metrics = self.moe.finish_step(update_bias=not skipped_on_host)
+        if is_log_step(self.trainer):
+            self._sync_point()
+            metrics = {
+                "train/grad_norm": norm,
+                "train/lr": float(optimizer.param_groups[0]["lr"]),
+                "train/tokens_seen": float(self.tokens_seen),
+            }
+            metrics.update(moe_metrics)
+            loss = self.guard.step_loss()
+            if loss is not None:
+                metrics["train/loss"] = loss
+            self.log_dict(metrics, on_step=True, on_epoch=False)
+            if loss is not None:  # host float for the progress bar (nextok.lit.callbacks)
+                self.progress_bar["loss"] = float(loss)
+        self.guard.reset_step()
+
+    def _sync_point(self) -> None:
+        """Where the host may wait anyway: raise (stop) or report skipped steps (skip)."""
+        reduce = None
+        if self._trainer is not None and self.trainer.world_size > 1:
+            reduce = lambda t, op: self.trainer.strategy.reduce(t, reduce_op=op)  # noqa: E731
+        report = self.guard.check(reduce)
+        if report:
+            self.print(report)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.trainer.optimizers:
+            clear_guard(self.trainer.optimizers[0])
         # Reaching max_steps through should_stop makes Lightning validate once more, so every run
         # ends with a validation of its final weights (max_time stops do the same).
         if 0 < self.trainer.max_steps <= self.global_step:
             self.trainer.should_stop = True
 
+    def on_train_end(self) -> None:
+        self._sync_point()
+
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
+        self._sync_point()
         names = getattr(self.trainer.datamodule, "val_names", None) if self._trainer else None
         self._val_names = list(names) if names else None
         self._val = LossTally(len(self._val_names or [0]), self.token_bytes(), self.device)
@@ -315,6 +380,7 @@ class LMModule(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add the checkpoint contract's ``nextok`` entry (see :mod:`nextok.checkpoint`)."""
+        self._sync_point()  # never save weights poisoned by a non-finite loss (policy stop)
         meta: dict[str, Any] = {
             "model_config": self.model_config.to_dict(),
             "tokens_seen": int(self.tokens_seen),

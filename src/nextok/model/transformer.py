@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from nextok.model.config import ModelConfig
 from nextok.model.kv_cache import KVCache
+from nextok.model.loss import lm_loss
 from nextok.model.moe import MoE
 
 # torch >= 2.5 broadcasts K/V heads inside SDPA (no repeated K/V); older versions need a repeat.
@@ -242,6 +243,10 @@ class Transformer(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
         self.activation_checkpointing = False
+        # How forward(idx, targets) computes the loss (nextok.model.loss): "auto" never holds the
+        # whole batch's logits and returns logits=None; "plain" returns full logits too.
+        self.loss_impl = "auto"
+        self.loss_chunk_rows: int | None = None
         if not _on_meta():
             self.init_weights()
 
@@ -294,10 +299,12 @@ class Transformer(nn.Module):
         N_matmul counts every weight a token's matmuls use (LM head included, embedding lookups
         not; MoE: the router and the token's top-k experts only, see ``num_parameters(active=)``);
         the attention term is PaLM's (Chowdhery et al. 2022, App. B), not halved for causality.
+        Checked against ``torch.utils.flop_counter`` in tests/model/test_flops.py.
         """
         seq_len = self.config.block_size if seq_len is None else seq_len
         n_matmul = self.num_parameters(exclude_embeddings=True, active=True)
-        n_matmul += self.lm_head.weight.numel()
+        if self.lm_head.weight is self.tok_emb.weight:  # tied: excluded above as an embedding
+            n_matmul += self.lm_head.weight.numel()
         n_matmul -= sum(p.numel() for n, p in self.named_parameters() if p.ndim < 2)
         c = self.config
         return 6.0 * n_matmul + 12.0 * c.n_layer * c.n_head * c.head_dim * seq_len
@@ -357,6 +364,9 @@ class Transformer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return ``(logits, loss)``; ``loss`` is the mean cross-entropy when ``targets`` is given.
 
+        With targets and ``loss_impl != "plain"`` logits are None: the loss never materialises
+        the whole batch's logits (:mod:`nextok.model.loss`).
+
         idx: (B, T) token ids. targets: (B, T), -100 = ignored. kv_cache: continue from the
         cached positions and append these T. attention_mask: (B, T), 0 marks (left) padding;
         positions then count real tokens only, so a padded row matches its unpadded self.
@@ -400,6 +410,10 @@ class Transformer(nn.Module):
         x = self.norm(x)
         if last_only:
             x = x[:, -1:, :]
+        if targets is not None and self.loss_impl != "plain" and self.lm_head.bias is None:
+            return None, lm_loss(
+                x, self.lm_head.weight, targets, self.loss_impl, self.loss_chunk_rows
+            )
         logits = self.lm_head(x)
         loss = None
         if targets is not None:
