@@ -150,13 +150,13 @@ def test_ranks_and_workers_partition_the_positions(tmp_path, corpora):
 
 @pytest.mark.parametrize("num_workers", [2])
 def test_resume_with_workers_is_exact(tmp_path, corpora, num_workers):
-    dm = _dm(tmp_path, corpora, num_workers, batch_size=4)
+    dm = _dm(tmp_path, corpora, num_workers, batch_size=16)
     dm.prepare_data()
     dm.setup("fit")
     per_epoch = len(dm.train_dataloader())
     n_steps = per_epoch + 5
     ref = Recorder()
-    _trainer(n_steps).fit(ref, datamodule=_dm(tmp_path, corpora, num_workers, batch_size=4))
+    _trainer(n_steps).fit(ref, datamodule=_dm(tmp_path, corpora, num_workers, batch_size=16))
     for k in (3, per_epoch):  # mid-epoch and exactly at the epoch end
         ckpt_dir = tmp_path / f"ck{k}"
         first = Recorder()
@@ -164,11 +164,11 @@ def test_resume_with_workers_is_exact(tmp_path, corpora, num_workers):
             dirpath=ckpt_dir, every_n_train_steps=k, save_top_k=-1, filename="s{step}"
         )
         _trainer(k, [cb], tmp_path).fit(
-            first, datamodule=_dm(tmp_path, corpora, num_workers, batch_size=4)
+            first, datamodule=_dm(tmp_path, corpora, num_workers, batch_size=16)
         )
         (ckpt,) = sorted(ckpt_dir.glob("*.ckpt"))
         second = Recorder()
-        dm2 = _dm(tmp_path, corpora, num_workers, batch_size=4)
+        dm2 = _dm(tmp_path, corpora, num_workers, batch_size=16)
         _trainer(n_steps).fit(second, datamodule=dm2, ckpt_path=ckpt)
         seen = first.seen + second.seen
         assert len(seen) == n_steps

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nextok.model import ModelConfig
+from nextok.model.config import ROPE_SCALINGS
 
 # (our key, HF keys, how, split sizes): "same" copies, "split" cuts our fused tensor into the HF
 # tensors along dim 0 (qkv -> q/k/v, SwiGLU fc -> gate/up), "t" transposes (GPT-2's Conv1D).
@@ -68,11 +69,7 @@ def _check_generic(c: dict, where: str, handled: set[str]) -> None:
 
 
 # ---------------------------------------------------------------------- RoPE
-_SCALING_KEYS = {
-    "default": (),
-    "linear": ("factor",),
-    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
-}
+_SCALING_KEYS = {"default": (), **ROPE_SCALINGS}  # the model's table, plus "no scaling"
 
 
 def rope_in(c: dict, where: str) -> tuple[float, dict | None]:
