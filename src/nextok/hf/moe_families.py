@@ -59,7 +59,9 @@ class MoEFamily(LlamaLike):
             )
         return out
 
-    def config_in(self, c: dict, where: str, block_size: int | None = None) -> ModelConfig:
+    def config_in(
+        self, c: dict, where: str, block_size: int | None = None, dropout: float | None = None
+    ) -> ModelConfig:
         c = dict(c)
         for key in TRAINING_ONLY:
             c.pop(key, None)
@@ -83,7 +85,7 @@ class MoEFamily(LlamaLike):
             first_dense = self._first_dense(c, where)
             if expert_width is None:
                 raise UnsupportedConfig(f"{where} lacks moe_intermediate_size")
-        base = super().config_in(c, where, block_size)
+        base = super().config_in(c, where, block_size, dropout)
         return replace(
             base,
             mlp="moe",
@@ -95,9 +97,9 @@ class MoEFamily(LlamaLike):
             n_shared_experts=0,
         )
 
-    def _check_window(self, c: dict, where: str, block: int) -> None:
+    def _check_window(self, c: dict, where: str, block: int, n_layer: int) -> None:
         if self.model_type != "mixtral":
-            return super()._check_window(c, where, block)
+            return super()._check_window(c, where, block, n_layer)
         window = c.get("sliding_window")  # Mixtral, like Mistral: on whenever it is set
         if window is not None and window < block:
             raise _refuse(
