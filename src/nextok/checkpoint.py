@@ -85,13 +85,16 @@ def load_checkpoint(
     path: str | Path,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    block_size: int | None = None,
 ) -> LoadedCheckpoint:
-    """Rebuild the model (eval mode) and tokenizer from a ``nextok-train`` checkpoint file."""
+    """Rebuild the model (eval mode) and tokenizer from a ``nextok-train`` checkpoint file or a
+    Hugging Face folder; ``block_size`` may shorten the context (e.g. to a Mistral folder's
+    sliding window, where the computation is then exact)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir() and (path / "config.json").is_file():
-        return load_hf_checkpoint(path, device, dtype)
+        return load_hf_checkpoint(path, device, dtype, block_size)
     if path.is_dir():
         raise IsADirectoryError(
             f"{path} is a sharded (distributed) checkpoint directory; consolidate it into one file "
@@ -105,8 +108,17 @@ def load_checkpoint(
             "expected a file written by nextok-train"
         )
     config = ModelConfig.from_dict(meta["model_config"])
+    state = model_state_dict(ckpt["state_dict"])
+    if block_size is not None and block_size != config.block_size:
+        if block_size > config.block_size:
+            raise ValueError(
+                f"block_size={block_size} exceeds {path}'s model.block_size={config.block_size}"
+            )
+        config = ModelConfig.from_dict({**config.to_dict(), "block_size": block_size})
+        if "pos_emb.weight" in state:
+            state["pos_emb.weight"] = state["pos_emb.weight"][:block_size]
     model = Transformer(config)
-    missing, unexpected = model.load_state_dict(model_state_dict(ckpt["state_dict"]), strict=False)
+    missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [
         k for k in missing if not k.startswith("lm_head.weight") or not config.tie_embeddings
     ]
@@ -122,12 +134,16 @@ def load_checkpoint(
 
 
 def load_hf_checkpoint(
-    path: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    path: Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    block_size: int | None = None,
 ) -> LoadedCheckpoint:
     """A Hugging Face model folder (``config.json`` + safetensors + ``tokenizer.json``)."""
     from nextok.hf import build_model, read_hf_folder
 
-    m = read_hf_folder(path, dropout=0.0)  # inference: the file's dropout rates do not matter
+    # inference: the file's dropout rates do not matter
+    m = read_hf_folder(path, block_size=block_size, dropout=0.0)
     if m.tokenizer is None:
         raise FileNotFoundError(f"{path / 'tokenizer.json'} not found (the model's tokenizer)")
     model = build_model(m.config, m.state_dict, str(path))

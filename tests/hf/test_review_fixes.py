@@ -299,3 +299,44 @@ def test_dtype_names_have_one_home():
         assert dtype_name(as_dtype(name)) == name
     with pytest.raises(ValueError, match="no name"):
         dtype_name(torch.int8)
+
+
+# ---------------------------------------------------------------- (e) a shorter block_size on load
+def test_generate_takes_block_size_for_a_sliding_window_folder(tmp_path):
+    kw = {**TINY, "vocab_size": 320}  # >= the tokenizer's 258 tokens
+    d = saved(
+        tmp_path, transformers.MistralConfig, max_position_embeddings=64, sliding_window=16, **kw
+    )
+    _bos_tokenizer(template=False).save(str(d / "tokenizer.json"))
+    (d / "tokenizer_config.json").write_text(json.dumps({"eos_token": EOS}))
+    with pytest.raises(ValueError, match="sliding_window=16 .*block_size=16"):
+        load_checkpoint(d)
+    assert load_checkpoint(d, block_size=16).config.block_size == 16
+    cmd = [sys.executable, "-m", "nextok.cli.generate", f"ckpt={d}", "prompt=hello", "device=cpu"]
+    r = subprocess.run([*cmd, "max_new_tokens=4"], capture_output=True, text=True)
+    assert r.returncode != 0 and "sliding_window=16" in r.stderr, r.stderr
+    r = subprocess.run([*cmd, "max_new_tokens=4", "block_size=16"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_shorter_block_size_for_a_nextok_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=96, block_size=32, n_layer=1, n_head=2, d_model=16, pos="learned")
+    model = Transformer(cfg).eval()
+    tok = _bos_tokenizer(template=False)
+    meta = {
+        "model_config": cfg.to_dict(),
+        "tokenizer_json": tok.to_str(),
+        "special_tokens": special_tokens(tok, {"eos_token": EOS}).to_dict(),
+    }
+    sd = {f"model.{k}": v for k, v in model.state_dict().items()}
+    from nextok.checkpoint import META_KEY
+
+    torch.save({"state_dict": sd, META_KEY: meta}, tmp_path / "m.ckpt")
+    short = load_checkpoint(tmp_path / "m.ckpt", block_size=16)
+    assert short.model.pos_emb.weight.shape[0] == 16
+    idx = torch.randint(0, 96, (1, 16))
+    with torch.no_grad():
+        assert torch.equal(short.model(idx)[0], model(idx)[0])
+    with pytest.raises(ValueError, match="block_size=64 exceeds"):
+        load_checkpoint(tmp_path / "m.ckpt", block_size=64)

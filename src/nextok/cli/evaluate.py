@@ -56,7 +56,7 @@ def _evaluate(cfg: DictConfig, scratch: Path) -> dict:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = getattr(torch, cfg.dtype) if cfg.dtype else None
-    loaded = load_checkpoint(cfg.ckpt, device=device, dtype=dtype)
+    loaded = load_checkpoint(cfg.ckpt, device=device, dtype=dtype, block_size=cfg.model.block_size)
     model, mcfg = loaded.model, loaded.config
 
     # The checkpoint's tokenizer, via a file, since the datamodule takes a tokenizer path.

@@ -118,7 +118,9 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     try:
-        loaded = load_checkpoint(cfg.ckpt, device=device, dtype=dtype)
+        loaded = load_checkpoint(
+            cfg.ckpt, device=device, dtype=dtype, block_size=cfg.get("block_size")
+        )
     except (FileNotFoundError, IsADirectoryError, ValueError) as err:
         raise UsageError(str(err)) from err
     except Exception as err:  # e.g. not a torch file at all

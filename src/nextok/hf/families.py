@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from nextok.model import ModelConfig
+from nextok.model.config import ROPE_SCALINGS
 
 # (our key, HF keys, how, split sizes): "same" copies, "split" cuts our fused tensor into the HF
 # tensors along dim 0 (qkv -> q/k/v, SwiGLU fc -> gate/up), "t" transposes (GPT-2's Conv1D).
+# "experts" stacks per-expert HF tensors (each group of len(sizes) cut by sizes) into a 3-D bank;
+# "zeros" is a buffer of ours with no HF tensor (it must be zero to export).
 Row = tuple[str, tuple[str, ...], str, tuple[int, ...]]
 
 # config.json keys that do not change what the weights compute (bookkeeping, generation
@@ -66,11 +69,7 @@ def _check_generic(c: dict, where: str, handled: set[str]) -> None:
 
 
 # ---------------------------------------------------------------------- RoPE
-_SCALING_KEYS = {
-    "default": (),
-    "linear": ("factor",),
-    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
-}
+_SCALING_KEYS = {"default": (), **ROPE_SCALINGS}  # the model's table, plus "no scaling"
 
 
 def rope_in(c: dict, where: str) -> tuple[float, dict | None]:
@@ -580,8 +579,17 @@ FAMILIES: dict[str, Family] = {
         GPT2("gpt2", "GPT2LMHeadModel", "transformer."),
     )
 }
+
+
+def _register_moe_families() -> None:
+    from nextok.hf.moe_families import MOE_FAMILIES  # built on LlamaLike, defined above
+
+    FAMILIES.update(MOE_FAMILIES)
+
+
+_register_moe_families()
 # Export picks the first family that can express a config (unless one is asked for).
-EXPORT_ORDER = ("llama", "qwen2", "qwen3", "gpt2", "mistral")
+EXPORT_ORDER = ("llama", "qwen2", "qwen3", "gpt2", "mistral", "qwen3_moe", "mixtral")
 
 
 def family_for_export(

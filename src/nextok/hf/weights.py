@@ -77,6 +77,13 @@ def to_ours(
             if got != sizes:
                 raise ValueError(f"{where}: {theirs} have {got} rows, expected {sizes}")
             sd[ours] = torch.cat(parts)
+        elif how == "experts":  # per-expert tensors -> one (E, ...) bank
+            g = max(1, len(sizes))
+            sd[ours] = torch.stack(
+                [torch.cat(parts[i : i + g]) for i in range(0, len(parts), g)]
+            )
+        elif how == "zeros":  # a buffer the format does not have (MoE expert_bias)
+            sd[ours] = torch.zeros(sizes)
         elif how == "t":
             sd[ours] = parts[0].t().contiguous()
         else:
@@ -119,7 +126,17 @@ def from_ours(sd: dict[str, torch.Tensor], rows: list[Row]) -> dict[str, torch.T
     out: dict[str, torch.Tensor] = {}
     for ours, theirs, how, sizes in rows:
         t = sd[ours].detach().cpu()
-        parts = t.split(list(sizes)) if how == "split" else [t.t() if how == "t" else t]
+        if how == "zeros":
+            if t.any():
+                raise ValueError(
+                    f"{ours} is non-zero (aux-loss-free expert balancing) and the Hugging Face "
+                    "format has no per-expert routing bias: this model cannot be exported exactly"
+                )
+            continue
+        if how == "experts":
+            parts = [q for e in t for q in (e.split(list(sizes)) if sizes else [e])]
+        else:
+            parts = t.split(list(sizes)) if how == "split" else [t.t() if how == "t" else t]
         out.update({name: p.contiguous() for name, p in zip(theirs, parts, strict=True)})
     return out
 
