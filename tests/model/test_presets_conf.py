@@ -23,6 +23,9 @@ def test_every_preset_has_a_config_file_and_back() -> None:
 def test_config_file_equals_preset(path: Path) -> None:
     node = OmegaConf.to_container(OmegaConf.load(path))
     assert node.pop("_target_") == "nextok.model.ModelConfig"
+    # Every constructor argument is listed, so `model.<key>=...` overrides work without a `+`.
+    missing = sorted({f.name for f in fields(ModelConfig)} - set(node))
+    assert not missing, f"{path.name} does not list ModelConfig fields {missing}"
     preset = PRESETS[path.stem.replace("_", "-")]
     # vocab_size: null in the configs means "the tokenizer's size"; the preset names a default.
     if node.get("vocab_size") is None:
