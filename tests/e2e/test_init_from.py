@@ -163,7 +163,9 @@ def test_init_from_lr0_then_export_gives_back_the_original(tmp_path, hf_dir):
     assert gen["eos_token_id"] == hf_tok.convert_tokens_to_ids(EOS)
     card = (out / "README.md").read_text()
     assert "| tokens trained | 256 |" in card and str(hf_dir) in card  # 2 steps x 4 x 32
-    assert "validation loss (latest in the checkpoint)" in card and "at step 1 |" in card
+    assert "validation loss (latest in the checkpoint)" in card and "at step 1, on " in card
+    # the card says how much of the split that validation covered (a subset is named as one)
+    assert "held-out split" in card and " tokens |" in card
 
 
 @pytest.mark.slow  # 12 training steps + 3 more CLI runs: ~60 s

@@ -74,6 +74,9 @@ def test_redact_secrets():
     assert out["logger"]["wandb"] == {"api_key": "<redacted>", "project": "p"}
     assert out["x"] == [{"hf_token": "<redacted>"}]
     assert "abc" not in str(out) and "'t'" not in str(out)
+    # token counts and special tokens are not secrets (they belong in a published model card)
+    plain = {"max_new_tokens": 8, "prompt_tokens": 4, "eos_token": "<|e|>", "token": "s"}
+    assert redact(plain) == {**plain, "token": "<redacted>"}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)

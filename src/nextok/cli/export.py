@@ -23,6 +23,8 @@ def _main(cfg: DictConfig) -> None:
             "tokens_seen": meta.get("tokens_seen"),
             "val_loss": meta.get("val_loss"),
             "val_step": meta.get("val_step"),
+            "val_scope": meta.get("val_scope"),
+            "val_tokens": meta.get("val_tokens"),
             "train_config": meta.get("train_config"),
             "source": meta.get("init_from"),
         }

@@ -63,10 +63,13 @@ def model_card(
     if info.get("tokens_seen") is not None:
         lines.append(f"| tokens trained | {int(info['tokens_seen']):,} |")
     if info.get("val_loss") is not None:
+        # Say what the figure covers: periodic validations may read a fixed subset of the split.
         step = f" at step {info['val_step']}" if info.get("val_step") is not None else ""
+        scope = info.get("val_scope") or "the validation data (coverage not recorded)"
+        tokens = f", {int(info['val_tokens']):,} tokens" if info.get("val_tokens") else ""
         lines.append(
             f"| validation loss (latest in the checkpoint) | {float(info['val_loss']):.4f} "
-            f"nats/token{step} |"
+            f"nats/token{step}, on {scope}{tokens} |"
         )
     lines += [
         "",

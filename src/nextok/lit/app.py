@@ -34,7 +34,10 @@ from nextok.lit.run_dir import RunState, run_dir_session
 from nextok.lit.signals import GracefulStop, StopRequested
 from nextok.model import ModelConfig
 
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|passw|credential|auth)", re.IGNORECASE)
+# Secret-looking keys (api_key, hf_token, password, ...); not eos_token, max_new_tokens, tokenizer_path.
+SECRET_KEY = re.compile(
+    r"(api[_-]?key|^token$|(hf|access|api|auth)[_-]?token|secret|passw|credential|auth)", re.IGNORECASE
+)
 CHECKPOINT_DIR = "checkpoints"
 WANDB_ID_FILE = "wandb_run_id.txt"
 

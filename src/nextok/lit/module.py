@@ -144,7 +144,8 @@ class LMModule(L.LightningModule):
         # init_from: full (unsharded) weights to start from, loaded in configure_model
         self.init_state: dict[str, torch.Tensor] | None = None
         self.export_info: dict[str, Any] = {}  # e.g. hf_family, init_from, train_config
-        self._last_val: tuple[torch.Tensor, int] | None = None
+        # (loss, step, what it covered, tokens) of the latest validation, for the model card
+        self._last_val: tuple[torch.Tensor, int, str | None, int] | None = None
         self.tokens_seen = 0
         self.flops_per_batch: float | None = None  # read by ThroughputMonitor
         self.progress_bar: dict[str, float] = {}  # shown by nextok's progress bars
@@ -342,7 +343,12 @@ class LMModule(L.LightningModule):
         total = summarize(sums.sum(dim=1), with_bytes)
         if not total:
             return
-        self._last_val = (torch.tensor(total["loss"]), self.global_step)
+        self._last_val = (
+            torch.tensor(total["loss"]),
+            self.global_step,
+            self.val_scope,
+            int(total["tokens"]),
+        )
         self.log("val/loss", total["loss"], prog_bar=True, sync_dist=False)
         self.log("val/ppl", total["ppl"], sync_dist=False)
         self.log("val/tokens", total["tokens"], sync_dist=False)  # how much of the split it covered
@@ -391,7 +397,8 @@ class LMModule(L.LightningModule):
         if self.special_tokens is not None:
             meta["special_tokens"] = self.special_tokens.to_dict()
         if self._last_val is not None:  # for the exported model card
-            meta["val_loss"], meta["val_step"] = float(self._last_val[0]), self._last_val[1]
+            loss, step, scope, tokens = self._last_val
+            meta.update(val_loss=float(loss), val_step=step, val_scope=scope, val_tokens=tokens)
         meta.update(self.export_info)
         checkpoint[META_KEY] = meta
 
