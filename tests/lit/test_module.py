@@ -140,7 +140,9 @@ def test_nonfinite_loss_skip_drops_the_update(tmp_path, tiny_config):
 def test_checkpoint_contract(tmp_path, tiny_config):
     """on_save_checkpoint writes what nextok.checkpoint.load_checkpoint needs."""
     module = _module(tiny_config)
-    vocab = {f"t{i}": i for i in range(64)}
+    # nextok's own tokenizers always hold <|endoftext|>: the EOS of a checkpoint that records no
+    # special tokens (one whose tokenizer has no EOS at all is refused in one line: below)
+    vocab = {f"t{i}": i for i in range(63)} | {"<|endoftext|>": 63}
     module.tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
     trainer = make_trainer(tmp_path, max_steps=2, limit_val_batches=0)
     trainer.fit(module, datamodule=CountingData())
@@ -152,8 +154,14 @@ def test_checkpoint_contract(tmp_path, tiny_config):
     loaded = load_checkpoint(path)
     assert loaded.config == tiny_config
     assert loaded.tokenizer.get_vocab_size() == 64
+    assert loaded.special is not None and loaded.special.eos == "<|endoftext|>"
     x = torch.arange(16)[None] % 64
     torch.testing.assert_close(loaded.model(x)[0], module.model.eval()(x)[0])
+    no_eos = Tokenizer(models.WordLevel({f"t{i}": i for i in range(64)}, unk_token="t0"))
+    ckpt["nextok"]["tokenizer_json"] = no_eos.to_str()
+    torch.save(ckpt, tmp_path / "no_eos.ckpt")
+    with pytest.raises(ValueError, match="records no special tokens and its tokenizer gives none"):
+        load_checkpoint(tmp_path / "no_eos.ckpt")
     # the hyper-parameters rebuild the module
     again = LMModule.load_from_checkpoint(path, weights_only=False)
     assert again.model_config == tiny_config and again.optim_config == module.optim_config
