@@ -24,7 +24,9 @@ from nextok.generation import stream
 from nextok.model import ModelConfig, Transformer
 
 
-def time_decode(model, context: int, new_tokens: int, use_cache: bool, device) -> tuple[float, float]:
+def time_decode(
+    model, context: int, new_tokens: int, use_cache: bool, device
+) -> tuple[float, float]:
     """(prefill seconds, median seconds per decoded token) for one greedy run.
 
     The median of the step intervals (rather than their mean) ignores the odd step stalled by
@@ -44,7 +46,9 @@ def time_decode(model, context: int, new_tokens: int, use_cache: bool, device) -
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="tiny", help="ModelConfig preset (block_size is raised to fit)")
+    p.add_argument(
+        "--preset", default="tiny", help="ModelConfig preset (block_size is raised to fit)"
+    )
     p.add_argument("--contexts", type=int, nargs="+", default=[64, 256, 1024])
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3, help="runs per cell; the fastest is reported")
@@ -53,7 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = p.parse_args(argv)
 
-    print("command: python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]))
+    print(
+        "command: python "
+        + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -85,11 +92,17 @@ def main(argv: list[str] | None = None) -> None:
     rows = [(ctx, {u: best[ctx, u] for u in (True, False)}) for ctx in args.contexts]
 
     print()
-    print("| context | prefill ms | cached ms/token | cached tokens/s | no-cache ms/token | no-cache tokens/s | cache speed-up |")
-    print("|--------:|-----------:|----------------:|----------------:|------------------:|------------------:|---------------:|")
+    print(
+        "| context | prefill ms | cached ms/token | cached tokens/s | no-cache ms/token | no-cache tokens/s | cache speed-up |"
+    )
+    print(
+        "|--------:|-----------:|----------------:|----------------:|------------------:|------------------:|---------------:|"
+    )
     for ctx, cell in rows:
         (pre, c), (_, n) = cell[True], cell[False]
-        print(f"| {ctx} | {pre * 1e3:.1f} | {c * 1e3:.2f} | {1 / c:.0f} | {n * 1e3:.2f} | {1 / n:.0f} | {n / c:.1f}x |")
+        print(
+            f"| {ctx} | {pre * 1e3:.1f} | {c * 1e3:.2f} | {1 / c:.0f} | {n * 1e3:.2f} | {1 / n:.0f} | {n / c:.1f}x |"
+        )
     first, last = rows[0][1], rows[-1][1]
     print(
         f"\ncontext {rows[0][0]} -> {rows[-1][0]}: cached per-token time x"

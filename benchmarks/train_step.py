@@ -25,8 +25,12 @@ from nextok.model import ModelConfig, Transformer
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="autocast dtype (weights and AdamW state stay fp32)")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="autocast dtype (weights and AdamW state stay fp32)",
+    )
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--heads", type=int, default=4)
@@ -46,17 +50,32 @@ def build(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Module, M
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = ModelConfig(
-        vocab_size=args.vocab, block_size=args.seq, n_layer=args.layers, n_head=args.heads,
-        n_kv_head=args.kv_heads, d_model=args.d_model, norm="rmsnorm", pos="rope", mlp="swiglu",
+        vocab_size=args.vocab,
+        block_size=args.seq,
+        n_layer=args.layers,
+        n_head=args.heads,
+        n_kv_head=args.kv_heads,
+        d_model=args.d_model,
+        norm="rmsnorm",
+        pos="rope",
+        mlp="swiglu",
         tie_embeddings=True,
     )
     ours = Transformer(cfg)
     ref_cfg = LlamaConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.ffn_dim,
-        num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
-        num_key_value_heads=cfg.n_kv_head, max_position_embeddings=cfg.block_size,
-        rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta, tie_word_embeddings=True,
-        attention_bias=False, mlp_bias=False, attn_implementation="sdpa",
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.ffn_dim,
+        num_hidden_layers=cfg.n_layer,
+        num_attention_heads=cfg.n_head,
+        num_key_value_heads=cfg.n_kv_head,
+        max_position_embeddings=cfg.block_size,
+        rms_norm_eps=cfg.norm_eps,
+        rope_theta=cfg.rope_theta,
+        tie_word_embeddings=True,
+        attention_bias=False,
+        mlp_bias=False,
+        attn_implementation="sdpa",
     )
     ref = LlamaForCausalLM(ref_cfg)
     n_ours = sum(p.numel() for p in ours.parameters())
@@ -70,8 +89,9 @@ def make_step(model: torch.nn.Module, is_ref: bool, args: argparse.Namespace):
     device = torch.device(args.device)
     model.to(device).train()
     fused = device.type == "cuda"
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused or None,
-                            foreach=None if fused else True)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=1e-4, fused=fused or None, foreach=None if fused else True
+    )
     fwd = torch.compile(model) if args.compile else model
     dtype = getattr(torch, args.dtype)
     amp = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -119,17 +139,26 @@ def main() -> None:
     tokens = args.batch * args.seq
     tps = {k: tokens / statistics.median(v) for k, v in times.items()}
     flops = ours.flops_per_token(args.seq)
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
-        f"cpu ({torch.get_num_threads()} threads)")
+    device = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else (f"cpu ({torch.get_num_threads()} threads)")
+    )
     print(f"command: python {shlex.join(sys.argv)}")
-    print(f"device: {device}; dtype {args.dtype}; compile {args.compile}; torch {torch.__version__}")
-    print(f"shape: {cfg.n_layer} layers, d_model {cfg.d_model}, heads {cfg.n_head}/{cfg.n_kv_head} "
-          f"(q/kv), ffn {cfg.ffn_dim}, vocab {cfg.vocab_size}, batch {args.batch} x seq {args.seq}; "
-          f"{sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M params")
+    print(
+        f"device: {device}; dtype {args.dtype}; compile {args.compile}; torch {torch.__version__}"
+    )
+    print(
+        f"shape: {cfg.n_layer} layers, d_model {cfg.d_model}, heads {cfg.n_head}/{cfg.n_kv_head} "
+        f"(q/kv), ffn {cfg.ffn_dim}, vocab {cfg.vocab_size}, batch {args.batch} x seq {args.seq}; "
+        f"{sum(p.numel() for p in ours.parameters()) / 1e6:.2f}M params"
+    )
     for name in steps:
         med = statistics.median(times[name])
-        print(f"{name:>10}: {tps[name]:>12,.0f} tokens/s  ({med * 1e3:8.1f} ms/step, "
-              f"{tps[name] * flops / 1e9:,.1f} GFLOP/s model FLOPs)")
+        print(
+            f"{name:>10}: {tps[name]:>12,.0f} tokens/s  ({med * 1e3:8.1f} ms/step, "
+            f"{tps[name] * flops / 1e9:,.1f} GFLOP/s model FLOPs)"
+        )
     print(f"ratio nextok / reference: {tps['nextok'] / tps['reference']:.3f}")
 
 

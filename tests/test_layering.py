@@ -33,7 +33,14 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     ),
     # downstream evaluation and metrics are plain PyTorch (the callback lives in nextok.lit)
     "nextok.evals": ("lightning", "hydra", "omegaconf", "nextok.lit", "nextok.cli"),
-    "nextok.metrics": ("lightning", "hydra", "omegaconf", "nextok.data", "nextok.lit", "nextok.cli"),
+    "nextok.metrics": (
+        "lightning",
+        "hydra",
+        "omegaconf",
+        "nextok.data",
+        "nextok.lit",
+        "nextok.cli",
+    ),
     "nextok.dtypes": ("lightning", "hydra", "omegaconf", "nextok.data", "nextok.lit", "nextok.cli"),
 }
 

@@ -61,7 +61,9 @@ def safe_load(path: str | Path) -> Any:
         lines = [ln.strip() for ln in str(err).strip().splitlines()]
         why = next((ln for ln in lines if "GLOBAL" in ln), None)
         if why is None:  # not a pickle of anything: a truncated or foreign file
-            raise ValueError(f"cannot load checkpoint {path}: not a PyTorch checkpoint file") from err
+            raise ValueError(
+                f"cannot load checkpoint {path}: not a PyTorch checkpoint file"
+            ) from err
         why = why.split("WeightsUnpickler error:")[-1].split(" was not an allowed")[0].strip()
         raise UnsafeCheckpointError(
             f"refusing to load {path}: it holds objects other than tensors and plain containers "

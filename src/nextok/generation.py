@@ -65,7 +65,9 @@ class SamplingParams:
         if self.top_k is not None and (
             not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0
         ):
-            raise ValueError(f"top_k must be a positive integer (or null/0 to disable), got {self.top_k!r}")
+            raise ValueError(
+                f"top_k must be a positive integer (or null/0 to disable), got {self.top_k!r}"
+            )
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1] (or null to disable), got {self.top_p!r}")
         if self.min_p is not None and not 0.0 <= self.min_p < 1.0:
@@ -136,7 +138,10 @@ def _draw(probs: torch.Tensor, generator: GeneratorArg) -> torch.Tensor:
         if len(generator) != probs.size(0):
             raise ValueError(f"got {len(generator)} generators for a batch of {probs.size(0)} rows")
         noise = torch.stack(
-            [torch.empty_like(row).exponential_(1.0, generator=g) for row, g in zip(probs, generator)]
+            [
+                torch.empty_like(row).exponential_(1.0, generator=g)
+                for row, g in zip(probs, generator)
+            ]
         )
     return (probs / noise).argmax(dim=-1)
 
@@ -196,7 +201,7 @@ def check_fits(model: Transformer, prompt_len: int, max_new_tokens: int) -> None
 
 
 def _ends_with(seq: list[int], tails: Sequence[Sequence[int]]) -> bool:
-    return any(len(t) and len(seq) >= len(t) and seq[-len(t):] == list(t) for t in tails)
+    return any(len(t) and len(seq) >= len(t) and seq[-len(t) :] == list(t) for t in tails)
 
 
 @torch.inference_mode()
@@ -250,8 +255,8 @@ def stream(
     idx = torch.full((B, t0), pad, dtype=torch.long, device=device)
     mask = torch.zeros((B, t0), dtype=torch.long, device=device)
     for b, p in enumerate(prompts):
-        idx[b, t0 - len(p):] = torch.as_tensor(list(p), dtype=torch.long, device=device)
-        mask[b, t0 - len(p):] = 1
+        idx[b, t0 - len(p) :] = torch.as_tensor(list(p), dtype=torch.long, device=device)
+        mask[b, t0 - len(p) :] = 1
     attention_mask = None if min(lens) == t0 else mask
 
     pad_ids = torch.arange(vocab_limit or vocab, vocab, device=device)
@@ -345,7 +350,7 @@ class TextStream:
         hold = 0
         for s in self.stop:
             for n in range(min(len(s) - 1, end), hold, -1):
-                if text[end - n:end] == s[:n]:
+                if text[end - n : end] == s[:n]:
                     hold = n
                     break
         return end - hold
@@ -360,12 +365,12 @@ class TextStream:
         else:
             end = self._safe_end(text)
         self.text = text
-        delta, self.emitted = text[self.emitted:end], max(self.emitted, end)
+        delta, self.emitted = text[self.emitted : end], max(self.emitted, end)
         return delta
 
     def flush(self) -> str:
         """The held-back rest, once the row is finished."""
-        delta, self.emitted = self.text[self.emitted:], len(self.text)
+        delta, self.emitted = self.text[self.emitted :], len(self.text)
         return delta
 
 

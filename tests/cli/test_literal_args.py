@@ -9,10 +9,25 @@ import pytest
 from nextok.cli.literal_args import read_prompt_file, split_literal_args, unescape
 
 
-@pytest.mark.parametrize("text", [
-    "def main(", "f(x, y)", "a=b", "[1, 2]", "{'k': 3}", "x: int", "# note", "'q' \"qq\"",
-    "é ∑ 日本", "", "=leading", "${oc.env:HOME}", "null", "  padded  ",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "def main(",
+        "f(x, y)",
+        "a=b",
+        "[1, 2]",
+        "{'k': 3}",
+        "x: int",
+        "# note",
+        "'q' \"qq\"",
+        "é ∑ 日本",
+        "",
+        "=leading",
+        "${oc.env:HOME}",
+        "null",
+        "  padded  ",
+    ],
+)
 def test_values_are_taken_verbatim(text):
     rest, found = split_literal_args(["ckpt=x.ckpt", f"prompt={text}", "top_k=5", f"stop={text}"])
     assert rest == ["ckpt=x.ckpt", "top_k=5"]
@@ -20,7 +35,9 @@ def test_values_are_taken_verbatim(text):
 
 
 def test_repeated_keys_and_plus_prefix():
-    rest, found = split_literal_args(["prompt=a", "+prompt=b", "stop=x", "++stop=y", "prompt_file=-"])
+    rest, found = split_literal_args(
+        ["prompt=a", "+prompt=b", "stop=x", "++stop=y", "prompt_file=-"]
+    )
     assert found == {"prompt": ["a", "b"], "stop": ["x", "y"]}
     assert rest == ["prompt_file=-"]  # prompt_file is not free text: Hydra parses it
 

@@ -13,7 +13,11 @@ TEXT = "first line\nsecond line\n\n\nnext paragraph\n  \nlast\n"
 
 def test_units():
     assert split_document(TEXT, "file") == [TEXT]
-    assert split_document(TEXT, "paragraph") == ["first line\nsecond line", "next paragraph", "last"]
+    assert split_document(TEXT, "paragraph") == [
+        "first line\nsecond line",
+        "next paragraph",
+        "last",
+    ]
     assert split_document(TEXT, "line") == ["first line", "second line", "next paragraph", "last"]
     assert split_document(" \n\n", "file") == []
     with pytest.raises(ValueError, match="data.document_unit must be one of"):
@@ -33,7 +37,9 @@ def test_folder_is_expanded_recursively(corpus):
     files = expand_data_files(str(corpus))
     assert files == [str(corpus / "b" / "two.md"), str(corpus / "one.txt")]
     assert expand_data_files({"train": str(corpus), "val": [str(corpus / "one.txt")]}) == {
-        "train": files, "val": [str(corpus / "one.txt")]}
+        "train": files,
+        "val": [str(corpus / "one.txt")],
+    }
     ds = load_source("text", "train", data_files=str(corpus))
     assert ds["text"] == ["two\n\nthree\n", TEXT]  # whole files by default
     assert len(load_source("text", "train", data_files=str(corpus), document_unit="paragraph")) == 5

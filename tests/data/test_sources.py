@@ -129,7 +129,10 @@ def test_unknown_source_and_missing_hub_path():
 def test_too_little_data_for_one_block(tmp_path):
     (tmp_path / "a.txt").write_text("a\nb\nc\n")
     dm = LMDataModule(
-        source="text", data_files=str(tmp_path / "a.txt"), vocab_size=300, block_size=64,
+        source="text",
+        data_files=str(tmp_path / "a.txt"),
+        vocab_size=300,
+        block_size=64,
         document_unit="line",
     )
     dm.prepare_data()

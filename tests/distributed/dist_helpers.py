@@ -18,14 +18,23 @@ import pytest
 import torch
 
 TINY_MODEL = [
-    "model.n_layer=2", "model.n_head=2", "model.n_kv_head=2", "model.d_model=32",
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_kv_head=2",
+    "model.d_model=32",
     "model.block_size=32",
 ]
 QUIET = [
-    "logger=none", "print_config=false", "callbacks.sampling=null", "callbacks.throughput=null",
-    "callbacks.unigram_baseline=null", "callbacks.best_checkpoint=null",
-    "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-    "+trainer.limit_val_batches=0", "tasks=[]",
+    "logger=none",
+    "print_config=false",
+    "callbacks.sampling=null",
+    "callbacks.throughput=null",
+    "callbacks.unigram_baseline=null",
+    "callbacks.best_checkpoint=null",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "+trainer.limit_val_batches=0",
+    "tasks=[]",
 ]
 
 
@@ -37,8 +46,16 @@ def train_cmd() -> list[str]:
 def test_env() -> dict[str, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     # A process group in the test runner's environment would confuse Lightning's launcher.
-    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "SLURM_JOB_ID",
-                "SLURM_NTASKS", "SLURM_PROCID"):
+    for key in (
+        "RANK",
+        "LOCAL_RANK",
+        "WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "SLURM_JOB_ID",
+        "SLURM_NTASKS",
+        "SLURM_PROCID",
+    ):
         env.pop(key, None)
     return env
 
@@ -47,8 +64,12 @@ def run_train(overrides: list[str], timeout: float = 600) -> tuple[str, float]:
     """Run nextok-train; return (combined output, seconds). Fails the test with the output tail."""
     t0 = time.monotonic()
     proc = subprocess.run(
-        [*train_cmd(), *overrides], env=test_env(), capture_output=True, text=True,
-        timeout=timeout, cwd=Path(__file__).parent,
+        [*train_cmd(), *overrides],
+        env=test_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path(__file__).parent,
     )
     seconds = time.monotonic() - t0
     out = proc.stdout + proc.stderr
@@ -72,9 +93,11 @@ def write_corpus(path: Path, size: int = 150_000) -> Path:
 
 
 def data_overrides(corpus: Path, tokenizer: Path | None = None) -> list[str]:
-    tok = [f"data.tokenizer_path={tokenizer}"] if tokenizer else [
-        "data.vocab_size=512", "data.tokenizer_train_bytes=200000"
-    ]
+    tok = (
+        [f"data.tokenizer_path={tokenizer}"]
+        if tokenizer
+        else ["data.vocab_size=512", "data.tokenizer_train_bytes=200000"]
+    )
     return ["data.source=text", f"+data.data_files={corpus}", "data.document_unit=line", *tok]
 
 

@@ -19,17 +19,23 @@ from dist_helpers import QUIET, TINY_MODEL, data_overrides, eval_loss, run_train
 from nextok.checkpoint import load_checkpoint
 from nextok.cli.consolidate import consolidate
 
-K, K2 = 3, 5          # compare after K steps; the FSDP run is then resumed to K2
-GLOBAL_BATCH = 4      # sequences per optimizer step, on every world size
+K, K2 = 3, 5  # compare after K steps; the FSDP run is then resumed to K2
+GLOBAL_BATCH = 4  # sequences per optimizer step, on every world size
 TOL = 1e-5
 
 
 def _common(corpus: Path, run_dir: Path, tokenizer: Path | None) -> list[str]:
     return [
-        f"hydra.run.dir={run_dir}", *TINY_MODEL, *data_overrides(corpus, tokenizer), *QUIET,
-        f"global_batch_size={GLOBAL_BATCH}", "seed=7",
+        f"hydra.run.dir={run_dir}",
+        *TINY_MODEL,
+        *data_overrides(corpus, tokenizer),
+        *QUIET,
+        f"global_batch_size={GLOBAL_BATCH}",
+        "seed=7",
         # no warm-up and a large lr: a few steps move the loss far beyond the tolerance
-        "schedule=constant", "schedule.warmup_steps=0", "optim.lr=0.01",
+        "schedule=constant",
+        "schedule.warmup_steps=0",
+        "optim.lr=0.01",
     ]
 
 
@@ -37,17 +43,24 @@ def _common(corpus: Path, run_dir: Path, tokenizer: Path | None) -> list[str]:
 def single(tmp_path_factory, corpus):
     """1 process, K2 steps, a checkpoint after every step (s<step>.ckpt)."""
     run = tmp_path_factory.mktemp("single")
-    _, seconds = run_train([
-        *_common(corpus, run, None), "trainer=cpu", f"data.batch_size={GLOBAL_BATCH}",
-        f"trainer.max_steps={K2}",
-        "callbacks.last_checkpoint.every_n_train_steps=1",
-        # every step kept: the best-checkpoint callback monitoring the step counter
-        "+callbacks.steps._target_=nextok.lit.callbacks.ModelCheckpoint",
-        f"+callbacks.steps.dirpath={run}/steps", "+callbacks.steps.monitor=step",
-        "+callbacks.steps.mode=max", "+callbacks.steps.save_top_k=-1",
-        "+callbacks.steps.every_n_train_steps=1", "+callbacks.steps.filename='s{step}'",
-        "+callbacks.steps.auto_insert_metric_name=false",
-    ])
+    _, seconds = run_train(
+        [
+            *_common(corpus, run, None),
+            "trainer=cpu",
+            f"data.batch_size={GLOBAL_BATCH}",
+            f"trainer.max_steps={K2}",
+            "callbacks.last_checkpoint.every_n_train_steps=1",
+            # every step kept: the best-checkpoint callback monitoring the step counter
+            "+callbacks.steps._target_=nextok.lit.callbacks.ModelCheckpoint",
+            f"+callbacks.steps.dirpath={run}/steps",
+            "+callbacks.steps.monitor=step",
+            "+callbacks.steps.mode=max",
+            "+callbacks.steps.save_top_k=-1",
+            "+callbacks.steps.every_n_train_steps=1",
+            "+callbacks.steps.filename='s{step}'",
+            "+callbacks.steps.auto_insert_metric_name=false",
+        ]
+    )
     print(f"1 process, {K2} steps: {seconds:.1f} s")
     return run
 
@@ -59,11 +72,17 @@ def _step_ckpt(run: Path, step: int) -> Path:
 
 
 def _two_process(corpus, run: Path, tokenizer: Path, trainer: str, steps: int, extra=()):
-    return run_train([
-        *_common(corpus, run, tokenizer), f"trainer={trainer}", "trainer.devices=2",
-        f"data.batch_size={GLOBAL_BATCH // 2}", f"trainer.max_steps={steps}",
-        f"callbacks.last_checkpoint.every_n_train_steps={K}", *extra,
-    ])
+    return run_train(
+        [
+            *_common(corpus, run, tokenizer),
+            f"trainer={trainer}",
+            "trainer.devices=2",
+            f"data.batch_size={GLOBAL_BATCH // 2}",
+            f"trainer.max_steps={steps}",
+            f"callbacks.last_checkpoint.every_n_train_steps={K}",
+            *extra,
+        ]
+    )
 
 
 def _loss(path: Path, corpus: Path) -> float:
@@ -140,12 +159,17 @@ def test_consolidate_cli_errors(tmp_path):
 def test_tensor_parallel_two_processes_match_single(tmp_path, corpus, single):
     """FSDP2Strategy(tensor_parallel_size=2): one data-parallel rank, each block's matmuls split
     over 2 processes (fused qkv / SwiGLU weights strided); same batch as the 1-process run."""
-    _, seconds = run_train([
-        *_common(corpus, tmp_path, single / "tokenizer.json"), "trainer=fsdp_cpu",
-        "trainer.strategy.tensor_parallel_size=2", "global_batch_size=null",
-        f"data.batch_size={GLOBAL_BATCH}", f"trainer.max_steps={K}",
-        f"callbacks.last_checkpoint.every_n_train_steps={K}",
-    ])
+    _, seconds = run_train(
+        [
+            *_common(corpus, tmp_path, single / "tokenizer.json"),
+            "trainer=fsdp_cpu",
+            "trainer.strategy.tensor_parallel_size=2",
+            "global_batch_size=null",
+            f"data.batch_size={GLOBAL_BATCH}",
+            f"trainer.max_steps={K}",
+            f"callbacks.last_checkpoint.every_n_train_steps={K}",
+        ]
+    )
     print(f"tensor parallel 2 processes, {K} steps: {seconds:.1f} s")
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert last.is_file()  # tensor-parallel checkpoints are gathered into one file

@@ -23,7 +23,11 @@ def disk(tmp_path):
     """A 6 MB filesystem of its own (root), else a plain folder."""
     d = tmp_path / "disk"
     d.mkdir()
-    mounted = os.geteuid() == 0 and shutil.which("mount") and _mount("-t", "tmpfs", "-o", "size=6m", "tmpfs", str(d))
+    mounted = (
+        os.geteuid() == 0
+        and shutil.which("mount")
+        and _mount("-t", "tmpfs", "-o", "size=6m", "tmpfs", str(d))
+    )
     yield d, bool(mounted)
     if mounted:
         subprocess.run(["umount", "-l", str(d)], capture_output=True)
@@ -34,8 +38,14 @@ def test_read_only_checkpoint_dir_and_full_disk(disk, tmp_path):
     """Slow (3 training runs)."""
     d, mounted = disk
     run = d / "run"
-    base = tiny_args(run, None, "callbacks.sampling=null", "callbacks.best_checkpoint=null",
-                     f"data.cache_dir={tmp_path / 'cache'}", "trainer.val_check_interval=2")
+    base = tiny_args(
+        run,
+        None,
+        "callbacks.sampling=null",
+        "callbacks.best_checkpoint=null",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "trainer.val_check_interval=2",
+    )
     ok(cli("nextok-train", *base, "trainer.max_steps=2"))
     ckdir = run / "checkpoints"
     last = ckdir / "last.ckpt"
@@ -43,12 +53,18 @@ def test_read_only_checkpoint_dir_and_full_disk(disk, tmp_path):
 
     # read-only checkpoint folder
     if mounted:
-        assert _mount("--bind", str(ckdir), str(ckdir)) and _mount("-o", "remount,bind,ro", str(ckdir))
+        assert _mount("--bind", str(ckdir), str(ckdir)) and _mount(
+            "-o", "remount,bind,ro", str(ckdir)
+        )
     else:
         ckdir.chmod(0o555)
     try:
-        line = one_line_error(cli("nextok-train", *base, "trainer.max_steps=4", "resume=auto"), 1,
-                              f"cannot write checkpoint {last}", "(the previous checkpoint there is intact)")
+        line = one_line_error(
+            cli("nextok-train", *base, "trainer.max_steps=4", "resume=auto"),
+            1,
+            f"cannot write checkpoint {last}",
+            "(the previous checkpoint there is intact)",
+        )
         assert ("Read-only file system" if mounted else "Permission denied") in line
     finally:
         if mounted:
@@ -62,8 +78,11 @@ def test_read_only_checkpoint_dir_and_full_disk(disk, tmp_path):
     # full disk: leave ~150 kB, less than one checkpoint (~450 kB), more than the logs need
     free = shutil.disk_usage(d).free
     Path(d / "filler").write_bytes(b"\0" * max(0, free - 150_000))
-    line = one_line_error(cli("nextok-train", *base, "trainer.max_steps=4", "resume=auto"), 1,
-                          f"cannot write checkpoint {last}: No space left on device",
-                          "(the previous checkpoint there is intact)")
+    line = one_line_error(
+        cli("nextok-train", *base, "trainer.max_steps=4", "resume=auto"),
+        1,
+        f"cannot write checkpoint {last}: No space left on device",
+        "(the previous checkpoint there is intact)",
+    )
     assert last.read_bytes() == before and not list(ckdir.glob(".*tmp*"))
     assert torch.load(last, weights_only=True)["global_step"] == 2

@@ -31,14 +31,36 @@ def shared(tmp_path_factory):
 
 def test_resume_uses_the_checkpoints_tokenizer_or_refuses(shared, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    ok(cli("nextok-train", *tiny_args(a, None, "trainer.max_steps=4", "callbacks.sampling=null",
-                                      f"data.cache_dir={shared['cache']}")))
+    ok(
+        cli(
+            "nextok-train",
+            *tiny_args(
+                a,
+                None,
+                "trainer.max_steps=4",
+                "callbacks.sampling=null",
+                f"data.cache_dir={shared['cache']}",
+            ),
+        )
+    )
     # ckpt_path into a new run dir: the checkpoint's tokenizer is used, none is trained
-    proc = ok(cli("nextok-train", *tiny_args(b, None, "trainer.max_steps=6", "callbacks.sampling=null",
-                                             f"ckpt_path={a / 'checkpoints' / 'last.ckpt'}",
-                                             f"data.cache_dir={shared['cache']}")))
+    proc = ok(
+        cli(
+            "nextok-train",
+            *tiny_args(
+                b,
+                None,
+                "trainer.max_steps=6",
+                "callbacks.sampling=null",
+                f"ckpt_path={a / 'checkpoints' / 'last.ckpt'}",
+                f"data.cache_dir={shared['cache']}",
+            ),
+        )
+    )
     assert "using the tokenizer embedded in" in proc.stdout
-    assert json.loads((b / "tokenizer.json").read_text()) == json.loads((a / "tokenizer.json").read_text())
+    assert json.loads((b / "tokenizer.json").read_text()) == json.loads(
+        (a / "tokenizer.json").read_text()
+    )
     assert sorted(losses(b)) == [4, 5]  # continued from step 4
     # a run dir whose tokenizer.json is another run's: refused in one line
     other = json.loads((a / "tokenizer.json").read_text())
@@ -46,8 +68,11 @@ def test_resume_uses_the_checkpoints_tokenizer_or_refuses(shared, tmp_path):
     k1, k2 = list(vocab)[300:302]
     vocab[k1], vocab[k2] = vocab[k2], vocab[k1]  # two ids swapped: silently wrong if accepted
     (a / "tokenizer.json").write_text(json.dumps(other))
-    one_line_error(cli("nextok-train", *tiny_args(a, None, "trainer.max_steps=6", "resume=auto")), 2,
-                   f"{a / 'tokenizer.json'} is not the tokenizer the weights in")
+    one_line_error(
+        cli("nextok-train", *tiny_args(a, None, "trainer.max_steps=6", "resume=auto")),
+        2,
+        f"{a / 'tokenizer.json'} is not the tokenizer the weights in",
+    )
 
 
 def _wait_for(path, proc, timeout=180):
@@ -59,16 +84,27 @@ def _wait_for(path, proc, timeout=180):
 
 
 def _popen(args):
-    return subprocess.Popen([*console_cmd("nextok-train", "nextok.train"), *args], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [*console_cmd("nextok-train", "nextok.train"), *args],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow
 def test_lock_signals_and_exact_resume(shared, tmp_path):
     """Slow (5 training runs, ~45 s on idle cores)."""
     run = tmp_path / "run"
-    base = tiny_args(run, None, "callbacks.sampling=null", f"data.cache_dir={shared['cache']}",
-                     "schedule=constant", "callbacks.last_checkpoint.every_n_train_steps=2")
+    base = tiny_args(
+        run,
+        None,
+        "callbacks.sampling=null",
+        f"data.cache_dir={shared['cache']}",
+        "schedule=constant",
+        "callbacks.last_checkpoint.every_n_train_steps=2",
+    )
     first = _popen([*base, "trainer.max_steps=100000"])
     try:
         _wait_for(run / "checkpoints" / "last.ckpt", first)  # training is under way
@@ -114,8 +150,18 @@ def test_lock_signals_and_exact_resume(shared, tmp_path):
     ok(cli("nextok-train", *base, f"trainer.max_steps={step2 + 2}", "resume=auto"))
     # exactly the losses of one uninterrupted run of the same length
     ref = tmp_path / "ref"
-    ok(cli("nextok-train", *tiny_args(ref, None, "callbacks.sampling=null", "schedule=constant",
-                                      f"data.cache_dir={shared['cache']}",
-                                      f"trainer.max_steps={step2 + 2}")))
+    ok(
+        cli(
+            "nextok-train",
+            *tiny_args(
+                ref,
+                None,
+                "callbacks.sampling=null",
+                "schedule=constant",
+                f"data.cache_dir={shared['cache']}",
+                f"trainer.max_steps={step2 + 2}",
+            ),
+        )
+    )
     assert losses(run) == losses(ref)
     assert len(losses(ref)) == step2 + 2

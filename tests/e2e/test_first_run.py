@@ -20,8 +20,12 @@ def run(tmp_path_factory):
     """One tiny real training run (its own BPE), shared by the tests of this module."""
     root = tmp_path_factory.mktemp("first_run")
     proc = ok(cli("nextok-train", *tiny_args(root / "run")))
-    return {"dir": root / "run", "ckpt": root / "run" / "checkpoints" / "last.ckpt",
-            "out": proc.stdout, "root": root}
+    return {
+        "dir": root / "run",
+        "ckpt": root / "run" / "checkpoints" / "last.ckpt",
+        "out": proc.stdout,
+        "root": root,
+    }
 
 
 def csv_rows(run_dir, key):
@@ -59,11 +63,16 @@ def _evil_pickle(path, marker):
 def test_untrusted_checkpoint_is_refused_and_runs_no_code(run, tmp_path):
     evil, marker = tmp_path / "evil.ckpt", tmp_path / "pwned"
     _evil_pickle(evil, marker)
-    one_line_error(cli("nextok-generate", f"ckpt={evil}"), 2, "refusing to load", "weights_only=True")
+    one_line_error(
+        cli("nextok-generate", f"ckpt={evil}"), 2, "refusing to load", "weights_only=True"
+    )
     with pytest.raises(UnsafeCheckpointError, match="refusing to load"):  # eval, export use it
         load_checkpoint(evil)
-    one_line_error(cli("nextok-train", *tiny_args(tmp_path / "r", None, f"ckpt_path={evil}")), 2,
-                   "refusing to load")
+    one_line_error(
+        cli("nextok-train", *tiny_args(tmp_path / "r", None, f"ckpt_path={evil}")),
+        2,
+        "refusing to load",
+    )
     folder = tmp_path / "sharded.ckpt"  # a consolidate input whose meta.pt is the payload
     folder.mkdir()
     (folder / ".metadata").write_bytes(b"")
@@ -81,8 +90,11 @@ def test_generate_default_length_is_clipped_with_a_notice(run):
     assert proc.stdout.startswith("def ")
     notes = [ln for ln in proc.stderr.splitlines() if "clipped" in ln]
     assert len(notes) == 1, proc.stderr
-    m = re.fullmatch(r"nextok-generate: note: max_new_tokens=128 clipped to (\d+): the (\d+)-token "
-                     r"prompt \+ new tokens must fit model.block_size=32", notes[0])
+    m = re.fullmatch(
+        r"nextok-generate: note: max_new_tokens=128 clipped to (\d+): the (\d+)-token "
+        r"prompt \+ new tokens must fit model.block_size=32",
+        notes[0],
+    )
     assert m and int(m[1]) + int(m[2]) == 32, notes
     assert f"generated {m[1]} tokens" in proc.stderr or "generated" in proc.stderr
 
@@ -100,7 +112,9 @@ def test_any_text_works_as_prompt_and_stop_as_typed(run):
     first = out.split("--- prompt 2/")[0].split("def main(", 1)[1]
     piece = first[2:5]
     assert len(piece) == 3
-    cut = ok(cli("nextok-generate", *common, "prompt=def main(", f"stop={piece}", "stop=)],{=:#'\""))
+    cut = ok(
+        cli("nextok-generate", *common, "prompt=def main(", f"stop={piece}", "stop=)],{=:#'\"")
+    )
     assert cut.stdout == "def main(" + first[: first.index(piece)] + "\n"
     # prompt_file=- reads the prompts from stdin, one per line
     piped = ok(cli("nextok-generate", *common, "prompt_file=-", input="def main(\nimport \n"))
@@ -120,11 +134,21 @@ def test_local_folder_run_console_and_train_log(tmp_path):
         sub = corpus / f"part{i % 3}"
         sub.mkdir(parents=True, exist_ok=True)
         (sub / f"doc{i:02d}.txt").write_text(
-            f"Notice {i}: permission is granted to copy file {i}.\n\n" * 8 + f"End of file {i}.\n")
+            f"Notice {i}: permission is granted to copy file {i}.\n\n" * 8 + f"End of file {i}.\n"
+        )
     run = tmp_path / "run"
     args = [a for a in tiny_args(run) if not a.startswith(("trainer.enable_", "data.vocab_size"))]
-    proc = ok(cli("nextok-train", *args, "data=local_text", f"data.data_files={corpus}",
-                  "data.vocab_size=300", "data.val_fraction=0.05", "callbacks.sampling.prompt_tokens=3"))
+    proc = ok(
+        cli(
+            "nextok-train",
+            *args,
+            "data=local_text",
+            f"data.data_files={corpus}",
+            "data.vocab_size=300",
+            "data.val_fraction=0.05",
+            "callbacks.sampling.prompt_tokens=3",
+        )
+    )
     out = proc.stdout + proc.stderr
     # folder read recursively, one document per file: 3 held-out files; prompts are their openings
     rows = list(csv.DictReader(next(run.glob("csv/version_0/samples.csv")).open()))
@@ -144,13 +168,23 @@ def test_local_folder_run_console_and_train_log(tmp_path):
 
 def test_bad_input_is_one_line_and_leaves_no_run_dir(tmp_path):
     runs = tmp_path / "runs"
-    one_line_error(cli("nextok-train", *tiny_args(runs / "a"), "optim.lr=fast"), 2,
-                   "optim.lr='fast' is not a number")
+    one_line_error(
+        cli("nextok-train", *tiny_args(runs / "a"), "optim.lr=fast"),
+        2,
+        "optim.lr='fast' is not a number",
+    )
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "ok.txt").write_text("fine text\n" * 50)
     (tmp_path / "data" / "blob.bin").write_bytes(b"header" + bytes(range(128, 256)))
-    one_line_error(cli("nextok-train", *tiny_args(runs / "b"), "data=local_text",
-                       f"data.data_files={tmp_path / 'data'}"), 2,
-                   f"{tmp_path / 'data' / 'blob.bin'} is not UTF-8 text (byte 6 of 134",
-                   "data.encoding_errors=replace")
+    one_line_error(
+        cli(
+            "nextok-train",
+            *tiny_args(runs / "b"),
+            "data=local_text",
+            f"data.data_files={tmp_path / 'data'}",
+        ),
+        2,
+        f"{tmp_path / 'data' / 'blob.bin'} is not UTF-8 text (byte 6 of 134",
+        "data.encoding_errors=replace",
+    )
     assert not runs.exists() or not any(runs.iterdir())  # no empty run dirs left behind

@@ -14,17 +14,23 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from nextok.model import ModelConfig, Transformer
 
-CORPUS = ["def add(a, b):\n    return a + b\n", "import os\nimport sys\n",
-          "class Point:\n    def __init__(self, x):\n        self.x = x\n"] * 30
+CORPUS = [
+    "def add(a, b):\n    return a + b\n",
+    "import os\nimport sys\n",
+    "class Point:\n    def __init__(self, x):\n        self.x = x\n",
+] * 30
 
 
 def _tokenizer() -> Tokenizer:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(CORPUS, trainer)
     return tok
 
@@ -33,13 +39,21 @@ def write_checkpoint(path: Path, block_size: int = 64) -> tuple[Transformer, Tok
     """A checkpoint following the contract in nextok.checkpoint (as nextok-train writes it)."""
     tok = _tokenizer()
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=tok.get_vocab_size(), block_size=block_size, n_layer=2, n_head=2,
-                      d_model=32)
+    cfg = ModelConfig(
+        vocab_size=tok.get_vocab_size(), block_size=block_size, n_layer=2, n_head=2, d_model=32
+    )
     model = Transformer(cfg).eval()
-    torch.save({
-        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-        "nextok": {"model_config": cfg.to_dict(), "tokenizer_json": tok.to_str(), "tokens_seen": 0},
-    }, path)
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "nextok": {
+                "model_config": cfg.to_dict(),
+                "tokenizer_json": tok.to_str(),
+                "tokens_seen": 0,
+            },
+        },
+        path,
+    )
     return model, tok
 
 
@@ -50,8 +64,9 @@ def cli() -> list[str]:
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([*cli(), *args], cwd=cwd, capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [*cli(), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +80,21 @@ def test_generate_streams_text_and_reports_speed(ckpt, tmp_path):
     from nextok.generation import generate_text, make_generator
 
     path, model, tok = ckpt
-    r = run_cli(f"ckpt={path}", "prompt=def ", "max_new_tokens=20", "temperature=0.8",
-                "top_k=50", "top_p=0.9", "seed=3", "device=cpu", cwd=tmp_path)
+    r = run_cli(
+        f"ckpt={path}",
+        "prompt=def ",
+        "max_new_tokens=20",
+        "temperature=0.8",
+        "top_k=50",
+        "top_p=0.9",
+        "seed=3",
+        "device=cpu",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
-    want = generate_text(model, tok, ["def "], 20, temperature=0.8, top_k=50, top_p=0.9,
-                         generator=make_generator(3))[0]
+    want = generate_text(
+        model, tok, ["def "], 20, temperature=0.8, top_k=50, top_p=0.9, generator=make_generator(3)
+    )[0]
     assert r.stdout == f"def {want}\n"
     assert "tokens/s" in r.stderr and "cpu, float32" in r.stderr
     assert os.listdir(tmp_path) == []  # no outputs/ or .hydra/ littered into the working dir
@@ -91,8 +116,9 @@ def test_prompt_file_and_num_samples(ckpt, tmp_path, capsys):
     path, _, _ = ckpt
     pf = tmp_path / "prompts.txt"
     pf.write_text("import \nclass Point:\\n    def \n")
-    stats = run(compose(f"ckpt={path}", f"prompt_file={pf}", "num_samples=2", "max_new_tokens=8",
-                        "seed=0"))
+    stats = run(
+        compose(f"ckpt={path}", f"prompt_file={pf}", "num_samples=2", "max_new_tokens=8", "seed=0")
+    )
     out = capsys.readouterr().out
     assert out.count("--- prompt ") == 4
     assert "--- prompt 2/2, sample 2/2 ---\nclass Point:\n    def " in out
@@ -146,8 +172,9 @@ def test_bf16_on_cpu(ckpt, capsys):
     from nextok.cli.generate import run
 
     path, _, _ = ckpt
-    stats = run(compose(f"ckpt={path}", 'prompt="import "', "max_new_tokens=6", "dtype=bf16",
-                        "device=cpu"))
+    stats = run(
+        compose(f"ckpt={path}", 'prompt="import "', "max_new_tokens=6", "dtype=bf16", "device=cpu")
+    )
     captured = capsys.readouterr()
     assert captured.out.startswith("import ") and "cpu, bfloat16" in captured.err
     assert stats["tokens"] > 0
@@ -171,11 +198,16 @@ def test_escaped_newlines_in_prompt_and_stop_strings(ckpt, capsys):
     from nextok.cli.generate import run
 
     path, _, _ = ckpt
-    args = (f"ckpt={path}", r'prompt="class Point:\n    def "', "max_new_tokens=24", "temperature=0")
+    args = (
+        f"ckpt={path}",
+        r'prompt="class Point:\n    def "',
+        "max_new_tokens=24",
+        "temperature=0",
+    )
     run(compose(*args))
     full = capsys.readouterr().out
     assert full.startswith("class Point:\n    def ")
-    new = full[len("class Point:\n    def "):-1]
+    new = full[len("class Point:\n    def ") : -1]
     stop = new[8:11]
     run(compose(*args, f"stop=[{stop!r}]"))
     assert capsys.readouterr().out == "class Point:\n    def " + new[: new.index(stop)] + "\n"

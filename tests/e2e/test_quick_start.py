@@ -38,14 +38,18 @@ def test_readme_quick_start_parses():
 
 def _sh(command: str, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        ["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def rows_loss(run: Path) -> str:
     """The last logged val/loss of a run: its final, whole-split validation."""
-    rows = [r for r in csv.DictReader((run / "csv" / "version_0" / "metrics.csv").open())
-            if r.get("val/loss")]
+    rows = [
+        r
+        for r in csv.DictReader((run / "csv" / "version_0" / "metrics.csv").open())
+        if r.get("val/loss")
+    ]
     return rows[-1]["val/loss"]
 
 

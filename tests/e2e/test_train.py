@@ -38,7 +38,9 @@ def run_train(args: list[str], timeout: float = 240, **kw) -> subprocess.Complet
 
 
 def check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    )
     return proc
 
 
@@ -58,15 +60,25 @@ def shared(tmp_path_factory) -> dict[str, Path]:
 def tiny(shared: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
     return [
         f"hydra.run.dir={run_dir}",
-        "model.n_layer=1", "model.d_model=32", "model.n_head=2", "model.n_kv_head=2",
+        "model.n_layer=1",
+        "model.d_model=32",
+        "model.n_head=2",
+        "model.n_kv_head=2",
         "model.block_size=32",
-        "data.batch_size=4", "data.max_val_batches=2", "data.vocab_size=512",
+        "data.batch_size=4",
+        "data.max_val_batches=2",
+        "data.vocab_size=512",
         "data.val_batch_size=64",  # the final whole-split validation in few batches
-        f"data.tokenizer_path={shared['tok']}", f"data.cache_dir={shared['cache']}",
-        "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-        "trainer.log_every_n_steps=1", "trainer.val_check_interval=4",
-        "schedule.warmup_steps=2", "schedule.total_steps=20",
-        "print_config=false", "tasks=[]",
+        f"data.tokenizer_path={shared['tok']}",
+        f"data.cache_dir={shared['cache']}",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "trainer.log_every_n_steps=1",
+        "trainer.val_check_interval=4",
+        "schedule.warmup_steps=2",
+        "schedule.total_steps=20",
+        "print_config=false",
+        "tasks=[]",
         *extra,
     ]
 
@@ -84,14 +96,25 @@ def metrics(run_dir: Path, key: str = "train/loss") -> dict[int, str]:
 # ---------------------------------------------------------------------------- smoke
 def test_smoke_all_loggers_checkpoints_samples(shared, tmp_path):
     run = tmp_path / "run"
-    proc = check(run_train(tiny(
-        # length as a token budget, batch as a global batch: 2048 / (8 x 32) = 8 optimizer steps
-        # of 2 accumulated micro-batches of 4 sequences
-        shared, run, "max_tokens=2048", "trainer.max_steps=-1", "global_batch_size=8",
-        "callbacks.last_checkpoint.every_n_train_steps=3",
-        "logger=many", "callbacks.sampling.max_new_tokens=8", "callbacks.throughput.window_size=4",
-        "tasks=[stdlib_next_line]", "tasks.stdlib_next_line.num_examples=16",
-    )))
+    proc = check(
+        run_train(
+            tiny(
+                # length as a token budget, batch as a global batch: 2048 / (8 x 32) = 8 optimizer steps
+                # of 2 accumulated micro-batches of 4 sequences
+                shared,
+                run,
+                "max_tokens=2048",
+                "trainer.max_steps=-1",
+                "global_batch_size=8",
+                "callbacks.last_checkpoint.every_n_train_steps=3",
+                "logger=many",
+                "callbacks.sampling.max_new_tokens=8",
+                "callbacks.throughput.window_size=4",
+                "tasks=[stdlib_next_line]",
+                "tasks.stdlib_next_line.num_examples=16",
+            )
+        )
+    )
     out = proc.stdout + proc.stderr
     # run directory: resolved config, tokenizer, checkpoints, logs
     assert "${" not in (run / "config.yaml").read_text()  # resolved
@@ -105,9 +128,19 @@ def test_smoke_all_loggers_checkpoints_samples(shared, tmp_path):
     # logs: per-step loss/lr/grad norm/tokens, throughput, validation loss and perplexity
     losses = metrics(run)
     assert sorted(losses) == list(range(8))
-    for key in ("train/lr", "train/grad_norm", "train/tokens_seen", "val/loss", "val/ppl",
-                "train/tokens_per_sec", "train/samples_per_sec", "baseline/unigram_loss",
-                "val/bpb", "eval/stdlib_next_line/acc", "eval/stdlib_next_line/acc_norm"):
+    for key in (
+        "train/lr",
+        "train/grad_norm",
+        "train/tokens_seen",
+        "val/loss",
+        "val/ppl",
+        "train/tokens_per_sec",
+        "train/samples_per_sec",
+        "baseline/unigram_loss",
+        "val/bpb",
+        "eval/stdlib_next_line/acc",
+        "eval/stdlib_next_line/acc_norm",
+    ):
         assert metrics(run, key), key
     assert list(run.glob("tensorboard/version_0/events.out.tfevents.*"))
     wandb_runs = list((run / "wandb").glob("offline-run-*"))
@@ -126,16 +159,26 @@ def test_smoke_all_loggers_checkpoints_samples(shared, tmp_path):
 def uninterrupted(shared) -> dict[int, str]:
     """A 12-step reference run (2 dataloader workers)."""
     run = shared["root"] / "ref"
-    check(run_train(tiny(shared, run, "trainer.max_steps=12", "data.num_workers=2",
-                         "callbacks.sampling=null")))
+    check(
+        run_train(
+            tiny(
+                shared, run, "trainer.max_steps=12", "data.num_workers=2", "callbacks.sampling=null"
+            )
+        )
+    )
     return {k: metrics(run, k) for k in ("train/loss", "train/grad_norm", "train/lr")}
 
 
 def test_exact_resume_matches_uninterrupted(shared, uninterrupted, tmp_path):
     """Stop at step 5, resume to 12: the same per-step losses, bitwise (CPU, fp32, 2 workers)."""
     run = tmp_path / "run"
-    base = tiny(shared, run, "data.num_workers=2", "callbacks.sampling=null",
-                "callbacks.last_checkpoint.every_n_train_steps=100")
+    base = tiny(
+        shared,
+        run,
+        "data.num_workers=2",
+        "callbacks.sampling=null",
+        "callbacks.last_checkpoint.every_n_train_steps=100",
+    )
     check(run_train([*base, "trainer.max_steps=5"]))
     assert sorted(metrics(run)) == list(range(5))
     proc = check(run_train([*base, "trainer.max_steps=12", "resume=auto"]))
@@ -148,12 +191,23 @@ def test_exact_resume_matches_uninterrupted(shared, uninterrupted, tmp_path):
 def test_sigkill_then_resume(shared, uninterrupted, tmp_path):
     """Kill -9 mid-training; resume=auto loses only the steps since the last checkpoint."""
     run = tmp_path / "run"
-    base = tiny(shared, run, "data.num_workers=2", "callbacks.sampling=null",
-                "callbacks.last_checkpoint.every_n_train_steps=2", "callbacks.best_checkpoint=null",
-                "callbacks.unigram_baseline=null")
+    base = tiny(
+        shared,
+        run,
+        "data.num_workers=2",
+        "callbacks.sampling=null",
+        "callbacks.last_checkpoint.every_n_train_steps=2",
+        "callbacks.best_checkpoint=null",
+        "callbacks.unigram_baseline=null",
+    )
     env = {**os.environ, "WANDB_MODE": "offline"}
-    proc = subprocess.Popen([*train_cmd(), *base, "trainer.max_steps=100000"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*train_cmd(), *base, "trainer.max_steps=100000"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     last = run / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 180
     try:
@@ -170,8 +224,9 @@ def test_sigkill_then_resume(shared, uninterrupted, tmp_path):
     check(run_train([*base, "trainer.max_steps=12", "resume=auto"]))
     resumed = {}
     for f in sorted((run / "csv").glob("version_*/metrics.csv")):
-        resumed = {int(r["step"]): r["train/loss"] for r in csv.DictReader(f.open())
-                   if r.get("train/loss")}  # the last version is the resumed run
+        resumed = {
+            int(r["step"]): r["train/loss"] for r in csv.DictReader(f.open()) if r.get("train/loss")
+        }  # the last version is the resumed run
     assert sorted(resumed) == list(range(saved_step, 12))
     assert resumed == {s: uninterrupted["train/loss"][s] for s in resumed}
 
@@ -184,8 +239,9 @@ def test_fast_dev_run(shared, tmp_path):
     assert not list(run.glob("checkpoints/*.ckpt"))  # fast_dev_run writes no checkpoints
 
 
-@pytest.mark.parametrize("choice", [f"experiment={e}" for e in EXPERIMENTS]
-                         + [f"debug={d}" for d in DEBUGS])
+@pytest.mark.parametrize(
+    "choice", [f"experiment={e}" for e in EXPERIMENTS] + [f"debug={d}" for d in DEBUGS]
+)
 def test_configs_compose(choice):
     proc = check(run_train([choice, "--cfg", "job"], timeout=120))
     assert "_target_: nextok.lit.LMModule" in proc.stdout
@@ -220,8 +276,18 @@ def test_bad_value_is_a_one_line_error(shared, tmp_path):
 @pytest.mark.slow
 def test_max_time_is_honoured(shared, tmp_path):
     run = tmp_path / "run"
-    proc = check(run_train(tiny(shared, run, "trainer.max_steps=1000000", "trainer.max_time=00:00:00:05",
-                                "schedule=constant", "callbacks.sampling=null")))
+    proc = check(
+        run_train(
+            tiny(
+                shared,
+                run,
+                "trainer.max_steps=1000000",
+                "trainer.max_time=00:00:00:05",
+                "schedule=constant",
+                "callbacks.sampling=null",
+            )
+        )
+    )
     step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 0 < step < 1000000
     # the summary says why the run ended early
@@ -231,8 +297,18 @@ def test_max_time_is_honoured(shared, tmp_path):
 @pytest.mark.slow
 def test_ddp_sim_two_cpu_processes(shared, tmp_path):
     run = tmp_path / "run"
-    proc = check(run_train(tiny(shared, run, "trainer=ddp_sim", "trainer.max_steps=4",
-                                "callbacks.sampling.max_new_tokens=4"), timeout=400))
+    proc = check(
+        run_train(
+            tiny(
+                shared,
+                run,
+                "trainer=ddp_sim",
+                "trainer.max_steps=4",
+                "callbacks.sampling.max_new_tokens=4",
+            ),
+            timeout=400,
+        )
+    )
     assert "world size 2" in proc.stdout
     assert sorted(metrics(run)) == list(range(4))
     assert load_checkpoint(run / "checkpoints" / "last.ckpt").meta["tokens_seen"] == 4 * 2 * 4 * 32

@@ -28,7 +28,9 @@ SAMPLING = dict(temperature=0.9, top_k=40, top_p=0.95)
 
 def seeded_model(vocab: int) -> Transformer:
     torch.manual_seed(0)
-    return Transformer(ModelConfig(vocab_size=vocab, block_size=32, n_layer=2, n_head=2, d_model=32))
+    return Transformer(
+        ModelConfig(vocab_size=vocab, block_size=32, n_layer=2, n_head=2, d_model=32)
+    )
 
 
 class TinyLM(pl.LightningModule):
@@ -63,18 +65,34 @@ def main(strategy_name: str, out: str) -> None:
         strategy = DDPStrategy(process_group_backend="gloo")
     cb = SamplingCallback(PROMPTS, max_new_tokens=12, seed=5, every_n_steps=1, **SAMPLING)
     trainer = pl.Trainer(
-        accelerator="cpu", devices=2, strategy=strategy, max_steps=2, callbacks=[cb],
-        logger=CSVLogger(out), enable_progress_bar=False, enable_checkpointing=False,
-        enable_model_summary=False, use_distributed_sampler=False,
+        accelerator="cpu",
+        devices=2,
+        strategy=strategy,
+        max_steps=2,
+        callbacks=[cb],
+        logger=CSVLogger(out),
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
     )
-    data = torch.randint(0, tok.get_vocab_size(), (16, 17), generator=torch.Generator().manual_seed(0))
+    data = torch.randint(
+        0, tok.get_vocab_size(), (16, 17), generator=torch.Generator().manual_seed(0)
+    )
     trainer.fit(TinyLM(tok, strategy_name == "fsdp"), DataLoader(TensorDataset(data), batch_size=4))
     if trainer.is_global_zero:
-        reference = generate_text(seeded_model(tok.get_vocab_size()), tok, PROMPTS, 12,
-                                  generator=[make_generator(5 + i) for i in range(2)], **SAMPLING)
+        reference = generate_text(
+            seeded_model(tok.get_vocab_size()),
+            tok,
+            PROMPTS,
+            12,
+            generator=[make_generator(5 + i) for i in range(2)],
+            **SAMPLING,
+        )
         with open(os.path.join(out, "result.json"), "w") as f:
-            json.dump({"history": cb.history, "reference": reference,
-                       "world_size": trainer.world_size}, f)
+            json.dump(
+                {"history": cb.history, "reference": reference, "world_size": trainer.world_size}, f
+            )
     else:
         assert cb.history == []  # only rank 0 samples
 

@@ -13,21 +13,31 @@ PROMPTS = [[5, 6, 7, 8, 9], [11, 12], [20, 21, 22, 23, 24, 25, 26, 27, 28], [3]]
 
 VARIANTS = list(
     itertools.product(
-        ["rope", "learned"], ["rmsnorm", "layernorm"], ["swiglu", "gelu", "relu2"],
-        [4, 2, 1], [False, True],
+        ["rope", "learned"],
+        ["rmsnorm", "layernorm"],
+        ["swiglu", "gelu", "relu2"],
+        [4, 2, 1],
+        [False, True],
     )
 )
 
 
 @pytest.mark.parametrize("pos,norm,mlp,n_kv,qk_norm", VARIANTS)
-def test_cached_decode_equals_full_recompute_every_variant(make_model, pos, norm, mlp, n_kv, qk_norm):
+def test_cached_decode_equals_full_recompute_every_variant(
+    make_model, pos, norm, mlp, n_kv, qk_norm
+):
     """Token for token (fp32): KV-cached decode == re-running the whole sequence each step.
 
     Greedy on a random model soon repeats itself, so seeded sampling (per-row generators) is
     compared as well: it walks through many different tokens and positions.
     """
     model = make_model(
-        pos=pos, norm=norm, mlp=mlp, n_kv_head=n_kv, qk_norm=qk_norm, bias=norm == "layernorm",
+        pos=pos,
+        norm=norm,
+        mlp=mlp,
+        n_kv_head=n_kv,
+        qk_norm=qk_norm,
+        bias=norm == "layernorm",
         tie_embeddings=mlp != "gelu",
     )
     greedy = generate(model, PROMPTS, 12, temperature=0)
@@ -141,7 +151,9 @@ def test_generation_restores_training_mode(make_model):
 def test_block_size_limit_is_a_clear_error(make_model):
     model = make_model(block_size=16)
     assert len(generate(model, [[1] * 10], 6, temperature=0)[0]) == 6  # exactly fills block_size
-    with pytest.raises(ValueError, match=r"max_new_tokens=7 exceeds model.block_size=16; set max_new_tokens <= 6"):
+    with pytest.raises(
+        ValueError, match=r"max_new_tokens=7 exceeds model.block_size=16; set max_new_tokens <= 6"
+    ):
         generate(model, [[1] * 10, [2]], 7)
     with pytest.raises(ValueError, match="prompt of 16 tokens leaves no room"):
         generate(model, [[1] * 16], 1)

@@ -41,14 +41,22 @@ class TinyData(pl.LightningDataModule):
 
     def train_dataloader(self):
         g = torch.Generator().manual_seed(0)
-        return DataLoader(TensorDataset(torch.randint(0, self.vocab, (32, 17), generator=g)), batch_size=4)
+        return DataLoader(
+            TensorDataset(torch.randint(0, self.vocab, (32, 17), generator=g)), batch_size=4
+        )
 
 
 def _fit(tmp_path, module, data, callback, max_steps=4, loggers=None):
     trainer = pl.Trainer(
-        max_steps=max_steps, accelerator="cpu", devices=1, logger=loggers or False,
-        callbacks=[callback], enable_progress_bar=False, enable_checkpointing=False,
-        enable_model_summary=False, default_root_dir=tmp_path,
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=loggers or False,
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=data)
     return trainer
@@ -57,18 +65,42 @@ def _fit(tmp_path, module, data, callback, max_steps=4, loggers=None):
 def test_callback_logs_to_csv_and_tensorboard(tmp_path, tokenizer, make_model, capsys):
     vocab = tokenizer.get_vocab_size()
     model = make_model(vocab_size=vocab, block_size=32)
-    cb = SamplingCallback(PROMPTS, max_new_tokens=10, temperature=0.8, top_k=50, top_p=0.95,
-                          seed=7, every_n_steps=2, on_train_end=True)
+    cb = SamplingCallback(
+        PROMPTS,
+        max_new_tokens=10,
+        temperature=0.8,
+        top_k=50,
+        top_p=0.95,
+        seed=7,
+        every_n_steps=2,
+        on_train_end=True,
+    )
     loggers = [CSVLogger(tmp_path / "csv"), TensorBoardLogger(tmp_path / "tb")]
     trainer = _fit(tmp_path, TinyLM(model, tokenizer), TinyData(vocab), cb, loggers=loggers)
 
     # sampled at steps 2 and 4; train end (also step 4) is not sampled twice
-    assert [(h["step"], h["prompt"]) for h in cb.history] == [(2, "def "), (2, "import "), (4, "def "), (4, "import ")]
+    assert [(h["step"], h["prompt"]) for h in cb.history] == [
+        (2, "def "),
+        (2, "import "),
+        (4, "def "),
+        (4, "import "),
+    ]
     # the last samples are what the trained model generates with the documented seeds
-    want = generate_text(model, tokenizer, PROMPTS, 10, temperature=0.8, top_k=50, top_p=0.95,
-                         generator=[make_generator(7 + i) for i in range(2)])
+    want = generate_text(
+        model,
+        tokenizer,
+        PROMPTS,
+        10,
+        temperature=0.8,
+        top_k=50,
+        top_p=0.95,
+        generator=[make_generator(7 + i) for i in range(2)],
+    )
     assert [h["text"] for h in cb.history[2:]] == want
-    assert cb.history[0]["text"] != cb.history[2]["text"] or cb.history[1]["text"] != cb.history[3]["text"]
+    assert (
+        cb.history[0]["text"] != cb.history[2]["text"]
+        or cb.history[1]["text"] != cb.history[3]["text"]
+    )
 
     with open(tmp_path / "csv" / "lightning_logs" / "version_0" / "samples.csv", newline="") as f:
         rows = list(csv.reader(f))
@@ -128,7 +160,9 @@ def test_conf_file_instantiates_the_callback():
 
 
 @pytest.mark.slow
-def test_callback_logs_to_wandb_table_and_mlflow_artifact(tmp_path, tokenizer, make_model, monkeypatch):
+def test_callback_logs_to_wandb_table_and_mlflow_artifact(
+    tmp_path, tokenizer, make_model, monkeypatch
+):
     """Slow (~40 s): wandb starts a service process; offline mode, no network."""
     import json
 
@@ -142,22 +176,33 @@ def test_callback_logs_to_wandb_table_and_mlflow_artifact(tmp_path, tokenizer, m
     cb = SamplingCallback(["def "], max_new_tokens=6, every_n_steps=1, on_train_end=False)
     loggers = [
         WandbLogger(save_dir=str(tmp_path), offline=True),
-        MLFlowLogger(tracking_uri=f"file:{tmp_path}/mlruns",
-                     artifact_location=str(tmp_path / "artifacts")),
+        MLFlowLogger(
+            tracking_uri=f"file:{tmp_path}/mlruns", artifact_location=str(tmp_path / "artifacts")
+        ),
     ]
     try:
-        _fit(tmp_path, TinyLM(make_model(vocab_size=vocab, block_size=32), tokenizer),
-             TinyData(vocab), cb, max_steps=2, loggers=loggers)
+        _fit(
+            tmp_path,
+            TinyLM(make_model(vocab_size=vocab, block_size=32), tokenizer),
+            TinyData(vocab),
+            cb,
+            max_steps=2,
+            loggers=loggers,
+        )
     finally:
         import wandb
 
         wandb.finish()
     texts = [h["text"] for h in cb.history]
-    tables = sorted(glob.glob(f"{tmp_path}/wandb/offline-run-*/files/media/table/samples_*.table.json"))
+    tables = sorted(
+        glob.glob(f"{tmp_path}/wandb/offline-run-*/files/media/table/samples_*.table.json")
+    )
     assert len(tables) == 2
     with open(tables[-1]) as f:
         table = json.load(f)
-    assert table["columns"] == ["step", "prompt", "sample"] and table["data"] == [[2, "def ", texts[1]]]
+    assert table["columns"] == ["step", "prompt", "sample"] and table["data"] == [
+        [2, "def ", texts[1]]
+    ]
     artifacts = sorted(glob.glob(f"{tmp_path}/artifacts/*/artifacts/samples/step_*.txt"))
     assert [a.rsplit("/", 1)[1] for a in artifacts] == ["step_00000001.txt", "step_00000002.txt"]
     with open(artifacts[-1]) as f:
@@ -175,4 +220,6 @@ def test_unsharded_model_is_an_eager_copy_when_blocks_are_compiled(make_model):
     assert copy is not model and not any(
         getattr(m, "_compiled_call_impl", None) is not None for m in copy.modules()
     )
-    assert all(torch.equal(a, b) for a, b in zip(copy.state_dict().values(), model.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(copy.state_dict().values(), model.state_dict().values())
+    )

@@ -114,7 +114,12 @@ def test_repetition_penalty():
     assert torch.equal(apply_repetition_penalty(logits, seen, 1.0), logits)
     # greedy with a strong penalty avoids the seen best token
     seen_best = torch.tensor([[False, False, False, True]])
-    assert sample_next(logits, SamplingParams(temperature=0, repetition_penalty=10.0), seen=seen_best).item() == 0
+    assert (
+        sample_next(
+            logits, SamplingParams(temperature=0, repetition_penalty=10.0), seen=seen_best
+        ).item()
+        == 0
+    )
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,12 @@ def test_text_equals_decoded_ids_and_streams_concatenate(model, tokenizer):
     prompts = ["def ", "import os\n", "x"]
     deltas = {i: [] for i in range(3)}
     texts = generate_text(
-        model, tokenizer, prompts, 30, eos=None, generator=_gens(3),
+        model,
+        tokenizer,
+        prompts,
+        30,
+        eos=None,
+        generator=_gens(3),
         on_text=lambda b, d: deltas[b].append(d),
     )
     ids = generate(model, [tokenizer.encode(p).ids for p in prompts], 30, generator=_gens(3))
@@ -45,7 +50,13 @@ def test_stop_strings_cut_the_text(model, tokenizer):
     assert stop and stop in full
     deltas = []
     text = generate_text(
-        model, tokenizer, ["class "], 40, eos=None, stop=["@@never@@", stop], generator=_gens(1),
+        model,
+        tokenizer,
+        ["class "],
+        40,
+        eos=None,
+        stop=["@@never@@", stop],
+        generator=_gens(1),
         on_text=lambda b, d: deltas.append(d),
     )[0]
     assert text == full[: full.index(stop)]

@@ -69,8 +69,13 @@ def test_resume_auto(tmp_path):
 
 
 def test_redact_secrets():
-    out = redact({"logger": {"wandb": {"api_key": "abc", "project": "p"}},
-                  "x": [{"hf_token": "t"}], "tokenizer_path": "/a"})
+    out = redact(
+        {
+            "logger": {"wandb": {"api_key": "abc", "project": "p"}},
+            "x": [{"hf_token": "t"}],
+            "tokenizer_path": "/a",
+        }
+    )
     assert out["logger"]["wandb"] == {"api_key": "<redacted>", "project": "p"}
     assert out["x"] == [{"hf_token": "<redacted>"}]
     assert "abc" not in str(out) and "'t'" not in str(out)

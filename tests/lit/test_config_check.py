@@ -14,25 +14,40 @@ def _cfg(*overrides: str):
         return compose("train", overrides=["run_dir=/tmp/unused", *overrides])
 
 
-@pytest.mark.parametrize("override, message", [
-    ("optim.lr=fast", "optim.lr='fast' is not a number"),
-    ("trainer.max_steps=abc", "trainer.max_steps='abc' is not an integer"),
-    ("model.n_layer=abc", "model.n_layer='abc' is not an integer"),
-    ("data.batch_size=1.5", "data.batch_size=1.5 is not an integer"),
-    ("module.compile=maybe", "module.compile='maybe' is not true/false"),
-    ("callbacks.sampling.max_new_tokens=many", "callbacks.sampling.max_new_tokens='many' is not an integer"),
-    ("model.d_model=30", "model.d_model (30) must be divisible by model.n_head (4)"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lr=fast", "optim.lr='fast' is not a number"),
+        ("trainer.max_steps=abc", "trainer.max_steps='abc' is not an integer"),
+        ("model.n_layer=abc", "model.n_layer='abc' is not an integer"),
+        ("data.batch_size=1.5", "data.batch_size=1.5 is not an integer"),
+        ("module.compile=maybe", "module.compile='maybe' is not true/false"),
+        (
+            "callbacks.sampling.max_new_tokens=many",
+            "callbacks.sampling.max_new_tokens='many' is not an integer",
+        ),
+        ("model.d_model=30", "model.d_model (30) must be divisible by model.n_head (4)"),
+    ],
+)
 def test_wrong_values_name_the_key(override, message):
     with pytest.raises(ValueError) as err:
         check_config(_cfg(override))
     assert str(err.value) == message or message in str(err.value)
 
 
-@pytest.mark.parametrize("overrides", [
-    [], ["experiment=llama_1b"], ["experiment=tinystories"], ["logger=many"], ["trainer=fsdp_cpu"],
-    ["trainer.max_time=00:00:01:00"], ["optim.lr=1"], ["model.vocab_size=4096"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["experiment=llama_1b"],
+        ["experiment=tinystories"],
+        ["logger=many"],
+        ["trainer=fsdp_cpu"],
+        ["trainer.max_time=00:00:01:00"],
+        ["optim.lr=1"],
+        ["model.vocab_size=4096"],
+    ],
+)
 def test_shipped_configs_pass(overrides):
     check_config(_cfg(*overrides))
 

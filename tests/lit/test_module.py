@@ -31,12 +31,18 @@ class CountingData(L.LightningDataModule):
         return DataLoader(TensorDataset(self.x[:8], self.y[:8]), batch_size=self.batch_size)
 
 
-
 def make_trainer(tmp_path, **kw) -> L.Trainer:
     args = dict(
-        accelerator="cpu", devices=1, max_steps=4, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        default_root_dir=str(tmp_path), limit_val_batches=2,
+        accelerator="cpu",
+        devices=1,
+        max_steps=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=str(tmp_path),
+        limit_val_batches=2,
     )
     args.update(kw)
     return L.Trainer(**args)
@@ -51,12 +57,19 @@ def _module(cfg, **kw):
 def test_learns_and_logs(tmp_path, tiny_config):
     module = _module(tiny_config, optim=AdamWConfig(lr=1e-2))
     logger = CSVLogger(tmp_path, name="csv", version=0)
-    trainer = make_trainer(tmp_path, max_steps=30, logger=logger, log_every_n_steps=1,
-                           val_check_interval=30)
+    trainer = make_trainer(
+        tmp_path, max_steps=30, logger=logger, log_every_n_steps=1, val_check_interval=30
+    )
     trainer.fit(module, datamodule=CountingData(n=128))
     logged = trainer.logged_metrics
-    for key in ("train/loss", "train/lr", "train/grad_norm", "train/tokens_seen", "val/loss",
-                "val/ppl"):
+    for key in (
+        "train/loss",
+        "train/lr",
+        "train/grad_norm",
+        "train/tokens_seen",
+        "val/loss",
+        "val/ppl",
+    ):
         assert key in logged, key
     assert float(logged["val/ppl"]) == pytest.approx(math.exp(float(logged["val/loss"])), rel=1e-5)
     assert float(logged["val/loss"]) < math.log(64) - 1.0  # far below uniform guessing
@@ -68,7 +81,9 @@ def test_gradient_accumulation_matches_large_batch(tmp_path, tiny_config):
     """4 micro-batches of 2 accumulated == one batch of 8 (mean loss over equal-size batches)."""
     a, b = _module(tiny_config), _module(tiny_config)
     torch.manual_seed(0)  # the model is initialised in configure_model, i.e. inside fit
-    make_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(a, datamodule=CountingData(batch_size=8))
+    make_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(
+        a, datamodule=CountingData(batch_size=8)
+    )
     torch.manual_seed(0)
     make_trainer(tmp_path, max_steps=1, limit_val_batches=0, accumulate_grad_batches=4).fit(
         b, datamodule=CountingData(batch_size=2)
@@ -85,9 +100,13 @@ def test_grad_clipping(tmp_path, tiny_config):
 
     def spy(optimizer):
         orig(optimizer)
-        seen.append(torch.linalg.vector_norm(
-            torch.stack([p.grad.norm() for p in module.model.parameters() if p.grad is not None])
-        ).item())
+        seen.append(
+            torch.linalg.vector_norm(
+                torch.stack(
+                    [p.grad.norm() for p in module.model.parameters() if p.grad is not None]
+                )
+            ).item()
+        )
 
     module.on_before_optimizer_step = spy
     make_trainer(tmp_path, max_steps=2, limit_val_batches=0, log_every_n_steps=1).fit(
@@ -110,7 +129,9 @@ class _Poisoned(LMModule):
 def test_nonfinite_loss_stops_naming_the_step(tmp_path, tiny_config):
     module = _Poisoned(tiny_config, on_nonfinite="stop")
     with pytest.raises(NonFiniteLossError, match="at step 2"):
-        make_trainer(tmp_path, max_steps=5, limit_val_batches=0).fit(module, datamodule=CountingData())
+        make_trainer(tmp_path, max_steps=5, limit_val_batches=0).fit(
+            module, datamodule=CountingData()
+        )
 
 
 def test_nonfinite_loss_skip_drops_the_update(tmp_path, tiny_config):
@@ -183,5 +204,7 @@ def test_bad_policy():
     from nextok.model import ModelConfig
 
     with pytest.raises(ValueError, match="on_nonfinite"):
-        LMModule(ModelConfig(vocab_size=8, block_size=8, n_layer=1, n_head=1, d_model=8),
-                 on_nonfinite="retry")
+        LMModule(
+            ModelConfig(vocab_size=8, block_size=8, n_layer=1, n_head=1, d_model=8),
+            on_nonfinite="retry",
+        )

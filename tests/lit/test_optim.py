@@ -19,8 +19,18 @@ def _ids(params):
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_decay_only_on_matrices(tie):
-    model = Transformer(ModelConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, d_model=32,
-                                    bias=True, norm="layernorm", tie_embeddings=tie))
+    model = Transformer(
+        ModelConfig(
+            vocab_size=64,
+            block_size=16,
+            n_layer=2,
+            n_head=2,
+            d_model=32,
+            bias=True,
+            norm="layernorm",
+            tie_embeddings=tie,
+        )
+    )
     decay, no_decay = param_groups(model, AdamWConfig(weight_decay=0.1))
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     d, nd = _ids(decay["params"]), _ids(no_decay["params"])

@@ -16,9 +16,12 @@ from nextok.lit.run_lock import LOCK_FILE, RunDirLock, RunDirLocked
 def test_live_lock_refused_dead_lock_taken_over(tmp_path):
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
-        (tmp_path / LOCK_FILE).write_text(json.dumps(
-            {"pid": sleeper.pid, "host": socket.gethostname(), "started": "then"}))
-        with pytest.raises(RunDirLocked, match=f"in use by pid {sleeper.pid} on {socket.gethostname()}"):
+        (tmp_path / LOCK_FILE).write_text(
+            json.dumps({"pid": sleeper.pid, "host": socket.gethostname(), "started": "then"})
+        )
+        with pytest.raises(
+            RunDirLocked, match=f"in use by pid {sleeper.pid} on {socket.gethostname()}"
+        ):
             RunDirLock(tmp_path).acquire()
     finally:
         sleeper.kill()
@@ -31,7 +34,9 @@ def test_live_lock_refused_dead_lock_taken_over(tmp_path):
 
 
 def test_other_host_refused_same_slurm_job_taken_over(tmp_path, monkeypatch):
-    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere", "slurm_job_id": "77"}))
+    (tmp_path / LOCK_FILE).write_text(
+        json.dumps({"pid": 1, "host": "elsewhere", "slurm_job_id": "77"})
+    )
     with pytest.raises(RunDirLocked, match="on elsewhere"):
         RunDirLock(tmp_path).acquire()
     monkeypatch.setenv("SLURM_JOB_ID", "77")  # the same job, requeued onto another node

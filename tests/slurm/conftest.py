@@ -45,8 +45,10 @@ def slurm_cluster():
     started_here = False
     if not _status(env):
         if os.geteuid() != 0:
-            pytest.skip("a local Slurm cluster needs root (slurmd, munged); run as root or start "
-                        "tests/slurm/cluster.sh start beforehand")
+            pytest.skip(
+                "a local Slurm cluster needs root (slurmd, munged); run as root or start "
+                "tests/slurm/cluster.sh start beforehand"
+            )
         proc = subprocess.run([str(CLUSTER_SH), "start"], env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             pytest.skip(f"could not start the local Slurm cluster: {proc.stderr.strip()[-500:]}")

@@ -6,7 +6,15 @@ import subprocess
 import time
 from pathlib import Path
 
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED"}
+TERMINAL = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+}
 SUBMIT = Path(__file__).resolve().parents[2] / "slurm" / "submit"
 
 

@@ -36,12 +36,25 @@ def _env(slurm_env: dict[str, str]) -> dict[str, str]:
 
 
 def _submit(env, run_root: Path, overrides: list[str], wait: bool) -> tuple[str, float]:
-    cmd = [str(SUBMIT), "--cpu", "--ntasks-per-node", "2", "--job-name", "nextok-test",
-           "--run-root", str(run_root), "--time", "10:00"]
+    cmd = [
+        str(SUBMIT),
+        "--cpu",
+        "--ntasks-per-node",
+        "2",
+        "--job-name",
+        "nextok-test",
+        "--run-root",
+        str(run_root),
+        "--time",
+        "10:00",
+    ]
     t0 = time.monotonic()
     proc = subprocess.run(
         [*cmd, *(["--wait"] if wait else []), "--", *overrides],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     job_id = proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else ""
     log = run_root / f"slurm-{job_id}.out"
@@ -53,10 +66,18 @@ def _submit(env, run_root: Path, overrides: list[str], wait: bool) -> tuple[str,
 
 def _overrides(corpus: Path, steps: int, every: int) -> list[str]:
     return [
-        *TINY_MODEL, *data_overrides(corpus), "data.batch_size=2", f"trainer.max_steps={steps}",
-        f"callbacks.last_checkpoint.every_n_train_steps={every}", "callbacks.sampling=null",
-        "callbacks.best_checkpoint=null", "callbacks.unigram_baseline=null", "print_config=false", "tasks=[]",
-        "+trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
+        *TINY_MODEL,
+        *data_overrides(corpus),
+        "data.batch_size=2",
+        f"trainer.max_steps={steps}",
+        f"callbacks.last_checkpoint.every_n_train_steps={every}",
+        "callbacks.sampling=null",
+        "callbacks.best_checkpoint=null",
+        "callbacks.unigram_baseline=null",
+        "print_config=false",
+        "tasks=[]",
+        "+trainer.limit_val_batches=0",
+        "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
     ]
 
@@ -91,8 +112,10 @@ def test_sigusr1_requeues_and_resumes(slurm_cluster, corpus, tmp_path):
     steps = 300
     t0 = time.monotonic()
     job_id, _ = _submit(
-        env, tmp_path,
-        [*_overrides(corpus, steps, 10), "logger=csv", "trainer.log_every_n_steps=1"], False,
+        env,
+        tmp_path,
+        [*_overrides(corpus, steps, 10), "logger=csv", "trainer.log_every_n_steps=1"],
+        False,
     )
     run_dir = tmp_path / job_id
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -134,11 +157,23 @@ def test_submitit_launcher_sweep(slurm_cluster, corpus, tmp_path):
     sweep = tmp_path / "sweep"
     t0 = time.monotonic()
     proc = subprocess.run(
-        [*train_cmd(), "-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
-         "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
-         "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}", "logger=none",
-         *_overrides(corpus, 2, 2), "seed=1,2"],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            *train_cmd(),
+            "-m",
+            "hydra/launcher=submitit_slurm",
+            "hydra.launcher.partition=debug",
+            "hydra.launcher.gpus_per_node=0",
+            "hydra.launcher.cpus_per_task=1",
+            "hydra.launcher.timeout_min=10",
+            f"hydra.sweep.dir={sweep}",
+            "logger=none",
+            *_overrides(corpus, 2, 2),
+            "seed=1,2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     print(f"submitit sweep, 2 jobs x 2 steps: {time.monotonic() - t0:.1f} s")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

@@ -13,13 +13,36 @@ def _dry(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_multi_node_gpu_command():
-    proc = _dry("--nodes", "4", "--gpus-per-node", "8", "--partition", "gpu", "--account", "proj",
-                "--time", "2-00:00:00", "--trainer", "fsdp", "--", "model=llama_1b", "seed=3")
+    proc = _dry(
+        "--nodes",
+        "4",
+        "--gpus-per-node",
+        "8",
+        "--partition",
+        "gpu",
+        "--account",
+        "proj",
+        "--time",
+        "2-00:00:00",
+        "--trainer",
+        "fsdp",
+        "--",
+        "model=llama_1b",
+        "seed=3",
+    )
     assert proc.returncode == 0, proc.stderr
     words = shlex.split(proc.stdout)
     assert "NEXTOK_TRAINER=fsdp" in words and "NEXTOK_ACCELERATOR=gpu" in words
-    for opt in ("--nodes=4", "--ntasks-per-node=8", "--gpus-per-node=8", "--partition=gpu",
-                "--account=proj", "--time=2-00:00:00", "--requeue", "--signal=SIGUSR1@90"):
+    for opt in (
+        "--nodes=4",
+        "--ntasks-per-node=8",
+        "--gpus-per-node=8",
+        "--partition=gpu",
+        "--account=proj",
+        "--time=2-00:00:00",
+        "--requeue",
+        "--signal=SIGUSR1@90",
+    ):
         assert opt in words, (opt, words)
     i = next(i for i, w in enumerate(words) if w.endswith("train.sbatch"))
     assert words[i + 1 :] == ["model=llama_1b", "seed=3"]  # Hydra overrides follow the template

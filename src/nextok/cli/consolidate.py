@@ -69,7 +69,9 @@ def consolidate(
         raise ValueError(f"{path} has no {_METADATA} (Lightning's checkpoint metadata)")
     meta: dict[str, Any] = safe_load(path / _METADATA)
     if META_KEY not in meta:
-        raise ValueError(f"{path}/{_METADATA} has no '{META_KEY}' entry: not written by nextok-train")
+        raise ValueError(
+            f"{path}/{_METADATA} has no '{META_KEY}' entry: not written by nextok-train"
+        )
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
             raise ValueError(f"--dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -94,11 +96,21 @@ def main(argv: list[str] | None = None) -> int:
         prog="nextok-consolidate",
         description="Consolidate a sharded FSDP checkpoint folder into one checkpoint file.",
     )
-    p.add_argument("checkpoint", help="sharded checkpoint folder, e.g. runs/x/checkpoints/last.ckpt")
-    p.add_argument("output", nargs="?", default=None,
-                   help="output file (default: <folder minus .ckpt>.consolidated.pt)")
-    p.add_argument("--dtype", choices=sorted(_DTYPES), default=None,
-                   help="cast floating-point weights (default: keep the saved fp32 master weights)")
+    p.add_argument(
+        "checkpoint", help="sharded checkpoint folder, e.g. runs/x/checkpoints/last.ckpt"
+    )
+    p.add_argument(
+        "output",
+        nargs="?",
+        default=None,
+        help="output file (default: <folder minus .ckpt>.consolidated.pt)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=sorted(_DTYPES),
+        default=None,
+        help="cast floating-point weights (default: keep the saved fp32 master weights)",
+    )
     args = p.parse_args(argv)
     try:
         out = consolidate(args.checkpoint, args.output, args.dtype)

@@ -62,9 +62,7 @@ def _evaluate(cfg: DictConfig, scratch: Path) -> dict:
     # The checkpoint's tokenizer, via a file, since the datamodule takes a tokenizer path.
     tok_file = scratch / "tokenizer.json"
     loaded.tokenizer.save(str(tok_file))
-    (scratch / "tokenizer_config.json").write_text(
-        json.dumps(hf_tokenizer_config(loaded.special))
-    )
+    (scratch / "tokenizer_config.json").write_text(json.dumps(hf_tokenizer_config(loaded.special)))
     with open_dict(cfg):
         cfg.model.block_size = cfg.model.block_size or mcfg.block_size
         cfg.run_dir = str(scratch)
@@ -82,8 +80,8 @@ def _evaluate(cfg: DictConfig, scratch: Path) -> dict:
     dm.setup("fit" if cfg.split == "train" else "validate")
     dm.validate_model(mcfg.vocab_size, mcfg.block_size)
     loader = dm.val_dataloader() if cfg.split == "val" else dm.train_dataloader()
-    max_batches = cfg.max_batches if cfg.max_batches is not None else (
-        None if cfg.split == "val" else 100
+    max_batches = (
+        cfg.max_batches if cfg.max_batches is not None else (None if cfg.split == "val" else 100)
     )
 
     loaders = loader if isinstance(loader, list) else [loader]
@@ -133,8 +131,12 @@ def _tasks(cfg: DictConfig, model, tokenizer, block_size: int, device) -> dict:
     out = {}
     for name, spec in specs.items():
         res = evaluate_task(
-            model, tokenizer, load_task(name, spec), block_size=block_size,
-            batch_size=int(cfg.task_batch_size), device=device,
+            model,
+            tokenizer,
+            load_task(name, spec),
+            block_size=block_size,
+            batch_size=int(cfg.task_batch_size),
+            device=device,
         )
         out[name] = res.as_dict()
     return out
@@ -150,8 +152,10 @@ def table(results: list[dict]) -> str:
     for r in results:
         row = [r["ckpt"]] + [f"{r[c]:.4f}" if c in r else "-" for c in cols]
         for t in tasks:
-            row += [f"{r['tasks'][t][m]:.4f}" if t in r.get("tasks", {}) else "-"
-                    for m in ("acc", "acc_norm")]
+            row += [
+                f"{r['tasks'][t][m]:.4f}" if t in r.get("tasks", {}) else "-"
+                for m in ("acc", "acc_norm")
+            ]
         rows.append(row)
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
@@ -172,7 +176,9 @@ def main(cfg: DictConfig) -> None:
             print(json.dumps(r))
     else:
         r0 = results[0]
-        print(f"split {r0['split']}: {r0['tokens']} tokens, {r0['bytes']} bytes, block {r0['block_size']}")
+        print(
+            f"split {r0['split']}: {r0['tokens']} tokens, {r0['bytes']} bytes, block {r0['block_size']}"
+        )
         print(table(results))
     if cfg.out:
         payload = results[0] if len(results) == 1 else results

@@ -29,8 +29,14 @@ def _main(cfg: DictConfig) -> None:
             "source": meta.get("init_from"),
         }
         out = export_hf(
-            loaded.model, cfg.out, loaded.tokenizer, loaded.special, dtype=cfg.dtype,
-            max_shard_size=cfg.max_shard_size, family=cfg.family or None, prefer=meta.get("hf_family"),
+            loaded.model,
+            cfg.out,
+            loaded.tokenizer,
+            loaded.special,
+            dtype=cfg.dtype,
+            max_shard_size=cfg.max_shard_size,
+            family=cfg.family or None,
+            prefer=meta.get("hf_family"),
             card=card,
         )
     except (FileNotFoundError, IsADirectoryError, ValueError) as err:

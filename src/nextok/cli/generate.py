@@ -18,8 +18,14 @@ from omegaconf import DictConfig
 from nextok.cli._conf import conf_dir
 from nextok.cli.literal_args import read_prompt_file, split_literal_args, unescape
 
-DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
-          "fp16": "float16", "float16": "float16"}
+DTYPES = {
+    "fp32": "float32",
+    "float32": "float32",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "float16": "float16",
+}
 
 
 class UsageError(Exception):
@@ -35,7 +41,9 @@ def resolve_device(name: str):
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise UsageError(f"device={name!r} is not a device (use auto, cpu, cuda or cuda:N)") from err
+        raise UsageError(
+            f"device={name!r} is not a device (use auto, cpu, cuda or cuda:N)"
+        ) from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device={name!r} but CUDA is not available here; use device=cpu")
     return device
@@ -46,7 +54,11 @@ def resolve_dtype(name: str, device):
 
     name = str(name)
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        return (
+            torch.bfloat16
+            if device.type == "cuda" and torch.cuda.is_bf16_supported()
+            else torch.float32
+        )
     if name not in DTYPES:
         raise UsageError(f"dtype={name!r} is not one of auto, {', '.join(sorted(DTYPES))}")
     return getattr(torch, DTYPES[name])
@@ -133,14 +145,21 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
     except ValueError as err:
         raise UsageError(str(err)) from err
     if not isinstance(cfg.max_new_tokens, int) or cfg.max_new_tokens < 0:
-        raise UsageError(f"max_new_tokens must be a non-negative integer, got {cfg.max_new_tokens!r}")
+        raise UsageError(
+            f"max_new_tokens must be a non-negative integer, got {cfg.max_new_tokens!r}"
+        )
     max_new_tokens = fit_max_new_tokens(lens, cfg.max_new_tokens, model.config.block_size)
 
     stops = [*(literal or {}).get("stop", []), *(str(s) for s in cfg.stop or [])]
     options = dict(
-        temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, min_p=cfg.min_p,
-        repetition_penalty=cfg.repetition_penalty, stop=[unescape(s) for s in stops],
-        eos=eos, bos=bos,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        min_p=cfg.min_p,
+        repetition_penalty=cfg.repetition_penalty,
+        stop=[unescape(s) for s in stops],
+        eos=eos,
+        bos=bos,
     )
     try:  # check the sampling options before anything is printed
         SamplingParams(**{k: v for k, v in options.items() if k not in ("stop", "eos", "bos")})
@@ -174,14 +193,21 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
     for i, prompt in enumerate(prompts):
         for s in range(cfg.num_samples):
             if total > 1:
-                out.write(f"\n--- prompt {i + 1}/{len(prompts)}, sample {s + 1}/{cfg.num_samples} ---\n")
+                out.write(
+                    f"\n--- prompt {i + 1}/{len(prompts)}, sample {s + 1}/{cfg.num_samples} ---\n"
+                )
             out.write(prompt)
             out.flush()
             t = time.perf_counter()
             try:
                 generate_text(
-                    model, tokenizer, [prompt], max_new_tokens, generator=generator,
-                    on_text=emit, on_token=count,
+                    model,
+                    tokenizer,
+                    [prompt],
+                    max_new_tokens,
+                    generator=generator,
+                    on_text=emit,
+                    on_token=count,
                     **options,
                 )
             except ValueError as err:

@@ -34,8 +34,12 @@ def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg, model_overrides(list(HydraConfig.get().overrides.task)))
     except StopRequested as e:  # Ctrl-C / SIGTERM: the step finished and last.ckpt was saved
-        print(f"[nextok] {e}; saved {cfg.run_dir}/checkpoints/last.ckpt. Continue with: "
-              f"nextok-train hydra.run.dir={cfg.run_dir} resume=auto", file=sys.stderr, flush=True)
+        print(
+            f"[nextok] {e}; saved {cfg.run_dir}/checkpoints/last.ckpt. Continue with: "
+            f"nextok-train hydra.run.dir={cfg.run_dir} resume=auto",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(e.exit_code)
     except KeyboardInterrupt as e:  # before training started, or a second Ctrl-C
         _fail(RuntimeError("interrupted; nothing was saved since the last checkpoint"), 130, e)

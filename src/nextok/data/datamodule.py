@@ -63,7 +63,9 @@ def dist_info(trainer: Any = None) -> tuple[int, int]:
 class LMDataModule(L.LightningDataModule):
     """Language-model data: any HF dataset (hub / local files) or the embedded stdlib corpus."""
 
-    sampler_class: type[BlockSampler] = BlockSampler  # the training block order (mixtures: their own)
+    sampler_class: type[BlockSampler] = (
+        BlockSampler  # the training block order (mixtures: their own)
+    )
 
     def __init__(
         self,
@@ -179,7 +181,10 @@ class LMDataModule(L.LightningDataModule):
             src = self.tokenizer_path or self.run_dir
             config = load_tokenizer_config(src) if src else {}
             self.special = special_tokens(
-                tok, config, eos=self.eos_token, add_bos=self.add_bos,
+                tok,
+                config,
+                eos=self.eos_token,
+                add_bos=self.add_bos,
                 where=str(src or "tokenizer"),
             )
         return self.special
@@ -284,9 +289,7 @@ class LMDataModule(L.LightningDataModule):
 
             stats.append((str(src.stdlib_root()), sys.version))
         held_out = None if self.val_split else (self.val_fraction, self.seed)
-        tok_hash = src.fingerprint(
-            self._require_tokenizer().to_str(), self.eot_id, self.bos_id
-        )
+        tok_hash = src.fingerprint(self._require_tokenizer().to_str(), self.eot_id, self.bos_id)
         parts = (
             self.source,
             self.path,

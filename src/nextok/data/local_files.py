@@ -49,7 +49,9 @@ def expand(entry: Any) -> list[str]:
         return files
     if any(c in entry for c in "*?["):
         matches = sorted(glob.glob(str(path), recursive=True))
-        return [f for m in matches for f in (_files_in(Path(m)) if Path(m).is_dir() else [m])] or [entry]
+        return [f for m in matches for f in (_files_in(Path(m)) if Path(m).is_dir() else [m])] or [
+            entry
+        ]
     return [str(path)]
 
 
@@ -69,7 +71,7 @@ def decode(path: str, raw: bytes, errors: str) -> str:
     except UnicodeDecodeError as err:
         raise ValueError(
             f"{path} is not UTF-8 text (byte {err.start:,} of {len(raw):,}: "
-            f"{raw[err.start:err.start + 4]!r}); set data.encoding_errors=replace to replace "
+            f"{raw[err.start : err.start + 4]!r}); set data.encoding_errors=replace to replace "
             "bad bytes with U+FFFD, or leave the file out of data.data_files"
         ) from None
 
@@ -118,5 +120,7 @@ def load_text(files: list[str], unit: str, errors: str, streaming: bool):
         )
     docs = [d["text"] for d in text_documents(files, unit, errors)]
     if not docs:
-        raise ValueError(f"the text files {files[:3]}{'...' if len(files) > 3 else ''} hold no documents")
+        raise ValueError(
+            f"the text files {files[:3]}{'...' if len(files) > 3 else ''} hold no documents"
+        )
     return datasets.Dataset.from_dict({"text": docs})

@@ -168,7 +168,9 @@ def _prepended(tok: Tokenizer) -> int | None:
     """The token id the tokenizer's own post-processor prepends (e.g. Llama 3's BOS), or None."""
     with_special = tok.encode("a", add_special_tokens=True).ids
     plain = tok.encode("a", add_special_tokens=False).ids
-    return with_special[0] if len(with_special) > len(plain) and with_special[0] != plain[0] else None
+    return (
+        with_special[0] if len(with_special) > len(plain) and with_special[0] != plain[0] else None
+    )
 
 
 def special_tokens(
@@ -198,14 +200,20 @@ def special_tokens(
         raise ValueError(f"{where}: {src}={eos_tok!r} is not in the tokenizer's vocabulary")
     bos_tok = _content(config.get("bos_token"))
     if bos_tok is not None and tok.token_to_id(bos_tok) is None:
-        raise ValueError(f"{where}: tokenizer_config.json bos_token={bos_tok!r} is not in the vocabulary")
+        raise ValueError(
+            f"{where}: tokenizer_config.json bos_token={bos_tok!r} is not in the vocabulary"
+        )
     if add_bos is None:
         add_bos = _add_bos_from_files(tok, config, bos_tok, where)
     if add_bos and bos_tok is None:
-        raise ValueError(f"{where}: BOS requested (add_bos) but tokenizer_config.json names no bos_token")
+        raise ValueError(
+            f"{where}: BOS requested (add_bos) but tokenizer_config.json names no bos_token"
+        )
     pad_tok = _content(config.get("pad_token"))
     if pad_tok is not None and tok.token_to_id(pad_tok) is None:
-        raise ValueError(f"{where}: tokenizer_config.json pad_token={pad_tok!r} is not in the vocabulary")
+        raise ValueError(
+            f"{where}: tokenizer_config.json pad_token={pad_tok!r} is not in the vocabulary"
+        )
     if pad_tok is None and tok.token_to_id(PAD) is not None:
         pad_tok = PAD
     if pad_tok is None:  # the usual choice for decoder-only models: padding is masked out anyway

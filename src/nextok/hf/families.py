@@ -151,6 +151,8 @@ def rope_out(cfg: ModelConfig) -> dict:
 # against the installed transformers by tests/hf/test_review_fixes.py)
 SLIDING_DEFAULTS = {"mistral": 4096, "qwen2": 4096, "qwen3": 4096}
 MAX_WINDOW_LAYERS_DEFAULT = 28
+
+
 @dataclass(frozen=True)
 class Family:
     model_type: str

@@ -79,9 +79,7 @@ def to_ours(
             sd[ours] = torch.cat(parts)
         elif how == "experts":  # per-expert tensors -> one (E, ...) bank
             g = max(1, len(sizes))
-            sd[ours] = torch.stack(
-                [torch.cat(parts[i : i + g]) for i in range(0, len(parts), g)]
-            )
+            sd[ours] = torch.stack([torch.cat(parts[i : i + g]) for i in range(0, len(parts), g)])
         elif how == "zeros":  # a buffer the format does not have (MoE expert_bias)
             sd[ours] = torch.zeros(sizes)
         elif how == "t":

@@ -36,7 +36,8 @@ from nextok.model import ModelConfig
 
 # Secret-looking keys (api_key, hf_token, password, ...); not eos_token, max_new_tokens, tokenizer_path.
 SECRET_KEY = re.compile(
-    r"(api[_-]?key|^token$|(hf|access|api|auth)[_-]?token|secret|passw|credential|auth)", re.IGNORECASE
+    r"(api[_-]?key|^token$|(hf|access|api|auth)[_-]?token|secret|passw|credential|auth)",
+    re.IGNORECASE,
 )
 CHECKPOINT_DIR = "checkpoints"
 WANDB_ID_FILE = "wandb_run_id.txt"
@@ -52,8 +53,13 @@ def redact(container: Any) -> Any:
     """Copy of a plain config with values of secret-looking keys replaced (for loggers)."""
     if isinstance(container, dict):
         return {
-            k: ("<redacted>" if SECRET_KEY.search(str(k)) and v is not None
-                and not isinstance(v, dict | list | bool) else redact(v))
+            k: (
+                "<redacted>"
+                if SECRET_KEY.search(str(k))
+                and v is not None
+                and not isinstance(v, dict | list | bool)
+                else redact(v)
+            )
             for k, v in container.items()
         }
     if isinstance(container, list):
@@ -154,7 +160,9 @@ def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
         raise ValueError(f"resume must be 'auto' or null, got {resume!r} (use ckpt_path=PATH)")
     found = find_resume_checkpoint(run_dir)
     if is_rank_zero():
-        print(f"[nextok] resume=auto: {'resuming from ' + str(found) if found else 'no checkpoint in ' + str(run_dir / CHECKPOINT_DIR) + ', starting fresh'}")
+        print(
+            f"[nextok] resume=auto: {'resuming from ' + str(found) if found else 'no checkpoint in ' + str(run_dir / CHECKPOINT_DIR) + ', starting fresh'}"
+        )
     return str(found) if found else None
 
 
@@ -233,7 +241,7 @@ def prepare_init_from(cfg: DictConfig, model_keys: list[str], run_dir: Path):
     overrides = {}
     for key in model_keys:
         value = OmegaConf.select(cfg, key)
-        overrides[key[len("model."):]] = (
+        overrides[key[len("model.") :]] = (
             OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
         )
     src = load_source(str(cfg.init_from), overrides)
@@ -322,14 +330,13 @@ def _train(
         elif rank0:
             print(f"[nextok] init_from ignored: resuming from {ckpt_path}")
     if rank0:
-        module.export_info["train_config"] = redact(
-            OmegaConf.to_container(cfg, resolve=True)
-        )
+        module.export_info["train_config"] = redact(OmegaConf.to_container(cfg, resolve=True))
     loggers = build_loggers(cfg, run_dir)
     plugins = [AtomicCheckpointIO()] if cfg.get("atomic_checkpoints", True) else []
     graceful = GracefulStop()  # Ctrl-C / SIGTERM: finish the step, save last.ckpt, exit 130/143
     trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=loggers or False,
+        cfg.trainer,
+        logger=loggers or False,
         callbacks=[*build_callbacks(cfg), *console_callbacks(cfg), graceful],
         plugins=plugins,
         default_root_dir=str(run_dir),
@@ -352,8 +359,12 @@ def _train(
             f"{trainer.max_steps}"
         )
     hparams = redact(OmegaConf.to_container(cfg, resolve=True))
-    hparams["resolved"] = {"vocab_size": model_config.vocab_size, "accumulate_grad_batches": accum,
-                           "tokens_per_step": tokens_per_step, "max_steps": trainer.max_steps}
+    hparams["resolved"] = {
+        "vocab_size": model_config.vocab_size,
+        "accumulate_grad_batches": accum,
+        "tokens_per_step": tokens_per_step,
+        "max_steps": trainer.max_steps,
+    }
     for lg in trainer.loggers:
         lg.log_hyperparams(hparams)
 
@@ -364,10 +375,16 @@ def _train(
         raise StopRequested(graceful.signum, trainer.global_step)
     val_loss = validate_whole_split(trainer, module, datamodule)
     if rank0:
-        baseline = next((c.baseline for c in trainer.callbacks if isinstance(c, UnigramBaseline)), None)
+        baseline = next(
+            (c.baseline for c in trainer.callbacks if isinstance(c, UnigramBaseline)), None
+        )
         for line in summary(trainer, module, val_loss, baseline):
             print(line, flush=True)
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+    return {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if getattr(v, "numel", lambda: 1)() == 1
+    }
 
 
 def periodic_val_scope(datamodule: Any) -> str:

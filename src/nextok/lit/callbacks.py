@@ -38,7 +38,11 @@ class ModelCheckpoint(_LightningModelCheckpoint):
     """
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
         batch_idx: int,
     ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
@@ -116,7 +120,10 @@ class ThroughputMonitor(_LightningThroughputMonitor):
 
     def __init__(self, window_size: int = 20, peak_flops: float | None = None) -> None:
         super().__init__(
-            batch_size_fn=_batch_size, length_fn=_batch_tokens, window_size=window_size, separator="/"
+            batch_size_fn=_batch_size,
+            length_fn=_batch_tokens,
+            window_size=window_size,
+            separator="/",
         )
         self.peak_flops = peak_flops
         self.tokens_per_sec: float | None = None
@@ -128,7 +135,9 @@ class ThroughputMonitor(_LightningThroughputMonitor):
             self.available_flops = int(self.peak_flops)
             for key in list(self._throughputs):
                 self._throughputs[key] = Throughput(
-                    available_flops=self.available_flops, world_size=trainer.world_size, **self.kwargs
+                    available_flops=self.available_flops,
+                    world_size=trainer.world_size,
+                    **self.kwargs,
                 )
         if stage == TrainerFn.FITTING:
             peak = self.available_flops

@@ -57,7 +57,9 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     except OSError as err:  # read-only dir, full disk, quota: one clear line, old file untouched
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        previous = "the previous checkpoint there is intact" if path.exists() else "no earlier file there"
+        previous = (
+            "the previous checkpoint there is intact" if path.exists() else "no earlier file there"
+        )
         raise OSError(
             err.errno, f"cannot write checkpoint {path}: {err.strerror or err} ({previous})"
         ) from err
@@ -83,8 +85,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if storage_options is not None:
             raise TypeError(
-                "AtomicCheckpointIO does not take storage_options; got "
-                f"{storage_options!r}"
+                f"AtomicCheckpointIO does not take storage_options; got {storage_options!r}"
             )
         if "://" in str(path):  # remote (fsspec) paths: keep Lightning's transaction-based save
             return super().save_checkpoint(checkpoint, path, storage_options)

@@ -89,7 +89,12 @@ def check_node(name: str, node: Any) -> None:
     hints = _hints(str(node._target_))
     plain = OmegaConf.to_container(node, resolve=True)
     for key, value in plain.items():
-        if key.startswith("_") or key not in hints or isinstance(value, dict) and "_target_" in value:
+        if (
+            key.startswith("_")
+            or key not in hints
+            or isinstance(value, dict)
+            and "_target_" in value
+        ):
             continue
         if matches(value, hints[key]) is False:
             raise ValueError(f"{name}.{key}={value!r} is not {_describe(hints[key])}")

@@ -66,20 +66,34 @@ class ModelSummaryWithFlops(ModelSummary):
         super().on_fit_start(trainer, pl_module)
 
     def summarize(
-        self, summary_data, total_parameters, trainable_parameters, model_size,
-        total_training_modes, total_flops, **summarize_kwargs: Any,
+        self,
+        summary_data,
+        total_parameters,
+        trainable_parameters,
+        model_size,
+        total_training_modes,
+        total_flops,
+        **summarize_kwargs: Any,
     ) -> None:
         columns = [c for c in summary_data if c[0] != "FLOPs"]
         table = _format_summary_table(
-            total_parameters, trainable_parameters, model_size, total_training_modes, total_flops,
+            total_parameters,
+            trainable_parameters,
+            model_size,
+            total_training_modes,
+            total_flops,
             *columns,
         )
-        lines = [ln for ln in table.splitlines() if "Total Flops" not in ln and "Total FLOPs" not in ln]
+        lines = [
+            ln for ln in table.splitlines() if "Total Flops" not in ln and "Total FLOPs" not in ln
+        ]
         module = getattr(self, "_module", None)
         config = getattr(module, "model_config", None)
         if config is not None and getattr(module, "model", None) is not None:
             flops = module.flops_per_token(config.block_size)
-            lines.append(f"{flops / 1e6:<10.1f} M training FLOPs per token at block_size {config.block_size}")
+            lines.append(
+                f"{flops / 1e6:<10.1f} M training FLOPs per token at block_size {config.block_size}"
+            )
         logging.getLogger("lightning.pytorch.callbacks.model_summary").info("\n" + "\n".join(lines))
 
 

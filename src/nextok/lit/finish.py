@@ -28,7 +28,9 @@ def max_time_stop(trainer: L.Trainer) -> tuple[int, int] | None:
     return trainer.global_step, trainer.max_steps
 
 
-def validate_whole_split(trainer: L.Trainer, module: L.LightningModule, datamodule: Any) -> float | None:
+def validate_whole_split(
+    trainer: L.Trainer, module: L.LightningModule, datamodule: Any
+) -> float | None:
     """Validate the current weights on every block of the validation split; the loss or None.
 
     Skipped for ``fast_dev_run``, when validation is disabled, and after an interruption.

@@ -107,7 +107,9 @@ class LMModule(L.LightningModule):
         if loss_impl not in LOSS_IMPLS:
             raise ValueError(f"module.loss_impl must be one of {LOSS_IMPLS}, got {loss_impl!r}")
         if loss_chunk_rows is not None and loss_chunk_rows <= 0:
-            raise ValueError(f"module.loss_chunk_rows must be positive or null, got {loss_chunk_rows}")
+            raise ValueError(
+                f"module.loss_chunk_rows must be positive or null, got {loss_chunk_rows}"
+            )
         self.guard = LossGuard(on_nonfinite)
         self.compile_model = compile
         self.compile_mode = compile_mode
@@ -122,8 +124,10 @@ class LMModule(L.LightningModule):
         self.save_hyperparameters(
             {
                 "model_config": self.model_config.to_dict(),
-                "optim": {k: list(v) if isinstance(v, tuple) else v
-                          for k, v in asdict(self.optim_config).items()},
+                "optim": {
+                    k: list(v) if isinstance(v, tuple) else v
+                    for k, v in asdict(self.optim_config).items()
+                },
                 "schedule": asdict(self.schedule_config),
                 "compile": compile,
                 "activation_checkpointing": activation_checkpointing,
@@ -192,7 +196,8 @@ class LMModule(L.LightningModule):
                 )
 
                 set_model_state_dict(
-                    self.model, _with_tied(model, self.init_state),
+                    self.model,
+                    _with_tied(model, self.init_state),
                     options=StateDictOptions(full_state_dict=True),
                 )
         self.init_state = None  # free the full copy
@@ -201,7 +206,9 @@ class LMModule(L.LightningModule):
         if not meta and self.device_mesh is None:
             # Lightning's model summary measures FLOPs on this input (one forward, rank 0 only:
             # under FSDP that forward would need every rank, so no example there).
-            self.example_input_array = torch.zeros(1, self.model_config.block_size, dtype=torch.long)
+            self.example_input_array = torch.zeros(
+                1, self.model_config.block_size, dtype=torch.long
+            )
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         return self.model(idx, targets)
@@ -215,9 +222,7 @@ class LMModule(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # A pure function of (seed, step, rank): resuming anywhere reproduces dropout exactly.
         if self.model_config.dropout > 0:
-            torch.manual_seed(
-                (self.seed * 1_000_003 + self.global_step) * 1024 + self.global_rank
-            )
+            torch.manual_seed((self.seed * 1_000_003 + self.global_step) * 1024 + self.global_rank)
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Swap Lightning's default progress bar for its twin that reads metrics at log steps."""
@@ -247,7 +252,9 @@ class LMModule(L.LightningModule):
         _, loss = self.model(x, y)
         ce = loss  # logged as train/loss; the MoE auxiliary losses are logged apart
         if self.moe is not None:
-            loss = loss + self.moe.loss(self._sum_over_ranks if self.trainer.world_size > 1 else None)
+            loss = loss + self.moe.loss(
+                self._sum_over_ranks if self.trainer.world_size > 1 else None
+            )
         self.guard.add(ce, self.global_step, checked=loss)  # device-side: no host sync
         self.tokens_seen += x.numel() * data_parallel_size(self.trainer)
         self.flops_per_batch = self.flops_per_token(x.shape[1]) * x.numel()
@@ -459,8 +466,13 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
     np.random.set_state(
-        (n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-         n["cached_gaussian"])
+        (
+            n["kind"],
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
     )
     if "cuda" in state and torch.cuda.is_available():
         cuda = state["cuda"]

@@ -167,7 +167,9 @@ def _impl_kwargs(params: list[torch.Tensor], impl: str) -> dict:
     if impl == "auto":
         # Fused kernels: one launch per step on CUDA. DTensor (FSDP2) params use foreach.
         on_cuda = all(p.device.type == "cuda" for p in params)
-        is_dtensor = any(type(p).__name__ == "DTensor" or type(p.data).__name__ == "DTensor" for p in params)
+        is_dtensor = any(
+            type(p).__name__ == "DTensor" or type(p.data).__name__ == "DTensor" for p in params
+        )
         impl = "fused" if on_cuda and not is_dtensor else "foreach"
     if impl == "fused":
         return {"fused": True}

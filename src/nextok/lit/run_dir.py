@@ -56,12 +56,18 @@ def run_dir_session(run_dir: Path, rank0: bool) -> Iterator[RunState]:
     lock = RunDirLock(run_dir).acquire()
     try:
         if lock.took_over is not None:
-            print(f"[nextok] took over the stale lock of pid {lock.took_over.get('pid')} "
-                  f"on {lock.took_over.get('host')}", flush=True)
+            print(
+                f"[nextok] took over the stale lock of pid {lock.took_over.get('pid')} "
+                f"on {lock.took_over.get('host')}",
+                flush=True,
+            )
         removed = remove_stale_temp_files(run_dir)
         if removed:
-            print(f"[nextok] removed {len(removed)} temp file(s) of an interrupted write: "
-                  + ", ".join(str(p.relative_to(run_dir)) for p in removed), flush=True)
+            print(
+                f"[nextok] removed {len(removed)} temp file(s) of an interrupted write: "
+                + ", ".join(str(p.relative_to(run_dir)) for p in removed),
+                flush=True,
+            )
         yield state
     except BaseException:
         lock.release()

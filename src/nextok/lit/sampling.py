@@ -94,7 +94,9 @@ class SamplingCallback(pl.Callback):
     ) -> None:
         super().__init__()
         if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps <= 0):
-            raise ValueError(f"callbacks.sampling.every_n_steps must be a positive int or null, got {every_n_steps!r}")
+            raise ValueError(
+                f"callbacks.sampling.every_n_steps must be a positive int or null, got {every_n_steps!r}"
+            )
         if isinstance(prompts, str):
             prompts = [prompts]
         # None: the openings of the first num_prompts held-out documents (prompt_tokens tokens)
@@ -103,7 +105,10 @@ class SamplingCallback(pl.Callback):
         self.prompt_tokens = prompt_tokens
         self.max_new_tokens = max_new_tokens
         self.sampling = dict(
-            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=min_p,
             repetition_penalty=repetition_penalty,
         )
         self.seed = seed
@@ -163,13 +168,17 @@ class SamplingCallback(pl.Callback):
     ) -> list[str] | None:
         model = model.to(device)
         # the run's EOS ends a sample; its BOS (if documents had one) starts every prompt
-        tokens = {} if special is None else {
-            "eos": special.eos, "bos": special.bos if special.add_bos else None
-        }
+        tokens = (
+            {}
+            if special is None
+            else {"eos": special.eos, "bos": special.bos if special.add_bos else None}
+        )
         longest = max(len(encode_prompt(tokenizer, p, **tokens)) for p in self.prompts)
         room = model.config.block_size - longest
         if room <= 0:
-            rank_zero_warn(f"SamplingCallback: a prompt of {longest} tokens fills block_size; skipping")
+            rank_zero_warn(
+                f"SamplingCallback: a prompt of {longest} tokens fills block_size; skipping"
+            )
             return None
         if room < self.max_new_tokens:
             rank_zero_warn(
@@ -178,8 +187,14 @@ class SamplingCallback(pl.Callback):
             )
         generators = [make_generator(self.seed + i, device) for i in range(len(self.prompts))]
         return generate_text(
-            model, tokenizer, self.prompts, min(room, self.max_new_tokens),
-            stop=self.stop, generator=generators, **tokens, **self.sampling,
+            model,
+            tokenizer,
+            self.prompts,
+            min(room, self.max_new_tokens),
+            stop=self.stop,
+            generator=generators,
+            **tokens,
+            **self.sampling,
         )
 
     # ------------------------------------------------------------------ output
@@ -192,7 +207,9 @@ class SamplingCallback(pl.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 for i, (_, p, t) in enumerate(rows):
-                    body = "\n".join("    " + line for line in (p + t).splitlines())  # markdown code
+                    body = "\n".join(
+                        "    " + line for line in (p + t).splitlines()
+                    )  # markdown code
                     logger.experiment.add_text(f"samples/{i}", body, global_step=step)
                 logger.experiment.flush()
             elif isinstance(logger, WandbLogger):

@@ -41,7 +41,9 @@ class GracefulStop(L.Callback):
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.signum = signum
-        signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)
+        signal.signal(
+            signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler
+        )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # on_train_start runs after Lightning registered its own SIGTERM handler, so ours wins;
@@ -59,7 +61,11 @@ class GracefulStop(L.Callback):
                 return
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
         batch_idx: int,
     ) -> None:
         if self.signum is not None and not trainer.fit_loop._should_accumulate():

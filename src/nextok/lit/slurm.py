@@ -29,7 +29,8 @@ from lightning.pytorch.callbacks import Callback
 def in_slurm_job() -> bool:
     """A batch job step (not an interactive shell allocation)."""
     return "SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_JOB_NAME") not in (
-        "bash", "interactive"
+        "bash",
+        "interactive",
     )
 
 
@@ -47,7 +48,9 @@ class SlurmRequeue(Callback):
         try:
             self.signum = signal.Signals[signal_name]
         except KeyError as e:
-            raise ValueError(f"callbacks.slurm_requeue.signal_name: unknown signal {signal_name!r}") from e
+            raise ValueError(
+                f"callbacks.slurm_requeue.signal_name: unknown signal {signal_name!r}"
+            ) from e
         self.requeue = requeue
         self.received = False
         self.active = False
@@ -80,8 +83,10 @@ class SlurmRequeue(Callback):
         path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
-            print(f"[nextok] {self.signum.name}: saved {path} at step {trainer.global_step}",
-                  flush=True)
+            print(
+                f"[nextok] {self.signum.name}: saved {path} at step {trainer.global_step}",
+                flush=True,
+            )
         self._requeue_pending = True
         trainer.should_stop = True
 

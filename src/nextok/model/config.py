@@ -94,7 +94,13 @@ class ModelConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` naming the offending key and what was expected."""
         for key in (
-            "vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "d_model", "head_dim"
+            "vocab_size",
+            "block_size",
+            "n_layer",
+            "n_head",
+            "n_kv_head",
+            "d_model",
+            "head_dim",
         ):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
