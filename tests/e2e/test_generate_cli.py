@@ -146,25 +146,27 @@ def test_missing_checkpoint_is_one_clear_line(tmp_path):
     ],
 )
 def test_bad_input_is_a_clear_error(ckpt, args, msg):
-    from nextok.cli.generate import UsageError, run
+    from nextok.cli.errors import CliError
+    from nextok.cli.generate import run
 
     path, _, _ = ckpt
     if "ckpt=PATH" not in msg:
         args = [f"ckpt={path}", *args]
-    with pytest.raises(UsageError) as err:
+    with pytest.raises(CliError) as err:
         run(compose(*args))
     assert msg in str(err.value) and "\n" not in str(err.value)
 
 
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):
-    from nextok.cli.generate import UsageError, run
+    from nextok.cli.errors import CliError
+    from nextok.cli.generate import run
 
     bad = tmp_path / "bad.ckpt"
     bad.write_text("not a checkpoint")
-    with pytest.raises(UsageError, match=f"cannot load checkpoint {bad}"):
+    with pytest.raises(CliError, match=f"cannot load checkpoint {bad}"):
         run(compose(f"ckpt={bad}"))
     torch.save({"state_dict": {}}, bad)
-    with pytest.raises(UsageError, match="is not a nextok checkpoint"):
+    with pytest.raises(CliError, match="is not a nextok checkpoint"):
         run(compose(f"ckpt={bad}"))
 
 

@@ -8,15 +8,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from nextok.cli._conf import conf_dir
-from nextok.lit.app import (
-    accumulation,
-    find_resume_checkpoint,
-    pad_vocab,
-    redact,
-    resolve_ckpt_path,
-    resolve_model_config,
-)
 from nextok.lit.callbacks import unigram_loss
+from nextok.lit.resume import find_resume_checkpoint, resolve_ckpt_path
+from nextok.lit.run_config import accumulation, pad_vocab, redact, resolve_model_config
 
 EXPERIMENTS = sorted(p.stem for p in (Path(conf_dir()) / "experiment").glob("*.yaml"))
 

@@ -23,9 +23,10 @@ from typing import Any
 import torch
 
 from nextok.checkpoint import META_KEY, safe_load
+from nextok.cli.errors import one_line_errors
+from nextok.dtypes import DTYPES, as_dtype
 
 _METADATA = "meta.pt"  # written by Lightning's ModelParallelStrategy next to the shards
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def default_output(path: Path) -> Path:
@@ -72,10 +73,7 @@ def consolidate(
         raise ValueError(
             f"{path}/{_METADATA} has no '{META_KEY}' entry: not written by nextok-train"
         )
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise ValueError(f"--dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-        dtype = _DTYPES[dtype]
+    dtype = as_dtype(dtype, "--dtype")
 
     state_dict = _load_sharded_model_state(path)
     for key, value in state_dict.items():
@@ -107,16 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--dtype",
-        choices=sorted(_DTYPES),
+        choices=sorted(DTYPES),
         default=None,
         help="cast floating-point weights (default: keep the saved fp32 master weights)",
     )
     args = p.parse_args(argv)
-    try:
+    with one_line_errors("nextok-consolidate"):
         out = consolidate(args.checkpoint, args.output, args.dtype)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"nextok-consolidate: error: {e}", file=sys.stderr)
-        return 2
     print(out)
     return 0
 

@@ -12,8 +12,6 @@ checkpoints give one table (``json=true``: JSON lines instead; ``out=FILE``: a J
 from __future__ import annotations
 
 import json
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +20,7 @@ import hydra
 from omegaconf import DictConfig, open_dict
 
 from nextok.cli._conf import conf_dir
+from nextok.cli.errors import one_line_errors
 
 
 def checkpoints(cfg: DictConfig) -> list[str]:
@@ -48,6 +47,7 @@ def _evaluate(cfg: DictConfig, scratch: Path) -> dict:
 
     from nextok.checkpoint import load_checkpoint
     from nextok.data.tokenizer import hf_tokenizer_config
+    from nextok.dtypes import as_dtype
     from nextok.metrics import LossTally, summarize, token_byte_lengths
 
     if cfg.split not in ("val", "train"):
@@ -55,7 +55,7 @@ def _evaluate(cfg: DictConfig, scratch: Path) -> dict:
     device = cfg.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = getattr(torch, cfg.dtype) if cfg.dtype else None
+    dtype = as_dtype(cfg.dtype, "dtype")
     loaded = load_checkpoint(cfg.ckpt, device=device, dtype=dtype, block_size=cfg.model.block_size)
     model, mcfg = loaded.model, loaded.config
 
@@ -164,13 +164,8 @@ def table(results: list[dict]) -> str:
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="eval")
 def main(cfg: DictConfig) -> None:
-    try:
+    with one_line_errors("nextok-eval"):
         results = [evaluate(cfg, c) for c in checkpoints(cfg)]
-    except (ValueError, FileNotFoundError, IsADirectoryError) as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"nextok-eval: error: {e}", file=sys.stderr)
-        sys.exit(2)
     if cfg.json:
         for r in results:
             print(json.dumps(r))

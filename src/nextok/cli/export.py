@@ -3,12 +3,11 @@ config, generation config, tokenizer files with the run's special tokens, model 
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
 from nextok.cli._conf import conf_dir
+from nextok.cli.errors import one_line_errors
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="export")
@@ -16,7 +15,7 @@ def _main(cfg: DictConfig) -> None:
     from nextok.checkpoint import load_checkpoint
     from nextok.hf import export_hf
 
-    try:
+    with one_line_errors("nextok-export"):
         loaded = load_checkpoint(cfg.ckpt)
         meta = loaded.meta
         card = {
@@ -39,9 +38,6 @@ def _main(cfg: DictConfig) -> None:
             prefer=meta.get("hf_family"),
             card=card,
         )
-    except (FileNotFoundError, IsADirectoryError, ValueError) as err:
-        print(f"nextok-export: error: {err}", file=sys.stderr)
-        sys.exit(2)
     n = loaded.model.num_parameters()
     print(
         f"exported {n / 1e6:.2f}M parameters to {out} (load with transformers' AutoModelForCausalLM)"

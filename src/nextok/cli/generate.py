@@ -16,20 +16,8 @@ import hydra
 from omegaconf import DictConfig
 
 from nextok.cli._conf import conf_dir
+from nextok.cli.errors import CliError, one_line_errors
 from nextok.cli.literal_args import read_prompt_file, split_literal_args, unescape
-
-DTYPES = {
-    "fp32": "float32",
-    "float32": "float32",
-    "bf16": "bfloat16",
-    "bfloat16": "bfloat16",
-    "fp16": "float16",
-    "float16": "float16",
-}
-
-
-class UsageError(Exception):
-    """Bad input; reported as one line."""
 
 
 def resolve_device(name: str):
@@ -41,16 +29,16 @@ def resolve_device(name: str):
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise UsageError(
-            f"device={name!r} is not a device (use auto, cpu, cuda or cuda:N)"
-        ) from err
+        raise CliError(f"device={name!r} is not a device (use auto, cpu, cuda or cuda:N)") from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device={name!r} but CUDA is not available here; use device=cpu")
+        raise CliError(f"device={name!r} but CUDA is not available here; use device=cpu")
     return device
 
 
 def resolve_dtype(name: str, device):
     import torch
+
+    from nextok.dtypes import DTYPES, as_dtype
 
     name = str(name)
     if name == "auto":
@@ -59,9 +47,10 @@ def resolve_dtype(name: str, device):
             if device.type == "cuda" and torch.cuda.is_bf16_supported()
             else torch.float32
         )
-    if name not in DTYPES:
-        raise UsageError(f"dtype={name!r} is not one of auto, {', '.join(sorted(DTYPES))}")
-    return getattr(torch, DTYPES[name])
+    try:
+        return as_dtype(name)
+    except ValueError as err:
+        raise CliError(f"dtype={name!r} is not one of auto, {', '.join(sorted(DTYPES))}") from err
 
 
 def read_prompts(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> list[str]:
@@ -70,18 +59,18 @@ def read_prompts(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -
     typed = (literal or {}).get("prompt") or []
     given = typed or ([] if cfg.prompt is None else [str(cfg.prompt)])
     if given and cfg.prompt_file is not None:
-        raise UsageError("give prompt=... or prompt_file=..., not both")
+        raise CliError("give prompt=... or prompt_file=..., not both")
     if cfg.prompt_file is None:
         return [unescape(p) for p in given] or [""]
     name = str(cfg.prompt_file)
     if name != "-" and not Path(name).is_file():
-        raise UsageError(f"prompt_file={name} not found")
+        raise CliError(f"prompt_file={name} not found")
     try:
         prompts = read_prompt_file(name)
     except UnicodeDecodeError as err:
-        raise UsageError(f"prompt_file={name} is not UTF-8 text (byte {err.start})") from err
+        raise CliError(f"prompt_file={name} is not UTF-8 text (byte {err.start})") from err
     if not prompts:
-        raise UsageError(f"prompt_file={name} holds no prompts (one per line)")
+        raise CliError(f"prompt_file={name} holds no prompts (one per line)")
     return prompts
 
 
@@ -91,7 +80,7 @@ def fit_max_new_tokens(prompt_lens: list[int], max_new_tokens: int, block_size: 
     longest = max(prompt_lens)
     room = block_size - longest
     if room <= 0:
-        raise UsageError(
+        raise CliError(
             f"prompt of {longest} tokens leaves no room to generate: model.block_size is "
             f"{block_size}; shorten the prompt"
         )
@@ -123,10 +112,10 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
     )
 
     if not cfg.ckpt:
-        raise UsageError("ckpt=PATH is required (a .ckpt file written by nextok-train)")
+        raise CliError("ckpt=PATH is required (a .ckpt file written by nextok-train)")
     prompts = read_prompts(cfg, literal)
     if not isinstance(cfg.num_samples, int) or cfg.num_samples < 1:
-        raise UsageError(f"num_samples must be a positive integer, got {cfg.num_samples!r}")
+        raise CliError(f"num_samples must be a positive integer, got {cfg.num_samples!r}")
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     try:
@@ -134,20 +123,18 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
             cfg.ckpt, device=device, dtype=dtype, block_size=cfg.get("block_size")
         )
     except (FileNotFoundError, IsADirectoryError, ValueError) as err:
-        raise UsageError(str(err)) from err
+        raise CliError(str(err)) from err
     except Exception as err:  # e.g. not a torch file at all
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(f"cannot load checkpoint {cfg.ckpt}: {first}") from err
+        raise CliError(f"cannot load checkpoint {cfg.ckpt}: {first}") from err
     model, tokenizer = loaded.model, loaded.tokenizer
     eos, bos = loaded.special.eos, loaded.special.bos if loaded.special.add_bos else None
     try:
         lens = [len(encode_prompt(tokenizer, p, eos=eos, bos=bos)) for p in prompts]
     except ValueError as err:
-        raise UsageError(str(err)) from err
+        raise CliError(str(err)) from err
     if not isinstance(cfg.max_new_tokens, int) or cfg.max_new_tokens < 0:
-        raise UsageError(
-            f"max_new_tokens must be a non-negative integer, got {cfg.max_new_tokens!r}"
-        )
+        raise CliError(f"max_new_tokens must be a non-negative integer, got {cfg.max_new_tokens!r}")
     max_new_tokens = fit_max_new_tokens(lens, cfg.max_new_tokens, model.config.block_size)
 
     stops = [*(literal or {}).get("stop", []), *(str(s) for s in cfg.stop or [])]
@@ -164,7 +151,7 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
     try:  # check the sampling options before anything is printed
         SamplingParams(**{k: v for k, v in options.items() if k not in ("stop", "eos", "bos")})
     except (TypeError, ValueError) as err:
-        raise UsageError(str(err)) from err
+        raise CliError(str(err)) from err
     generator = make_generator(cfg.seed, device)
     out = sys.stdout
 
@@ -185,7 +172,7 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
         try:
             generate_text(model, tokenizer, prompts[:1], min(3, max_new_tokens), **options)
         except ValueError as err:
-            raise UsageError(str(err)) from err
+            raise CliError(str(err)) from err
         print(f"compiled the decode step in {time.perf_counter() - t:.1f} s", file=sys.stderr)
 
     seconds = 0.0
@@ -211,7 +198,7 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
                     **options,
                 )
             except ValueError as err:
-                raise UsageError(str(err)) from err
+                raise CliError(str(err)) from err
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds += time.perf_counter() - t
@@ -232,14 +219,8 @@ _LITERAL: dict[str, list[str]] = {}
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="generate")
 def _main(cfg: DictConfig) -> None:
-    try:
+    with one_line_errors("nextok-generate"):  # Ctrl-C: end the streamed line, exit 130
         run(cfg, _LITERAL)
-    except UsageError as err:
-        print(f"nextok-generate: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("", file=sys.stderr)
-        sys.exit(130)
 
 
 def main() -> None:

@@ -19,7 +19,14 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import TQDMProgressBar
 from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
-from nextok.lit.module import is_log_step
+from nextok.lit.compat import (
+    is_accumulating,
+    is_log_step,
+    log_metrics,
+    rich_bar_settings,
+    should_update_logs,
+    tqdm_bar_settings,
+)
 
 
 @rank_zero_only
@@ -50,7 +57,7 @@ class ModelCheckpoint(_LightningModelCheckpoint):
         if (
             final
             and self.save_last
-            and not trainer.fit_loop._should_accumulate()
+            and not is_accumulating(trainer)
             and not self._should_skip_saving_checkpoint(trainer)
         ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
@@ -100,9 +107,9 @@ class RichProgressBar(_LogStepMetrics, _LightningRichProgressBar):
 def sync_free_progress_bar(bar: Any) -> L.Callback | None:
     """The log-step twin of Lightning's default bar ``bar`` (same settings); None for others."""
     if type(bar) is TQDMProgressBar:
-        return ProgressBar(bar.refresh_rate, bar.process_position, bar._leave)
+        return ProgressBar(*tqdm_bar_settings(bar))
     if type(bar) is _LightningRichProgressBar:
-        return RichProgressBar(bar.refresh_rate, bar._leave, bar.theme, bar._console_kwargs)
+        return RichProgressBar(*rich_bar_settings(bar))
     return None
 
 
@@ -157,7 +164,7 @@ class ThroughputMonitor(_LightningThroughputMonitor):
         flops = float(getattr(pl_module, "flops_per_batch", None) or 0.0)
         self._pending_flops[stage] = self._pending_flops.get(stage, 0.0) + flops
         training = stage == RunningStage.TRAINING
-        if training and (trainer.fit_loop._should_accumulate() or not is_log_step(trainer)):
+        if training and (is_accumulating(trainer) or not is_log_step(trainer)):
             return  # count only: no clock, no sync
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()  # the clock must see the finished work
@@ -182,13 +189,13 @@ class ThroughputMonitor(_LightningThroughputMonitor):
                 metrics[key] = metrics[f"device/{key}"] * trainer.world_size
         if stage == RunningStage.TRAINING and "items_per_sec" in metrics:
             self.tokens_per_sec = metrics["items_per_sec"]
-        if stage != RunningStage.TRAINING or not trainer._logger_connector.should_update_logs:
+        if stage != RunningStage.TRAINING or not should_update_logs(trainer):
             return
         out = {
             f"{stage.value}/{k.replace('items', 'tokens').replace('lengths', 'tokens')}": v
             for k, v in metrics.items()
         }
-        trainer._logger_connector.log_metrics(out, step=iter_num)
+        log_metrics(trainer, out, step=iter_num)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any

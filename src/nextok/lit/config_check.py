@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from nextok.lit.compat import locate
 from nextok.model import ModelConfig
 
 # top-level nodes built from _target_ (callbacks and loggers are dicts of such nodes)
@@ -25,10 +26,8 @@ GROUPS = ("callbacks", "logger")
 
 
 def _hints(target: str) -> dict[str, Any]:
-    from hydra._internal.utils import _locate
-
     try:
-        obj = _locate(target)
+        obj = locate(target)
         init = obj.__init__ if inspect.isclass(obj) else obj
         hints = typing.get_type_hints(init)
     except Exception:  # noqa: BLE001 - unknown or unresolvable annotations: check nothing

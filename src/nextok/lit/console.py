@@ -22,9 +22,9 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelSummary, RichProgressBar
-from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 
 from nextok.lit.callbacks import _LogStepMetrics
+from nextok.lit.compat import format_summary_table
 
 
 def quiet_lightning() -> None:
@@ -76,7 +76,7 @@ class ModelSummaryWithFlops(ModelSummary):
         **summarize_kwargs: Any,
     ) -> None:
         columns = [c for c in summary_data if c[0] != "FLOPs"]
-        table = _format_summary_table(
+        table = format_summary_table(
             total_parameters,
             trainable_parameters,
             model_size,

@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from nextok.evals import evaluate_task, load_task
 from nextok.evals.tasks import MCExample
+from nextok.lit.compat import is_accumulating
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class DownstreamEval(L.Callback):
             and step > 0
             and step % n == 0
             and step != self._last_step
-            and not (trainer.fit_loop._should_accumulate())
+            and not is_accumulating(trainer)
         ):
             self.run(trainer, pl_module)
 

@@ -27,7 +27,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from nextok.lit.module import is_log_step
+from nextok.lit.compat import is_log_step
 
 SYNC_METHODS = ("item", "__bool__", "__float__", "__int__", "tolist", "numpy", "cpu")
 EXCLUDED_PATHS = ("/torch/optim/", "/torch/utils/data/", "/nextok/data/")

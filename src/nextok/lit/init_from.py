@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
 from tokenizers import Tokenizer
 
 from nextok.data.tokenizer import SpecialTokens, encodes_as_trained, hf_tokenizer_config
@@ -75,11 +76,11 @@ def load_source(path: str, overrides: dict[str, Any]) -> InitSource:
                 sd["pos_emb.weight"] = sd["pos_emb.weight"][:block].clone()
         special = getattr(ck, "special", None)
         src = InitSource(str(p), cfg, sd, ck.tokenizer, special, ck.meta.get("hf_family"))
-    src.config = _apply(src.config, overrides, path)
+    src.config = _apply_overrides(src.config, overrides, path)
     return src
 
 
-def _apply(cfg: ModelConfig, overrides: dict[str, Any], path: str) -> ModelConfig:
+def _apply_overrides(cfg: ModelConfig, overrides: dict[str, Any], path: str) -> ModelConfig:
     d = cfg.to_dict()
     for key, value in overrides.items():
         if key not in d:
@@ -107,3 +108,35 @@ def write_tokenizer(src: InitSource, folder: Path) -> Path:
         tmp.write_text(text)
         tmp.replace(folder / name)
     return folder
+
+
+def prepare_init_from(cfg: DictConfig, model_keys: list[str], run_dir: Path) -> InitSource:
+    """Load ``init_from``'s weights and make ``cfg.model`` (and the tokenizer) the source's.
+
+    ``model_keys``: the ``model.*`` keys the user set explicitly (checked against the source)."""
+    from nextok.hf import is_hf_folder
+
+    if "model" in model_keys:
+        raise ValueError(
+            "init_from takes the model config from the source; drop the model=... group override"
+        )
+    overrides = {}
+    for key in model_keys:
+        value = OmegaConf.select(cfg, key)
+        overrides[key[len("model.") :]] = (
+            OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
+        )
+    source = load_source(str(cfg.init_from), overrides)
+    with open_dict(cfg):
+        for key, value in source.config.to_dict().items():
+            cfg.model[key] = value
+        if not cfg.data.get("tokenizer_path"):
+            if source.tokenizer is None:
+                raise ValueError(
+                    f"init_from={cfg.init_from} has no tokenizer.json; set data.tokenizer_path"
+                )
+            hf = is_hf_folder(source.path)
+            cfg.data.tokenizer_path = (
+                source.path if hf else str(write_tokenizer(source, run_dir / "init_tokenizer"))
+            )
+    return source

@@ -7,6 +7,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from nextok.lit.compat import should_update_logs
+
 
 class MixtureTokens(L.Callback):
     """Logs ``train/tokens/<name>`` (all ranks together) at log steps when the data is a mixture.
@@ -25,7 +27,7 @@ class MixtureTokens(L.Callback):
         batch_idx: int,
     ) -> None:
         counts = getattr(trainer.datamodule, "tokens_per_source", None)
-        if counts is None or not trainer._logger_connector.should_update_logs:
+        if counts is None or not should_update_logs(trainer):
             return
         tokens = counts(trainer.current_epoch, batch_idx + 1)
         metrics = {f"train/tokens/{name}": float(n) for name, n in tokens.items()}

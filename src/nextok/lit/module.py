@@ -17,6 +17,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from nextok.checkpoint import META_KEY
+from nextok.lit.compat import attached_trainer, is_log_step, tensor_parallel_size
 from nextok.lit.loss_guard import NONFINITE_POLICIES, LossGuard, NonFiniteLossError, clear_guard
 from nextok.lit.moe_monitor import MoEMonitor
 from nextok.lit.muon import MuonConfig
@@ -38,14 +39,7 @@ __all__ = ["COMPILE_MODES", "NONFINITE_POLICIES", "LMModule", "NonFiniteLossErro
 
 def data_parallel_size(trainer: L.Trainer) -> int:
     """Ranks that see different data: the world size over the tensor-parallel size."""
-    tp = getattr(trainer.strategy, "_tensor_parallel_size", 1)
-    tp = tp if isinstance(tp, int) and tp > 0 else 1
-    return max(1, trainer.world_size // tp)
-
-
-def is_log_step(trainer: L.Trainer) -> bool:
-    """True during the training batch whose metrics Lightning writes (``log_every_n_steps``)."""
-    return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run)
+    return max(1, trainer.world_size // tensor_parallel_size(trainer))
 
 
 def _as(cls: type, value: Any) -> Any:
@@ -167,7 +161,7 @@ class LMModule(L.LightningModule):
             return
         # FSDP2Strategy(meta_init=True): build on the meta device; parallelize() materialises
         # each rank's shard only (models larger than one device's memory).
-        strategy = self._trainer.strategy if self._trainer is not None else None
+        strategy = attached_trainer(self).strategy if attached_trainer(self) is not None else None
         meta = self.device_mesh is not None and getattr(strategy, "meta_init", False)
         with torch.device("meta") if meta else contextlib.nullcontext():
             model = Transformer(self.model_config)
@@ -228,7 +222,7 @@ class LMModule(L.LightningModule):
         """Swap Lightning's default progress bar for its twin that reads metrics at log steps."""
         from nextok.lit.callbacks import sync_free_progress_bar
 
-        bar = self.trainer.progress_bar_callback if self._trainer is not None else None
+        bar = self.trainer.progress_bar_callback if attached_trainer(self) is not None else None
         twin = sync_free_progress_bar(bar)
         return [twin] if twin is not None else []
 
@@ -240,7 +234,7 @@ class LMModule(L.LightningModule):
             print(f"[nextok] {line}", flush=True)
 
     def _autocast_dtype(self) -> torch.dtype:
-        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
+        precision = str(self.trainer.precision) if attached_trainer(self) is not None else "32-true"
         if precision.startswith("bf16"):
             return torch.bfloat16
         if precision.startswith("16"):
@@ -308,7 +302,7 @@ class LMModule(L.LightningModule):
     def _sync_point(self) -> None:
         """Where the host may wait anyway: raise (stop) or report skipped steps (skip)."""
         reduce = None
-        if self._trainer is not None and self.trainer.world_size > 1:
+        if attached_trainer(self) is not None and self.trainer.world_size > 1:
             reduce = lambda t, op: self.trainer.strategy.reduce(t, reduce_op=op)  # noqa: E731
         report = self.guard.check(reduce)
         if report:
@@ -328,7 +322,9 @@ class LMModule(L.LightningModule):
     # ------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
         self._sync_point()
-        names = getattr(self.trainer.datamodule, "val_names", None) if self._trainer else None
+        names = (
+            getattr(self.trainer.datamodule, "val_names", None) if attached_trainer(self) else None
+        )
         self._val_names = list(names) if names else None
         self._val = LossTally(len(self._val_names or [0]), self.token_bytes(), self.device)
 

@@ -1,4 +1,5 @@
-"""Resuming a run: the checkpoint's weights must meet the tokenizer they were trained with.
+"""Resuming a run: which checkpoint (``ckpt_path`` / ``resume=auto``), and its weights must meet
+the tokenizer they were trained with.
 
 A run dir can hold another run's ``tokenizer.json`` (two runs in one dir), and ``ckpt_path=``
 into a new run dir used to train a fresh tokenizer: either way the old weights met other token
@@ -15,9 +16,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig
 from tokenizers import Tokenizer
 
 from nextok.checkpoint import META_KEY, safe_load
+from nextok.console import say
 
 SHARDED_META = "meta.pt"  # Lightning's ModelParallelStrategy: the non-tensor part of a folder
 
@@ -63,3 +66,40 @@ def pair_tokenizer(ckpt_path: str | Path, run_dir: Path, tokenizer_path: str | N
     Tokenizer.from_str(embedded).save(str(tmp))
     os.replace(tmp, run_dir / "tokenizer.json")
     return True
+
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def find_resume_checkpoint(run_dir: Path) -> Path | None:
+    """Newest ``last*.ckpt`` in the run's checkpoint folder, or Lightning's Slurm preemption
+    checkpoint ``<run_dir>/hpc_ckpt_N.ckpt`` (written on SIGUSR1 before a requeue) if newer."""
+    candidates = sorted(
+        [*(run_dir / CHECKPOINT_DIR).glob("last*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")],
+        key=lambda p: p.stat().st_mtime,
+    )
+    return candidates[-1] if candidates else None
+
+
+def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
+    """The checkpoint to resume from: ``ckpt_path`` if given, else (``resume=auto``) the newest one
+    in the run dir, else None (a fresh run)."""
+    ckpt_path, resume = cfg.get("ckpt_path"), cfg.get("resume")
+    if ckpt_path is not None:
+        if not Path(ckpt_path).exists():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
+        return str(ckpt_path)
+    if resume in (None, False, "none", "never"):
+        return None
+    if resume != "auto":
+        raise ValueError(f"resume must be 'auto' or null, got {resume!r} (use ckpt_path=PATH)")
+    found = find_resume_checkpoint(run_dir)
+    say(
+        "resume=auto: "
+        + (
+            f"resuming from {found}"
+            if found
+            else f"no checkpoint in {run_dir / CHECKPOINT_DIR}, starting fresh"
+        )
+    )
+    return str(found) if found else None

@@ -15,6 +15,8 @@ from typing import Any
 
 import lightning as L
 
+from nextok.lit.compat import cluster_environment, is_accumulating
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -50,7 +52,7 @@ class GracefulStop(L.Callback):
         # under Slurm auto-requeue SIGTERM stays Lightning's (it follows the requeue's SIGUSR1)
         from lightning.fabric.plugins.environments import SLURMEnvironment
 
-        env = trainer._accelerator_connector.cluster_environment
+        env = cluster_environment(trainer)
         slurm = isinstance(env, SLURMEnvironment) and env.auto_requeue
         for sig in SIGNALS:
             if slurm and sig == signal.SIGTERM:
@@ -68,7 +70,7 @@ class GracefulStop(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if self.signum is not None and not trainer.fit_loop._should_accumulate():
+        if self.signum is not None and not is_accumulating(trainer):
             trainer.should_stop = True  # ModelCheckpoint (runs after this callback) saves last
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

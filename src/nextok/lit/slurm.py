@@ -25,6 +25,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from nextok.lit.compat import hpc_save_path
+
 
 def in_slurm_job() -> bool:
     """A batch job step (not an interactive shell allocation)."""
@@ -80,7 +82,7 @@ class SlurmRequeue(Callback):
             flag = trainer.strategy.reduce(flag, reduce_op="max")
         if not flag.item():
             return
-        path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
+        path = hpc_save_path(trainer)
         trainer.save_checkpoint(path)
         if trainer.is_global_zero:
             print(
