@@ -42,6 +42,12 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "nextok.cli",
     ),
     "nextok.dtypes": ("lightning", "hydra", "omegaconf", "nextok.data", "nextok.lit", "nextok.cli"),
+    # say() is for every package that prints (data/ included): it reaches up into nothing
+    "nextok.console": ("hydra", "omegaconf", "nextok.data", "nextok.lit", "nextok.cli"),
+    # the Lightning glue never calls the command-line tools (they sit on top of it)
+    "nextok.lit": ("nextok.cli",),
+    # the one CLI error style is plain Python: any command can use it before heavy imports
+    "nextok.cli.errors": ("lightning", "torch", "hydra", "omegaconf", "nextok"),
 }
 
 

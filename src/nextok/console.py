@@ -7,6 +7,7 @@ user reads from nextok starts with the same prefix and a multi-process run print
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 PREFIX = "[nextok]"
@@ -20,7 +21,20 @@ def is_rank_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-def say(msg: str, *, all_ranks: bool = False, file: TextIO | None = None) -> None:
-    """Print ``[nextok] msg`` (flushed) on rank 0, or on every rank with ``all_ranks``."""
-    if all_ranks or is_rank_zero():
+def say(
+    msg: str,
+    *,
+    all_ranks: bool = False,
+    file: TextIO | None = None,
+    via: Callable[[str], None] | None = None,
+) -> None:
+    """Print ``[nextok] msg`` (flushed) on rank 0, or on every rank with ``all_ranks``.
+
+    ``via``: a print function to use instead, e.g. ``LightningModule.print``, which writes above
+    an active progress bar instead of through it."""
+    if not (all_ranks or is_rank_zero()):
+        return
+    if via is not None:
+        via(f"{PREFIX} {msg}")
+    else:
         print(f"{PREFIX} {msg}", file=file or sys.stdout, flush=True)

@@ -57,3 +57,27 @@ def test_matches():
     assert matches(None, int) and matches("x", int | str) and not matches("x", int | None)
     assert matches([1], list[int]) and matches({"a": 1}, dict) and not matches("a", list)
     assert matches(object(), type) is None  # not understood: not checked
+
+
+def test_moved_sampling_target_still_works(capsys):
+    """A config written before lit/sampling.py became lit/sample_callback.py still builds the
+    callback (with a notice), and its checks still apply."""
+    from hydra.utils import instantiate
+
+    from nextok.lit.sample_callback import SamplingCallback
+
+    old = "callbacks.sampling._target_=nextok.lit.sampling.SamplingCallback"
+    cfg = _cfg(old)
+    check_config(cfg)
+    assert isinstance(instantiate(cfg.callbacks.sampling), SamplingCallback)
+    assert "moved to nextok.lit.sample_callback.SamplingCallback" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="max_new_tokens='many' is not an integer"):
+        check_config(_cfg(old, "callbacks.sampling.max_new_tokens=many"))
+
+
+def test_sampling_callback_state_key_is_unchanged_by_the_move():
+    """Lightning restores a callback's checkpointed state by its ``state_key`` (the class name):
+    checkpoints written while the callback lived in lit/sampling.py resume into it."""
+    from nextok.lit.sample_callback import SamplingCallback
+
+    assert SamplingCallback().state_key == "SamplingCallback"

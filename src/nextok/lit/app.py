@@ -24,7 +24,6 @@ from nextok.lit.build import build_loggers, build_trainer
 from nextok.lit.callbacks import UnigramBaseline
 from nextok.lit.compat import set_max_steps
 from nextok.lit.config_check import check_config
-from nextok.lit.console import quiet_lightning, tee_console
 from nextok.lit.finish import summary, validate_whole_split
 from nextok.lit.init_from import InitSource, prepare_init_from
 from nextok.lit.module import LMModule, data_parallel_size
@@ -38,6 +37,7 @@ from nextok.lit.run_config import (
 )
 from nextok.lit.run_dir import RunState, run_dir_session
 from nextok.lit.signals import GracefulStop, StopRequested
+from nextok.lit.terminal import quiet_lightning, tee_console
 
 
 def run_training(cfg: DictConfig, model_overrides: list[str] | None = None) -> dict[str, float]:
@@ -143,7 +143,7 @@ def _run(
             (c.baseline for c in trainer.callbacks if isinstance(c, UnigramBaseline)), None
         )
         for line in summary(trainer, module, val_loss, baseline):
-            print(line, flush=True)
+            say(line)
     return {
         k: float(v)
         for k, v in trainer.callback_metrics.items()

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from nextok.console import is_rank_zero
 from nextok.lit.checkpoint_io import AtomicCheckpointIO
-from nextok.lit.console import ModelSummaryWithFlops, ProgressBar
+from nextok.lit.terminal import ModelSummaryWithFlops, RunProgressBar
 
 WANDB_ID_FILE = "wandb_run_id.txt"
 
@@ -65,7 +65,7 @@ def console_callbacks(cfg: DictConfig) -> list:
     """nextok's progress bar and model summary, where the trainer config enables them."""
     out: list = []
     if cfg.trainer.get("enable_progress_bar", True) is not False:
-        out.append(ProgressBar())
+        out.append(RunProgressBar())
     if cfg.trainer.get("enable_model_summary", True) is not False:
         out.append(ModelSummaryWithFlops())
     return out

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import TQDMProgressBar
 from lightning.pytorch.trainer.states import RunningStage, TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
+from nextok.console import say
 from nextok.lit.compat import (
     is_accumulating,
     is_log_step,
@@ -27,11 +28,6 @@ from nextok.lit.compat import (
     should_update_logs,
     tqdm_bar_settings,
 )
-
-
-@rank_zero_only
-def _say(msg: str) -> None:
-    print(msg, flush=True)
 
 
 class ModelCheckpoint(_LightningModelCheckpoint):
@@ -76,7 +72,7 @@ def _batch_tokens(batch: Any) -> int:
     return int(batch[0].numel())
 
 
-class _LogStepMetrics:
+class LogStepMetrics:
     """Progress-bar numbers refreshed at log steps only, training numbers as host floats.
 
     Lightning converts every metric logged with ``prog_bar=True`` to a Python number after every
@@ -96,12 +92,12 @@ class _LogStepMetrics:
         return self._shown
 
 
-class ProgressBar(_LogStepMetrics, TQDMProgressBar):
-    """Lightning's tqdm bar, metrics refreshed at log steps (see :class:`_LogStepMetrics`)."""
+class ProgressBar(LogStepMetrics, TQDMProgressBar):
+    """Lightning's tqdm bar, metrics refreshed at log steps (see :class:`LogStepMetrics`)."""
 
 
-class RichProgressBar(_LogStepMetrics, _LightningRichProgressBar):
-    """Lightning's rich bar, metrics refreshed at log steps (see :class:`_LogStepMetrics`)."""
+class RichProgressBar(LogStepMetrics, _LightningRichProgressBar):
+    """Lightning's rich bar, metrics refreshed at log steps (see :class:`LogStepMetrics`)."""
 
 
 def sync_free_progress_bar(bar: Any) -> L.Callback | None:
@@ -148,8 +144,8 @@ class ThroughputMonitor(_LightningThroughputMonitor):
                 )
         if stage == TrainerFn.FITTING:
             peak = self.available_flops
-            _say(
-                "[nextok] MFU peak per device: "
+            say(
+                "MFU peak per device: "
                 + (f"{peak / 1e12:.1f} TFLOP/s" if peak else "unknown (set peak_flops to log MFU)")
             )
 
@@ -261,9 +257,8 @@ class UnigramBaseline(L.Callback):
             return
         vocab = max(pl_module.model_config.vocab_size, int(train.max()) + 1, int(val.max()) + 1)
         self.baseline = unigram_loss(train, val, vocab)
-        _say(
-            f"[nextok] unigram baseline on val: loss {self.baseline:.4f} "
-            f"(ppl {math.exp(self.baseline):.1f})"
+        say(
+            f"unigram baseline on val: loss {self.baseline:.4f} (ppl {math.exp(self.baseline):.1f})"
         )
         for logger in trainer.loggers:
             logger.log_metrics({"baseline/unigram_loss": self.baseline}, step=trainer.global_step)

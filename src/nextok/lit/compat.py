@@ -7,7 +7,7 @@ function here on a real Trainer) fails and names the accessor to fix, instead of
 misbehaving quietly. Checked against lightning 2.6.
 
 Subclasses that override private hooks (``ModelCheckpoint``, ``ThroughputMonitor`` in
-:mod:`nextok.lit.callbacks`, the rich progress bar in :mod:`nextok.lit.console`) list what they
+:mod:`nextok.lit.callbacks`, the rich progress bar in :mod:`nextok.lit.terminal`) list what they
 rely on in :data:`OVERRIDDEN_PRIVATE_HOOKS`; the compat test checks those hooks exist and that
 the subclasses' effects still show on a real run.
 """

@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from nextok.console import say
 from nextok.lit.compat import locate
 from nextok.model import ModelConfig
 
@@ -99,8 +100,26 @@ def check_node(name: str, node: Any) -> None:
             raise ValueError(f"{name}.{key}={value!r} is not {_describe(hints[key])}")
 
 
+# _target_ paths that moved: configs written before (a user's own yaml, a copied run config)
+# keep working, with a notice naming the new path
+MOVED_TARGETS = {
+    "nextok.lit.sampling.SamplingCallback": "nextok.lit.sample_callback.SamplingCallback",
+}
+
+
+def upgrade_moved_targets(cfg: DictConfig) -> None:
+    """Point ``_target_`` values that name a moved class at its new home (in place)."""
+    for group in GROUPS:
+        for key, node in (cfg.get(group) or {}).items():
+            old = node.get("_target_") if isinstance(node, DictConfig) else None
+            if old in MOVED_TARGETS:
+                node._target_ = MOVED_TARGETS[old]
+                say(f"{group}.{key}._target_: {old} moved to {node._target_}; update your config")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Types of every constructor argument, then the model config itself (before any data work)."""
+    upgrade_moved_targets(cfg)
     for name in NODES:
         check_node(name, cfg.get(name))
     for group in GROUPS:

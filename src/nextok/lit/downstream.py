@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 
+from nextok.console import say
 from nextok.evals import evaluate_task, load_task
 from nextok.evals.tasks import MCExample
 from nextok.lit.compat import is_accumulating
-
-log = logging.getLogger(__name__)
 
 
 class DownstreamEval(L.Callback):
@@ -107,15 +104,13 @@ class DownstreamEval(L.Callback):
             _report(self.results)
 
 
-@rank_zero_only
 def _report(results: dict[str, dict[str, float]]) -> None:
     for name, r in results.items():
-        print(
-            f"[nextok] eval {name}: acc {r['acc']:.4f}  acc_norm {r['acc_norm']:.4f}  "
+        say(
+            f"eval {name}: acc {r['acc']:.4f}  acc_norm {r['acc_norm']:.4f}  "
             f"({int(r['n'])} examples; chance {r['chance']:.4f}"
             + (f"; {int(r['truncated'])} choices cut to the window" if r.get("truncated") else "")
-            + ")",
-            flush=True,
+            + ")"
         )
 
 

@@ -56,14 +56,14 @@ def summary(
     lines = []
     stop = max_time_stop(trainer)
     if stop is not None:
-        lines.append(f"[nextok] stopped by max_time at step {stop[0]} of {stop[1]}")
+        lines.append(f"stopped by max_time at step {stop[0]} of {stop[1]}")
     if val_loss is not None:
         tokens = trainer.callback_metrics.get("val/tokens")
         where = getattr(module, "val_scope", "the validation split")
         where += f" ({int(tokens):,} tokens)" if tokens is not None else ""
         bpb = trainer.callback_metrics.get("val/bpb")
         line = (
-            f"[nextok] final val loss {val_loss:.4f} (ppl {math.exp(val_loss):.1f}"
+            f"final val loss {val_loss:.4f} (ppl {math.exp(val_loss):.1f}"
             + (f", {float(bpb):.4f} bits/byte" if bpb is not None else "")
             + f") on {where}"
         )

@@ -27,6 +27,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from nextok.console import say
 from nextok.lit.compat import is_log_step
 
 SYNC_METHODS = ("item", "__bool__", "__float__", "__int__", "tolist", "numpy", "cpu")
@@ -174,13 +175,12 @@ class HostSyncCounter(L.Callback):
             v = s[kind]["syncs_per_step"]
             return f"{kind} {'-' if v is None else f'{v:.2f}'} ({s[kind]['steps']} steps)"
 
-        print(
-            "[nextok] host syncs per optimizer step: "
-            + ", ".join(fmt(k) for k in ("steady", "log", "other", "all")),
-            flush=True,
+        say(
+            "host syncs per optimizer step: "
+            + ", ".join(fmt(k) for k in ("steady", "log", "other", "all"))
         )
         for k, v in list(s["steady_sources"].items())[:5]:
-            print(f"[nextok]   steady-state sync: {v}x {k}", flush=True)
+            say(f"  steady-state sync: {v}x {k}")
         path = Path(self.out_file or Path(trainer.default_root_dir) / "host_syncs.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(s, indent=2) + "\n")

@@ -100,9 +100,7 @@ class LossGuard:
             n = int(self.skipped.item())
             if n > self.skipped_reported:
                 new, self.skipped_reported = n - self.skipped_reported, n
-                return (
-                    f"[nextok] skipped {new} optimizer step(s) with a non-finite loss ({n} so far)"
-                )
+                return f"skipped {new} optimizer step(s) with a non-finite loss ({n} so far)"
         return None
 
 

@@ -1,24 +1,27 @@
 """The LightningModule: next-token cross-entropy on a plain :class:`~nextok.model.Transformer`.
 
-The Transformer is built in ``configure_model`` (not ``__init__``) so that a model-parallel
-strategy can build it on the meta device and shard it (FSDP2) before weights are materialised.
+This file holds the training step, the optimizer and the hyperparameters; the module's other jobs
+are mixins beside it: building the Transformer in ``configure_model`` (not ``__init__``, so a
+model-parallel strategy can build it on the meta device and shard it before weights are
+materialised; :mod:`nextok.lit.module_model`), validation metrics
+(:mod:`nextok.lit.module_validation`) and the checkpoint entry (:mod:`nextok.lit.module_checkpoint`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import random
 from dataclasses import asdict
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from nextok.checkpoint import META_KEY
+from nextok.console import say
 from nextok.lit.compat import attached_trainer, is_log_step, tensor_parallel_size
 from nextok.lit.loss_guard import NONFINITE_POLICIES, LossGuard, NonFiniteLossError, clear_guard
+from nextok.lit.module_checkpoint import CheckpointHooks
+from nextok.lit.module_model import ModelSetup
+from nextok.lit.module_validation import ValidationHooks
 from nextok.lit.moe_monitor import MoEMonitor
 from nextok.lit.muon import MuonConfig
 from nextok.lit.optim import (
@@ -28,7 +31,7 @@ from nextok.lit.optim import (
     make_schedule,
     optim_config,
 )
-from nextok.metrics import LossTally, summarize, token_byte_lengths
+from nextok.metrics import LossTally
 from nextok.model import ModelConfig, Transformer
 from nextok.model.loss import LOSS_IMPLS
 from nextok.runtime import configure_cuda, describe_attention
@@ -42,7 +45,8 @@ def data_parallel_size(trainer: L.Trainer) -> int:
     return max(1, trainer.world_size // tensor_parallel_size(trainer))
 
 
-def _as(cls: type, value: Any) -> Any:
+def _as_config(cls: type, value: Any) -> Any:
+    """A config dataclass ``cls`` from None (its defaults), an instance, or its plain dict."""
     if value is None:
         return cls()
     if isinstance(value, cls):
@@ -50,7 +54,7 @@ def _as(cls: type, value: Any) -> Any:
     return cls(**dict(value))
 
 
-class LMModule(L.LightningModule):
+class LMModule(ModelSetup, ValidationHooks, CheckpointHooks, L.LightningModule):
     """Language-model training: loss, optimizer, LR schedule, logging and checkpoint metadata.
 
     Args:
@@ -91,9 +95,9 @@ class LMModule(L.LightningModule):
         compile_backend: str = "inductor",
     ) -> None:
         super().__init__()
-        self.model_config = _as(ModelConfig, model_config)
+        self.model_config = _as_config(ModelConfig, model_config)
         self.optim_config = optim_config(optim)
-        self.schedule_config = _as(ScheduleConfig, schedule)
+        self.schedule_config = _as_config(ScheduleConfig, schedule)
         if compile_mode not in COMPILE_MODES:
             raise ValueError(
                 f"module.compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}"
@@ -154,64 +158,6 @@ class LMModule(L.LightningModule):
         # what validation covers, printed with each val/loss ("a fixed subset of ...", set by the app)
         self.val_scope: str | None = None
 
-    # ------------------------------------------------------------------ model
-    def configure_model(self) -> None:
-        """Build the Transformer once; then compile / checkpoint / shard it as configured."""
-        if self.model is not None:
-            return
-        # FSDP2Strategy(meta_init=True): build on the meta device; parallelize() materialises
-        # each rank's shard only (models larger than one device's memory).
-        strategy = attached_trainer(self).strategy if attached_trainer(self) is not None else None
-        meta = self.device_mesh is not None and getattr(strategy, "meta_init", False)
-        with torch.device("meta") if meta else contextlib.nullcontext():
-            model = Transformer(self.model_config)
-        model.activation_checkpointing = self.activation_checkpointing
-        model.loss_impl, model.loss_chunk_rows = self.loss_impl, self.loss_chunk_rows
-        if self.init_state is not None and not meta:
-            _load_full(model, self.init_state)
-        if self.compile_model and self.compile_mode == "blocks":
-            for block in model.blocks:
-                block.compile(backend=self.compile_backend)
-        self.model = model
-        if model.moe_layers():
-            self.moe = MoEMonitor(model)
-        if self.device_mesh is not None:
-            from nextok.distributed import parallelize
-
-            out = parallelize(
-                self.model, self.device_mesh, **getattr(strategy, "parallelize_kwargs", {})
-            )
-            if out is not None:
-                self.model = out
-            if self.init_state is not None and meta:  # each rank keeps its shard of the weights
-                from torch.distributed.checkpoint.state_dict import (
-                    StateDictOptions,
-                    set_model_state_dict,
-                )
-
-                set_model_state_dict(
-                    self.model,
-                    _with_tied(model, self.init_state),
-                    options=StateDictOptions(full_state_dict=True),
-                )
-        self.init_state = None  # free the full copy
-        if self.compile_model and self.compile_mode == "model":
-            self.model.compile(backend=self.compile_backend)  # in place: same state-dict keys
-        if not meta and self.device_mesh is None:
-            # Lightning's model summary measures FLOPs on this input (one forward, rank 0 only:
-            # under FSDP that forward would need every rank, so no example there).
-            self.example_input_array = torch.zeros(
-                1, self.model_config.block_size, dtype=torch.long
-            )
-
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        return self.model(idx, targets)
-
-    def flops_per_token(self, seq_len: int) -> float:
-        if seq_len not in self._flops_per_token:
-            self._flops_per_token[seq_len] = float(self.model.flops_per_token(seq_len))
-        return self._flops_per_token[seq_len]
-
     # ------------------------------------------------------------------ training
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # A pure function of (seed, step, rank): resuming anywhere reproduces dropout exactly.
@@ -229,9 +175,8 @@ class LMModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.device.type == "cuda":
             configure_cuda(tf32=self.tf32)
-        if self.global_rank == 0 and self.device.type != "meta":
-            line = describe_attention(self.model_config, self.device, self._autocast_dtype())
-            print(f"[nextok] {line}", flush=True)
+        if self.device.type != "meta":
+            say(describe_attention(self.model_config, self.device, self._autocast_dtype()))
 
     def _autocast_dtype(self) -> torch.dtype:
         precision = str(self.trainer.precision) if attached_trainer(self) is not None else "32-true"
@@ -306,7 +251,7 @@ class LMModule(L.LightningModule):
             reduce = lambda t, op: self.trainer.strategy.reduce(t, reduce_op=op)  # noqa: E731
         report = self.guard.check(reduce)
         if report:
-            self.print(report)
+            say(report, via=self.print)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.trainer.optimizers:
@@ -318,55 +263,6 @@ class LMModule(L.LightningModule):
 
     def on_train_end(self) -> None:
         self._sync_point()
-
-    # ------------------------------------------------------------------ validation
-    def on_validation_epoch_start(self) -> None:
-        self._sync_point()
-        names = (
-            getattr(self.trainer.datamodule, "val_names", None) if attached_trainer(self) else None
-        )
-        self._val_names = list(names) if names else None
-        self._val = LossTally(len(self._val_names or [0]), self.token_bytes(), self.device)
-
-    def token_bytes(self) -> torch.Tensor | None:
-        """UTF-8 bytes per token id (for val/bpb), from the run's tokenizer; None without one."""
-        if self._token_bytes is None and self.tokenizer is not None:
-            self._token_bytes = torch.from_numpy(token_byte_lengths(self.tokenizer))
-        return self._token_bytes
-
-    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        x, y = batch[0], batch[1]
-        _, loss = self.model(x, y)
-        self._val.add(dataloader_idx, loss, y)
-
-    def on_validation_epoch_end(self) -> None:
-        # one reduction per validation; per-source columns when the data is a mixture
-        sums = self.trainer.strategy.reduce(self._val.sums, reduce_op="sum").cpu()
-        with_bytes = self._val.token_bytes is not None
-        total = summarize(sums.sum(dim=1), with_bytes)
-        if not total:
-            return
-        self._last_val = (
-            torch.tensor(total["loss"]),
-            self.global_step,
-            self.val_scope,
-            int(total["tokens"]),
-        )
-        self.log("val/loss", total["loss"], prog_bar=True, sync_dist=False)
-        self.log("val/ppl", total["ppl"], sync_dist=False)
-        self.log("val/tokens", total["tokens"], sync_dist=False)  # how much of the split it covered
-        if with_bytes:
-            self.log("val/bpb", total["bpb"], sync_dist=False)
-        for i, name in enumerate(self._val_names or []):
-            part = summarize(sums[:, i], with_bytes)
-            for key in ("loss", "bpb"):
-                if key in part:
-                    self.log(f"val/{key}/{name}", part[key], sync_dist=False)
-        if self.val_scope and not self.trainer.sanity_checking:
-            self.print(
-                f"[nextok] step {self.global_step}: val/loss {total['loss']:.4f} on "
-                f"{self.val_scope} ({int(total['tokens']):,} tokens)"
-            )
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):
@@ -385,92 +281,3 @@ class LMModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
         }
-
-    # ------------------------------------------------------------------ checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Add the checkpoint contract's ``nextok`` entry (see :mod:`nextok.checkpoint`)."""
-        self._sync_point()  # never save weights poisoned by a non-finite loss (policy stop)
-        meta: dict[str, Any] = {
-            "model_config": self.model_config.to_dict(),
-            "tokens_seen": int(self.tokens_seen),
-            "rng": _rng_state(),
-        }
-        if self.tokenizer is not None:
-            meta["tokenizer_json"] = self.tokenizer.to_str()
-        if self.special_tokens is not None:
-            meta["special_tokens"] = self.special_tokens.to_dict()
-        if self._last_val is not None:  # for the exported model card
-            loss, step, scope, tokens = self._last_val
-            meta.update(val_loss=float(loss), val_step=step, val_scope=scope, val_tokens=tokens)
-        meta.update(self.export_info)
-        checkpoint[META_KEY] = meta
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        meta = checkpoint.get(META_KEY)
-        if meta is None:
-            raise ValueError("checkpoint has no 'nextok' entry: not written by nextok-train")
-        saved = meta.get("model_config", {})
-        if saved:  # through ModelConfig, so keys added since the checkpoint get their defaults
-            saved = ModelConfig.from_dict(saved).to_dict()
-        if saved and saved != self.model_config.to_dict():
-            diff = {
-                k: (saved.get(k), v)
-                for k, v in self.model_config.to_dict().items()
-                if saved.get(k) != v
-            }
-            raise ValueError(
-                "the checkpoint's model config differs from this run's (key: (checkpoint, now)): "
-                f"{diff}; resume with the same model.* settings"
-            )
-        self.tokens_seen = int(meta.get("tokens_seen", 0))
-        if "rng" in meta:
-            _set_rng_state(meta["rng"])
-
-
-def _with_tied(model: Transformer, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if model.config.tie_embeddings and "lm_head.weight" not in state:
-        return {**state, "lm_head.weight": state["tok_emb.weight"]}
-    return state
-
-
-def _load_full(model: Transformer, state: dict[str, torch.Tensor]) -> None:
-    """Copy ``init_from`` weights in; every parameter must be filled, nothing left over."""
-    model.load_state_dict(_with_tied(model, state), strict=True)
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": {
-            "kind": np_state[0],
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy"]
-    np.random.set_state(
-        (
-            n["kind"],
-            n["keys"].numpy().astype(np.uint32),
-            n["pos"],
-            n["has_gauss"],
-            n["cached_gaussian"],
-        )
-    )
-    if "cuda" in state and torch.cuda.is_available():
-        cuda = state["cuda"]
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from nextok.console import say
 from nextok.lit.run_lock import LOCK_FILE, RunDirLock
 
 HYDRA_ONLY = {".hydra", "train.log", LOCK_FILE}  # what a run dir holds before the app wrote to it
@@ -56,17 +57,15 @@ def run_dir_session(run_dir: Path, rank0: bool) -> Iterator[RunState]:
     lock = RunDirLock(run_dir).acquire()
     try:
         if lock.took_over is not None:
-            print(
-                f"[nextok] took over the stale lock of pid {lock.took_over.get('pid')} "
-                f"on {lock.took_over.get('host')}",
-                flush=True,
+            say(
+                f"took over the stale lock of pid {lock.took_over.get('pid')} "
+                f"on {lock.took_over.get('host')}"
             )
         removed = remove_stale_temp_files(run_dir)
         if removed:
-            print(
-                f"[nextok] removed {len(removed)} temp file(s) of an interrupted write: "
-                + ", ".join(str(p.relative_to(run_dir)) for p in removed),
-                flush=True,
+            say(
+                f"removed {len(removed)} temp file(s) of an interrupted write: "
+                + ", ".join(str(p.relative_to(run_dir)) for p in removed)
             )
         yield state
     except BaseException:

@@ -25,6 +25,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from nextok.console import say
 from nextok.lit.compat import hpc_save_path
 
 
@@ -84,11 +85,7 @@ class SlurmRequeue(Callback):
             return
         path = hpc_save_path(trainer)
         trainer.save_checkpoint(path)
-        if trainer.is_global_zero:
-            print(
-                f"[nextok] {self.signum.name}: saved {path} at step {trainer.global_step}",
-                flush=True,
-            )
+        say(f"{self.signum.name}: saved {path} at step {trainer.global_step}")
         self._requeue_pending = True
         trainer.should_stop = True
 
@@ -102,4 +99,4 @@ class SlurmRequeue(Callback):
             logger.save()
         if trainer.is_global_zero and self.requeue:
             result = subprocess.run(["scontrol", "requeue", job_id()], check=False)
-            print(f"[nextok] scontrol requeue {job_id()}: exit {result.returncode}", flush=True)
+            say(f"scontrol requeue {job_id()}: exit {result.returncode}")

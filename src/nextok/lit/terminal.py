@@ -1,4 +1,5 @@
-"""What a training run prints: Lightning's console output without its noise, and ``train.log``.
+"""What a training run shows in the terminal: Lightning's console output without its noise, and
+``train.log``. (nextok's own ``[nextok] ...`` lines come from :func:`nextok.console.say`.)
 
 - the progress bar: ``Epoch 0/-2`` (Lightning prints ``max_epochs - 1`` even when it is -1 for a
   step-bounded run) and ``v_num: 0.000`` (the logger version, formatted as a metric) are dropped;
@@ -23,7 +24,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelSummary, RichProgressBar
 
-from nextok.lit.callbacks import _LogStepMetrics
+from nextok.lit.callbacks import LogStepMetrics
 from nextok.lit.compat import format_summary_table
 
 
@@ -42,9 +43,9 @@ def quiet_lightning() -> None:
         handler.addFilter(_NoAds())
 
 
-class ProgressBar(_LogStepMetrics, RichProgressBar):
+class RunProgressBar(LogStepMetrics, RichProgressBar):
     """Lightning's rich progress bar without ``/-2`` after the epoch and without ``v_num``;
-    its numbers refresh at log steps (no host sync per step, see ``_LogStepMetrics``)."""
+    its numbers refresh at log steps (no host sync per step, see ``LogStepMetrics``)."""
 
     def _get_train_description(self, current_epoch: int) -> str:
         if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:

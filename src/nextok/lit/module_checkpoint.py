@@ -1,0 +1,98 @@
+"""What the LMModule adds to a checkpoint and checks when loading one: the ``nextok`` entry of the
+checkpoint contract (:mod:`nextok.checkpoint`: model config, tokenizer, special tokens, tokens seen,
+last validation, export info) and every RNG's state (so a resumed run continues bit for bit)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from nextok.checkpoint import META_KEY
+from nextok.model import ModelConfig
+
+
+class CheckpointHooks:
+    """``on_save_checkpoint``/``on_load_checkpoint`` of :class:`~nextok.lit.module.LMModule`."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add the checkpoint contract's ``nextok`` entry (see :mod:`nextok.checkpoint`)."""
+        self._sync_point()  # never save weights poisoned by a non-finite loss (policy stop)
+        meta: dict[str, Any] = {
+            "model_config": self.model_config.to_dict(),
+            "tokens_seen": int(self.tokens_seen),
+            "rng": rng_state(),
+        }
+        if self.tokenizer is not None:
+            meta["tokenizer_json"] = self.tokenizer.to_str()
+        if self.special_tokens is not None:
+            meta["special_tokens"] = self.special_tokens.to_dict()
+        if self._last_val is not None:  # for the exported model card
+            loss, step, scope, tokens = self._last_val
+            meta.update(val_loss=float(loss), val_step=step, val_scope=scope, val_tokens=tokens)
+        meta.update(self.export_info)
+        checkpoint[META_KEY] = meta
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = checkpoint.get(META_KEY)
+        if meta is None:
+            raise ValueError("checkpoint has no 'nextok' entry: not written by nextok-train")
+        saved = meta.get("model_config", {})
+        if saved:  # through ModelConfig, so keys added since the checkpoint get their defaults
+            saved = ModelConfig.from_dict(saved).to_dict()
+        if saved and saved != self.model_config.to_dict():
+            diff = {
+                k: (saved.get(k), v)
+                for k, v in self.model_config.to_dict().items()
+                if saved.get(k) != v
+            }
+            raise ValueError(
+                "the checkpoint's model config differs from this run's (key: (checkpoint, now)): "
+                f"{diff}; resume with the same model.* settings"
+            )
+        self.tokens_seen = int(meta.get("tokens_seen", 0))
+        if "rng" in meta:
+            set_rng_state(meta["rng"])
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG (torch, CUDA, Python, NumPy) as plain containers and tensors, so a
+    checkpoint holding it loads with ``torch.load(weights_only=True)``."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "kind": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved (CUDA only with the same number of devices)."""
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(
+        (
+            n["kind"],
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
