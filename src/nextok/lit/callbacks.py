@@ -209,7 +209,7 @@ def unigram_loss(train_tokens: np.ndarray, eval_tokens: np.ndarray, vocab_size: 
     return float(-np.log(probs[np.asarray(eval_tokens, dtype=np.int64)]).mean())
 
 
-def _head(tokens: Any, n: int) -> np.ndarray | None:
+def _first_tokens(tokens: Any, n: int) -> np.ndarray | None:
     """The first ``n`` tokens of an array-like (ndarray, memmap, sharded cache) as an ndarray."""
     if tokens is None:
         return None
@@ -219,9 +219,9 @@ def _head(tokens: Any, n: int) -> np.ndarray | None:
         return None
 
 
-def _collect(loader: Any, max_batches: int) -> np.ndarray:
+def _batch_targets(loader: Any, max_batches: int) -> np.ndarray:
     if isinstance(loader, list | tuple):  # one validation loader per mixture source
-        return np.concatenate([_collect(x, max_batches) for x in loader])
+        return np.concatenate([_batch_targets(x, max_batches) for x in loader])
     out = []
     for i, batch in enumerate(loader):
         if i >= max_batches:
@@ -248,11 +248,11 @@ class UnigramBaseline(L.Callback):
         dm = trainer.datamodule
         if dm is None:
             return
-        train = _head(getattr(dm, "train_tokens", None), self.max_tokens)
-        val = _head(getattr(dm, "val_tokens", None), self.max_tokens)
+        train = _first_tokens(getattr(dm, "train_tokens", None), self.max_tokens)
+        val = _first_tokens(getattr(dm, "val_tokens", None), self.max_tokens)
         if train is None or val is None:
-            train = _collect(dm.train_dataloader(), self.max_batches)
-            val = _collect(dm.val_dataloader(), self.max_batches)
+            train = _batch_targets(dm.train_dataloader(), self.max_batches)
+            val = _batch_targets(dm.val_dataloader(), self.max_batches)
         if len(train) == 0 or len(val) == 0:
             return
         vocab = max(pl_module.model_config.vocab_size, int(train.max()) + 1, int(val.max()) + 1)

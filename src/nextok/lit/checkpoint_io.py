@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
-class _Writes:
+class _ErrorRememberingFile:
     """A file's ``write`` that remembers the first ``OSError`` (e.g. ENOSPC), which
     ``torch.save``'s C++ zip writer would otherwise report as a bare position mismatch."""
 
@@ -44,7 +44,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            out = _Writes(f)
+            out = _ErrorRememberingFile(f)
             try:
                 torch.save(obj, out)
             except RuntimeError:  # torch's zip writer hides a failed write ("unexpected pos")

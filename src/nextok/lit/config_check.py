@@ -26,7 +26,7 @@ NODES = ("model", "data", "module", "optim", "schedule", "trainer")
 GROUPS = ("callbacks", "logger")
 
 
-def _hints(target: str) -> dict[str, Any]:
+def _constructor_hints(target: str) -> dict[str, Any]:
     try:
         obj = locate(target)
         init = obj.__init__ if inspect.isclass(obj) else obj
@@ -86,7 +86,7 @@ def check_node(name: str, node: Any) -> None:
     """Raise ``ValueError`` naming ``name.key`` for the first value of the wrong type."""
     if not isinstance(node, DictConfig) or "_target_" not in node:
         return
-    hints = _hints(str(node._target_))
+    hints = _constructor_hints(str(node._target_))
     plain = OmegaConf.to_container(node, resolve=True)
     for key, value in plain.items():
         if (

@@ -33,7 +33,7 @@ class DownstreamEval(L.Callback):
         at_end: bool = True,
         batch_size: int = 32,
     ) -> None:
-        self.specs = _plain(tasks) or {}
+        self.specs = _to_container(tasks) or {}
         self.every_n_steps = every_n_steps
         self.at_end = at_end
         self.batch_size = batch_size
@@ -114,7 +114,7 @@ def _report(results: dict[str, dict[str, float]]) -> None:
         )
 
 
-def _plain(x: Any) -> Any:
+def _to_container(x: Any) -> Any:
     try:
         from omegaconf import DictConfig, ListConfig, OmegaConf
 

@@ -35,7 +35,7 @@ EXCLUDED_PATHS = ("/torch/optim/", "/torch/utils/data/", "/nextok/data/")
 
 
 @dataclass
-class _Step:
+class _StepSyncs:
     syncs: int = 0
     kinds: set[str] = field(default_factory=set)
     where: dict[str, int] = field(default_factory=dict)
@@ -51,8 +51,8 @@ class HostSyncCounter(L.Callback):
     def __init__(self, out_file: str | None = None) -> None:
         self.out_file = out_file
         self._originals: dict[str, Any] = {}
-        self._steps: dict[int, _Step] = {}
-        self._current: _Step | None = None
+        self._steps: dict[int, _StepSyncs] = {}
+        self._current: _StepSyncs | None = None
         self._local = threading.local()
         self.summary: dict[str, Any] = {}
 
@@ -112,7 +112,7 @@ class HostSyncCounter(L.Callback):
     ) -> None:
         step = trainer.global_step
         if step not in self._steps:
-            self._steps[step] = _Step(kinds={"first"} if not self._steps else set())
+            self._steps[step] = _StepSyncs(kinds={"first"} if not self._steps else set())
         self._current = self._steps[step]
 
     def on_train_batch_end(
@@ -148,7 +148,7 @@ class HostSyncCounter(L.Callback):
 
     # ------------------------------------------------------------------ summary
     def _summarise(self) -> dict[str, Any]:
-        groups: dict[str, list[_Step]] = {"steady": [], "log": [], "other": []}
+        groups: dict[str, list[_StepSyncs]] = {"steady": [], "log": [], "other": []}
         for s in self._steps.values():
             kind = "steady" if not s.kinds else ("log" if s.kinds == {"log"} else "other")
             groups[kind].append(s)
