@@ -52,7 +52,8 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
         try:
             loggers.append(instantiate(node, **extra))
         except Exception as e:  # noqa: BLE001 - name the logger that failed
-            raise RuntimeError(f"could not create logger '{name}': {e}") from e
+            # ValueError: a bad logger config (missing package, key, URI): one line, exit 2
+            raise ValueError(f"could not create logger '{name}': {e}") from e
     return loggers
 
 

@@ -1,0 +1,48 @@
+"""nextok.lit.build: config nodes -> loggers, callbacks, Trainer."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+from hydra import compose, initialize_config_dir
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import open_dict
+
+from nextok.cli._conf import conf_dir
+from nextok.lit.build import build_loggers, build_trainer, console_callbacks, wandb_run_id
+from nextok.lit.checkpoint_io import AtomicCheckpointIO
+from nextok.lit.terminal import ModelSummaryWithFlops, RunProgressBar
+
+
+def _cfg(tmp_path, *overrides: str):
+    with initialize_config_dir(conf_dir(), version_base="1.3"):
+        return compose("train", overrides=[f"run_dir={tmp_path}", *overrides])
+
+
+def test_loggers_from_nodes_and_a_bad_one_named(tmp_path):
+    cfg = _cfg(tmp_path, "logger=csv")
+    (logger,) = build_loggers(cfg, tmp_path)
+    assert isinstance(logger, CSVLogger) and logger.save_dir == str(tmp_path)
+    with open_dict(cfg):
+        cfg.logger.csv.no_such_argument = 1
+    with pytest.raises(ValueError, match="could not create logger 'csv'"):
+        build_loggers(cfg, tmp_path)
+
+
+def test_wandb_run_id_is_one_per_run_dir(tmp_path):
+    first = wandb_run_id(tmp_path)
+    assert len(first) == 12 and wandb_run_id(tmp_path) == first
+
+
+def test_trainer_with_console_callbacks_and_atomic_checkpoints(tmp_path):
+    cfg = _cfg(tmp_path, "logger=none", "trainer.max_steps=1")
+    assert [type(c) for c in console_callbacks(cfg)] == [RunProgressBar, ModelSummaryWithFlops]
+    marker = L.Callback()
+    trainer = build_trainer(cfg, tmp_path, [], [marker])
+    assert marker in trainer.callbacks
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    assert trainer.default_root_dir == str(tmp_path)
+    quiet = _cfg(
+        tmp_path, "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"
+    )
+    assert console_callbacks(quiet) == []
