@@ -5,7 +5,8 @@ both directions), ``weights`` the safetensors files, ``folder`` whole folders (t
 and the model card included), ``card`` the model card.
 """
 
-from nextok.hf.families import FAMILIES, UnsupportedConfig, family_for_export
+from nextok.hf.families import FAMILIES, family_for_export
+from nextok.hf.family import UnsupportedConfig
 from nextok.hf.folder import (
     HFModel,
     build_model,
