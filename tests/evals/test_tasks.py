@@ -77,6 +77,8 @@ def test_scoring_options_are_not_task_fields(tmp_path):
         scoring_options("piqa", {**spec, "pmi": "yes"})
     shipped = yaml.safe_load((CONF / "stdlib_next_line.yaml").read_text())
     assert shipped["pmi"] is True and shipped["num_examples"] == 300
+    for hub in ROWS:  # off for the hub tasks (the key is there to be overridden)
+        assert yaml.safe_load((CONF / f"{hub}.yaml").read_text())["pmi"] is False
 
 
 def test_stdlib_next_line_is_deterministic_held_out_and_decontaminated():
