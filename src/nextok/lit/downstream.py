@@ -8,7 +8,7 @@ import lightning as L
 import torch
 
 from nextok.console import say
-from nextok.evals import evaluate_task, load_task
+from nextok.evals import METRICS, document_start, evaluate_task, load_task, scoring_options
 from nextok.evals.tasks import MCExample
 from nextok.lit.compat import is_accumulating
 
@@ -16,8 +16,9 @@ from nextok.lit.compat import is_accumulating
 class DownstreamEval(L.Callback):
     """Score ``tasks`` every ``every_n_steps`` optimizer steps and/or at the end of training.
 
-    Logs ``eval/<task>/acc`` and ``eval/<task>/acc_norm``; examples are sharded over the
-    data-parallel ranks and the counts all-reduced. At the end it prints each task's accuracy.
+    Logs ``eval/<task>/acc``, ``eval/<task>/acc_norm`` (and ``eval/<task>/acc_pmi`` for tasks
+    with ``pmi: true``); examples are sharded over the data-parallel ranks and the counts
+    all-reduced. At the end it prints each task's accuracies.
 
     Args:
         tasks: ``{name: spec}`` (``conf/tasks/*.yaml``; see :mod:`nextok.evals.tasks`).
@@ -49,12 +50,15 @@ class DownstreamEval(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
             self.examples()  # bad task specs fail before training, not after
+            for name, spec in self.specs.items():
+                scoring_options(name, spec)
 
     def run(self, trainer: L.Trainer, pl_module: Any) -> dict[str, dict[str, float]]:
         from nextok.data.datamodule import dist_info
 
         rank, world = dist_info(trainer)
         model = pl_module.model
+        start = document_start(pl_module.tokenizer, pl_module.special_tokens)  # for acc_pmi
         out = {}
         for name, examples in self.examples().items():
             res = evaluate_task(
@@ -67,9 +71,16 @@ class DownstreamEval(L.Callback):
                 rank=rank,
                 world_size=world,
                 reduce=lambda t, op: trainer.strategy.reduce(t, reduce_op=op),
+                start_ids=start,
+                **scoring_options(name, self.specs[name]),
             )
             out[name] = res.as_dict()
-        metrics = {f"eval/{name}/{k}": r[k] for name, r in out.items() for k in ("acc", "acc_norm")}
+        metrics = {
+            f"eval/{name}/{k}": r[k]
+            for name, r in out.items()
+            for k in METRICS
+            if r.get(k) is not None
+        }
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
@@ -108,7 +119,8 @@ def _report(results: dict[str, dict[str, float]]) -> None:
     for name, r in results.items():
         say(
             f"eval {name}: acc {r['acc']:.4f}  acc_norm {r['acc_norm']:.4f}  "
-            f"({int(r['n'])} examples; chance {r['chance']:.4f}"
+            + (f"acc_pmi {r['acc_pmi']:.4f}  " if r.get("acc_pmi") is not None else "")
+            + f"({int(r['n'])} examples; chance {r['chance']:.4f}"
             + (f"; {int(r['truncated'])} choices cut to the window" if r.get("truncated") else "")
             + ")"
         )
