@@ -42,6 +42,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "nextok.cli",
     ),
     "nextok.dtypes": ("lightning", "hydra", "omegaconf", "nextok.data", "nextok.lit", "nextok.cli"),
+    # small shared homes every package may import: they import nothing of nextok
+    "nextok.io": ("lightning", "hydra", "omegaconf", "torch", "nextok"),
+    "nextok.special_tokens": ("lightning", "hydra", "omegaconf", "torch", "nextok"),
+    "nextok.plain": ("lightning", "hydra", "torch", "nextok"),
 }
 
 
@@ -105,3 +109,18 @@ def test_checker_sees_imports_inside_functions_and_relative(tmp_path: Path) -> N
         "lightning.pytorch",
         "nextok.lit",
     ]
+
+
+def test_special_token_literals_have_one_home() -> None:
+    """``<|endoftext|>`` and ``<|pad|>`` appear as code (not prose) only in nextok.special_tokens."""
+    from nextok.special_tokens import EOT, PAD
+
+    home = SRC / "special_tokens.py"
+    copies = [
+        f"{path.relative_to(SRC.parent)}:{node.lineno}"
+        for path in sorted(SRC.rglob("*.py"))
+        if path != home
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value in (EOT, PAD)
+    ]
+    assert not copies, "import EOT/PAD from nextok.special_tokens instead:\n" + "\n".join(copies)

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from nextok.special_tokens import EOT
+
 if TYPE_CHECKING:  # tokenizers is only needed by the text helpers
     from tokenizers import Tokenizer
 
     from nextok.model import Transformer
-
-EOT = "<|endoftext|>"
 
 GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
 

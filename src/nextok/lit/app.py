@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import re
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,12 +22,14 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from nextok.distributed.ranks import data_parallel_size
+from nextok.io import atomic_write_text
 from nextok.lit.callbacks import UnigramBaseline
 from nextok.lit.checkpoint_io import AtomicCheckpointIO
 from nextok.lit.config_check import check_config
 from nextok.lit.console import ModelSummaryWithFlops, ProgressBar, quiet_lightning, tee_console
 from nextok.lit.finish import summary, validate_whole_split
-from nextok.lit.module import LMModule, data_parallel_size
+from nextok.lit.module import LMModule
 from nextok.lit.resume import pair_tokenizer
 from nextok.lit.run_dir import RunState, run_dir_session
 from nextok.lit.signals import GracefulStop, StopRequested
@@ -85,10 +86,7 @@ def print_config(cfg: DictConfig) -> None:
 
 
 def save_config(cfg: DictConfig, run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".config.yaml.tmp"
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    os.replace(tmp, run_dir / "config.yaml")
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def pad_vocab(n: int, multiple: int | None) -> int:
@@ -173,8 +171,7 @@ def wandb_run_id(run_dir: Path) -> str:
         return f.read_text().strip()
     run_id = uuid.uuid4().hex[:12]
     if is_rank_zero():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        f.write_text(run_id + "\n")
+        atomic_write_text(f, run_id + "\n")
     return run_id
 
 
@@ -210,15 +207,6 @@ def console_callbacks(cfg: DictConfig) -> list:
     if cfg.trainer.get("enable_model_summary", True) is not False:
         out.append(ModelSummaryWithFlops())
     return out
-
-
-def wait_for_file(path: Path, timeout_s: float = 600.0) -> None:
-    """Non-zero ranks wait for rank 0 to write a shared file (e.g. the trained tokenizer)."""
-    t0 = time.monotonic()
-    while not path.exists():
-        if time.monotonic() - t0 > timeout_s:
-            raise TimeoutError(f"waited {timeout_s:.0f}s for rank 0 to write {path}")
-        time.sleep(0.5)
 
 
 # ---------------------------------------------------------------------- the run
@@ -297,19 +285,13 @@ def _train(
     if ckpt_path and rank0 and pair_tokenizer(ckpt_path, run_dir, cfg.data.get("tokenizer_path")):
         print(f"[nextok] using the tokenizer embedded in {ckpt_path}", flush=True)
 
-    # Data first: the tokenizer decides the vocabulary.
+    # Data first: the tokenizer decides the vocabulary. This is the one place it is prepared:
+    # rank 0 loads or trains it and writes the run dir's tokenizer folder, the other ranks wait
+    # for that file (no process group exists yet) and load it. Lightning's prepare_data inside
+    # fit then finds it there and only fills the token cache (nextok.data.run_tokenizer).
     datamodule = instantiate(cfg.data)
-    tok_file = getattr(datamodule, "tokenizer_file", None)
-    if rank0 or not tok_file or getattr(datamodule, "tokenizer_path", None):
-        datamodule.prepare_data()
-    else:
-        wait_for_file(Path(tok_file))
-        datamodule.prepare_data()  # loads rank 0's tokenizer.json
-    if rank0 and not (run_dir / "tokenizer.json").exists():  # e.g. data.tokenizer_path was given
-        datamodule.tokenizer.save(str(run_dir / "tokenizer.json"))
-    special = datamodule._require_special()
-    if rank0:  # the run dir is a complete HF tokenizer folder (special tokens included)
-        datamodule.save_tokenizer_config(run_dir)
+    datamodule.prepare_tokenizer(writer=rank0, save_dir=run_dir)
+    special = datamodule.special_tokens
     model_config = resolve_model_config(cfg, datamodule.vocab_size)
     datamodule.validate_model(model_config.vocab_size, model_config.block_size)
 

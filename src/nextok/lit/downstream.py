@@ -9,8 +9,10 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from nextok.distributed.ranks import data_parallel_rank_size
 from nextok.evals import evaluate_task, load_task
 from nextok.evals.tasks import MCExample
+from nextok.plain import to_plain
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ class DownstreamEval(L.Callback):
         at_end: bool = True,
         batch_size: int = 32,
     ) -> None:
-        self.specs = _plain(tasks) or {}
+        self.specs = to_plain(tasks) or {}
         self.every_n_steps = every_n_steps
         self.at_end = at_end
         self.batch_size = batch_size
@@ -53,9 +55,7 @@ class DownstreamEval(L.Callback):
             self.examples()  # bad task specs fail before training, not after
 
     def run(self, trainer: L.Trainer, pl_module: Any) -> dict[str, dict[str, float]]:
-        from nextok.data.datamodule import dist_info
-
-        rank, world = dist_info(trainer)
+        rank, world = data_parallel_rank_size(trainer)
         model = pl_module.model
         out = {}
         for name, examples in self.examples().items():
@@ -116,14 +116,3 @@ def _report(results: dict[str, dict[str, float]]) -> None:
             + ")",
             flush=True,
         )
-
-
-def _plain(x: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(x, DictConfig | ListConfig):
-            return OmegaConf.to_container(x, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return x

@@ -17,6 +17,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from nextok.checkpoint import META_KEY
+from nextok.distributed.ranks import data_parallel_size
 from nextok.lit.loss_guard import NONFINITE_POLICIES, LossGuard, NonFiniteLossError, clear_guard
 from nextok.lit.moe_monitor import MoEMonitor
 from nextok.lit.muon import MuonConfig
@@ -34,13 +35,6 @@ from nextok.runtime import configure_cuda, describe_attention
 
 COMPILE_MODES = ("blocks", "model")
 __all__ = ["COMPILE_MODES", "NONFINITE_POLICIES", "LMModule", "NonFiniteLossError"]
-
-
-def data_parallel_size(trainer: L.Trainer) -> int:
-    """Ranks that see different data: the world size over the tensor-parallel size."""
-    tp = getattr(trainer.strategy, "_tensor_parallel_size", 1)
-    tp = tp if isinstance(tp, int) and tp > 0 else 1
-    return max(1, trainer.world_size // tp)
 
 
 def is_log_step(trainer: L.Trainer) -> bool:
