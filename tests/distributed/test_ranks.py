@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from nextok.distributed.ranks import data_parallel_rank_size, data_parallel_size
+from nextok.distributed.ranks import data_parallel_rank_size, data_parallel_size, world_size
 
 
 def _trainer(strategy, rank: int, world: int):
@@ -44,3 +44,9 @@ def test_a_strategy_whose_mesh_is_not_built_yet_falls_back_to_the_world():
             raise RuntimeError("Accessing the device mesh before processes have initialized")
 
     assert data_parallel_rank_size(_trainer(NoMeshYet(), 1, 2)) == (1, 2)
+
+
+def test_world_size_counts_every_process():
+    tp_trainer = _trainer(SimpleNamespace(_tensor_parallel_size=2), 0, 4)
+    assert world_size(tp_trainer) == 4 and data_parallel_size(tp_trainer) == 2
+    assert world_size() == 1

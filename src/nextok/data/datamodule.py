@@ -30,7 +30,7 @@ from nextok.data.position import position_state, read_position, trainer_position
 from nextok.data.sources import SOURCES
 from nextok.data.streaming import StreamingBlockDataset
 from nextok.data.tokenizer import TOKENIZER_FILE, SpecialTokens
-from nextok.distributed.ranks import data_parallel_rank_size
+from nextok.distributed.ranks import data_parallel_rank_size, world_size
 from nextok.plain import to_plain
 
 
@@ -203,7 +203,7 @@ class LMDataModule(L.LightningDataModule):
         if self.tokenizer is None:
             f = self.tokenizer_file
             missing = not self.tokenizer_path and (f is None or not f.exists())
-            single = data_parallel_rank_size(self.trainer)[1] == 1
+            single = world_size(self.trainer) == 1
             if missing and not single:
                 raise ValueError(
                     "data.run_dir is required for multi-process runs: rank 0 saves the trained "

@@ -41,3 +41,13 @@ def data_parallel_rank_size(trainer: Any = None) -> tuple[int, int]:
 def data_parallel_size(trainer: Any = None) -> int:
     """The number of data-parallel ranks (see :func:`data_parallel_rank_size`)."""
     return data_parallel_rank_size(trainer)[1]
+
+
+def world_size(trainer: Any = None) -> int:
+    """All processes of the run (every parallel dimension): the trainer's, else
+    ``torch.distributed``'s, else 1."""
+    if trainer is not None:
+        return int(trainer.world_size)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
