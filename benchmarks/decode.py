@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from nextok.generation import stream
+from nextok.generation import SamplingParams, stream
 from nextok.model import ModelConfig, Transformer
 
 
@@ -38,7 +38,9 @@ def time_decode(
     sync()
     t0 = time.perf_counter()
     stamps = []
-    for _ in stream(model, [prompt], new_tokens, temperature=0, use_cache=use_cache):
+    for _ in stream(
+        model, [prompt], new_tokens, SamplingParams(temperature=0), use_cache=use_cache
+    ):
         sync()
         stamps.append(time.perf_counter())
     return stamps[0] - t0, statistics.median(b - a for a, b in zip(stamps, stamps[1:]))

@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loss_memory  # noqa: E402 - the sibling benchmark
 
-from nextok.generation import compile_decode_step, stream  # noqa: E402
+from nextok.generation import SamplingParams, compile_decode_step, stream  # noqa: E402
 from nextok.lit.optim import AdamWConfig, build_adamw  # noqa: E402
 from nextok.model import ModelConfig, Transformer  # noqa: E402
 
@@ -276,7 +276,7 @@ def decode_tokens_per_s(cfg: ModelConfig, setup: Setup, compiled: bool) -> float
 
     def run(tokens: int) -> list[float]:
         stamps = []
-        for _ in stream(model, prompt, tokens, temperature=0, decode_step=step):
+        for _ in stream(model, prompt, tokens, SamplingParams(temperature=0), decode_step=step):
             sync(setup.device)
             stamps.append(time.perf_counter())
         return stamps

@@ -101,6 +101,18 @@ def test_import_direction(package: str) -> None:
     assert not bad, f"{package} must not import {FORBIDDEN[package]}:\n" + "\n".join(bad)
 
 
+def test_model_imports_nothing_of_nextok_but_itself() -> None:
+    """nextok.model is liftable on its own: no import of any other nextok module."""
+    bad = [
+        f"{path.relative_to(SRC.parent)}:{line} imports {name}"
+        for path in files_of("nextok.model")
+        for line, name in imports_of(path, containing_package(path))
+        if name.startswith("nextok")
+        and not (name == "nextok.model" or name.startswith("nextok.model."))
+    ]
+    assert not bad, "nextok.model must import only nextok.model.*:\n" + "\n".join(bad)
+
+
 def test_checker_sees_imports_inside_functions_and_relative(tmp_path: Path) -> None:
     """The check would catch a violation hidden in a function body or spelt relatively."""
     f = tmp_path / "mod.py"

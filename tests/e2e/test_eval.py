@@ -143,6 +143,7 @@ def test_eval_several_checkpoints_one_table_and_json(trained, tmp_path):
     header = next(ln for ln in lines if ln.startswith("ckpt"))
     for col in ("loss", "perplexity", "bpb", "stdlib_next_line/acc", "stdlib_next_line/acc_norm"):
         assert col in header.split()
+    assert "stdlib_next_line/acc_pmi" in header.split()  # the shipped task sets pmi: true
     rows = [ln for ln in lines if ln.startswith(str(trained["root"]))]
     assert len(rows) == 2
     results = json.loads((tmp_path / "all.json").read_text())
@@ -150,6 +151,7 @@ def test_eval_several_checkpoints_one_table_and_json(trained, tmp_path):
     assert results[0]["loss"] < results[1]["loss"]  # trained vs untrained weights
     task = results[0]["tasks"]["stdlib_next_line"]
     assert task["n"] == 12 and 0 <= task["acc"] <= 1 and task["chance"] == 0.25
+    assert 0 <= task["acc_pmi"] <= 1
     proc = run_eval(ckpts, *common, "json=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [json.loads(ln)["ckpt"] for ln in proc.stdout.strip().splitlines()] == [

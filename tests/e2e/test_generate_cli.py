@@ -77,7 +77,7 @@ def ckpt(tmp_path_factory):
 
 
 def test_generate_streams_text_and_reports_speed(ckpt, tmp_path):
-    from nextok.generation import generate_text, make_generator
+    from nextok.generation import SamplingParams, generate_text, make_generator
 
     path, model, tok = ckpt
     r = run_cli(
@@ -93,7 +93,12 @@ def test_generate_streams_text_and_reports_speed(ckpt, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     want = generate_text(
-        model, tok, ["def "], 20, temperature=0.8, top_k=50, top_p=0.9, generator=make_generator(3)
+        model,
+        tok,
+        ["def "],
+        20,
+        SamplingParams(temperature=0.8, top_k=50, top_p=0.9),
+        generator=make_generator(3),
     )[0]
     assert r.stdout == f"def {want}\n"
     assert "tokens/s" in r.stderr and "cpu, float32" in r.stderr

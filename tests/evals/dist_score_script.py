@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from tokenizers import Tokenizer
 
-from nextok.evals import evaluate_task, load_task
+from nextok.evals import evaluate_task, load_task, scoring_options
 from nextok.model import ModelConfig, Transformer
 
 
@@ -18,9 +18,14 @@ def main(model_path: str, tok_path: str, task_file: str, out: str) -> None:
     payload = torch.load(model_path, weights_only=True)
     model = Transformer(ModelConfig.from_dict(payload["config"]))
     model.load_state_dict(payload["state_dict"])
-    examples = load_task(
-        "toy", {"data_files": task_file, "context": "{q}", "choices": "options", "gold": "answer"}
-    )
+    spec = {
+        "data_files": task_file,
+        "context": "{q}",
+        "choices": "options",
+        "gold": "answer",
+        "pmi": True,
+    }
+    examples = load_task("toy", spec)
     res = evaluate_task(
         model,
         Tokenizer.from_file(tok_path),
@@ -29,6 +34,7 @@ def main(model_path: str, tok_path: str, task_file: str, out: str) -> None:
         batch_size=2,
         rank=dist.get_rank(),
         world_size=dist.get_world_size(),
+        **scoring_options("toy", spec),
     )
     with open(f"{out}.{dist.get_rank()}", "w") as f:
         json.dump(res.as_dict(), f)

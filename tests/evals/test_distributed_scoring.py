@@ -13,7 +13,7 @@ import pytest
 import torch
 from eval_helpers import tiny_model, tiny_tokenizer
 
-from nextok.evals import evaluate_task, load_task
+from nextok.evals import evaluate_task, load_task, scoring_options
 
 HERE = Path(__file__).parent
 
@@ -41,8 +41,17 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
         rows.append({"q": f"item {i}: pick one of", "options": opts, "answer": i % k})
     task = tmp_path / "toy.jsonl"
     task.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    spec = {"data_files": str(task), "context": "{q}", "choices": "options", "gold": "answer"}
-    single = evaluate_task(model, tok, load_task("toy", spec), block_size=64, batch_size=2)
+    spec = {
+        "data_files": str(task),
+        "context": "{q}",
+        "choices": "options",
+        "gold": "answer",
+        "pmi": True,
+    }
+    assert scoring_options("toy", spec) == {"pmi": True}
+    single = evaluate_task(
+        model, tok, load_task("toy", spec), block_size=64, batch_size=2, pmi=True
+    )
 
     port = _free_port()
     procs = []
@@ -79,4 +88,6 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
         assert got["n"] == 23
         assert got["acc"] == pytest.approx(single.acc, abs=1e-12)
         assert got["acc_norm"] == pytest.approx(single.acc_norm, abs=1e-12)
-    assert 0 < single.acc < 1 or 0 < single.acc_norm < 1  # a score that can tell shards apart
+        assert got["acc_pmi"] == pytest.approx(single.acc_pmi, abs=1e-12)
+    for score in (single.acc, single.acc_norm, single.acc_pmi):  # scores that tell shards apart
+        assert 0 < score < 1

@@ -41,20 +41,78 @@ def test_loglikelihoods_equal_hand_computation(setup):
         assert got == pytest.approx(_hand_loglik(model, ctx, cont), abs=1e-4)
 
 
-def test_acc_and_acc_norm_follow_the_hand_scores(setup):
+def _argmax(xs: list[float]) -> int:
+    return max(range(len(xs)), key=xs.__getitem__)
+
+
+def test_acc_acc_norm_and_acc_pmi_follow_the_hand_scores(setup):
     model, tok = setup
-    acc = acc_norm = 0
+    eos = tok.token_to_id("<|endoftext|>")
+    acc = acc_norm = acc_pmi = 0
     for ex in EXAMPLES:
         ctx, conts = encode_example(tok, ex)
         scores = [_hand_loglik(model, ctx, c) for c in conts]
         norm = [s / len(text) for s, text in zip(scores, ex.choices)]
-        acc += max(range(len(scores)), key=scores.__getitem__) == ex.gold
-        acc_norm += max(range(len(norm)), key=norm.__getitem__) == ex.gold
-    res = evaluate_task(model, tok, EXAMPLES, block_size=64, batch_size=3)
+        # calibrated: minus the choice's log-likelihood right after the document separator
+        pmi = [s - _hand_loglik(model, [eos], c) for s, c in zip(scores, conts)]
+        acc += _argmax(scores) == ex.gold
+        acc_norm += _argmax(norm) == ex.gold
+        acc_pmi += _argmax(pmi) == ex.gold
+    res = evaluate_task(model, tok, EXAMPLES, block_size=64, batch_size=3, pmi=True)
     assert res.n == len(EXAMPLES)
     assert res.acc == pytest.approx(acc / len(EXAMPLES))
     assert res.acc_norm == pytest.approx(acc_norm / len(EXAMPLES))
+    assert res.acc_pmi == pytest.approx(acc_pmi / len(EXAMPLES))
     assert res.chance == pytest.approx(sum(1 / len(e.choices) for e in EXAMPLES) / len(EXAMPLES))
+    # without the option: the same acc/acc_norm, no acc_pmi (and no extra forwards)
+    off = evaluate_task(model, tok, EXAMPLES, block_size=64, batch_size=3)
+    assert (off.acc, off.acc_norm, off.acc_pmi) == (res.acc, res.acc_norm, None)
+    # an explicit document start (e.g. a BOS) replaces the separator
+    bos = evaluate_task(model, tok, EXAMPLES[:1], block_size=64, pmi=True, start_ids=[5])
+    ctx, conts = encode_example(tok, EXAMPLES[0])
+    pmi = [_hand_loglik(model, ctx, c) - _hand_loglik(model, [5], c) for c in conts]
+    assert bos.acc_pmi == float(_argmax(pmi) == EXAMPLES[0].gold)
+
+
+def test_acc_pmi_separates_what_acc_cannot():
+    """A choice with a high prior wins acc; the calibrated score picks the one the context
+    makes likelier. A 'model' whose logits are fixed tables shows it exactly."""
+
+    class Bigram(torch.nn.Module):
+        def __init__(self, table: torch.Tensor) -> None:
+            super().__init__()
+            self.table = table  # log-probs [prev token, next token]
+
+        def forward(self, x):  # noqa: ANN001 - the Transformer's (logits, loss) interface
+            return self.table[x], None
+
+    from tokenizers import Tokenizer, models
+
+    vocab = {"<|endoftext|>": 0, "c": 1, "a": 2, "b": 3}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    # after <eos>: 'a' 0.7, 'b' 0.1; after 'c': 'a' 0.5, 'b' 0.4 -> b gains most from the context
+    p = torch.full((4, 4), 0.05)
+    p[0, 2], p[0, 3] = 0.7, 0.1
+    p[1, 2], p[1, 3] = 0.5, 0.4
+    table = (p / p.sum(-1, keepdim=True)).log()
+    ex = [MCExample("c", ("a", "b"), 1)]
+    res = evaluate_task(Bigram(table), tok, ex, block_size=8, pmi=True)
+    assert (res.acc, res.acc_pmi) == (0.0, 1.0)
+
+
+def test_context_ending_in_whitespace_moves_it_to_the_choices(setup):
+    """Whitespace that ends a context is scored as the start of each choice (lm-eval's
+    _encode_pair), so context + choice tokenize as the joined text does."""
+    _, tok = setup
+    ex = MCExample("def f(x):\n    ", ("return x", "pass"), 0)
+    ctx, conts = encode_example(tok, ex)
+    assert ctx == tok.encode("def f(x):", add_special_tokens=False).ids
+    for cont, choice in zip(conts, ex.choices):
+        assert ctx + cont == tok.encode(ex.context + choice, add_special_tokens=False).ids
+    # a context without trailing whitespace is encoded as it is
+    ctx, conts = encode_example(tok, EXAMPLES[1])
+    assert ctx == tok.encode(EXAMPLES[1].context, add_special_tokens=False).ids
+    assert conts[0] == tok.encode(" mat", add_special_tokens=False).ids
 
 
 def test_long_context_is_cut_from_the_left(setup):
@@ -75,10 +133,17 @@ def test_long_context_is_cut_from_the_left(setup):
 def test_rank_shards_add_up_to_the_single_process_score(setup):
     """Shards of 3 simulated ranks, summed by a reduce over their counts, give the full result."""
     model, tok = setup
-    full = evaluate_task(model, tok, EXAMPLES, block_size=64)
+    full = evaluate_task(model, tok, EXAMPLES, block_size=64, pmi=True)
     parts = [
         evaluate_task(
-            model, tok, EXAMPLES, block_size=64, rank=r, world_size=3, reduce=lambda t, op: t
+            model,
+            tok,
+            EXAMPLES,
+            block_size=64,
+            rank=r,
+            world_size=3,
+            reduce=lambda t, op: t,
+            pmi=True,
         )
         for r in range(3)
     ]
@@ -86,3 +151,4 @@ def test_rank_shards_add_up_to_the_single_process_score(setup):
     assert n == len(EXAMPLES)
     assert sum(p.acc * p.n for p in parts) / n == pytest.approx(full.acc)
     assert sum(p.acc_norm * p.n for p in parts) / n == pytest.approx(full.acc_norm)
+    assert sum(p.acc_pmi * p.n for p in parts) / n == pytest.approx(full.acc_pmi)

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from eval_helpers import tiny_tokenizer
 
 from nextok.data.sources import split_train_val, stdlib_dataset
-from nextok.evals import load_task
+from nextok.evals import load_task, scoring_options
+from nextok.evals.scoring import encode_example
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "tasks"
 
@@ -66,17 +68,79 @@ def test_task_errors_name_the_task_and_field(tmp_path):
         load_task("x", {**spec, "choises": "a"})
 
 
-def test_stdlib_next_line_is_deterministic_and_held_out():
-    a = load_task("stdlib_next_line", {"kind": "stdlib_next_line", "num_examples": 50})
-    b = load_task("stdlib_next_line", {"kind": "stdlib_next_line", "num_examples": 50})
-    assert a == b and len(a) == 50
-    _, val = split_train_val(stdlib_dataset(), 0.01, 1337)
-    _, train = None, split_train_val(stdlib_dataset(), 0.01, 1337)[0]
-    held_out = "\n".join(val["text"])
-    train_paths, val_paths = set(train["path"]), set(val["path"])
-    assert not train_paths & val_paths
+def test_scoring_options_are_not_task_fields(tmp_path):
+    spec = _spec("piqa", tmp_path)
+    assert scoring_options("piqa", spec) == {"pmi": False}  # off unless a task asks
+    assert load_task("piqa", {**spec, "pmi": True}) == load_task("piqa", spec)
+    assert scoring_options("piqa", {**spec, "pmi": True}) == {"pmi": True}
+    with pytest.raises(ValueError, match="task piqa: pmi must be true or false"):
+        scoring_options("piqa", {**spec, "pmi": "yes"})
+    shipped = yaml.safe_load((CONF / "stdlib_next_line.yaml").read_text())
+    assert shipped["pmi"] is True and shipped["num_examples"] == 300
+    for hub in ROWS:  # off for the hub tasks (the key is there to be overridden)
+        assert yaml.safe_load((CONF / f"{hub}.yaml").read_text())["pmi"] is False
+
+
+def test_stdlib_next_line_is_deterministic_held_out_and_decontaminated():
+    spec = {"kind": "stdlib_next_line", "num_examples": 300}  # the shipped size
+    a = load_task("stdlib_next_line", spec)
+    assert len(a) == 300 and a[:100] == load_task("stdlib_next_line", {**spec, "num_examples": 100})
+    train, val = split_train_val(stdlib_dataset(), 0.01, 1337)
+    assert not set(train["path"]) & set(val["path"])
+    seen_in_training = "\x00".join(train["text"])
     for ex in a:
         assert len(ex.choices) == 4 and 0 <= ex.gold < 4
         assert len(set(ex.choices)) == 4
-        assert ex.context + ex.choices[ex.gold] in held_out + "\n"  # the true continuation
+        passage = ex.context + ex.choices[ex.gold]
+        # the true continuation, a verbatim slice of a held-out file ending at a line end
+        assert any(passage + "\n" in t or t.endswith(passage) for t in val["text"])
+        assert passage not in seen_in_training  # decontaminated
     assert {ex.gold for ex in a} == {0, 1, 2, 3}  # the gold position is drawn, not fixed
+
+
+def test_stdlib_next_line_tokenizes_like_the_file():
+    """Each choice is "\\n" + line; scored separately, context and choice give the tokens the
+    file itself gives (a newline merges with the next line's indentation)."""
+    tok = tiny_tokenizer()
+    _, val = split_train_val(stdlib_dataset(), 0.01, 1337)
+    examples = load_task("stdlib_next_line", {"kind": "stdlib_next_line", "num_examples": 100})
+    split_differently = 0
+    for ex in examples:
+        assert all(c.startswith("\n") and c == c.rstrip() for c in ex.choices)
+        ctx, conts = encode_example(tok, ex)
+        for choice, cont in zip(ex.choices, conts):
+            assert ctx + cont == tok.encode(ex.context + choice, add_special_tokens=False).ids
+        passage = ex.context + ex.choices[ex.gold]
+        text = next(t for t in val["text"] if passage in t)
+        rest = text[text.index(passage) :]  # the passage and what follows it in the file
+        ids = ctx + conts[ex.gold]
+        assert tok.encode(rest, add_special_tokens=False).ids[: len(ids)] == ids
+        # the old convention (newline ending the context) splits the newline off the indent
+        old_ctx = tok.encode(ex.context + "\n", add_special_tokens=False).ids
+        old = old_ctx + tok.encode(ex.choices[ex.gold][1:], add_special_tokens=False).ids
+        split_differently += old != ids
+    assert split_differently > len(examples) // 2
+
+
+def test_stdlib_next_line_skips_passages_seen_in_training(monkeypatch):
+    """Files sharing a block of lines (like stdlib's codec tables): positions inside the shared
+    block are found verbatim in training files and never become examples."""
+    import datasets
+
+    shared = [f"    SHARED_TABLE_ENTRY_{j} = {j}" for j in range(20)]
+    docs = [
+        "\n".join([f"def file_{d}():"] + shared + [f"    own_{d}_{j} = {j}" for j in range(20)])
+        for d in range(10)
+    ]
+    ds = datasets.Dataset.from_dict({"text": docs, "path": [f"f{d}.py" for d in range(10)]})
+    monkeypatch.setattr("nextok.data.sources.stdlib_dataset", lambda: ds)
+    train, _ = split_train_val(ds, 0.2, 1337)
+    seen_in_training = "\x00".join(train["text"])
+    examples = load_task("x", {"kind": "stdlib_next_line", "val_fraction": 0.2, "num_examples": 15})
+    for ex in examples:
+        assert ex.context + ex.choices[ex.gold] not in seen_in_training
+        assert "own_" in ex.choices[ex.gold] or "def file_" in ex.context
+    # 2 held-out files x 40 candidate lines, minus the 14 shared lines per file whose 6 lines of
+    # context are all shared (so the passage occurs in every training file)
+    with pytest.raises(ValueError, match="stdlib_next_line: only 52 held-out lines qualify"):
+        load_task("x", {"kind": "stdlib_next_line", "val_fraction": 0.2, "num_examples": 60})

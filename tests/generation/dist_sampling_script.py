@@ -18,12 +18,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import train_tokenizer  # noqa: E402
-from nextok.generation import generate_text, make_generator  # noqa: E402
+from nextok.generation import SamplingParams, generate_text, make_generator  # noqa: E402
 from nextok.lit.sampling import SamplingCallback  # noqa: E402
 from nextok.model import ModelConfig, Transformer  # noqa: E402
 
 PROMPTS = ["def ", "import os"]
-SAMPLING = dict(temperature=0.9, top_k=40, top_p=0.95)
+SAMPLING = dict(temperature=0.9, top_k=40, top_p=0.95)  # the callback's arguments
 
 
 def seeded_model(vocab: int) -> Transformer:
@@ -86,8 +86,8 @@ def main(strategy_name: str, out: str) -> None:
             tok,
             PROMPTS,
             12,
+            SamplingParams(**SAMPLING),
             generator=[make_generator(5 + i) for i in range(2)],
-            **SAMPLING,
         )
         with open(os.path.join(out, "result.json"), "w") as f:
             json.dump(

@@ -7,7 +7,10 @@ import itertools
 import pytest
 import torch
 
-from nextok.generation import generate, make_generator, stream
+from nextok.generation import SamplingParams, generate, make_generator, stream
+
+GREEDY = SamplingParams(temperature=0)
+SAMPLE = SamplingParams(temperature=1.0)
 
 PROMPTS = [[5, 6, 7, 8, 9], [11, 12], [20, 21, 22, 23, 24, 25, 26, 27, 28], [3]]
 
@@ -40,13 +43,13 @@ def test_cached_decode_equals_full_recompute_every_variant(
         bias=norm == "layernorm",
         tie_embeddings=mlp != "gelu",
     )
-    greedy = generate(model, PROMPTS, 12, temperature=0)
-    assert generate(model, PROMPTS, 12, temperature=0, use_cache=False) == greedy
+    greedy = generate(model, PROMPTS, 12, GREEDY)
+    assert generate(model, PROMPTS, 12, GREEDY, use_cache=False) == greedy
     assert all(len(row) == 12 for row in greedy)
 
     def sampled(use_cache):
         gens = [make_generator(i) for i in range(len(PROMPTS))]
-        return generate(model, PROMPTS, 12, temperature=1.0, generator=gens, use_cache=use_cache)
+        return generate(model, PROMPTS, 12, SAMPLE, generator=gens, use_cache=use_cache)
 
     cached = sampled(True)
     assert sampled(False) == cached
@@ -56,33 +59,33 @@ def test_cached_decode_equals_full_recompute_every_variant(
 @pytest.mark.parametrize("pos,n_kv", [("rope", 2), ("learned", 4), ("rope", 1)])
 def test_batched_greedy_equals_one_by_one(make_model, pos, n_kv):
     model = make_model(pos=pos, n_kv_head=n_kv)
-    batched = generate(model, PROMPTS, 20, temperature=0)
-    assert [generate(model, [p], 20, temperature=0)[0] for p in PROMPTS] == batched
+    batched = generate(model, PROMPTS, 20, GREEDY)
+    assert [generate(model, [p], 20, GREEDY)[0] for p in PROMPTS] == batched
 
 
 def test_batched_sampling_equals_one_by_one_with_per_row_generators(make_model):
     model = make_model()
-    opts = dict(temperature=0.9, top_k=40, top_p=0.95, min_p=0.01, repetition_penalty=1.3)
+    opts = SamplingParams(temperature=0.9, top_k=40, top_p=0.95, min_p=0.01, repetition_penalty=1.3)
     batched = generate(
-        model, PROMPTS, 30, generator=[make_generator(100 + i) for i in range(len(PROMPTS))], **opts
+        model, PROMPTS, 30, opts, generator=[make_generator(100 + i) for i in range(len(PROMPTS))]
     )
     alone = [
-        generate(model, [p], 30, generator=[make_generator(100 + i)], **opts)[0]
+        generate(model, [p], 30, opts, generator=[make_generator(100 + i)])[0]
         for i, p in enumerate(PROMPTS)
     ]
     assert batched == alone
     again = generate(
-        model, PROMPTS, 30, generator=[make_generator(100 + i) for i in range(len(PROMPTS))], **opts
+        model, PROMPTS, 30, opts, generator=[make_generator(100 + i) for i in range(len(PROMPTS))]
     )
     assert again == batched  # seeded runs repeat
-    other = generate(model, PROMPTS, 30, generator=make_generator(7), **opts)
+    other = generate(model, PROMPTS, 30, opts, generator=make_generator(7))
     assert other != batched
 
 
 def test_seeded_single_generator_repeats(make_model):
     model = make_model()
-    a = generate(model, PROMPTS, 20, temperature=1.0, generator=make_generator(3))
-    b = generate(model, PROMPTS, 20, temperature=1.0, generator=make_generator(3))
+    a = generate(model, PROMPTS, 20, SAMPLE, generator=make_generator(3))
+    b = generate(model, PROMPTS, 20, SAMPLE, generator=make_generator(3))
     assert a == b
 
 
@@ -108,7 +111,7 @@ def test_kv_cache_layout_and_rope_positions_continue(make_model):
 
 def _sampled(model, n, **kw):
     gens = [make_generator(i) for i in range(len(PROMPTS))]
-    return generate(model, PROMPTS, n, temperature=1.0, generator=gens, **kw)
+    return generate(model, PROMPTS, n, SAMPLE, generator=gens, **kw)
 
 
 def test_eos_ends_a_row_and_is_not_returned(make_model):
@@ -134,23 +137,23 @@ def test_stop_sequences_and_stop_fn(make_model):
 
 def test_stream_yields_tokens_as_they_come(make_model):
     model = make_model()
-    steps = list(stream(model, PROMPTS[:2], 6, temperature=0, eos_id=None))
+    steps = list(stream(model, PROMPTS[:2], 6, GREEDY, eos_id=None))
     assert len(steps) == 6 and all(len(s) == 2 for s in steps)
-    assert [list(col) for col in zip(*steps)] == generate(model, PROMPTS[:2], 6, temperature=0)
+    assert [list(col) for col in zip(*steps)] == generate(model, PROMPTS[:2], 6, GREEDY)
     seen = []
-    generate(model, PROMPTS[:2], 4, temperature=0, on_token=seen.append)
+    generate(model, PROMPTS[:2], 4, GREEDY, on_token=seen.append)
     assert len(seen) == 4
 
 
 def test_generation_restores_training_mode(make_model):
     model = make_model().train()
-    generate(model, [[1, 2]], 3, temperature=0)
+    generate(model, [[1, 2]], 3, GREEDY)
     assert model.training
 
 
 def test_block_size_limit_is_a_clear_error(make_model):
     model = make_model(block_size=16)
-    assert len(generate(model, [[1] * 10], 6, temperature=0)[0]) == 6  # exactly fills block_size
+    assert len(generate(model, [[1] * 10], 6, GREEDY)[0]) == 6  # exactly fills block_size
     with pytest.raises(
         ValueError, match=r"max_new_tokens=7 exceeds model.block_size=16; set max_new_tokens <= 6"
     ):
@@ -172,14 +175,24 @@ def test_bad_input_is_a_clear_error(make_model, prompts, n, msg):
         generate(make_model(), prompts, n)
 
 
+def test_sampling_is_passed_whole(make_model):
+    """The options travel as one SamplingParams; loose option arguments are not accepted."""
+    model = make_model()
+    with pytest.raises(TypeError, match="sampling must be a SamplingParams, got dict"):
+        generate(model, PROMPTS, 2, {"temperature": 0})
+    with pytest.raises(TypeError, match="temperature"):
+        generate(model, PROMPTS, 2, temperature=0)
+    assert generate(model, PROMPTS, 4, sampling=GREEDY) == generate(model, PROMPTS, 4, GREEDY)
+
+
 def test_compiled_decode_step_matches_eager(make_model):
     pytest.importorskip("torch._inductor")
     from nextok.generation import compile_decode_step
 
     model = make_model()
     step = compile_decode_step(model, backend="eager")  # the dynamo graph path, without C++ build
-    assert generate(model, PROMPTS, 12, temperature=0, decode_step=step) == generate(
-        model, PROMPTS, 12, temperature=0
+    assert generate(model, PROMPTS, 12, GREEDY, decode_step=step) == generate(
+        model, PROMPTS, 12, GREEDY
     )
 
 
@@ -187,6 +200,6 @@ def test_vocab_limit_never_emits_padded_ids(make_model):
     model = make_model()
     with torch.no_grad():  # make the padded ids (>= 90) by far the most likely
         model.lm_head.weight[90:] *= 50
-    assert max(t for row in generate(model, PROMPTS, 8, temperature=0) for t in row) >= 90
-    out = generate(model, PROMPTS, 8, temperature=1.0, vocab_limit=90, generator=make_generator(0))
+    assert max(t for row in generate(model, PROMPTS, 8, GREEDY) for t in row) >= 90
+    out = generate(model, PROMPTS, 8, SAMPLE, vocab_limit=90, generator=make_generator(0))
     assert max(t for row in out for t in row) < 90

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
-from nextok.generation import generate_text, make_generator
+from nextok.generation import SamplingParams, generate_text, make_generator
 from nextok.lit.sampling import SamplingCallback
 
 PROMPTS = ["def ", "import "]
@@ -91,9 +91,7 @@ def test_callback_logs_to_csv_and_tensorboard(tmp_path, tokenizer, make_model, c
         tokenizer,
         PROMPTS,
         10,
-        temperature=0.8,
-        top_k=50,
-        top_p=0.95,
+        SamplingParams(temperature=0.8, top_k=50, top_p=0.95),
         generator=[make_generator(7 + i) for i in range(2)],
     )
     assert [h["text"] for h in cb.history[2:]] == want
@@ -121,6 +119,12 @@ def test_callback_logs_to_csv_and_tensorboard(tmp_path, tokenizer, make_model, c
     assert "samples at step 4" in out and f"import {want[1]}" in out
 
 
+def test_bad_sampling_options_fail_when_the_callback_is_built():
+    """Checked once, at construction, not after a whole training run."""
+    with pytest.raises(ValueError, match="top_p must be in"):
+        SamplingCallback(["def "], top_p=2.0)
+
+
 def test_tokenizer_from_datamodule_and_clamped_length(tmp_path, tokenizer, make_model):
     vocab = tokenizer.get_vocab_size()
     model = make_model(vocab_size=vocab, block_size=16)
@@ -129,7 +133,7 @@ def test_tokenizer_from_datamodule_and_clamped_length(tmp_path, tokenizer, make_
     with pytest.warns(UserWarning, match=f"using {room}"):
         _fit(tmp_path, TinyLM(model), TinyData(vocab, tokenizer), cb, max_steps=1)
     assert len(cb.history) == 1 and cb.history[0]["step"] == 1
-    want = generate_text(model, tokenizer, ["def "], room, temperature=0)
+    want = generate_text(model, tokenizer, ["def "], room, SamplingParams(temperature=0))
     assert cb.history[0]["text"] == want[0] and want[0]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from nextok.generation import (
     SamplingParams,
@@ -137,3 +138,11 @@ def test_repetition_penalty():
 def test_bad_sampling_options_are_clear_errors(kw, msg):
     with pytest.raises(ValueError, match=msg):
         SamplingParams(**kw)
+
+
+def test_from_options_picks_the_sampling_fields_of_a_larger_config():
+    cfg = OmegaConf.create(dict(ckpt="x.ckpt", temperature=0, top_k=5, top_p=None, seed=1))
+    assert SamplingParams.from_options(cfg) == SamplingParams(temperature=0, top_k=5)
+    assert SamplingParams.from_options({}) == SamplingParams()
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams.from_options(dict(top_p=2.0, stop=["\n"]))

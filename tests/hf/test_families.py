@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from nextok.hf import export_hf, import_hf
+from tiny_models import logits, random_hf_model
 
 transformers = pytest.importorskip("transformers")
 
@@ -85,18 +86,7 @@ CASES = {
 
 def hf_model(case: str, seed: int = 0):
     cls, kw = CASES[case]
-    torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(cls(**kw), attn_implementation="eager")
-    with torch.no_grad():  # every tensor random and O(1): a dropped bias or swapped norm shows
-        for name, p in model.named_parameters():
-            p.copy_((1.0 if "norm" in name or "ln_" in name else 0.0) + 0.3 * torch.randn_like(p))
-    return model.eval()
-
-
-def logits(model, idx):
-    with torch.no_grad():
-        out = model(idx)
-    return out[0] if isinstance(out, tuple) else out.logits
+    return random_hf_model(cls, seed, **kw)
 
 
 def load_ref(path, **kw):

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from nextok.hf import export_hf, hf_family, import_hf
-from nextok.model import ModelConfig, Transformer
+from nextok.model import Transformer
+from tiny_models import logits, random_hf_model, tiny_moe_config
 
 transformers = pytest.importorskip("transformers")
 
@@ -22,29 +23,15 @@ SMALL = dict(
     max_position_embeddings=64,
     num_experts_per_tok=2,
 )
+QWEN3_MOE = dict(SMALL, intermediate_size=48, moe_intermediate_size=16, num_experts=4)
 CASES = {
     "qwen3_moe-first-dense": (
         transformers.Qwen3MoeConfig,
-        dict(
-            SMALL,
-            intermediate_size=48,
-            moe_intermediate_size=16,
-            num_experts=4,
-            norm_topk_prob=True,
-            mlp_only_layers=[0],
-            head_dim=16,
-        ),
+        dict(QWEN3_MOE, norm_topk_prob=True, mlp_only_layers=[0], head_dim=16),
     ),
     "qwen3_moe-unnormalised": (
         transformers.Qwen3MoeConfig,
-        dict(
-            SMALL,
-            intermediate_size=48,
-            moe_intermediate_size=16,
-            num_experts=4,
-            norm_topk_prob=False,
-            tie_word_embeddings=True,
-        ),
+        dict(QWEN3_MOE, norm_topk_prob=False, tie_word_embeddings=True),
     ),
     "mixtral": (
         transformers.MixtralConfig,
@@ -55,18 +42,7 @@ CASES = {
 
 def hf_model(case: str):
     cls, kw = CASES[case]
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(cls(**kw), attn_implementation="eager")
-    with torch.no_grad():  # every tensor random and O(1): a dropped or swapped tensor shows
-        for name, p in model.named_parameters():
-            p.copy_((1.0 if "norm" in name else 0.0) + 0.3 * torch.randn_like(p))
-    return model.eval()
-
-
-def logits(model, idx):
-    with torch.no_grad():
-        out = model(idx)
-    return out[0] if isinstance(out, tuple) else out.logits
+    return random_hf_model(cls, **kw)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -92,23 +68,11 @@ def test_moe_import_export_logit_parity(tmp_path, case):
 
 
 def test_family_choice_and_refusals(tmp_path):
-    base = dict(
-        vocab_size=96,
-        block_size=32,
-        n_layer=2,
-        n_head=4,
-        n_kv_head=2,
-        d_model=32,
-        mlp="moe",
-        n_experts=4,
-        moe_top_k=2,
-        moe_ffn_hidden=16,
-    )
-    assert hf_family(ModelConfig(**base, qk_norm=True)) == "qwen3_moe"
-    assert hf_family(ModelConfig(**base)) == "mixtral"
+    assert hf_family(tiny_moe_config(qk_norm=True)) == "qwen3_moe"
+    assert hf_family(tiny_moe_config()) == "mixtral"
     with pytest.raises(ValueError, match="n_shared_experts=0"):
-        hf_family(ModelConfig(**base, n_shared_experts=1))
-    model = Transformer(ModelConfig(**base, qk_norm=True))
+        hf_family(tiny_moe_config(n_shared_experts=1))
+    model = Transformer(tiny_moe_config(qk_norm=True))
     with torch.no_grad():
         model.moe_layers()[0].expert_bias[1] = 0.5
     with pytest.raises(ValueError, match="expert_bias is non-zero"):

@@ -15,7 +15,7 @@ from nextok.checkpoint import load_checkpoint
 from nextok.data.tokenizer import special_tokens
 from nextok.dtypes import as_dtype, dtype_name
 from nextok.hf import export_hf, import_hf
-from nextok.hf.families import MAX_WINDOW_LAYERS_DEFAULT, SLIDING_DEFAULTS
+from nextok.hf.llama import MAX_WINDOW_LAYERS_DEFAULT, SLIDING_DEFAULTS
 from nextok.model import ModelConfig, Transformer
 
 transformers = pytest.importorskip("transformers")

@@ -14,7 +14,7 @@ from nextok.checkpoint import load_checkpoint
 from nextok.data import LMDataModule, train_bpe
 from nextok.data.packing import encode_documents
 from nextok.data.tokenizer import SpecialTokens, load_tokenizer_config, special_tokens
-from nextok.generation import encode_prompt, generate_text
+from nextok.generation import SamplingParams, encode_prompt, generate_text
 from nextok.hf import export_hf
 from nextok.model import ModelConfig, Transformer
 
@@ -108,7 +108,9 @@ def test_generation_stops_on_the_tokenizers_eos(tmp_path):
     with torch.no_grad():
         model.norm.weight.zero_()  # all logits 0: greedy picks id 0, the EOS
     assert encode_prompt(tok, "def", EOS, BOS)[0] == tok.token_to_id(BOS)
-    assert generate_text(model.eval(), tok, ["def"], 5, eos=EOS, temperature=0) == [""]
+    assert generate_text(model.eval(), tok, ["def"], 5, SamplingParams(temperature=0), eos=EOS) == [
+        ""
+    ]
 
 
 def test_hf_folder_is_a_checkpoint_for_generate_and_eval(tmp_path):

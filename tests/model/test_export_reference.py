@@ -10,13 +10,10 @@ from nextok.model import ModelConfig, Transformer
 
 transformers = pytest.importorskip("transformers")
 
+BASE = dict(vocab_size=101, block_size=64, n_layer=2, n_head=4, d_model=64)
 LLAMA = dict(
-    vocab_size=101,
-    block_size=64,
-    n_layer=2,
-    n_head=4,
+    BASE,
     n_kv_head=2,
-    d_model=64,
     norm="rmsnorm",
     pos="rope",
     mlp="swiglu",
@@ -24,11 +21,7 @@ LLAMA = dict(
     rope_theta=500000.0,
 )
 GPT2 = dict(
-    vocab_size=101,
-    block_size=64,
-    n_layer=2,
-    n_head=4,
-    d_model=64,
+    BASE,
     norm="layernorm",
     pos="learned",
     mlp="gelu",

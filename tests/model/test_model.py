@@ -49,7 +49,7 @@ def test_causality_every_variant(pos, norm, mlp, n_kv, tied):
 
 def _reference_attention(attn, x, cos=None, sin=None):
     """Plain multi-head attention written out by hand (explicit K/V head repetition)."""
-    from nextok.model.transformer import apply_rope
+    from nextok.model.rope import apply_rope
 
     B, T, _ = x.shape
     H, KV, D = attn.n_head, attn.n_kv_head, attn.head_dim

@@ -11,22 +11,9 @@ import torch.nn.functional as F
 
 from nextok.model import PRESETS, ModelConfig, Transformer
 from nextok.model.moe import MoE, aux_loss, imbalance, load_balancing_loss, update_expert_bias
+from tiny_models import TINY_MOE, tiny_moe_config
 
-
-def moe_cfg(**kw) -> ModelConfig:
-    base = dict(
-        vocab_size=97,
-        block_size=32,
-        n_layer=2,
-        n_head=4,
-        n_kv_head=2,
-        d_model=32,
-        mlp="moe",
-        n_experts=4,
-        moe_top_k=2,
-        moe_ffn_hidden=16,
-    )
-    return ModelConfig(**{**base, **kw})
+V = TINY_MOE["vocab_size"]
 
 
 def naive_moe(layer: MoE, x: torch.Tensor) -> torch.Tensor:
@@ -52,7 +39,7 @@ def naive_moe(layer: MoE, x: torch.Tensor) -> torch.Tensor:
 )
 def test_routing_equals_naive_per_token_loop(grouped, kw):
     torch.manual_seed(0)
-    layer = Transformer(moe_cfg(**kw)).blocks[0].mlp
+    layer = Transformer(tiny_moe_config(**kw)).blocks[0].mlp
     assert isinstance(layer, MoE)
     layer.use_grouped_mm = grouped
     with torch.no_grad():
@@ -63,8 +50,8 @@ def test_routing_equals_naive_per_token_loop(grouped, kw):
 
 def test_grouped_mm_and_fallback_agree_with_gradients():
     torch.manual_seed(0)
-    model = Transformer(moe_cfg())
-    idx = torch.randint(0, 97, (2, 16))
+    model = Transformer(tiny_moe_config())
+    idx = torch.randint(0, V, (2, 16))
     grads = []
     for grouped in (True, False):
         for m in model.moe_layers():
@@ -79,9 +66,9 @@ def test_grouped_mm_and_fallback_agree_with_gradients():
 
 
 def test_grouped_mm_used_on_cpu_when_aligned():
-    layer = Transformer(moe_cfg()).blocks[0].mlp
+    layer = Transformer(tiny_moe_config()).blocks[0].mlp
     assert layer._grouped_ok(torch.zeros(1)) is True
-    odd = Transformer(moe_cfg(moe_ffn_hidden=6)).blocks[0].mlp  # 24-byte rows: not aligned
+    odd = Transformer(tiny_moe_config(moe_ffn_hidden=6)).blocks[0].mlp  # 24-byte rows: not aligned
     assert odd._grouped_ok(torch.zeros(1)) is False
     x = torch.randn(2, 5, 32)
     torch.testing.assert_close(odd(x), naive_moe(odd, x), atol=1e-5, rtol=1e-5)
@@ -89,7 +76,7 @@ def test_grouped_mm_used_on_cpu_when_aligned():
 
 def test_aux_losses_by_hand():
     torch.manual_seed(0)
-    model = Transformer(moe_cfg(n_layer=1))
+    model = Transformer(tiny_moe_config(n_layer=1))
     layer = model.moe_layers()[0]
     x = torch.randn(1, 6, 32)
     layer(x)
@@ -123,8 +110,8 @@ def test_aux_losses_by_hand():
 
 def test_aux_loss_gradient_flows_to_router_only():
     torch.manual_seed(0)
-    model = Transformer(moe_cfg(n_layer=1))
-    model(torch.randint(0, 97, (2, 8)))
+    model = Transformer(tiny_moe_config(n_layer=1))
+    model(torch.randint(0, V, (2, 8)))
     total = aux_loss(model.moe_layers(), 1.0, 1.0).total
     total.backward()
     layer = model.moe_layers()[0]
@@ -134,7 +121,7 @@ def test_aux_loss_gradient_flows_to_router_only():
 
 def test_bias_balancing_moves_selection_towards_idle_experts():
     torch.manual_seed(0)
-    layer = Transformer(moe_cfg(n_layer=1)).blocks[0].mlp
+    layer = Transformer(tiny_moe_config(n_layer=1)).blocks[0].mlp
     x = torch.randn(4, 16, 32)
     with torch.no_grad():
         layer.expert_bias[0] = 0.3  # start unbalanced: every token picks expert 0
@@ -162,12 +149,12 @@ MOE_VARIANTS = [
 @pytest.mark.parametrize("kw", MOE_VARIANTS)
 def test_causality_moe_variants(kw):
     torch.manual_seed(0)
-    model = Transformer(moe_cfg(**kw)).eval()
-    idx = torch.randint(0, 97, (2, 16))
+    model = Transformer(tiny_moe_config(**kw)).eval()
+    idx = torch.randint(0, V, (2, 16))
     logits, _ = model(idx)
     for t in (0, 7, 15):
         changed = idx.clone()
-        changed[:, t] = (changed[:, t] + 1) % 97
+        changed[:, t] = (changed[:, t] + 1) % V
         logits2, _ = model(changed)
         # other tokens' routing order changes the summation order only
         torch.testing.assert_close(logits2[:, :t], logits[:, :t], atol=1e-6, rtol=1e-6)
@@ -177,8 +164,8 @@ def test_causality_moe_variants(kw):
 @pytest.mark.parametrize("kw", MOE_VARIANTS[:3])
 def test_kv_cached_decode_equals_recompute(kw):
     torch.manual_seed(0)
-    model = Transformer(moe_cfg(**kw)).eval()
-    idx = torch.randint(0, 97, (2, 20))
+    model = Transformer(tiny_moe_config(**kw)).eval()
+    idx = torch.randint(0, V, (2, 20))
     full, _ = model(idx)
     cache = model.make_kv_cache(batch_size=2, max_seq_len=32)
     steps = [model(idx[:, :12], kv_cache=cache)[0]]
@@ -187,7 +174,7 @@ def test_kv_cached_decode_equals_recompute(kw):
 
 
 def test_first_k_dense_and_shared_experts_structure():
-    model = Transformer(moe_cfg(n_layer=3, first_k_dense=1, n_shared_experts=2))
+    model = Transformer(tiny_moe_config(n_layer=3, first_k_dense=1, n_shared_experts=2))
     assert not isinstance(model.blocks[0].mlp, MoE)
     assert model.blocks[0].mlp.proj.in_features == model.config.ffn_dim
     assert len(model.moe_layers()) == 2
@@ -195,7 +182,7 @@ def test_first_k_dense_and_shared_experts_structure():
 
 
 def test_active_parameters_and_flops():
-    cfg = moe_cfg(n_layer=3, first_k_dense=1, n_shared_experts=1)
+    cfg = tiny_moe_config(n_layer=3, first_k_dense=1, n_shared_experts=1)
     model = Transformer(cfg)
     expert = 3 * 16 * 32
     total = model.num_parameters()
@@ -218,8 +205,8 @@ def test_tiny_moe_matches_tiny_active_parameters():
 
 def test_activation_checkpointing_same_gradients_and_aux():
     torch.manual_seed(0)
-    model = Transformer(moe_cfg(n_shared_experts=1))
-    idx = torch.randint(0, 97, (2, 16))
+    model = Transformer(tiny_moe_config(n_shared_experts=1))
+    idx = torch.randint(0, V, (2, 16))
     grads = []
     for ckpt in (False, True):
         model.activation_checkpointing = ckpt
@@ -233,7 +220,7 @@ def test_activation_checkpointing_same_gradients_and_aux():
 
 
 def test_meta_init_then_materialize():
-    cfg = moe_cfg()
+    cfg = tiny_moe_config()
     with torch.device("meta"):
         model = Transformer(cfg)
     model.to_empty(device="cpu")
@@ -246,8 +233,8 @@ def test_meta_init_then_materialize():
 
 def test_bf16_autocast_on_cpu():
     torch.manual_seed(0)
-    model = Transformer(moe_cfg())
-    idx = torch.randint(0, 97, (2, 16))
+    model = Transformer(tiny_moe_config())
+    idx = torch.randint(0, V, (2, 16))
     ref, _ = model(idx)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, _ = model(idx)
@@ -258,8 +245,8 @@ def test_bf16_autocast_on_cpu():
 
 def test_compile_has_no_graph_breaks():
     torch.manual_seed(0)
-    model = Transformer(moe_cfg())
-    idx = torch.randint(0, 97, (2, 16))
+    model = Transformer(tiny_moe_config())
+    idx = torch.randint(0, V, (2, 16))
     torch._dynamo.reset()
     explain = torch._dynamo.explain(model)(idx, idx)
     assert explain.graph_break_count == 0, explain.break_reasons
@@ -282,4 +269,4 @@ def test_compile_has_no_graph_breaks():
 )
 def test_config_errors(kw, msg):
     with pytest.raises(ValueError, match=msg):
-        moe_cfg(**kw)
+        tiny_moe_config(**kw)

@@ -118,16 +118,16 @@ def _evaluate(cfg: DictConfig, scratch: Path) -> dict:
     for g, name in enumerate(names if len(names) == len(loaders) > 1 else []):
         part = summarize(sums[:, g])
         result[f"loss/{name}"], result[f"bpb/{name}"] = part["loss"], part["bpb"]
-    result["tasks"] = _tasks(cfg, model, loaded.tokenizer, mcfg.block_size, device)
+    result["tasks"] = _tasks(cfg, model, loaded, device)
     result["seconds"] = time.perf_counter() - t0
     return result
 
 
-def _tasks(cfg: DictConfig, model, tokenizer, block_size: int, device) -> dict:
+def _tasks(cfg: DictConfig, model, loaded, device) -> dict:
     """Downstream task scores (``tasks`` config: name -> spec); single process."""
     from omegaconf import OmegaConf
 
-    from nextok.evals import evaluate_task, load_task
+    from nextok.evals import document_start, evaluate_task, load_task, scoring_options
 
     tasks = cfg.get("tasks")
     specs = OmegaConf.to_container(tasks, resolve=True) if tasks else {}
@@ -135,11 +135,13 @@ def _tasks(cfg: DictConfig, model, tokenizer, block_size: int, device) -> dict:
     for name, spec in specs.items():
         res = evaluate_task(
             model,
-            tokenizer,
+            loaded.tokenizer,
             load_task(name, spec),
-            block_size=block_size,
+            block_size=loaded.config.block_size,
             batch_size=int(cfg.task_batch_size),
             device=device,
+            start_ids=document_start(loaded.tokenizer, loaded.special),
+            **scoring_options(name, spec),
         )
         out[name] = res.as_dict()
     return out
@@ -147,18 +149,25 @@ def _tasks(cfg: DictConfig, model, tokenizer, block_size: int, device) -> dict:
 
 def table(results: list[dict]) -> str:
     """One row per checkpoint: loss, ppl, bpb (overall and per source) and task accuracies."""
+    from nextok.evals import METRICS
+
     cols = ["loss", "perplexity", "bpb"]
     cols += sorted({k for r in results for k in r if k.startswith(("loss/", "bpb/"))})
     tasks = sorted({t for r in results for t in r.get("tasks", {})})
-    head = ["ckpt", *cols] + [f"{t}/{m}" for t in tasks for m in ("acc", "acc_norm")]
+    # acc_pmi only for tasks that computed it (their ``pmi`` option)
+    task_cols = [
+        (t, m)
+        for t in tasks
+        for m in METRICS
+        if m != "acc_pmi" or any(r.get("tasks", {}).get(t, {}).get(m) is not None for r in results)
+    ]
+    head = ["ckpt", *cols] + [f"{t}/{m}" for t, m in task_cols]
     rows = []
     for r in results:
         row = [r["ckpt"]] + [f"{r[c]:.4f}" if c in r else "-" for c in cols]
-        for t in tasks:
-            row += [
-                f"{r['tasks'][t][m]:.4f}" if t in r.get("tasks", {}) else "-"
-                for m in ("acc", "acc_norm")
-            ]
+        for t, m in task_cols:
+            v = r.get("tasks", {}).get(t, {}).get(m)
+            row.append(f"{v:.4f}" if v is not None else "-")
         rows.append(row)
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))

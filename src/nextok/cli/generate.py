@@ -151,20 +151,11 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
     max_new_tokens = fit_max_new_tokens(lens, cfg.max_new_tokens, model.config.block_size)
 
     stops = [*(literal or {}).get("stop", []), *(str(s) for s in cfg.stop or [])]
-    options = dict(
-        temperature=cfg.temperature,
-        top_k=cfg.top_k,
-        top_p=cfg.top_p,
-        min_p=cfg.min_p,
-        repetition_penalty=cfg.repetition_penalty,
-        stop=[unescape(s) for s in stops],
-        eos=eos,
-        bos=bos,
-    )
     try:  # check the sampling options before anything is printed
-        SamplingParams(**{k: v for k, v in options.items() if k not in ("stop", "eos", "bos")})
+        sampling = SamplingParams.from_options(cfg)
     except (TypeError, ValueError) as err:
         raise UsageError(str(err)) from err
+    options = dict(sampling=sampling, stop=[unescape(s) for s in stops], eos=eos, bos=bos)
     generator = make_generator(cfg.seed, device)
     out = sys.stdout
 

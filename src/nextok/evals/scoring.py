@@ -1,16 +1,27 @@
-"""Score multiple-choice examples by log-likelihood: ``acc`` and ``acc_norm`` (plain PyTorch).
+"""Score multiple-choice examples by log-likelihood: ``acc``, ``acc_norm``, ``acc_pmi``.
 
 Each choice is the continuation of its context; its score is the summed log-probability of the
 continuation's tokens (``acc``: argmax of the sums) and that sum divided by the continuation's
 length in characters (``acc_norm``), the lm-evaluation-harness convention used for
-HellaSwag/ARC/PIQA. Context and continuation are tokenized separately (no special tokens) and
-concatenated, so every choice sees exactly the same context tokens; a context longer than the
-model's window is cut from the left; a choice longer than the window is scored on its first
+HellaSwag/ARC/PIQA. ``acc_pmi`` (optional, one more forward per distinct choice; lm-eval's
+``acc_mutual_info``) ranks by log p(choice | context) - log p(choice | document start), the
+document start being the token a training document follows (BOS, else the EOS separator): it
+removes each choice's prior, which dominates the plain sum when the model is weak.
+
+Context and continuation are tokenized separately (no special tokens) and concatenated, so every
+choice sees exactly the same context tokens. The boundary must fall where the tokenizer splits
+the joined text too, else the scored tokens are ones the model never saw in training (a
+byte-level BPE merges a newline with the next line's indentation, ``Ċ`` + ``ĠĠĠ`` vs ``ĊĠĠĠ``; a
+space with the next word). So, as lm-eval's ``_encode_pair`` does, whitespace that ends the
+context is moved to the start of every continuation, and tasks should put the separator at the
+start of their choices (``" answer"``, ``"\n    next line"``). A context longer than the model's
+window is cut from the left; a choice longer than the window is scored on its first
 ``block_size`` tokens (counted in ``TaskResult.truncated``).
 
-Data parallel: rank ``r`` of ``W`` scores examples ``r, r + W, ...``; the (correct, correct_norm,
-count) sums are all-reduced, so the result equals the single-process one. Every rank runs the
-same number of forward passes (padding with dummy batches), as FSDP requires.
+Data parallel: rank ``r`` of ``W`` scores examples ``r, r + W, ...``; the (correct,
+correct_norm, correct_pmi, count) sums are all-reduced, so the result equals the single-process
+one. Every rank runs the same number of forward passes (padding with dummy batches), as FSDP
+requires.
 """
 
 from __future__ import annotations
@@ -22,9 +33,13 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
+from nextok.data.tokenizer import EOT, SpecialTokens
 from nextok.evals.tasks import MCExample
 
 Reduce = Callable[[torch.Tensor, str], torch.Tensor]
+
+
+METRICS = ("acc", "acc_norm", "acc_pmi")  # what a task reports (acc_pmi: only when asked)
 
 
 @dataclass
@@ -34,11 +49,13 @@ class TaskResult:
     n: int
     chance: float
     truncated: int = 0  # choices longer than the window (scored on their first block_size tokens)
+    acc_pmi: float | None = None  # None: not computed (the task's ``pmi`` option is off)
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | None]:
         return {
             "acc": self.acc,
             "acc_norm": self.acc_norm,
+            "acc_pmi": self.acc_pmi,
             "n": self.n,
             "chance": self.chance,
             "truncated": self.truncated,
@@ -46,8 +63,11 @@ class TaskResult:
 
 
 def encode_example(tokenizer: Tokenizer, ex: MCExample) -> tuple[list[int], list[list[int]]]:
-    ctx = tokenizer.encode(ex.context, add_special_tokens=False).ids
-    conts = [tokenizer.encode(c, add_special_tokens=False).ids for c in ex.choices]
+    """Context and choice token ids; whitespace ending the context starts every choice instead."""
+    context = ex.context.rstrip() or ex.context
+    moved = ex.context[len(context) :]
+    ctx = tokenizer.encode(context, add_special_tokens=False).ids
+    conts = [tokenizer.encode(moved + c, add_special_tokens=False).ids for c in ex.choices]
     return ctx, conts
 
 
@@ -118,10 +138,15 @@ def evaluate_task(
     rank: int = 0,
     world_size: int = 1,
     reduce: Reduce | None = None,
+    pmi: bool = False,
+    start_ids: Sequence[int] | None = None,
 ) -> TaskResult:
-    """``acc``/``acc_norm`` of ``model`` on ``examples``, sharded over ``world_size`` ranks.
+    """``acc``/``acc_norm`` (and ``acc_pmi`` if ``pmi``) of ``model`` on ``examples``, sharded
+    over ``world_size`` ranks.
 
     ``reduce(tensor, op)`` ("sum" / "max") combines ranks; default: ``torch.distributed``.
+    ``start_ids``: what a document starts after in training, the unconditional context of
+    ``acc_pmi`` (default: the tokenizer's ``<|endoftext|>``, nextok's document separator).
     """
     reduce = reduce or _dist_reduce
     mine = list(examples)[rank::world_size]
@@ -129,6 +154,14 @@ def evaluate_task(
     for ex in mine:
         ctx, conts = encode_example(tokenizer, ex)
         requests.extend((ctx, cont) for cont in conts)
+    n_cond = len(requests)
+    uncond: dict[tuple[int, ...], int] = {}  # distinct choice tokens -> index in requests
+    if pmi:
+        start = list(start_ids) if start_ids is not None else _default_start(tokenizer)
+        for _, cont in requests[:n_cond]:
+            if tuple(cont) not in uncond:
+                uncond[tuple(cont)] = len(requests)
+                requests.append((start, cont))
     n_batches = -(-len(requests) // batch_size)
     if world_size > 1:
         nb = torch.tensor([float(n_batches)], device=device)
@@ -146,7 +179,7 @@ def evaluate_task(
         )
     finally:
         model.train(was_training)
-    correct = correct_norm = 0.0
+    correct = correct_norm = correct_pmi = 0.0
     pos = 0
     for ex in mine:
         k = len(ex.choices)
@@ -154,13 +187,41 @@ def evaluate_task(
         lengths = torch.tensor([max(1, len(c)) for c in ex.choices], dtype=torch.float64)
         correct += float(int(scores.argmax()) == ex.gold)
         correct_norm += float(int((scores / lengths).argmax()) == ex.gold)
+        if pmi:
+            prior = [ll[uncond[tuple(cont)]] for _, cont in requests[pos : pos + k]]
+            calibrated = scores - torch.tensor(prior, dtype=torch.float64)
+            correct_pmi += float(int(calibrated.argmax()) == ex.gold)
         pos += k
-    cut = float(sum(len(cont) > block_size for _, cont in requests))
-    totals = torch.tensor([correct, correct_norm, float(len(mine)), cut], dtype=torch.float64)
+    cut = float(sum(len(cont) > block_size for _, cont in requests[:n_cond]))
+    totals = torch.tensor(
+        [correct, correct_norm, correct_pmi, float(len(mine)), cut], dtype=torch.float64
+    )
     if world_size > 1:
         totals = reduce(totals.to(device), "sum").cpu()
-    n = int(totals[2])
+    n = max(1, int(totals[3]))
     chance = sum(1.0 / len(ex.choices) for ex in examples) / max(1, len(examples))
     return TaskResult(
-        float(totals[0]) / max(1, n), float(totals[1]) / max(1, n), n, chance, int(totals[3])
+        acc=float(totals[0]) / n,
+        acc_norm=float(totals[1]) / n,
+        n=int(totals[3]),
+        chance=chance,
+        truncated=int(totals[4]),
+        acc_pmi=float(totals[2]) / n if pmi else None,
     )
+
+
+def document_start(tokenizer: Tokenizer, special: SpecialTokens | None) -> list[int] | None:
+    """The token a training document follows (its BOS, else the EOS separator): ``acc_pmi``'s
+    unconditional context. None without special tokens (then ``<|endoftext|>`` is used)."""
+    if special is None:
+        return None
+    return [special.bos_id(tokenizer) if special.add_bos else special.eos_id(tokenizer)]
+
+
+def _default_start(tokenizer: Tokenizer) -> list[int]:
+    i = tokenizer.token_to_id(EOT)
+    if i is None:
+        raise ValueError(
+            f"acc_pmi: the tokenizer has no {EOT}; pass start_ids (the token a document follows)"
+        )
+    return [i]

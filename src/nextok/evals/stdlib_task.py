@@ -4,8 +4,19 @@ Each example shows up to ``context_lines`` consecutive lines of a held-out file 
 true next line among ``num_choices`` candidates; the others are lines drawn from *other*
 held-out files. The held-out files are exactly the default data's validation documents
 (``split_train_val(stdlib, val_fraction, seed)``), so a model trained on the default run never
-saw them. Everything is drawn from ``task_seed``: the same examples on every run and rank.
-Chance is ``1 / num_choices``.
+saw them. Some held-out text is duplicated in training files all the same (e.g. the codec tables
+of ``encodings/mac_*.py``), so a position whose context + true line occurs verbatim in the
+training documents is skipped (decontamination: the task measures prediction, not recall).
+Everything is drawn from ``task_seed``: the same examples on every run and rank. Chance is
+``1 / num_choices``.
+
+Text convention: a line carries the newline *before* it, so the context ends with the last
+character of its last line and every choice is ``"\\n" + line`` (no newline after it). Scored
+separately, context and choice then tokenize exactly as the file did in training: a byte-level
+BPE merges a newline with the next line's indentation (``ĊĠĠĠ``), which a context ending in
+``"\\n"`` would split into ``Ċ`` + ``ĠĠĠ``, tokens the model rarely saw there. For the same reason
+a candidate line may not end in whitespace (its end would not be a token boundary), and lines
+are split on ``"\\n"`` only, so context + gold choice is a verbatim slice of the file.
 """
 
 from __future__ import annotations
@@ -16,11 +27,11 @@ from nextok.evals.tasks import MCExample
 
 
 def _candidate_lines(text: str, min_chars: int, max_chars: int) -> tuple[list[str], list[int]]:
-    lines = text.splitlines()
+    lines = text.split("\n")
     idx = [
         i
         for i, ln in enumerate(lines)
-        if i > 0 and len(ln.strip()) >= min_chars and len(ln) <= max_chars
+        if i > 0 and len(ln.strip()) >= min_chars and len(ln) <= max_chars and ln == ln.rstrip()
     ]
     return lines, idx
 
@@ -42,7 +53,8 @@ def stdlib_next_line(
         raise ValueError(
             "stdlib_next_line: need num_choices >= 2, num_examples >= 1, context_lines >= 1"
         )
-    _, val = split_train_val(stdlib_dataset(), val_fraction, seed)
+    train, val = split_train_val(stdlib_dataset(), val_fraction, seed)
+    seen_in_training = "\x00".join(train["text"])
     files = [_candidate_lines(t, min_chars, max_chars) for t in val["text"]]
     files = [(lines, idx) for lines, idx in files if idx]
     if len(files) < 2:
@@ -52,13 +64,17 @@ def stdlib_next_line(
         )
     rng = np.random.default_rng([task_seed, seed])
     positions = [(f, i) for f, (_, idx) in enumerate(files) for i in idx]
-    order = rng.permutation(len(positions))[:num_examples]
     out = []
-    for p in order:
+    for p in rng.permutation(len(positions)):
+        if len(out) == num_examples:
+            break
         f, i = positions[p]
         lines = files[f][0]
         gold_line = lines[i]
-        context = "\n".join(lines[max(0, i - context_lines) : i]) + "\n"
+        start = max(0, i - context_lines)
+        context = ("\n" if start > 0 else "") + "\n".join(lines[start:i])
+        if context + "\n" + gold_line in seen_in_training:
+            continue
         others: list[str] = []
         seen = {gold_line.strip()}
         while len(others) < num_choices - 1:
@@ -71,5 +87,10 @@ def stdlib_next_line(
                 others.append(cand)
         gold = int(rng.integers(num_choices))
         choices = others[:gold] + [gold_line] + others[gold:]
-        out.append(MCExample(context, tuple(c + "\n" for c in choices), gold))
+        out.append(MCExample(context, tuple("\n" + c for c in choices), gold))
+    if len(out) < num_examples:
+        raise ValueError(
+            f"stdlib_next_line: only {len(out)} held-out lines qualify (num_examples="
+            f"{num_examples}); lower num_examples or raise val_fraction"
+        )
     return out

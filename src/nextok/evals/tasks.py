@@ -14,6 +14,9 @@ offline, see :mod:`nextok.evals.stdlib_task`) or a Hugging Face dataset with a f
     choice_prefix: " "           # put before every choice (the continuation scored)
     preprocess: null             # hellaswag: lm-evaluation-harness's text clean-up
     limit: null                  # first N examples only (labelled as a subset when reported)
+    pmi: false                   # also report acc_pmi (one more forward per distinct choice)
+
+``pmi`` (any kind) is a scoring option, not part of the examples: :func:`scoring_options`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ HF_KEYS = (
     "preprocess",
     "limit",
 )
+
+
+SCORING_KEYS = ("pmi",)  # how a task is scored (nextok.evals.scoring), not how it is built
 
 
 @dataclass(frozen=True)
@@ -149,9 +155,19 @@ def hf_examples(task: str, spec: dict) -> list[MCExample]:
     return out
 
 
+def scoring_options(task: str, spec: dict | None) -> dict[str, Any]:
+    """Keyword arguments of :func:`nextok.evals.evaluate_task` that a task spec sets (``pmi``)."""
+    pmi = (spec or {}).get("pmi", False)
+    if pmi is None:
+        pmi = False
+    if not isinstance(pmi, bool):
+        raise ValueError(f"task {task}: pmi must be true or false (got {pmi!r})")
+    return {"pmi": pmi}
+
+
 def load_task(task: str, spec: dict | None) -> list[MCExample]:
     """Examples of task ``task`` from its spec (see the module docstring)."""
-    spec = dict(spec or {})
+    spec = {k: v for k, v in (spec or {}).items() if k not in SCORING_KEYS}
     kind = spec.pop("kind", "hf")
     if kind == "stdlib_next_line":
         from nextok.evals.stdlib_task import stdlib_next_line

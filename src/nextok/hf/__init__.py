@@ -1,11 +1,13 @@
 """Hugging Face format out and in (Llama 1-3.x / SmolLM, Mistral, Qwen2/2.5, Qwen3, GPT-2).
 
-``families`` holds one declarative table per family (config fields and tensor names, used by
-both directions), ``weights`` the safetensors files, ``folder`` whole folders (tokenizer files
+``llama``, ``gpt2`` and ``moe_families`` hold one declarative table per family (config fields
+and tensor names, used by both directions) on the interface in ``family``; ``families`` lists
+them and picks one; ``weights`` the safetensors files, ``folder`` whole folders (tokenizer files
 and the model card included), ``card`` the model card.
 """
 
-from nextok.hf.families import FAMILIES, UnsupportedConfig, family_for_export
+from nextok.hf.families import FAMILIES, family_for_export
+from nextok.hf.family import UnsupportedConfig
 from nextok.hf.folder import (
     HFModel,
     build_model,

@@ -26,7 +26,8 @@ from nextok.data.tokenizer import (
 from nextok.dtypes import as_dtype, dtype_name
 from nextok.hf import weights as W
 from nextok.hf.card import model_card
-from nextok.hf.families import Family, family_for_export, family_for_import
+from nextok.hf.families import family_for_export, family_for_import
+from nextok.hf.family import Family
 from nextok.model import ModelConfig, Transformer
 
 CONFIG = "config.json"

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from nextok.hf.families import LlamaLike, Row, UnsupportedConfig, _refuse
+from nextok.hf.family import Row, UnsupportedConfig, refuse
+from nextok.hf.llama import LlamaLike
 from nextok.model import ModelConfig
 
 # config.json fields of the MoE families that only matter for training in transformers
@@ -72,7 +73,7 @@ class MoEFamily(LlamaLike):
             raise UnsupportedConfig(f"{where} lacks num_local_experts / num_experts_per_tok")
         if self.always_norm:
             if float(c.pop("router_jitter_noise", 0.0) or 0.0) != 0.0:
-                raise _refuse(
+                raise refuse(
                     where,
                     "router_jitter_noise",
                     c.get("router_jitter_noise"),
@@ -102,7 +103,7 @@ class MoEFamily(LlamaLike):
             return super()._check_window(c, where, block, n_layer)
         window = c.get("sliding_window")  # Mixtral, like Mistral: on whenever it is set
         if window is not None and window < block:
-            raise _refuse(
+            raise refuse(
                 where,
                 "sliding_window",
                 window,
@@ -116,9 +117,9 @@ class MoEFamily(LlamaLike):
         dense = sorted(c.pop("mlp_only_layers", None) or [])
         step = c.pop("decoder_sparse_step", 1)
         if step != 1:
-            raise _refuse(where, "decoder_sparse_step", step, "nextok's MoE layers are contiguous")
+            raise refuse(where, "decoder_sparse_step", step, "nextok's MoE layers are contiguous")
         if dense != list(range(len(dense))):
-            raise _refuse(
+            raise refuse(
                 where,
                 "mlp_only_layers",
                 dense,

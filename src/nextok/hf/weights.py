@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from nextok.hf.families import Family, Row
+from nextok.hf.family import Family, Row
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from nextok.distributed.ranks import data_parallel_rank_size
-from nextok.evals import evaluate_task, load_task
+from nextok.evals import METRICS, document_start, evaluate_task, load_task, scoring_options
 from nextok.evals.tasks import MCExample
 from nextok.plain import to_plain
 
@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 class DownstreamEval(L.Callback):
     """Score ``tasks`` every ``every_n_steps`` optimizer steps and/or at the end of training.
 
-    Logs ``eval/<task>/acc`` and ``eval/<task>/acc_norm``; examples are sharded over the
-    data-parallel ranks and the counts all-reduced. At the end it prints each task's accuracy.
+    Logs ``eval/<task>/acc``, ``eval/<task>/acc_norm`` (and ``eval/<task>/acc_pmi`` for tasks
+    with ``pmi: true``); examples are sharded over the data-parallel ranks and the counts
+    all-reduced. At the end it prints each task's accuracies.
 
     Args:
         tasks: ``{name: spec}`` (``conf/tasks/*.yaml``; see :mod:`nextok.evals.tasks`).
@@ -53,10 +54,13 @@ class DownstreamEval(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
             self.examples()  # bad task specs fail before training, not after
+            for name, spec in self.specs.items():
+                scoring_options(name, spec)
 
     def run(self, trainer: L.Trainer, pl_module: Any) -> dict[str, dict[str, float]]:
         rank, world = data_parallel_rank_size(trainer)
         model = pl_module.model
+        start = document_start(pl_module.tokenizer, pl_module.special_tokens)  # for acc_pmi
         out = {}
         for name, examples in self.examples().items():
             res = evaluate_task(
@@ -69,9 +73,16 @@ class DownstreamEval(L.Callback):
                 rank=rank,
                 world_size=world,
                 reduce=lambda t, op: trainer.strategy.reduce(t, reduce_op=op),
+                start_ids=start,
+                **scoring_options(name, self.specs[name]),
             )
             out[name] = res.as_dict()
-        metrics = {f"eval/{name}/{k}": r[k] for name, r in out.items() for k in ("acc", "acc_norm")}
+        metrics = {
+            f"eval/{name}/{k}": r[k]
+            for name, r in out.items()
+            for k in METRICS
+            if r.get(k) is not None
+        }
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
@@ -111,7 +122,8 @@ def _report(results: dict[str, dict[str, float]]) -> None:
     for name, r in results.items():
         print(
             f"[nextok] eval {name}: acc {r['acc']:.4f}  acc_norm {r['acc_norm']:.4f}  "
-            f"({int(r['n'])} examples; chance {r['chance']:.4f}"
+            + (f"acc_pmi {r['acc_pmi']:.4f}  " if r.get("acc_pmi") is not None else "")
+            + f"({int(r['n'])} examples; chance {r['chance']:.4f}"
             + (f"; {int(r['truncated'])} choices cut to the window" if r.get("truncated") else "")
             + ")",
             flush=True,

@@ -25,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from nextok.data.prompts import held_out_prompts
-from nextok.generation import encode_prompt, generate_text, make_generator
+from nextok.generation import SamplingParams, encode_prompt, generate_text, make_generator
 from nextok.model import Transformer
 
 
@@ -104,7 +104,7 @@ class SamplingCallback(pl.Callback):
         self.num_prompts = num_prompts
         self.prompt_tokens = prompt_tokens
         self.max_new_tokens = max_new_tokens
-        self.sampling = dict(
+        self.sampling = SamplingParams(
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,
@@ -191,10 +191,10 @@ class SamplingCallback(pl.Callback):
             tokenizer,
             self.prompts,
             min(room, self.max_new_tokens),
+            self.sampling,
             stop=self.stop,
             generator=generators,
             **tokens,
-            **self.sampling,
         )
 
     # ------------------------------------------------------------------ output

@@ -38,11 +38,6 @@ class KVCache:
     def max_seq_len(self) -> int:
         return self.k.shape[3]
 
-    def reset(self) -> None:
-        """Forget all cached positions (the buffers are reused, not reallocated)."""
-        self.seq_len = 0
-        self.valid = None
-
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,6 +2,8 @@
 
 One code path serves training (full sequences, ``is_causal``) and cached decoding (a
 :class:`KVCache` plus an explicit mask when needed), so incremental decoding is not a bolt-on.
+The block's parts live in :mod:`nextok.model.layers` (norm, attention, MLP),
+:mod:`nextok.model.rope` and :mod:`nextok.model.moe`.
 """
 
 from __future__ import annotations
@@ -16,178 +18,10 @@ from torch.utils.checkpoint import checkpoint
 
 from nextok.model.config import ModelConfig
 from nextok.model.kv_cache import KVCache
+from nextok.model.layers import MLP, Attention, norm_layer
 from nextok.model.loss import lm_loss
 from nextok.model.moe import MoE
-
-# torch >= 2.5 broadcasts K/V heads inside SDPA (no repeated K/V); older versions need a repeat.
-try:
-    _q = torch.zeros(1, 2, 1, 2)
-    F.scaled_dot_product_attention(_q, _q[:, :1], _q[:, :1], enable_gqa=True)
-    _SDPA_HAS_GQA = True
-except TypeError:  # pragma: no cover - torch < 2.5
-    _SDPA_HAS_GQA = False
-del _q
-
-
-def _norm(cfg: ModelConfig, dim: int) -> nn.Module:
-    if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(dim, eps=cfg.norm_eps)
-    return nn.LayerNorm(dim, eps=cfg.norm_eps, bias=cfg.bias)
-
-
-def rope_inv_freq(
-    head_dim: int, theta: float, scaling: dict | None = None, device: torch.device | None = None
-) -> torch.Tensor:
-    """RoPE inverse frequencies, optionally scaled (``linear``, or ``llama3`` as in Llama 3.1).
-
-    The same fp32 arithmetic as transformers' ``ROPE_INIT_FUNCTIONS``, so imported Llama 3.x
-    models compute the same angles.
-    """
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim))
-    if scaling is None:
-        return inv_freq
-    factor = float(scaling["factor"])
-    if scaling["type"] == "linear":
-        return inv_freq / factor
-    low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
-    old_len = scaling["original_max_position_embeddings"]
-    low_wavelen, high_wavelen = old_len / low, old_len / high
-    wavelen = 2 * math.pi / inv_freq
-    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
-    smooth = (old_len / wavelen - low) / (high - low)
-    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-    medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
-    return torch.where(medium, smoothed, scaled)
-
-
-class RotaryEmbedding(nn.Module):
-    """Precomputed RoPE cos/sin tables (half-rotation convention, as in Hugging Face Llama)."""
-
-    def __init__(
-        self, head_dim: int, max_seq_len: int, theta: float, scaling: dict | None = None
-    ) -> None:
-        super().__init__()
-        self.head_dim, self.max_seq_len, self.theta = head_dim, max_seq_len, theta
-        self.scaling = scaling
-        cos, sin = self._tables(torch.device("cpu") if _on_meta() else None)
-        self.register_buffer("cos", cos, persistent=False)
-        self.register_buffer("sin", sin, persistent=False)
-
-    def _tables(self, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        inv_freq = rope_inv_freq(self.head_dim, self.theta, self.scaling, device)
-        t = torch.arange(self.max_seq_len, device=device).float()
-        freqs = torch.outer(t, inv_freq)
-        return freqs.cos(), freqs.sin()
-
-    def reset_parameters(self) -> None:
-        """Recompute the tables in place (needed after meta-device initialisation)."""
-        cos, sin = self._tables(self.cos.device)
-        self.cos, self.sin = cos, sin
-
-    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin for ``positions`` of shape (T,) or (B, T), broadcastable over heads."""
-        cos, sin = self.cos[positions], self.sin[positions]
-        return cos.unsqueeze(-3), sin.unsqueeze(-3)  # (..., 1, T, head_dim/2)
-
-
-def _on_meta() -> bool:
-    return torch.empty(0).device.type == "meta"
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, H, T, D) by position; pairs are (x[i], x[i + D/2])."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-    return out.type_as(x)
-
-
-class Attention(nn.Module):
-    """Causal self-attention with grouped-query heads, optional QK-norm and a KV cache."""
-
-    def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
-        super().__init__()
-        self.layer_idx = layer_idx
-        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
-        self.qkv = nn.Linear(
-            cfg.d_model, (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim, bias=cfg.qkv_bias
-        )
-        self.proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=cfg.attn_out_bias)
-        self.proj.is_residual_proj = True  # scaled init, GPT-2 style
-        self.q_norm = _norm(cfg, cfg.head_dim) if cfg.qk_norm else None
-        self.k_norm = _norm(cfg, cfg.head_dim) if cfg.qk_norm else None
-        self.dropout = cfg.dropout
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor] | None,
-        mask: torch.Tensor | None,
-        kv_cache: KVCache | None,
-    ) -> torch.Tensor:
-        B, T, _ = x.shape
-        q, k, v = self.qkv(x).split(
-            [
-                self.n_head * self.head_dim,
-                self.n_kv_head * self.head_dim,
-                self.n_kv_head * self.head_dim,
-            ],
-            dim=-1,
-        )
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if kv_cache is not None:
-            k, v = kv_cache.update(self.layer_idx, k, v)
-        # Full causal attention over the sequence itself uses the fused is_causal kernels.
-        is_causal = mask is None and kv_cache is None and T > 1
-        kwargs = {}
-        if self.n_kv_head != self.n_head:
-            if _SDPA_HAS_GQA:
-                kwargs["enable_gqa"] = True
-            else:
-                rep = self.n_head // self.n_kv_head
-                k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal,
-            **kwargs,
-        )
-        return self.proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
-
-
-class MLP(nn.Module):
-    """SwiGLU (gate and up projections fused into one matmul), GELU (tanh or exact) or ReLU²."""
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.kind = cfg.mlp
-        hidden = cfg.ffn_dim
-        self.fc = nn.Linear(
-            cfg.d_model, 2 * hidden if cfg.mlp == "swiglu" else hidden, bias=cfg.mlp_bias
-        )
-        self.proj = nn.Linear(hidden, cfg.d_model, bias=cfg.mlp_bias)
-        self.proj.is_residual_proj = True
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.fc(x)
-        if self.kind == "swiglu":
-            gate, up = h.chunk(2, dim=-1)
-            h = F.silu(gate) * up
-        elif self.kind == "gelu":
-            h = F.gelu(h, approximate="tanh")
-        elif self.kind == "gelu_exact":
-            h = F.gelu(h)
-        else:
-            h = F.relu(h).square()
-        return self.proj(h)
+from nextok.model.rope import RotaryEmbedding, on_meta_device
 
 
 def _mlp(cfg: ModelConfig, layer_idx: int) -> nn.Module:
@@ -207,9 +41,9 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
         super().__init__()
-        self.attn_norm = _norm(cfg, cfg.d_model)
+        self.attn_norm = norm_layer(cfg, cfg.d_model)
         self.attn = Attention(cfg, layer_idx)
-        self.mlp_norm = _norm(cfg, cfg.d_model)
+        self.mlp_norm = norm_layer(cfg, cfg.d_model)
         self.mlp = _mlp(cfg, layer_idx)
         self.drop = nn.Dropout(cfg.dropout)
 
@@ -238,7 +72,7 @@ class Transformer(nn.Module):
         )
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
-        self.norm = _norm(config, config.d_model)
+        self.norm = norm_layer(config, config.d_model)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.tok_emb.weight
@@ -247,7 +81,7 @@ class Transformer(nn.Module):
         # whole batch's logits and returns logits=None; "plain" returns full logits too.
         self.loss_impl = "auto"
         self.loss_chunk_rows: int | None = None
-        if not _on_meta():
+        if not on_meta_device():
             self.init_weights()
 
     # ------------------------------------------------------------------ init and sizes

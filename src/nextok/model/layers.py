@@ -1,0 +1,101 @@
+"""The parts of a transformer block: the norm, causal self-attention and the dense MLP."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nextok.model.config import ModelConfig
+from nextok.model.kv_cache import KVCache
+from nextok.model.rope import apply_rope
+
+
+def norm_layer(cfg: ModelConfig, dim: int) -> nn.Module:
+    """``cfg.norm`` over the last ``dim`` features: RMSNorm, or LayerNorm (bias per ``cfg.bias``)."""
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(dim, eps=cfg.norm_eps)
+    return nn.LayerNorm(dim, eps=cfg.norm_eps, bias=cfg.bias)
+
+
+class Attention(nn.Module):
+    """Causal self-attention with grouped-query heads, optional QK-norm and a KV cache."""
+
+    def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        self.qkv = nn.Linear(
+            cfg.d_model, (cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim, bias=cfg.qkv_bias
+        )
+        self.proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.d_model, bias=cfg.attn_out_bias)
+        self.proj.is_residual_proj = True  # scaled init, GPT-2 style
+        self.q_norm = norm_layer(cfg, cfg.head_dim) if cfg.qk_norm else None
+        self.k_norm = norm_layer(cfg, cfg.head_dim) if cfg.qk_norm else None
+        self.dropout = cfg.dropout
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        mask: torch.Tensor | None,
+        kv_cache: KVCache | None,
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).split(
+            [
+                self.n_head * self.head_dim,
+                self.n_kv_head * self.head_dim,
+                self.n_kv_head * self.head_dim,
+            ],
+            dim=-1,
+        )
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_idx, k, v)
+        # Full causal attention over the sequence itself uses the fused is_causal kernels.
+        is_causal = mask is None and kv_cache is None and T > 1
+        # enable_gqa: SDPA broadcasts the K/V heads; they are never materialised repeated
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
+            enable_gqa=self.n_kv_head != self.n_head,
+        )
+        return self.proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+
+
+class MLP(nn.Module):
+    """SwiGLU (gate and up projections fused into one matmul), GELU (tanh or exact) or ReLU²."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.kind = cfg.mlp
+        hidden = cfg.ffn_dim
+        self.fc = nn.Linear(
+            cfg.d_model, 2 * hidden if cfg.mlp == "swiglu" else hidden, bias=cfg.mlp_bias
+        )
+        self.proj = nn.Linear(hidden, cfg.d_model, bias=cfg.mlp_bias)
+        self.proj.is_residual_proj = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        if self.kind == "swiglu":
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        elif self.kind == "gelu":
+            h = F.gelu(h, approximate="tanh")
+        elif self.kind == "gelu_exact":
+            h = F.gelu(h)
+        else:
+            h = F.relu(h).square()
+        return self.proj(h)
