@@ -64,7 +64,7 @@ def main() -> None:
         f"tokenizer: vocab {dm.vocab_size}, trained in {time.perf_counter() - t0:.2f}s "
         f"(incl. reading the stdlib sources)"
     )
-    train_docs, _ = dm._documents()
+    train_docs, _ = dm.documents()
     texts = list(train_docs["text"])
     n_bytes = sum(len(t.encode()) for t in texts)
     tok = dm.tokenizer

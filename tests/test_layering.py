@@ -48,6 +48,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "nextok.lit": ("nextok.cli",),
     # the one CLI error style is plain Python: any command can use it before heavy imports
     "nextok.cli.errors": ("lightning", "torch", "hydra", "omegaconf", "nextok"),
+    # small shared homes every package may import: they import nothing of nextok
+    "nextok.io": ("lightning", "hydra", "omegaconf", "torch", "nextok"),
+    "nextok.special_tokens": ("lightning", "hydra", "omegaconf", "torch", "nextok"),
+    "nextok.plain": ("lightning", "hydra", "torch", "nextok"),
 }
 
 
@@ -123,3 +127,18 @@ def test_checker_sees_imports_inside_functions_and_relative(tmp_path: Path) -> N
         "lightning.pytorch",
         "nextok.lit",
     ]
+
+
+def test_special_token_literals_have_one_home() -> None:
+    """``<|endoftext|>`` and ``<|pad|>`` appear as code (not prose) only in nextok.special_tokens."""
+    from nextok.special_tokens import EOT, PAD
+
+    home = SRC / "special_tokens.py"
+    copies = [
+        f"{path.relative_to(SRC.parent)}:{node.lineno}"
+        for path in sorted(SRC.rglob("*.py"))
+        if path != home
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and node.value in (EOT, PAD)
+    ]
+    assert not copies, "import EOT/PAD from nextok.special_tokens instead:\n" + "\n".join(copies)

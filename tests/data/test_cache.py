@@ -41,7 +41,7 @@ def test_cache_round_trip_equals_streamed_blocks(tmp_path, jsonl_corpus):
     assert torch.equal(_all_blocks(cached.train_dataloader()), _all_blocks(ref.train_dataloader()))
     assert torch.equal(_all_blocks(cached.val_dataloader()), _all_blocks(ref.val_dataloader()))
     # == the on-the-fly packer over the training documents
-    train_docs, _ = ref._documents()
+    train_docs, _ = ref.documents()
     texts = [list(train_docs["text"])]
     streamed = np.stack(
         list(pack_blocks(encode_stream(ref.tokenizer, texts, 0, np.dtype(np.uint16)), 16))

@@ -66,7 +66,15 @@ def test_datamodule_keys_and_single_file_hint(tmp_path):
         LMDataModule(source="text", data_files=str(f), encoding_errors="ignore")
     dm = LMDataModule(source="text", data_files=str(f))
     with pytest.raises(ValueError, match="data.document_unit=paragraph or line"):
-        dm._documents()  # one file = one document: nothing to hold out
+        dm.documents()  # one file = one document: nothing to hold out
     dm = LMDataModule(source="text", data_files=str(f), document_unit="line", val_fraction=0.25)
-    train, val = dm._documents()
+    train, val = dm.documents()
     assert len(train) + len(val) == 4
+
+
+def test_flat_files_lists_every_entry_as_given():
+    from nextok.data.local_files import flat_files
+
+    assert flat_files("a.txt") == ["a.txt"]
+    assert flat_files(["a", "b/*.txt"]) == ["a", "b/*.txt"]
+    assert flat_files({"train": ["a", "b"], "validation": "c"}) == ["a", "b", "c"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nextok.data import LMDataModule, block_to_xy, encode_documents, pack_blocks, train_bpe
+from nextok.data import LMDataModule, TokenBlockDataset, encode_documents, pack_blocks, train_bpe
 from nextok.data.packing import token_dtype
 
 
@@ -37,8 +37,8 @@ def test_pack_blocks_drops_only_the_final_partial_block(block_size):
     assert len(stream) - n * (block_size + 1) < block_size + 1  # only a partial block is left over
 
 
-def test_block_to_xy_shift():
-    x, y = block_to_xy(np.arange(10))
+def test_block_is_shifted_into_x_and_y():
+    x, y = TokenBlockDataset(np.arange(10, dtype=np.uint16), block_size=9)[0]
     assert (
         x.dtype == torch.int64
         and torch.equal(x, torch.arange(9))
@@ -75,7 +75,7 @@ def test_every_training_batch_is_a_shifted_block(tmp_path, jsonl_corpus):
     # sequential order = the packed token stream, nothing dropped but the final partial block
     assert np.array_equal(blocks.reshape(-1), tokens[: n * 17])
     # the token stream is the training documents, in order, each followed by <|endoftext|>
-    train_docs, _ = dm._documents()
+    train_docs, _ = dm.documents()
     expected = encode_documents(
         dm.tokenizer, list(train_docs["text"]), dm.eot_id, np.dtype(np.uint16)
     )

@@ -14,12 +14,12 @@ def test_openings_of_held_out_documents(tmp_path):
         (tmp_path / f"{i:02d}.txt").write_text(d)
     dm = LMDataModule(source="text", data_files=str(tmp_path), val_fraction=0.1, vocab_size=300)
     tok = train_bpe(iter(DOCS), 300)
-    _, val = dm._documents()
+    _, val = dm.documents()
     prompts = held_out_prompts(dm, tok, n=3, tokens=4)
     assert len(prompts) == 3
     for p, doc in zip(prompts, val["text"]):
         assert doc.startswith(p) and p and len(tok.encode(p).ids) <= 4
-    train, _ = dm._documents()
+    train, _ = dm.documents()
     assert not any(d.startswith(prompts[0]) for d in train["text"] if d not in val["text"])
 
 

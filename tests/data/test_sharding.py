@@ -81,7 +81,7 @@ def test_streaming_shards_are_disjoint_and_complete(tmp_path, jsonl_corpus):
     )
     dm.prepare_data()
     dm.setup("fit")
-    train_docs = [ex["text"] for ex in dm._documents()[0]]
+    train_docs = [ex["text"] for ex in dm.documents()[0]]
     tok, eot = dm.tokenizer, dm.eot_id
     expected_rows: list[tuple[int, ...]] = []
     shard_docs = []

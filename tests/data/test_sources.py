@@ -87,7 +87,7 @@ def test_val_split_from_data_files(tmp_path, docs):
         block_size=16,
         batch_size=2,
     )
-    train, val = dm._documents()
+    train, val = dm.documents()
     assert list(train["text"]) == docs[:80] and list(val["text"]) == docs[80:]
 
 

@@ -151,14 +151,16 @@ def test_cluster_environment(tmp_path, monkeypatch):
     assert compat.cluster_environment(trainer(tmp_path, plugins=[slurm])) is slurm
 
 
-def test_tensor_parallel_size():
+def test_tensor_parallel_size_read_by_distributed_ranks():
+    """nextok.distributed.ranks reads ModelParallelStrategy._tensor_parallel_size (it may not
+    import this module): the real strategy must still store the degree under that name."""
+    from nextok.distributed.ranks import data_parallel_rank_size
     from nextok.lit.strategy import FSDP2Strategy
 
-    assert compat.tensor_parallel_size(SimpleNamespace(strategy=object())) == 1
-    tp2 = FSDP2Strategy(data_parallel_size=1, tensor_parallel_size=2)
-    assert compat.tensor_parallel_size(SimpleNamespace(strategy=tp2)) == 2
-    auto = FSDP2Strategy()  # "auto" until set-up: counts as 1
-    assert compat.tensor_parallel_size(SimpleNamespace(strategy=auto)) == 1
+    tp2 = FSDP2Strategy(data_parallel_size=2, tensor_parallel_size=2)
+    assert tp2._tensor_parallel_size == 2
+    trainer = SimpleNamespace(strategy=tp2, global_rank=3, world_size=4)
+    assert data_parallel_rank_size(trainer) == (1, 2)  # ranks (2, 3) share data shard 1
 
 
 def test_attached_trainer(tmp_path):

@@ -46,8 +46,9 @@ def _evaluate(cfg: DictConfig, scratch: Path) -> dict:
     from hydra.utils import instantiate
 
     from nextok.checkpoint import load_checkpoint
-    from nextok.data.tokenizer import hf_tokenizer_config
+    from nextok.data.tokenizer import hf_tokenizer_config, save_tokenizer
     from nextok.dtypes import as_dtype
+    from nextok.io import atomic_write_text
     from nextok.metrics import LossTally, summarize, token_byte_lengths
 
     if cfg.split not in ("val", "train"):
@@ -61,8 +62,10 @@ def _evaluate(cfg: DictConfig, scratch: Path) -> dict:
 
     # The checkpoint's tokenizer, via a file, since the datamodule takes a tokenizer path.
     tok_file = scratch / "tokenizer.json"
-    loaded.tokenizer.save(str(tok_file))
-    (scratch / "tokenizer_config.json").write_text(json.dumps(hf_tokenizer_config(loaded.special)))
+    save_tokenizer(loaded.tokenizer, tok_file)
+    atomic_write_text(
+        scratch / "tokenizer_config.json", json.dumps(hf_tokenizer_config(loaded.special))
+    )
     with open_dict(cfg):
         cfg.model.block_size = cfg.model.block_size or mcfg.block_size
         cfg.run_dir = str(scratch)

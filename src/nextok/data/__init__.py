@@ -1,8 +1,18 @@
-"""Data pipeline: documents -> byte-level BPE -> packed (x, y) blocks, sharded and resumable."""
+"""Data pipeline: documents -> byte-level BPE -> packed (x, y) blocks, sharded and resumable.
+
+One job per module: ``sources`` / ``local_files`` (documents of a source), ``documents`` (train
+and validation sets), ``tokenizer`` (BPE, special tokens), ``run_tokenizer`` (a run's tokenizer,
+shared by its ranks), ``packing`` / ``blocks`` / ``streaming`` (ids -> blocks), ``cache`` /
+``cache_key`` / ``tokens`` (a split's ids, cached on disk), ``loaders`` (samplers and loaders),
+``position`` (exact resume), ``model_check``, ``datamodule`` / ``mixture_datamodule`` (the
+Lightning data modules), ``mixture`` / ``mixture_stream`` (weighted mixing), ``prompts``.
+"""
 
 from nextok.data.blocks import BlockSampler, TokenBlockDataset
 from nextok.data.cache import ShardedTokens, build_cache, open_split
-from nextok.data.packing import block_to_xy, encode_documents, pack_blocks, token_dtype
+from nextok.data.documents import load_documents
+from nextok.data.packing import encode_documents, pack_blocks, token_dtype
+from nextok.data.position import ResumableDataLoader
 from nextok.data.sources import load_source, split_train_val, stdlib_dataset, stdlib_files
 from nextok.data.streaming import StreamingBlockDataset
 from nextok.data.tokenizer import EOT, PAD, load_tokenizer, save_tokenizer, train_bpe
@@ -13,14 +23,13 @@ __all__ = [
     "BlockSampler",
     "LMDataModule",
     "MixtureDataModule",
-    "MixtureDataModule",
     "ResumableDataLoader",
     "ShardedTokens",
     "StreamingBlockDataset",
     "TokenBlockDataset",
-    "block_to_xy",
     "build_cache",
     "encode_documents",
+    "load_documents",
     "load_source",
     "load_tokenizer",
     "open_split",
@@ -35,12 +44,12 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """The Lightning data module on first use only: ``nextok.data.tokenizer`` (used by the
+    """The Lightning data modules on first use only: ``nextok.data.tokenizer`` (used by the
     checkpoint loader and the HF export) must not pull in Lightning."""
-    if name in ("LMDataModule", "ResumableDataLoader"):
-        from nextok.data import datamodule
+    if name == "LMDataModule":
+        from nextok.data.datamodule import LMDataModule
 
-        return getattr(datamodule, name)
+        return LMDataModule
     if name == "MixtureDataModule":
         from nextok.data.mixture_datamodule import MixtureDataModule
 

@@ -55,6 +55,16 @@ def expand(entry: Any) -> list[str]:
     return [str(path)]
 
 
+def flat_files(data_files: Any) -> list[str]:
+    """Every entry of ``data.data_files`` (a path, a list, or ``{split: path | list}``) in one
+    flat list, as given (folders and globs are not expanded: :func:`expand_data_files` does)."""
+    if isinstance(data_files, dict):
+        return [f for v in data_files.values() for f in flat_files(v)]
+    if isinstance(data_files, list | tuple):
+        return [f for v in data_files for f in flat_files(v)]
+    return [str(data_files)]
+
+
 def expand_data_files(data_files: Any) -> Any:
     """``data.data_files`` with folders and globs replaced by file lists (dicts keep their splits)."""
     if data_files is None:

@@ -21,8 +21,8 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
-from nextok.data.blocks import BlockSampler
-from nextok.data.datamodule import LMDataModule, _plain, dist_info
+from nextok.data.datamodule import LMDataModule
+from nextok.data.loaders import split_val_loader, stream_val_loader
 from nextok.data.mixture import (
     SOURCE_KEYS,
     MixtureBlockDataset,
@@ -31,6 +31,8 @@ from nextok.data.mixture import (
     normalize_weights,
 )
 from nextok.data.mixture_stream import MixtureStreamDataset
+from nextok.distributed.ranks import data_parallel_rank_size
+from nextok.plain import to_plain
 
 
 class MixtureDataModule(LMDataModule):
@@ -49,7 +51,7 @@ class MixtureDataModule(LMDataModule):
         self, sources: dict[str, dict] | None = None, mixture_chunk: int = 256, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        sources = _plain(sources)
+        sources = to_plain(sources)
         if not isinstance(sources, dict) or not sources:
             raise ValueError(
                 "data.sources must map source names to {weight: ..., source: ..., ...} "
@@ -87,12 +89,12 @@ class MixtureDataModule(LMDataModule):
         return any(c.is_streaming for c in getattr(self, "children", ()))
 
     # ------------------------------------------------------------------ tokenizer / tokens
-    def _tokenizer_training_texts(self) -> Iterator[str]:
+    def tokenizer_training_texts(self) -> Iterator[str]:
         """Each source's texts up to its weight's share of ``tokenizer_train_bytes``."""
         for child, w in zip(self.children, self.weights):
             budget = None if self.tokenizer_train_bytes is None else w * self.tokenizer_train_bytes
             seen = 0
-            for text in child._tokenizer_training_texts():
+            for text in child.tokenizer_training_texts():
                 if budget is not None and seen >= budget:
                     break
                 seen += len(text.encode("utf-8", "replace"))
@@ -100,29 +102,27 @@ class MixtureDataModule(LMDataModule):
 
     def _share_tokenizer(self) -> None:
         """Every source encodes with the mixture's tokenizer and special tokens (EOS/BOS)."""
-        special = self._require_special()
+        special = self.special_tokens
         for child in self.children:
             child.tokenizer, child.special = self.tokenizer, special
 
-    def prepare_data(self) -> None:
-        self.tokenizer = self.build_tokenizer()
+    def prepare_tokenizer(self, *args: Any, **kwargs: Any) -> None:
+        """One tokenizer for all sources (see :meth:`LMDataModule.prepare_tokenizer`)."""
+        super().prepare_tokenizer(*args, **kwargs)
         self._share_tokenizer()
+
+    def prepare_data(self) -> None:
+        self.prepare_tokenizer()
         if self.cache_dir:
             for child in self.children:
-                child._ensure_cache()
+                child.ensure_cache()
 
     def setup(self, stage: str | None = None) -> None:
-        self._setup_tokenizer()
+        self._ready_tokenizer()
         self._share_tokenizer()
         for name, child in zip(self.names, self.children):
             try:
-                if child.is_streaming:
-                    child._documents()  # fail early on a bad source; read lazily in the workers
-                    continue
-                if stage in (None, "fit") and child.train_tokens is None:
-                    child.train_tokens = child._tokenize("train")
-                if stage in (None, "fit", "validate") and child.val_tokens is None:
-                    child.val_tokens = child._tokenize("val")
+                child.load_splits(stage)
             except ValueError as e:
                 raise ValueError(f"data.sources.{name}: {e}") from e
 
@@ -140,8 +140,7 @@ class MixtureDataModule(LMDataModule):
         """The endless training stream of a mixture with streaming sources."""
         if which != "train":
             raise ValueError("a mixture validates per source (see val_dataloader)")
-        if rank is None or world_size is None:
-            rank, world_size = dist_info(self.trainer)
+        rank, world_size = self._ranks(rank, world_size)
         ds = MixtureStreamDataset(
             [
                 c.streaming_dataset("train", rank, world_size)
@@ -155,37 +154,35 @@ class MixtureDataModule(LMDataModule):
             batch_size=self.batch_size,
             seed=self.seed,
         )
-        if self._resume is not None:
-            ds.skip_batches = self._resume[1]
+        if self.resume_position is not None:
+            ds.skip_batches = self.resume_position[1]
         return ds
 
     def val_dataloader(self) -> list[DataLoader]:
         """One sequential loader per source (each capped by ``max_val_batches``)."""
         if any(c.val_tokens is None and not c.is_streaming for c in self.children):
             self.setup("validate")
-        rank, world = dist_info(self.trainer)
+        rank, world = data_parallel_rank_size(self.trainer)
         loaders = []
         for child in self.children:
             if child.is_streaming:
                 stream = child.streaming_dataset("val", rank, world)
-                if self.max_val_batches is not None:
-                    stream.max_blocks = self.max_val_batches * self.val_batch_size
-                loaders.append(DataLoader(stream, batch_size=self.val_batch_size, num_workers=0))
-                continue
-            ds = child.val_dataset()
-            n = len(ds)
-            if self.max_val_batches is not None:
-                n = min(n, self.max_val_batches * self.val_batch_size * world)
-            sampler = BlockSampler(n, rank=rank, world_size=world, shuffle=False, even=world > 1)
-            loaders.append(
-                DataLoader(
-                    ds,
-                    batch_size=self.val_batch_size,
-                    sampler=sampler,
-                    num_workers=0,
-                    pin_memory=self.pin_memory,
+                loaders.append(
+                    stream_val_loader(
+                        stream, self.val_batch_size, self.max_val_batches, self.pin_memory
+                    )
                 )
-            )
+            else:
+                loaders.append(
+                    split_val_loader(
+                        child.val_dataset(),
+                        rank,
+                        world,
+                        self.val_batch_size,
+                        self.max_val_batches,
+                        self.pin_memory,
+                    )
+                )
         return loaders
 
     # ------------------------------------------------------------------ accounting
@@ -195,7 +192,7 @@ class MixtureDataModule(LMDataModule):
         Exact and free of communication: the schedule decides every position. Each nominal epoch
         gives every rank ``P`` positions of which ``P // batch_size`` full batches are used.
         """
-        _, world = dist_info(self.trainer)
+        _, world = data_parallel_rank_size(self.trainer)
         if self.is_streaming:  # one endless epoch
             counts = self.schedule.counts(batches * self.batch_size * world)
             return {n: int(c) * self.block_size for n, c in zip(self.names, counts)}

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer
 
 
@@ -74,16 +73,6 @@ def pack_blocks(chunks: Iterable[np.ndarray], block_size: int) -> Iterator[np.nd
             blocks = buf[: n * length].reshape(n, length)
             yield from blocks
             buf = buf[n * length :]
-
-
-def block_to_xy(block: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x = block[:-1]``, ``y = block[1:]`` as int64 tensors."""
-    t = (
-        torch.as_tensor(np.asarray(block, dtype=np.int64))
-        if not isinstance(block, torch.Tensor)
-        else block.long()
-    )
-    return t[:-1], t[1:]
 
 
 def num_blocks(num_tokens: int, block_size: int) -> int:

@@ -36,7 +36,7 @@ def held_out_prompts(datamodule, tokenizer: Tokenizer, n: int = 3, tokens: int =
     """Openings of the first ``n`` validation documents of an ``LMDataModule`` ([] if it has none)."""
     from nextok.data.sources import iter_texts
 
-    docs = getattr(datamodule, "_documents", None)
+    docs = getattr(datamodule, "documents", None)
     if docs is None:
         return []
     _, val = docs()

@@ -8,7 +8,6 @@ for every source (a real split, or a deterministic fraction of documents).
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import sysconfig
 import zlib
@@ -77,7 +76,7 @@ def _check_local_files(data_files: Any) -> None:
     """Fail early and clearly on a missing local file (instead of a deep `datasets` error)."""
     if data_files is None:
         raise ValueError("data.data_files is required for a local source (text/json/parquet)")
-    for f in _flat(data_files):
+    for f in local_files.flat_files(data_files):
         f = str(f)
         if any(c in f for c in "*?[") or "://" in f:
             continue  # glob / remote patterns are resolved by `datasets`
@@ -85,16 +84,8 @@ def _check_local_files(data_files: Any) -> None:
             raise FileNotFoundError(f"data.data_files: local file not found: {f}")
 
 
-def _flat(data_files: Any) -> list[str]:
-    if isinstance(data_files, dict):
-        return [str(f) for v in data_files.values() for f in ([v] if isinstance(v, str) else v)]
-    if isinstance(data_files, str):
-        return [data_files]
-    return [str(f) for f in data_files]
-
-
 def _all_empty(files: Any) -> bool:
-    items = _flat(files)
+    items = local_files.flat_files(files)
     return all(Path(str(f)).is_file() and Path(str(f)).stat().st_size == 0 for f in items)
 
 
@@ -139,7 +130,11 @@ def load_source(
         except Exception as e:  # noqa: BLE001 - re-raised with the file names
             if _all_empty(files):
                 raise ValueError(f"dataset {source}:{data_files} is empty (no documents)") from e
-            bad = local_files.first_non_utf8(_flat(files)) if source == "json" else None
+            bad = (
+                local_files.first_non_utf8(local_files.flat_files(files))
+                if source == "json"
+                else None
+            )
             if bad:
                 raise ValueError(bad) from None
             raise ValueError(
@@ -257,8 +252,3 @@ def iter_texts(
                 batch = []
         if batch:
             yield batch
-
-
-def fingerprint(*parts: Any) -> str:
-    """Short stable hash of config parts (used for cache keys)."""
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]

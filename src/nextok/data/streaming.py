@@ -25,6 +25,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import IterableDataset, get_worker_info
 
 from nextok.data.packing import encode_stream, pack_blocks, token_dtype
+from nextok.special_tokens import EOT
 
 
 def worker_skip(batches_consumed: int, worker_id: int, num_workers: int) -> int:
@@ -74,8 +75,8 @@ class StreamingBlockDataset(IterableDataset):
         self.infinite = infinite
         self.encode_batch_docs = encode_batch_docs
         self.max_blocks = max_blocks  # cap per (rank, worker) stream, e.g. cheap validation
-        # the document separator (default: nextok's <|endoftext|>) and an optional BOS
-        self.eos_id = tokenizer.token_to_id("<|endoftext|>") if eos_id is None else eos_id
+        # the document separator (default: nextok's EOT) and an optional BOS
+        self.eos_id = tokenizer.token_to_id(EOT) if eos_id is None else eos_id
         self.bos_id = bos_id
         self.start_epoch = 0
         self.skip_batches = 0  # batches this rank already consumed (resume)

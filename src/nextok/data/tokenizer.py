@@ -14,8 +14,9 @@ from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-EOT = "<|endoftext|>"
-PAD = "<|pad|>"
+from nextok.io import atomic_write_text
+from nextok.special_tokens import EOT, PAD
+
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
@@ -76,26 +77,14 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
 
 
 def save_tokenizer(tok: Tokenizer, path: str | Path) -> Path:
-    """Save atomically (write + rename) so concurrent readers never see a partial file."""
+    """Save atomically so concurrent readers (ranks waiting for it) never see a partial file.
+
+    ``path``: a ``.json`` file or a folder (gets ``tokenizer.json``); the bytes are exactly
+    ``Tokenizer.save``'s (pretty JSON)."""
     p = Path(path)
     if p.suffix != ".json":
         p = p / TOKENIZER_FILE
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tok.save(str(tmp))
-    tmp.replace(p)
-    return p
-
-
-def eot_id(tok: Tokenizer) -> int:
-    i = tok.token_to_id(EOT)
-    if i is None:
-        raise ValueError(f"tokenizer has no {EOT!r} token; nextok separates documents with it")
-    return i
-
-
-def pad_id(tok: Tokenizer) -> int | None:
-    return tok.token_to_id(PAD)
+    return atomic_write_text(p, tok.to_str(pretty=True))
 
 
 # ---------------------------------------------------------------------- special tokens

@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING
 
 from nextok.generation.loop import generate
 from nextok.generation.sampling import SamplingParams
+from nextok.special_tokens import EOT
 
 if TYPE_CHECKING:  # tokenizers is only needed for type hints here
     from tokenizers import Tokenizer
 
     from nextok.model import Transformer
-
-EOT = "<|endoftext|>"
 
 
 class TextStream:

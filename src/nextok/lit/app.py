@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nextok.console import is_rank_zero, say
+from nextok.distributed.ranks import data_parallel_size
 from nextok.lit.build import build_loggers, build_trainer
 from nextok.lit.callbacks import UnigramBaseline
 from nextok.lit.compat import set_max_steps
 from nextok.lit.config_check import check_config
 from nextok.lit.finish import summary, validate_whole_split
 from nextok.lit.init_from import InitSource, prepare_init_from
-from nextok.lit.module import LMModule, data_parallel_size
+from nextok.lit.module import LMModule
 from nextok.lit.resume import pair_tokenizer, resolve_ckpt_path
 from nextok.lit.run_config import (
     accumulation,
@@ -164,30 +164,13 @@ def _start_from(module: LMModule, init: InitSource, ckpt_path: str | None) -> No
 def prepare_data(cfg: DictConfig, run_dir: Path, rank0: bool) -> tuple[Any, Any]:
     """The datamodule with its tokenizer ready, and the tokenizer's special tokens.
 
-    Rank 0 trains or loads the tokenizer and writes it (and its HF config) to the run dir; the
-    other ranks load rank 0's file."""
+    This is the one place the tokenizer is prepared: rank 0 loads or trains it and writes the run
+    dir's tokenizer folder, the other ranks wait for that file (no process group exists yet) and
+    load it. Lightning's prepare_data inside fit then finds it there and only fills the token
+    cache (nextok.data.run_tokenizer)."""
     datamodule = instantiate(cfg.data)
-    tok_file = getattr(datamodule, "tokenizer_file", None)
-    if rank0 or not tok_file or getattr(datamodule, "tokenizer_path", None):
-        datamodule.prepare_data()
-    else:
-        wait_for_file(Path(tok_file))
-        datamodule.prepare_data()  # loads rank 0's tokenizer.json
-    if rank0 and not (run_dir / "tokenizer.json").exists():  # e.g. data.tokenizer_path was given
-        datamodule.tokenizer.save(str(run_dir / "tokenizer.json"))
-    special = datamodule._require_special()
-    if rank0:  # the run dir is a complete HF tokenizer folder (special tokens included)
-        datamodule.save_tokenizer_config(run_dir)
-    return datamodule, special
-
-
-def wait_for_file(path: Path, timeout_s: float = 600.0) -> None:
-    """Non-zero ranks wait for rank 0 to write a shared file (e.g. the trained tokenizer)."""
-    t0 = time.monotonic()
-    while not path.exists():
-        if time.monotonic() - t0 > timeout_s:
-            raise TimeoutError(f"waited {timeout_s:.0f}s for rank 0 to write {path}")
-        time.sleep(0.5)
+    datamodule.prepare_tokenizer(writer=rank0, save_dir=run_dir)
+    return datamodule, datamodule.special_tokens
 
 
 def periodic_val_scope(datamodule: Any) -> str:

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from nextok.console import is_rank_zero
+from nextok.io import atomic_write_text
 from nextok.lit.checkpoint_io import AtomicCheckpointIO
 from nextok.lit.terminal import ModelSummaryWithFlops, RunProgressBar
 
@@ -30,8 +31,7 @@ def wandb_run_id(run_dir: Path) -> str:
         return f.read_text().strip()
     run_id = uuid.uuid4().hex[:12]
     if is_rank_zero():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        f.write_text(run_id + "\n")
+        atomic_write_text(f, run_id + "\n")
     return run_id
 
 

@@ -10,6 +10,10 @@ Subclasses that override private hooks (``ModelCheckpoint``, ``ThroughputMonitor
 :mod:`nextok.lit.callbacks`, the rich progress bar in :mod:`nextok.lit.terminal`) list what they
 rely on in :data:`OVERRIDDEN_PRIVATE_HOOKS`; the compat test checks those hooks exist and that
 the subclasses' effects still show on a real run.
+
+One private read lives outside ``lit/``: :mod:`nextok.distributed.ranks` reads a
+``ModelParallelStrategy``'s ``_tensor_parallel_size`` (a plain-PyTorch package may not import
+this module); the compat test checks it against the real strategy too.
 """
 
 from __future__ import annotations
@@ -88,13 +92,6 @@ def cluster_environment(trainer: L.Trainer) -> Any:
     for every strategy (single-device ones have no ``cluster_environment``). Reaches
     ``trainer._accelerator_connector.cluster_environment``."""
     return trainer._accelerator_connector.cluster_environment
-
-
-def tensor_parallel_size(trainer: L.Trainer) -> int:
-    """The tensor-parallel degree of a ``ModelParallelStrategy`` (1 for other strategies).
-    Reaches ``strategy._tensor_parallel_size`` (resolved from "auto" at set-up)."""
-    tp = getattr(trainer.strategy, "_tensor_parallel_size", 1)
-    return tp if isinstance(tp, int) and tp > 0 else 1
 
 
 def attached_trainer(module: L.LightningModule) -> L.Trainer | None:

@@ -8,9 +8,11 @@ import lightning as L
 import torch
 
 from nextok.console import say
+from nextok.distributed.ranks import data_parallel_rank_size
 from nextok.evals import METRICS, document_start, evaluate_task, load_task, scoring_options
 from nextok.evals.tasks import MCExample
 from nextok.lit.compat import is_accumulating
+from nextok.plain import to_plain
 
 
 class DownstreamEval(L.Callback):
@@ -34,7 +36,7 @@ class DownstreamEval(L.Callback):
         at_end: bool = True,
         batch_size: int = 32,
     ) -> None:
-        self.specs = _to_container(tasks) or {}
+        self.specs = to_plain(tasks) or {}
         self.every_n_steps = every_n_steps
         self.at_end = at_end
         self.batch_size = batch_size
@@ -54,9 +56,7 @@ class DownstreamEval(L.Callback):
                 scoring_options(name, spec)
 
     def run(self, trainer: L.Trainer, pl_module: Any) -> dict[str, dict[str, float]]:
-        from nextok.data.datamodule import dist_info
-
-        rank, world = dist_info(trainer)
+        rank, world = data_parallel_rank_size(trainer)
         model = pl_module.model
         start = document_start(pl_module.tokenizer, pl_module.special_tokens)  # for acc_pmi
         out = {}
@@ -124,14 +124,3 @@ def _report(results: dict[str, dict[str, float]]) -> None:
             + (f"; {int(r['truncated'])} choices cut to the window" if r.get("truncated") else "")
             + ")"
         )
-
-
-def _to_container(x: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(x, DictConfig | ListConfig):
-            return OmegaConf.to_container(x, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return x

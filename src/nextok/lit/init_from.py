@@ -9,7 +9,6 @@ refused in one line; ``dropout``, ``init_std`` and a shorter ``block_size`` are 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from tokenizers import Tokenizer
 
 from nextok.data.tokenizer import SpecialTokens, encodes_as_trained, hf_tokenizer_config
+from nextok.io import atomic_write_text
 from nextok.model import ModelConfig
 
 ALLOWED = ("dropout", "init_std", "block_size")  # do not change what the weights compute
@@ -99,14 +99,11 @@ def _apply_overrides(cfg: ModelConfig, overrides: dict[str, Any], path: str) -> 
 def write_tokenizer(src: InitSource, folder: Path) -> Path:
     """The source's tokenizer as a tokenizer folder the data module reads (atomic writes, so
     every rank may write the same files)."""
-    folder.mkdir(parents=True, exist_ok=True)
     for name, text in (
         ("tokenizer.json", encodes_as_trained(src.tokenizer, src.special).to_str()),
         ("tokenizer_config.json", json.dumps(hf_tokenizer_config(src.special), indent=2)),
     ):
-        tmp = folder / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(text)
-        tmp.replace(folder / name)
+        atomic_write_text(folder / name, text)
     return folder
 
 

@@ -17,7 +17,8 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from nextok.console import say
-from nextok.lit.compat import attached_trainer, is_log_step, tensor_parallel_size
+from nextok.distributed.ranks import data_parallel_size
+from nextok.lit.compat import attached_trainer, is_log_step
 from nextok.lit.loss_guard import NONFINITE_POLICIES, LossGuard, NonFiniteLossError, clear_guard
 from nextok.lit.module_checkpoint import CheckpointHooks
 from nextok.lit.module_model import ModelSetup
@@ -38,11 +39,6 @@ from nextok.runtime import configure_cuda, describe_attention
 
 COMPILE_MODES = ("blocks", "model")
 __all__ = ["COMPILE_MODES", "NONFINITE_POLICIES", "LMModule", "NonFiniteLossError"]
-
-
-def data_parallel_size(trainer: L.Trainer) -> int:
-    """Ranks that see different data: the world size over the tensor-parallel size."""
-    return max(1, trainer.world_size // tensor_parallel_size(trainer))
 
 
 def _as_config(cls: type, value: Any) -> Any:

@@ -12,7 +12,6 @@ given as ``data.tokenizer_path``) is refused with one line.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from tokenizers import Tokenizer
 
 from nextok.checkpoint import META_KEY, safe_load
 from nextok.console import say
+from nextok.data.tokenizer import save_tokenizer
 
 SHARDED_META = "meta.pt"  # Lightning's ModelParallelStrategy: the non-tensor part of a folder
 
@@ -61,10 +61,7 @@ def pair_tokenizer(ckpt_path: str | Path, run_dir: Path, tokenizer_path: str | N
                 "or drop data.tokenizer_path"
             )
         return False
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".tokenizer.json.tmp"
-    Tokenizer.from_str(embedded).save(str(tmp))
-    os.replace(tmp, run_dir / "tokenizer.json")
+    save_tokenizer(Tokenizer.from_str(embedded), run_dir / "tokenizer.json")
     return True
 
 

@@ -5,13 +5,13 @@ the tokenizer), gradient accumulation (from the world size), and the config as s
 from __future__ import annotations
 
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from nextok.io import atomic_write_text
 from nextok.model import ModelConfig
 
 # Secret-looking keys (api_key, hf_token, password, ...); not eos_token, max_new_tokens, tokenizer_path.
@@ -58,10 +58,7 @@ def print_config(cfg: DictConfig) -> None:
 
 def save_config(cfg: DictConfig, run_dir: Path) -> None:
     """Write the resolved config to ``<run_dir>/config.yaml`` (atomically)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".config.yaml.tmp"
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    os.replace(tmp, run_dir / "config.yaml")
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def pad_vocab(n: int, multiple: int | None) -> int:

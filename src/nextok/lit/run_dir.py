@@ -30,7 +30,8 @@ def remove_stale_temp_files(run_dir: Path) -> list[Path]:
     """Delete the temp files of interrupted atomic writes (checkpoints, config, tokenizer)."""
     found = [
         *(run_dir / "checkpoints").glob(".*.tmp-*"),
-        *run_dir.glob(".config.yaml.tmp"),
+        *run_dir.glob(".*.tmp-*"),  # nextok.io.atomic_write (config, tokenizer, ids)
+        *run_dir.glob(".config.yaml.tmp"),  # written by earlier versions
         *run_dir.glob(".tokenizer.json.tmp"),
     ]
     for p in found:
