@@ -189,7 +189,9 @@ def main(cfg: DictConfig) -> None:
         print(table(results))
     if cfg.out:
         payload = results[0] if len(results) == 1 else results
-        Path(cfg.out).write_text(json.dumps(payload, indent=2) + "\n")
+        from nextok.io import atomic_write_text
+
+        atomic_write_text(cfg.out, json.dumps(payload, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@ atomic on POSIX: readers see the old file or the new one, never a partial one.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from nextok.io import atomic_write
 
 
 class _ErrorRememberingFile:
@@ -38,43 +39,28 @@ class _ErrorRememberingFile:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` so that it is either fully written or untouched."""
+    """``torch.save`` to ``path`` so that it is either fully written or untouched
+    (:func:`nextok.io.atomic_write`: temp file, fsync, rename)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+    def write(f: Any) -> None:
+        out = _ErrorRememberingFile(f)
+        try:
+            torch.save(obj, out)
+        except RuntimeError:  # torch's zip writer hides a failed write ("unexpected pos")
+            if out.error is not None:
+                raise out.error from None
+            raise
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            out = _ErrorRememberingFile(f)
-            try:
-                torch.save(obj, out)
-            except RuntimeError:  # torch's zip writer hides a failed write ("unexpected pos")
-                if out.error is not None:
-                    raise out.error from None
-                raise
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, write)
     except OSError as err:  # read-only dir, full disk, quota: one clear line, old file untouched
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         previous = (
             "the previous checkpoint there is intact" if path.exists() else "no earlier file there"
         )
         raise OSError(
             err.errno, f"cannot write checkpoint {path}: {err.strerror or err} ({previous})"
         ) from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    # persist the rename itself (directory entry)
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

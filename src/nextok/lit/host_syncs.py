@@ -28,6 +28,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from nextok.console import say
+from nextok.io import atomic_write_text
 from nextok.lit.compat import is_log_step
 
 SYNC_METHODS = ("item", "__bool__", "__float__", "__int__", "tolist", "numpy", "cpu")
@@ -182,5 +183,4 @@ class HostSyncCounter(L.Callback):
         for k, v in list(s["steady_sources"].items())[:5]:
             say(f"  steady-state sync: {v}x {k}")
         path = Path(self.out_file or Path(trainer.default_root_dir) / "host_syncs.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(s, indent=2) + "\n")
+        atomic_write_text(path, json.dumps(s, indent=2) + "\n")
