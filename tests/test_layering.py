@@ -46,8 +46,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "nextok.console": ("hydra", "omegaconf", "nextok.data", "nextok.lit", "nextok.cli"),
     # the Lightning glue never calls the command-line tools (they sit on top of it)
     "nextok.lit": ("nextok.cli",),
-    # the one CLI error style is plain Python: any command can use it before heavy imports
-    "nextok.cli.errors": ("lightning", "torch", "hydra", "omegaconf", "nextok"),
+    # the one CLI error style: plain Python (+ Hydra's exception type), usable before heavy imports
+    "nextok.cli.errors": ("lightning", "torch", "omegaconf", "nextok"),
     # small shared homes every package may import: they import nothing of nextok
     "nextok.io": ("lightning", "hydra", "omegaconf", "torch", "nextok"),
     "nextok.special_tokens": ("lightning", "hydra", "omegaconf", "torch", "nextok"),

@@ -57,3 +57,26 @@ def test_ctrl_c(capsys, monkeypatch):
     assert _exit(capsys, KeyboardInterrupt()) == (130, "\n")  # streamed output: just end the line
     code, err = _exit(capsys, KeyboardInterrupt(), interrupted="interrupted; nothing saved")
     assert (code, err) == (130, "nextok-x: error: interrupted; nothing saved\n")
+
+
+class Picky:
+    def __init__(self, mode: str) -> None:
+        if mode not in ("a", "b"):
+            raise ValueError(f"module.mode must be one of ('a', 'b'), got {mode!r}")
+
+
+def test_a_value_a_constructor_refuses_names_the_node(capsys, monkeypatch):
+    """Hydra's instantiate wraps the constructor's ValueError in a 3-line message; the commands
+    report it as one line naming the config node."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    cfg = OmegaConf.create({"module": {"_target_": f"{__name__}.Picky", "mode": "c"}})
+    with pytest.raises(SystemExit) as stop:
+        with one_line_errors("nextok-x"):
+            instantiate(cfg.module)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        "nextok-x: error: module: module.mode must be one of ('a', 'b'), got 'c'\n"
+    )

@@ -10,11 +10,14 @@ switch, so one variable serves every command). Each entry point wraps its work i
 from __future__ import annotations
 
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
+
+from hydra.errors import InstantiationException
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -60,7 +63,19 @@ def one_line_errors(
             sys.exit(EXIT_INTERRUPTED)
         exit_with_error(prog, interrupted, EXIT_INTERRUPTED, e)
     except Exception as e:
+        bad = _bad_constructor_argument(e)
+        if bad is not None:  # a config value a constructor refused (Hydra's instantiate)
+            exit_with_error(prog, bad, EXIT_BAD_INPUT, e)
         for types, code in (*exit_codes, (BAD_INPUT, EXIT_BAD_INPUT)):
             if isinstance(e, types):
                 exit_with_error(prog, e, code, e)
         raise
+
+
+def _bad_constructor_argument(e: Exception) -> str | None:
+    """``<config node>: <why>`` when ``hydra.utils.instantiate`` failed because the constructor
+    refused a value (a :data:`BAD_INPUT` error); None for anything else."""
+    if not isinstance(e, InstantiationException) or not isinstance(e.__cause__, BAD_INPUT):
+        return None
+    node = re.search(r"full_key: (\S+)", str(e))
+    return f"{node.group(1)}: {e.__cause__}" if node else str(e.__cause__)

@@ -205,19 +205,20 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
     return dict(tokens=n_tokens, seconds=seconds, tokens_per_s=rate)
 
 
-_LITERAL: dict[str, list[str]] = {}
+# prompt=/stop= values exactly as typed (main() takes them out of argv before Hydra parses it)
+_LITERAL_ARGS: dict[str, list[str]] = {}
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="generate")
 def _main(cfg: DictConfig) -> None:
     with one_line_errors("nextok-generate"):  # Ctrl-C: end the streamed line, exit 130
-        run(cfg, _LITERAL)
+        run(cfg, _LITERAL_ARGS)
 
 
 def main() -> None:
     # prompt=/stop= are free text: taken out before Hydra's override grammar sees them
     sys.argv[1:], found = split_literal_args(sys.argv[1:])
-    _LITERAL.update(found)
+    _LITERAL_ARGS.update(found)
     _main()
 
 
