@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from nextok.lit import compat
 from nextok.lit.callbacks import ModelCheckpoint, ThroughputMonitor
 from nextok.lit.resume import find_resume_checkpoint
+from quiet_trainer import quiet_trainer
 
 
 class Tiny(L.LightningModule):
@@ -68,20 +69,7 @@ class Probe(L.Callback):
 
 
 def trainer(tmp_path, **kw) -> L.Trainer:
-    args = dict(
-        accelerator="cpu",
-        devices=1,
-        max_steps=6,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=str(tmp_path),
-    )
-    args.update(kw)
-    return L.Trainer(**args)
+    return quiet_trainer(tmp_path, **{"max_steps": 6, **kw})
 
 
 def logged_steps(logger: CSVLogger, key: str) -> dict[int, float]:

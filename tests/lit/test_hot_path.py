@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from nextok.lit import AdamWConfig, LMModule, NonFiniteLossError, ScheduleConfig
 from nextok.lit.callbacks import ProgressBar, RichProgressBar
 from nextok.lit.host_syncs import HostSyncCounter
+from quiet_trainer import quiet_trainer
 
 VOCAB, BLOCK = 64, 16
 
@@ -29,21 +30,7 @@ class Data(L.LightningDataModule):
 
 
 def trainer(tmp_path, **kw) -> L.Trainer:
-    args = dict(
-        accelerator="cpu",
-        devices=1,
-        max_steps=6,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(tmp_path),
-        limit_val_batches=0,
-        log_every_n_steps=1000,
-    )
-    args.update(kw)
-    return L.Trainer(**args)
+    return quiet_trainer(tmp_path, **{"max_steps": 6, "log_every_n_steps": 1000, **kw})
 
 
 def module(cfg, cls=LMModule, **kw) -> LMModule:

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nextok.checkpoint import load_checkpoint
 from nextok.lit import AdamWConfig, LMModule, NonFiniteLossError, ScheduleConfig
+from quiet_trainer import quiet_trainer
 
 VOCAB, BLOCK = 64, 16
 
@@ -32,20 +33,7 @@ class CountingData(L.LightningDataModule):
 
 
 def make_trainer(tmp_path, **kw) -> L.Trainer:
-    args = dict(
-        accelerator="cpu",
-        devices=1,
-        max_steps=4,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(tmp_path),
-        limit_val_batches=2,
-    )
-    args.update(kw)
-    return L.Trainer(**args)
+    return quiet_trainer(tmp_path, **{"max_steps": 4, "limit_val_batches": 2, **kw})
 
 
 def _module(cfg, **kw):

@@ -13,6 +13,7 @@ from nextok.lit import LMModule, ScheduleConfig
 from nextok.lit.muon import MuonAdamW, MuonConfig, build_muon, muon_param_groups
 from nextok.lit.optim import AdamWConfig, make_schedule, optim_config
 from nextok.model import ModelConfig, Transformer
+from quiet_trainer import quiet_trainer
 
 VOCAB, BLOCK = 64, 16
 
@@ -156,18 +157,7 @@ class _Data(L.LightningDataModule):
 
 
 def _trainer(tmp_path, **kw) -> L.Trainer:
-    args = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=str(tmp_path),
-        limit_val_batches=0,
-    )
-    return L.Trainer(**{**args, **kw})
+    return quiet_trainer(tmp_path, **{**kw})
 
 
 def _module() -> LMModule:
