@@ -14,7 +14,9 @@ What it measures (all in one process, every ratio against a reference measured i
    from the same initial weights (target: within 2%);
 4. KV-cached decode tokens/s of ``llama-1b`` (bf16 weights, batch 1), eager and compiled;
 5. the LM loss's peak memory at GPU shapes (``benchmarks/loss_memory.py``): plain vs chunked (vs
-   Liger when installed).
+   Liger when installed);
+6. the optimizer step of ``llama-1b`` (``benchmarks/optimizer_step.py``): Muon + AdamW with the
+   Newton-Schulz iteration in bf16 and in fp32, against AdamW and one forward + backward.
 ``--smoke`` runs the same functions on CPU with toy configs of both families, few steps and
 dynamo's ``eager`` backend (no C++ build); its numbers mean nothing, its code paths do.
 """
@@ -33,7 +35,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import loss_memory  # noqa: E402 - the sibling benchmark
+import loss_memory  # noqa: E402 - the sibling benchmarks
+import optimizer_step  # noqa: E402
 
 from nextok.generation import SamplingParams, compile_decode_step, stream  # noqa: E402
 from nextok.lit.optim import AdamWConfig, build_adamw  # noqa: E402
@@ -296,7 +299,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--skip",
         nargs="*",
         default=[],
-        choices=["train", "lightning", "precision", "decode", "loss_memory"],
+        choices=["train", "lightning", "precision", "decode", "loss_memory", "optimizer"],
     )
     return p.parse_args(argv)
 
@@ -386,6 +389,24 @@ def main(argv: list[str] | None = None) -> list[str]:
             "chunked <= 1.0x |"
         )
         section("loss memory", t0)
+    if "optimizer" not in args.skip:
+        t0 = time.perf_counter()
+        cfg = setup.models["llama-1b"]
+        med = optimizer_step.measure(
+            cfg, 1, 2 if args.smoke else 3, 1 if args.smoke else 3, setup.device
+        )
+        fb, adamw = med["fwd + bwd"], med["AdamW"]
+        detail = ", ".join(
+            f"NS {k[-4:]} {med[k] * 1e3:,.1f} ms ({med[k] / adamw:.1f}x AdamW, "
+            f"{med[k] / fb:.2f}x fwd + bwd)"
+            for k in (optimizer_step.BF16, optimizer_step.FP32)
+        )
+        rows.append(
+            f"| optimizer step, Muon + AdamW (fp32 weights) | llama-1b, fwd + bwd of 1 x "
+            f"{cfg.block_size} | AdamW {adamw * 1e3:,.1f} ms, {detail} | |"
+        )
+        release(setup)
+        section("optimizer", t0)
     total = time.perf_counter() - started
     header = [
         f"command: python {shlex.join(sys.argv)}",

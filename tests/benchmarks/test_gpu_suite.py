@@ -52,6 +52,11 @@ def test_smoke_run_prints_every_row(tmp_path):
     assert re.search(r"fp32 \d+\.\d{4}, bf16 \d+\.\d{4}: \d+\.\d+% apart", table)
     assert re.search(r"eager [\d,.]+ tok/s, compiled [\d,.]+ tok/s", table)
     assert re.search(r"plain \d+\.\d\dx / 1\.00x time, chunked \d+\.\d\dx", table)
+    assert re.search(
+        r"\| optimizer step, Muon \+ AdamW .*\| AdamW [\d.]+ ms, NS bf16 [\d.]+ ms \([\d.]+x AdamW, "
+        r"[\d.]+x fwd \+ bwd\), NS fp32 [\d.]+ ms",
+        table,
+    )
 
 
 def test_full_suite_refuses_without_cuda(tmp_path):

@@ -89,5 +89,5 @@ def test_moe_ddp_two_processes_match_single_with_muon(tmp_path, corpus):
     a = eval_loss(load_checkpoint(ddp / "checkpoints" / "last.ckpt"), text)
     b = eval_loss(load_checkpoint(single / "checkpoints" / "last.ckpt"), text)
     print(f"Muon DDP vs 1 process after {K} steps: loss {a:.7f} vs {b:.7f}")
-    # Newton-Schulz runs in bf16: the gradient's summation order shows at bf16 precision
-    assert abs(a - b) < 2e-3
+    # Newton-Schulz runs in fp32 on CPU (optim.ns_dtype=auto): only summation order differs
+    assert abs(a - b) < 1e-4

@@ -9,10 +9,16 @@ takes 2-D tensors only) are trained by AdamW, as in modded-nanogpt and Moonlight
 two inner optimizers' groups (the same dicts), so one ``LambdaLR`` schedule scales every group's
 own peak lr, and its ``state_dict`` is the standard single-optimizer format (checkpoints and exact
 resume need nothing special).
+
+The Muon half is :class:`Muon`: ``torch.optim.Muon``'s update with the Newton-Schulz iteration's
+dtype as a choice (``ns_dtype``). torch runs it in bf16, right for GPU tensor cores; on CPUs
+without bf16 matrix units bf16 matmuls are ~10x slower than fp32 ones, so ``auto`` uses fp32 off
+CUDA (``benchmarks/optimizer_step.py`` measures both).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +28,7 @@ from torch import nn
 from nextok.lit.optim import IMPLEMENTATIONS, AdamWConfig, _impl_kwargs, param_groups
 
 ADJUST_LR = ("original", "match_rms_adamw")
+NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}  # and "auto"
 
 
 @dataclass
@@ -36,6 +43,9 @@ class MuonConfig:
     ns_steps: int = 5
     weight_decay: float = 0.0
     adjust_lr_fn: str = "original"  # original (Keller) | match_rms_adamw (Moonlight)
+    ns_dtype: str = (
+        "auto"  # Newton-Schulz dtype: auto (bf16 on CUDA, else fp32) | bfloat16 | float32
+    )
     adamw_lr: float = 3e-3
     adamw_betas: tuple[float, float] = (0.9, 0.95)
     adamw_eps: float = 1e-8
@@ -62,6 +72,10 @@ class MuonConfig:
         if self.adjust_lr_fn not in ADJUST_LR:
             raise ValueError(
                 f"optim.adjust_lr_fn must be one of {ADJUST_LR}, got {self.adjust_lr_fn!r}"
+            )
+        if self.ns_dtype != "auto" and self.ns_dtype not in NS_DTYPES:
+            raise ValueError(
+                f"optim.ns_dtype must be auto, bfloat16 or float32, got {self.ns_dtype!r}"
             )
         if len(self.adamw_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adamw_betas):
             raise ValueError(
@@ -120,6 +134,78 @@ def muon_param_groups(model: nn.Module, cfg: MuonConfig) -> tuple[list[dict], li
     return muon_groups, adamw
 
 
+def ns_dtype_for(device: torch.device, ns_dtype: str) -> torch.dtype:
+    """The Newton-Schulz dtype for a matrix on ``device``: ``auto`` is bf16 on CUDA (as
+    ``torch.optim.Muon``), fp32 elsewhere (bf16 matmuls are slow on CPUs without bf16 units)."""
+    if ns_dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return NS_DTYPES[ns_dtype]
+
+
+def newton_schulz(
+    g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float, dtype
+) -> torch.Tensor:
+    """Approximately orthogonalise ``g`` (US'V^T, S' ~ 1) with ``torch.optim.Muon``'s quintic
+    iteration, computed in ``dtype``; the result is a new tensor (``g`` is never modified)."""
+    a, b, c = coefficients
+    x = g.to(dtype)
+    tall = g.size(0) > g.size(1)
+    if tall:
+        x = x.T  # iterate on the smaller Gram matrix
+    x = x / x.norm().clamp(min=eps)  # spectral norm <= Frobenius norm = 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+# torch < 2.9 has no Muon: the class still defines (MuonConfig refuses optim=muon there).
+_TorchMuon = getattr(torch.optim, "Muon", torch.optim.Optimizer)
+
+
+class Muon(_TorchMuon):
+    """``torch.optim.Muon`` (same groups, state and update) whose Newton-Schulz iteration runs in
+    ``ns_dtype`` (see :func:`ns_dtype_for`); ``tests/lit/test_muon.py`` checks that the bf16
+    update equals torch's bit for bit."""
+
+    def __init__(self, params, *, ns_dtype: str = "auto", **kwargs: Any) -> None:  # noqa: ANN001
+        super().__init__(params, **kwargs)
+        self.ns_dtype = ns_dtype  # a compute choice, not a hyper-parameter: not in the state
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001 - torch's signature
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p.grad)
+                buf = state["momentum_buffer"]
+                buf.lerp_(p.grad, 1 - mu)
+                update = p.grad.lerp(buf, mu) if group["nesterov"] else buf
+                update = newton_schulz(
+                    update,
+                    group["ns_coefficients"],
+                    group["ns_steps"],
+                    group["eps"],
+                    ns_dtype_for(p.device, self.ns_dtype),
+                )
+                rows, cols = p.shape
+                if group["adjust_lr_fn"] == "match_rms_adamw":
+                    scale = 0.2 * math.sqrt(max(rows, cols))
+                else:  # "original" (torch's default, also for None)
+                    scale = math.sqrt(max(1.0, rows / cols))
+                p.mul_(1 - lr * wd)
+                p.add_(update, alpha=-lr * scale)
+        return loss
+
+
 class MuonAdamW(torch.optim.Optimizer):
     """``torch.optim.Muon`` and ``torch.optim.AdamW`` stepped together, seen as one optimizer."""
 
@@ -158,8 +244,9 @@ def build_muon(model: nn.Module, cfg: MuonConfig) -> MuonAdamW:
     muon_groups, adamw_groups = muon_param_groups(model, cfg)
     muon = None
     if muon_groups:
-        muon = torch.optim.Muon(
+        muon = Muon(
             muon_groups,
+            ns_dtype=cfg.ns_dtype,
             lr=cfg.lr,
             momentum=cfg.momentum,
             nesterov=cfg.nesterov,
