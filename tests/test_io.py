@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from nextok.io import atomic_write, atomic_write_text
+from nextok.io import atomic_save, atomic_write, atomic_write_text
 
 
 def test_writes_text_and_creates_the_folder(tmp_path):
@@ -32,3 +32,18 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path):
     with pytest.raises(RuntimeError, match="disk gone"):
         atomic_write(f, half_then_fail)
     assert f.read_text() == "old" and os.listdir(tmp_path) == ["x.json"]
+
+
+def test_atomic_save_for_writers_that_take_a_file_name(tmp_path):
+    f = tmp_path / "model.safetensors"
+    f.write_text("old")
+
+    def save_then_fail(tmp):
+        tmp.write_bytes(b"partial")
+        raise OSError("no space left")
+
+    with pytest.raises(OSError, match="no space"):
+        atomic_save(f, save_then_fail)
+    assert f.read_text() == "old" and os.listdir(tmp_path) == ["model.safetensors"]
+    atomic_save(f, lambda tmp: tmp.write_bytes(b"new"))
+    assert f.read_bytes() == b"new" and os.listdir(tmp_path) == ["model.safetensors"]

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Create ``path`` from ``write(f)`` (``f`` a binary file) so it is fully written or untouched.
+def atomic_save(path: str | os.PathLike, save: Callable[[Path], None]) -> Path:
+    """Create ``path`` by ``save(tmp)`` (for writers that take a file name: safetensors,
+    ``tokenizers``) so it is fully written or untouched.
 
     The temp file is ``.<name>.tmp-<pid>`` next to ``path`` (concurrent writers never share
     one) and is removed on any failure; the parent folder is created when missing."""
@@ -24,10 +25,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        save(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data is on disk before the rename makes it visible
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -35,6 +38,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """:func:`atomic_save` through ``write(f)``, ``f`` a binary file."""
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            write(f)
+
+    return atomic_save(path, save)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -1,7 +1,8 @@
 """Safetensors in and out: one file or shards (``model.safetensors.index.json``), any dtype.
 
 Reading maps the HF tensors onto our names through a family's rows and checks that every stored
-tensor is used and every parameter of ours is filled. Writing shards above a size and stamps the
+tensor is used and every parameter of ours is filled. Writing shards above a size, replaces each
+file atomically (a crash leaves the old file or the new one, never half of one) and stamps the
 files 0644 (publishable as they are).
 """
 
@@ -16,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from nextok.hf.family import Family, Row
+from nextok.io import atomic_save, atomic_write_text
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -178,7 +180,9 @@ def write_tensors(
     paths = []
     for name, shard in zip(names, shards, strict=True):
         paths.append(out_dir / name)
-        save_file(shard, str(paths[-1]), metadata={"format": "pt"})
+        atomic_save(
+            paths[-1], lambda tmp, s=shard: save_file(s, str(tmp), metadata={"format": "pt"})
+        )
     if len(shards) > 1:
         total = sum(t.numel() * t.element_size() for t in tensors.values())
         index = {
@@ -192,6 +196,6 @@ def write_tensors(
 
 
 def write_json(path: Path, data: dict) -> Path:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
     os.chmod(path, FILE_MODE)
     return path
