@@ -91,3 +91,43 @@ def test_moe_ddp_two_processes_match_single_with_muon(tmp_path, corpus):
     print(f"Muon DDP vs 1 process after {K} steps: loss {a:.7f} vs {b:.7f}")
     # Newton-Schulz runs in fp32 on CPU (optim.ns_dtype=auto): only summation order differs
     assert abs(a - b) < 1e-4
+
+
+@pytest.mark.slow
+def test_moe_fsdp2_with_muon_matches_single_and_resumes_exactly(tmp_path, corpus):
+    """optim=muon under FSDP2 (2 gloo processes; expert banks sharded over experts, matrices over
+    rows: each rank all-gathers the update for Newton-Schulz): K steps, then a resume of the
+    sharded checkpoint (Muon momentum + Adam moments) to K2 steps, equal 1 process run K2 steps."""
+    k2 = K + 2
+    extra = ["optim=muon", "optim.lr=0.02"]
+    single = tmp_path / "single"
+    run_train(
+        [
+            *_common(corpus, single),
+            *extra,
+            "trainer=cpu",
+            f"data.batch_size={GLOBAL_BATCH}",
+            f"trainer.max_steps={k2}",
+        ]
+    )
+    fsdp = tmp_path / "fsdp"
+    two = [
+        *_common(corpus, fsdp, single / "tokenizer.json"),
+        *extra,
+        "trainer=fsdp_cpu",
+        "trainer.devices=2",
+        f"data.batch_size={GLOBAL_BATCH // 2}",
+    ]
+    run_train(two)  # K steps
+    out, _ = run_train([*two, f"trainer.max_steps={k2}", "resume=auto"])
+    sharded = fsdp / "checkpoints" / "last.ckpt"
+    assert f"resuming from {sharded}" in out
+    ref = load_checkpoint(single / "checkpoints" / "last.ckpt")
+    got = load_checkpoint(consolidate(sharded, tmp_path / "k.pt"))
+    assert got.meta["tokens_seen"] == ref.meta["tokens_seen"]
+    text = corpus.read_text()[-20_000:]
+    a, b = eval_loss(got, text), eval_loss(ref, text)
+    print(f"Muon FSDP2 ({K} steps + resumed to {k2}) vs 1 process: loss {a:.7f} vs {b:.7f}")
+    assert abs(a - b) < 1e-4
+    for name, p in ref.model.state_dict().items():
+        torch.testing.assert_close(got.model.state_dict()[name], p, rtol=0, atol=1e-4, msg=name)

@@ -176,3 +176,30 @@ def test_tensor_parallel_two_processes_match_single(tmp_path, corpus, single):
     got, ref = _loss(last, corpus), _loss(_step_ckpt(single, K), corpus)
     print(f"TP vs 1 process after {K} steps: loss {got:.7f} vs {ref:.7f}")
     assert abs(got - ref) < TOL, f"tensor-parallel loss {got} vs 1-process {ref}"
+
+
+@pytest.mark.slow
+def test_tensor_parallel_with_muon_matches_single(tmp_path, corpus):
+    """optim=muon with tensor parallel size 2 (matrices split by rows or columns, fused weights
+    strided): every rank all-gathers each update for Newton-Schulz and keeps its part."""
+    muon = ["optim=muon", "optim.lr=0.02", f"trainer.max_steps={K}"]
+    single = tmp_path / "single"
+    run_train(
+        [*_common(corpus, single, None), *muon, "trainer=cpu", f"data.batch_size={GLOBAL_BATCH}"]
+    )
+    tp = tmp_path / "tp"
+    run_train(
+        [
+            *_common(corpus, tp, single / "tokenizer.json"),
+            *muon,
+            "trainer=fsdp_cpu",
+            "trainer.strategy.tensor_parallel_size=2",
+            "global_batch_size=null",
+            f"data.batch_size={GLOBAL_BATCH}",
+            f"callbacks.last_checkpoint.every_n_train_steps={K}",
+        ]
+    )
+    got = _loss(tp / "checkpoints" / "last.ckpt", corpus)
+    ref = _loss(single / "checkpoints" / "last.ckpt", corpus)
+    print(f"TP + Muon vs 1 process after {K} steps: loss {got:.7f} vs {ref:.7f}")
+    assert abs(got - ref) < 1e-4

@@ -262,11 +262,6 @@ class LMModule(ModelSetup, ValidationHooks, CheckpointHooks, L.LightningModule):
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self):
-        if isinstance(self.optim_config, MuonConfig) and self.device_mesh is not None:
-            raise ValueError(
-                "optim=muon supports single-device and DDP runs (trainer=cpu, gpu, ddp, ddp_sim), "
-                "not FSDP2/tensor parallel (trainer=fsdp, fsdp_cpu): Muon needs whole matrices"
-            )
         optimizer = build_optimizer(self.model, self.optim_config)
         max_steps = self.trainer.max_steps if self.trainer is not None else -1
         schedule = make_schedule(

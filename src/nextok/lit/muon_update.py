@@ -1,5 +1,8 @@
-"""Muon's update (``torch.optim.Muon``'s) with two additions: the Newton-Schulz dtype is a
-choice, and 3-D MoE expert banks ``(experts, out, in)`` are orthogonalised one expert at a time.
+"""Muon's update (``torch.optim.Muon``'s) with three additions: the Newton-Schulz dtype is a
+choice, 3-D MoE expert banks ``(experts, out, in)`` are orthogonalised one expert at a time, and
+sharded parameters (FSDP2 / tensor parallel DTensors) work: Newton-Schulz needs the whole matrix,
+so each rank all-gathers the momentum update, iterates on it (every rank the same, redundantly:
+simple and exact; distributing matrices over ranks would save compute), and keeps its own shard.
 
 torch runs Newton-Schulz in bf16, right for GPU tensor cores; on CPUs without bf16 matrix units a
 bf16 matmul is 10-16x slower than an fp32 one, so ``auto`` uses fp32 off CUDA
@@ -12,6 +15,7 @@ import math
 from typing import Any
 
 import torch
+from torch.distributed.tensor import DTensor, Replicate
 
 NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}  # and "auto"
 
@@ -56,6 +60,21 @@ def lr_scale(shape: torch.Size, adjust_lr_fn: str | None) -> float:
     return math.sqrt(max(1.0, rows / cols))  # "original" (torch's default, also for None)
 
 
+def whole(t: torch.Tensor) -> torch.Tensor:
+    """The full matrix of a sharded tensor (an all-gather), a plain tensor as it is."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def shard_like(full: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``full`` (the same on every rank) laid out as ``p``: this rank's shard (no communication:
+    replicated to sharded is a local slice)."""
+    if not isinstance(p, DTensor):
+        return full
+    mesh = p.device_mesh
+    replicated = DTensor.from_local(full, mesh, [Replicate()] * mesh.ndim, run_check=False)
+    return replicated.redistribute(mesh, p.placements)
+
+
 # torch < 2.9 has no Muon: the class still defines (MuonConfig refuses optim=muon there).
 _TorchMuon = getattr(torch.optim, "Muon", torch.optim.Optimizer)
 
@@ -95,12 +114,13 @@ class Muon(_TorchMuon):
                 buf.lerp_(p.grad, 1 - mu)
                 update = p.grad.lerp(buf, mu) if group["nesterov"] else buf
                 update = newton_schulz(
-                    update,
+                    whole(update),
                     group["ns_coefficients"],
                     group["ns_steps"],
                     group["eps"],
                     ns_dtype_for(p.device, self.ns_dtype),
                 )
+                update = shard_like(update, p)
                 p.mul_(1 - lr * wd)
                 p.add_(update, alpha=-lr * lr_scale(p.shape, group["adjust_lr_fn"]))
         return loss
