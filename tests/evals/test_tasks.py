@@ -9,7 +9,7 @@ import pytest
 import yaml
 from eval_helpers import tiny_tokenizer
 
-from nextok.data.sources import split_train_val, stdlib_dataset
+from nextok.data.sources import _is_val_doc, split_train_val, stdlib_dataset
 from nextok.evals import load_task, scoring_options
 from nextok.evals.scoring import encode_example
 
@@ -144,3 +144,19 @@ def test_stdlib_next_line_skips_passages_seen_in_training(monkeypatch):
     # context are all shared (so the passage occurs in every training file)
     with pytest.raises(ValueError, match="stdlib_next_line: only 52 held-out lines qualify"):
         load_task("x", {"kind": "stdlib_next_line", "val_fraction": 0.2, "num_examples": 60})
+
+
+def test_stdlib_next_line_streaming_holds_out_what_a_streamed_run_holds_out():
+    """A streamed stdlib holds out files by content hash, not by the map-style seeded draw: the
+    task must use the run's rule, or it scores files a streamed run trained on."""
+    examples = load_task("x", {"kind": "stdlib_next_line", "streaming": True, "num_examples": 100})
+    docs = stdlib_dataset()["text"]
+    _, map_val = split_train_val(stdlib_dataset(), 0.01, 1337)
+    map_held_out = set(map_val["text"])
+    outside_map_split = 0
+    for ex in examples:
+        passage = ex.context + ex.choices[ex.gold]
+        home = [t for t in docs if passage + "\n" in t or t.endswith(passage)]
+        assert home and all(_is_val_doc(t, 0.01, 1337) for t in home)  # the hash's held-out
+        outside_map_split += not any(t in map_held_out for t in home)
+    assert outside_map_split > 50  # the two rules pick different files: the choice matters

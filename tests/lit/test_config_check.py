@@ -46,6 +46,9 @@ def test_wrong_values_name_the_key(override, message):
         ["trainer.max_time=00:00:01:00"],
         ["optim.lr=1"],
         ["model.vocab_size=4096"],
+        ["data.streaming=true"],  # the task follows: streaming: ${data.streaming}
+        ["data=mixture"],
+        ["data=tinystories"],  # no stdlib in training: any held-out stdlib files are unseen
     ],
 )
 def test_shipped_configs_pass(overrides):
@@ -81,3 +84,26 @@ def test_sampling_callback_state_key_is_unchanged_by_the_move():
     from nextok.lit.sample_callback import SamplingCallback
 
     assert SamplingCallback().state_key == "SamplingCallback"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["tasks.stdlib_next_line.streaming=false", "data.streaming=true"],
+            "tasks.stdlib_next_line: streaming=False but data trains with streaming=True",
+        ),
+        (
+            ["tasks.stdlib_next_line.val_fraction=0.05"],
+            "tasks.stdlib_next_line: val_fraction=0.05 but data trains with val_fraction=0.01",
+        ),
+        (
+            ["data=mixture", "+data.sources.code.val_fraction=0.02"],
+            "val_fraction=0.01 but data.sources.code trains with val_fraction=0.02",
+        ),
+    ],
+)
+def test_a_task_holding_out_other_files_than_the_data_is_refused(overrides, message):
+    with pytest.raises(ValueError) as err:
+        check_config(_cfg(*overrides))
+    assert message in str(err.value) and "\n" not in str(err.value)

@@ -12,15 +12,8 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, TensorDataset
 
 from nextok.lit import LMModule, ScheduleConfig
-from nextok.lit.muon import (
-    Muon,
-    MuonAdamW,
-    MuonConfig,
-    build_muon,
-    muon_param_groups,
-    newton_schulz,
-    ns_dtype_for,
-)
+from nextok.lit.muon import MuonAdamW, MuonConfig, build_muon, muon_param_groups
+from nextok.lit.muon_update import Muon, newton_schulz, ns_dtype_for
 from nextok.lit.optim import AdamWConfig, make_schedule, optim_config
 from nextok.model import ModelConfig, Transformer
 from quiet_trainer import quiet_trainer
@@ -80,6 +73,68 @@ def test_ns_dtype_auto_is_bf16_on_cuda_only():
     assert build_muon(model, MuonConfig(ns_dtype="bfloat16"))._inner[0].ns_dtype == "bfloat16"
     with pytest.raises(ValueError, match="optim.ns_dtype must be auto, bfloat16 or float32"):
         MuonConfig(ns_dtype="fp16")
+
+
+def test_an_expert_bank_update_equals_its_experts_one_by_one():
+    """A 3-D bank (experts, out, in) gets per expert exactly the update that expert's matrix
+    alone gets (batched Newton-Schulz, per-matrix norm and lr factor)."""
+    torch.manual_seed(0)
+    for shape in [(4, 48, 16), (4, 16, 48)]:  # tall (w_fc-like) and wide (w_proj-like)
+        bank = nn.Parameter(torch.randn(shape))
+        alone = [nn.Parameter(bank.detach()[e].clone()) for e in range(shape[0])]
+        kw = {"lr": 0.02, "weight_decay": 0.1, "ns_dtype": "float32"}
+        other = nn.Parameter(torch.randn(8, 8))  # torch's constructor wants a 2-D matrix
+        a = Muon([{"params": [other]}, {"params": [bank]}], **kw)
+        b = Muon(alone, **kw)
+        with pytest.raises(ValueError, match="at least one 2-D matrix"):
+            Muon([{"params": [bank]}], **kw)
+        for _ in range(3):
+            g = torch.randn(shape)
+            bank.grad = g.clone()
+            for e, p in enumerate(alone):
+                p.grad = g[e].clone()
+            a.step()
+            b.step()
+        for e, p in enumerate(alone):
+            torch.testing.assert_close(bank[e], p, rtol=0, atol=1e-6)
+        assert not torch.equal(bank[0], bank[1])
+
+
+def test_moe_expert_banks_go_to_muon_unless_moe_experts_adamw():
+    cfg = ModelConfig(
+        vocab_size=VOCAB,
+        block_size=BLOCK,
+        n_layer=2,
+        n_head=2,
+        d_model=32,
+        mlp="moe",
+        n_experts=4,
+        moe_top_k=2,
+        first_k_dense=1,
+    )
+    model = Transformer(cfg)
+    moe = model.blocks[1].mlp
+    banks = {id(moe.w_fc), id(moe.w_proj)}
+    muon, adamw = muon_param_groups(model, MuonConfig())
+    assert [_ids(g["params"]) for g in muon][1] == banks  # a group of their own, after matrices
+    assert all(p.ndim == 2 for p in muon[0]["params"])
+    assert id(moe.router.weight) in set().union(*(_ids(g["params"]) for g in adamw))
+    muon2, adamw2 = muon_param_groups(model, MuonConfig(moe_experts="adamw"))
+    assert len(muon2) == 1 and banks <= set().union(*(_ids(g["params"]) for g in adamw2))
+    opt = build_muon(model, MuonConfig(lr=0.02))
+    assert opt.param_groups[1]["lr"] == 0.02 and opt.param_groups[1]["momentum"] == 0.95
+    x = torch.randint(0, VOCAB, (2, BLOCK))
+    before = moe.w_fc.detach().clone()
+    model(x, x)[1].backward()
+    opt.step()
+    assert not torch.equal(before, moe.w_fc)
+    assert opt.state[moe.w_fc]["momentum_buffer"].shape == moe.w_fc.shape
+    # a state saved with the banks under AdamW does not fit: one line naming the key
+    old = build_muon(model, MuonConfig(moe_experts="adamw"))
+    with pytest.raises(ValueError, match="optim.moe_experts"):
+        build_muon(model, MuonConfig()).load_state_dict(old.state_dict())
+    with pytest.raises(ValueError, match="optim.moe_experts must be muon or adamw"):
+        MuonConfig(moe_experts="sgd")
 
 
 @pytest.mark.parametrize("tie", [True, False])

@@ -2,9 +2,11 @@
 
 Each example shows up to ``context_lines`` consecutive lines of a held-out file and asks for the
 true next line among ``num_choices`` candidates; the others are lines drawn from *other*
-held-out files. The held-out files are exactly the default data's validation documents
-(``split_train_val(stdlib, val_fraction, seed)``), so a model trained on the default run never
-saw them. Some held-out text is duplicated in training files all the same (e.g. the codec tables
+held-out files. The held-out files are exactly the training data's validation documents
+(``split_train_val`` of the stdlib source with the run's ``val_fraction``, ``seed`` and
+``streaming``: a streamed source holds out by content hash, a map-style one by a seeded draw), so
+the model never saw them; :func:`check_held_out` refuses a task whose keys differ from the data
+config's (it would score files the model trained on). Some held-out text is duplicated in training files all the same (e.g. the codec tables
 of ``encodings/mac_*.py``), so a position whose context + true line occurs verbatim in the
 training documents is skipped (decontamination: the task measures prediction, not recall).
 Everything is drawn from ``task_seed``: the same examples on every run and rank. Chance is
@@ -20,6 +22,10 @@ are split on ``"\\n"`` only, so context + gold choice is a verbatim slice of the
 """
 
 from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +45,7 @@ def _candidate_lines(text: str, min_chars: int, max_chars: int) -> tuple[list[st
 def stdlib_next_line(
     seed: int = 1337,
     val_fraction: float = 0.01,
+    streaming: bool = False,
     num_examples: int = 300,
     num_choices: int = 4,
     context_lines: int = 6,
@@ -46,16 +53,18 @@ def stdlib_next_line(
     max_chars: int = 100,
     task_seed: int = 0,
 ) -> list[MCExample]:
-    """Build the task (``seed``/``val_fraction``: the data config's held-out split)."""
-    from nextok.data.sources import split_train_val, stdlib_dataset
+    """Build the task (``seed``/``val_fraction``/``streaming``: the data config's held-out split)."""
+    from nextok.data.sources import iter_texts, load_source, split_train_val
 
     if num_choices < 2 or num_examples < 1 or context_lines < 1:
         raise ValueError(
             "stdlib_next_line: need num_choices >= 2, num_examples >= 1, context_lines >= 1"
         )
-    train, val = split_train_val(stdlib_dataset(), val_fraction, seed)
-    seen_in_training = "\x00".join(train["text"])
-    files = [_candidate_lines(t, min_chars, max_chars) for t in val["text"]]
+    train, val = split_train_val(
+        load_source("stdlib", "train", streaming=streaming), val_fraction, seed
+    )
+    seen_in_training = "\x00".join(t for b in iter_texts(train) for t in b)
+    files = [_candidate_lines(t, min_chars, max_chars) for b in iter_texts(val) for t in b]
     files = [(lines, idx) for lines, idx in files if idx]
     if len(files) < 2:
         raise ValueError(
@@ -94,3 +103,40 @@ def stdlib_next_line(
             f"{num_examples}); lower num_examples or raise val_fraction"
         )
     return out
+
+
+HELD_OUT_KEYS = ("val_fraction", "seed", "streaming")  # what decides the stdlib's held-out files
+
+
+def training_held_out(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Where a data config trains on the stdlib: ``{config path: {val_fraction, seed, streaming}}``.
+
+    ``data=mixture``: every source with ``source: stdlib``; a source's own ``val_fraction`` and
+    ``streaming`` override the shared keys (``seed`` is shared). Keys a config lacks take
+    :func:`stdlib_next_line`'s defaults, which are the data modules' defaults."""
+    defaults = inspect.signature(stdlib_next_line).parameters
+    shared = {k: data.get(k, defaults[k].default) for k in HELD_OUT_KEYS}
+    sources = data.get("sources")
+    if sources:
+        return {
+            f"data.sources.{name}": {**shared, **{k: src[k] for k in HELD_OUT_KEYS if k in src}}
+            for name, src in sources.items()
+            if src.get("source", data.get("source")) == "stdlib"
+        }
+    return {"data": shared} if data.get("source") == "stdlib" else {}
+
+
+def check_held_out(task: str, spec: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+    """Refuse (one line) a ``stdlib_next_line`` spec whose held-out files are not the training
+    data's: it would score lines the model trained on, an optimistic accuracy reported silently."""
+    defaults = inspect.signature(stdlib_next_line).parameters
+    mine = {k: spec.get(k, defaults[k].default) for k in HELD_OUT_KEYS}
+    for where, theirs in training_held_out(data).items():
+        diff = [k for k in HELD_OUT_KEYS if mine[k] != theirs[k]]
+        if diff:
+            raise ValueError(
+                f"tasks.{task}: {', '.join(f'{k}={mine[k]}' for k in diff)} but {where} trains "
+                f"with {', '.join(f'{k}={theirs[k]}' for k in diff)}: its held-out files would "
+                f"include training files; set {', '.join(f'tasks.{task}.{k}' for k in diff)} "
+                "to the data config's values"
+            )

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from nextok.console import say
+from nextok.evals.stdlib_task import check_held_out
 from nextok.lit.compat import locate
 from nextok.model import ModelConfig
 
@@ -117,6 +118,17 @@ def upgrade_moved_targets(cfg: DictConfig) -> None:
                 say(f"{group}.{key}._target_: {old} moved to {node._target_}; update your config")
 
 
+def check_tasks(cfg: DictConfig) -> None:
+    """A ``stdlib_next_line`` task must hold out the files the data config holds out."""
+    tasks, data = cfg.get("tasks"), cfg.get("data")
+    if not tasks or data is None:
+        return
+    data = OmegaConf.to_container(data, resolve=True)
+    for name, spec in OmegaConf.to_container(tasks, resolve=True).items():
+        if isinstance(spec, dict) and spec.get("kind") == "stdlib_next_line":
+            check_held_out(name, spec, data)
+
+
 def check_config(cfg: DictConfig) -> None:
     """Types of every constructor argument, then the model config itself (before any data work)."""
     upgrade_moved_targets(cfg)
@@ -125,6 +137,7 @@ def check_config(cfg: DictConfig) -> None:
     for group in GROUPS:
         for key, node in (cfg.get(group) or {}).items():
             check_node(f"{group}.{key}", node)
+    check_tasks(cfg)
     model = OmegaConf.to_container(cfg.model, resolve=True)
     model.pop("_target_", None)
     if model.get("vocab_size") is None:

@@ -1,34 +1,33 @@
 """Muon for the hidden weight matrices, AdamW for everything else, as one optimizer.
 
 Muon (Jordan et al. 2024, ``torch.optim.Muon``) orthogonalises the momentum of a 2-D weight with
-a Newton-Schulz iteration; it is meant for the matrices *inside* the network. Embeddings, the LM
-head (tied or not), norm gains, biases, MoE routers and 3-D expert banks (``torch.optim.Muon``
-takes 2-D tensors only) are trained by AdamW, as in modded-nanogpt and Moonlight.
+a Newton-Schulz iteration; it is meant for the matrices *inside* the network, MoE experts
+included (each expert's matrix on its own, as Moonlight and Kimi K2 do; ``moe_experts: adamw``
+leaves the 3-D expert banks to AdamW). Embeddings, the LM head (tied or not), norm gains, biases
+and MoE routers are trained by AdamW, as in modded-nanogpt and Moonlight.
 
 :class:`MuonAdamW` presents both as one ``torch.optim.Optimizer``: its ``param_groups`` are the
 two inner optimizers' groups (the same dicts), so one ``LambdaLR`` schedule scales every group's
 own peak lr, and its ``state_dict`` is the standard single-optimizer format (checkpoints and exact
 resume need nothing special).
 
-The Muon half is :class:`Muon`: ``torch.optim.Muon``'s update with the Newton-Schulz iteration's
-dtype as a choice (``ns_dtype``). torch runs it in bf16, right for GPU tensor cores; on CPUs
-without bf16 matrix units bf16 matmuls are ~10x slower than fp32 ones, so ``auto`` uses fp32 off
-CUDA (``benchmarks/optimizer_step.py`` measures both).
+The Muon half is :class:`nextok.lit.muon_update.Muon` (``torch.optim.Muon``'s update, with the
+Newton-Schulz dtype as a choice and 3-D expert banks).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from nextok.lit.muon_update import NS_DTYPES, Muon
 from nextok.lit.optim import IMPLEMENTATIONS, AdamWConfig, _impl_kwargs, param_groups
+from nextok.model.moe import MoE
 
 ADJUST_LR = ("original", "match_rms_adamw")
-NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}  # and "auto"
 
 
 @dataclass
@@ -46,6 +45,7 @@ class MuonConfig:
     ns_dtype: str = (
         "auto"  # Newton-Schulz dtype: auto (bf16 on CUDA, else fp32) | bfloat16 | float32
     )
+    moe_experts: str = "muon"  # muon: every expert matrix by Muon | adamw: expert banks by AdamW
     adamw_lr: float = 3e-3
     adamw_betas: tuple[float, float] = (0.9, 0.95)
     adamw_eps: float = 1e-8
@@ -77,6 +77,8 @@ class MuonConfig:
             raise ValueError(
                 f"optim.ns_dtype must be auto, bfloat16 or float32, got {self.ns_dtype!r}"
             )
+        if self.moe_experts not in ("muon", "adamw"):
+            raise ValueError(f"optim.moe_experts must be muon or adamw, got {self.moe_experts!r}")
         if len(self.adamw_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adamw_betas):
             raise ValueError(
                 f"optim.adamw_betas must be two numbers in [0, 1), got {list(self.adamw_betas)}"
@@ -104,8 +106,9 @@ class MuonConfig:
         )
 
 
-def muon_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The hidden 2-D matrices: weights of ``nn.Linear`` layers inside ``model.blocks``.
+def muon_parameters(model: nn.Module, experts: bool = True) -> list[nn.Parameter]:
+    """The hidden matrices: weights of ``nn.Linear`` layers inside ``model.blocks`` and, when
+    ``experts``, the 3-D MoE expert banks (``(experts, out, in)``: one matrix per expert).
 
     Not the embeddings or the LM head (outside the blocks), and not Linear layers flagged
     ``no_muon`` (MoE routers: a softmax over a handful of logits, better left to AdamW).
@@ -114,96 +117,33 @@ def muon_parameters(model: nn.Module) -> list[nn.Parameter]:
     for block in getattr(model, "blocks", []):
         for module in block.modules():
             if isinstance(module, nn.Linear) and not getattr(module, "no_muon", False):
-                p = module.weight
-                if p.requires_grad and p.ndim == 2 and id(p) not in seen:
+                found = [module.weight]
+            elif isinstance(module, MoE) and experts:
+                found = [module.w_fc, module.w_proj]
+            else:
+                continue
+            for p in found:
+                if p.requires_grad and p.ndim in (2, 3) and id(p) not in seen:
                     seen.add(id(p))
                     out.append(p)
     return out
 
 
 def muon_param_groups(model: nn.Module, cfg: MuonConfig) -> tuple[list[dict], list[dict]]:
-    """``(muon_groups, adamw_groups)``: every trainable parameter in exactly one group."""
-    muon = muon_parameters(model)
+    """``(muon_groups, adamw_groups)``: every trainable parameter in exactly one group. Muon's
+    are the 2-D matrices, then (a group of their own, MoE models only) the expert banks."""
+    muon = muon_parameters(model, experts=cfg.moe_experts == "muon")
     ids = {id(p) for p in muon}
     adamw = []
     for group in param_groups(model, cfg.adamw_config()):
         rest = [p for p in group["params"] if id(p) not in ids]
         if rest:
             adamw.append({**group, "params": rest})
-    muon_groups = [{"params": muon, "weight_decay": cfg.weight_decay}] if muon else []
+    muon_groups = []
+    for params in ([p for p in muon if p.ndim == 2], [p for p in muon if p.ndim == 3]):
+        if params:
+            muon_groups.append({"params": params, "weight_decay": cfg.weight_decay})
     return muon_groups, adamw
-
-
-def ns_dtype_for(device: torch.device, ns_dtype: str) -> torch.dtype:
-    """The Newton-Schulz dtype for a matrix on ``device``: ``auto`` is bf16 on CUDA (as
-    ``torch.optim.Muon``), fp32 elsewhere (bf16 matmuls are slow on CPUs without bf16 units)."""
-    if ns_dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return NS_DTYPES[ns_dtype]
-
-
-def newton_schulz(
-    g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float, dtype
-) -> torch.Tensor:
-    """Approximately orthogonalise ``g`` (US'V^T, S' ~ 1) with ``torch.optim.Muon``'s quintic
-    iteration, computed in ``dtype``; the result is a new tensor (``g`` is never modified)."""
-    a, b, c = coefficients
-    x = g.to(dtype)
-    tall = g.size(0) > g.size(1)
-    if tall:
-        x = x.T  # iterate on the smaller Gram matrix
-    x = x / x.norm().clamp(min=eps)  # spectral norm <= Frobenius norm = 1
-    for _ in range(steps):
-        gram = x @ x.T
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return x.T if tall else x
-
-
-# torch < 2.9 has no Muon: the class still defines (MuonConfig refuses optim=muon there).
-_TorchMuon = getattr(torch.optim, "Muon", torch.optim.Optimizer)
-
-
-class Muon(_TorchMuon):
-    """``torch.optim.Muon`` (same groups, state and update) whose Newton-Schulz iteration runs in
-    ``ns_dtype`` (see :func:`ns_dtype_for`); ``tests/lit/test_muon.py`` checks that the bf16
-    update equals torch's bit for bit."""
-
-    def __init__(self, params, *, ns_dtype: str = "auto", **kwargs: Any) -> None:  # noqa: ANN001
-        super().__init__(params, **kwargs)
-        self.ns_dtype = ns_dtype  # a compute choice, not a hyper-parameter: not in the state
-
-    @torch.no_grad()
-    def step(self, closure=None):  # noqa: ANN001 - torch's signature
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p.grad)
-                buf = state["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - mu)
-                update = p.grad.lerp(buf, mu) if group["nesterov"] else buf
-                update = newton_schulz(
-                    update,
-                    group["ns_coefficients"],
-                    group["ns_steps"],
-                    group["eps"],
-                    ns_dtype_for(p.device, self.ns_dtype),
-                )
-                rows, cols = p.shape
-                if group["adjust_lr_fn"] == "match_rms_adamw":
-                    scale = 0.2 * math.sqrt(max(rows, cols))
-                else:  # "original" (torch's default, also for None)
-                    scale = math.sqrt(max(1.0, rows / cols))
-                p.mul_(1 - lr * wd)
-                p.add_(update, alpha=-lr * scale)
-        return loss
 
 
 class MuonAdamW(torch.optim.Optimizer):
@@ -225,7 +165,14 @@ class MuonAdamW(torch.optim.Optimizer):
             start += n
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)  # rebuilds param_groups and state as new objects
+        try:
+            super().load_state_dict(state_dict)  # rebuilds param_groups and state as new objects
+        except ValueError as err:  # torch: "... parameter group that doesn't match the size ..."
+            raise ValueError(
+                f"the checkpoint's optimizer state does not fit optim=muon's parameter groups "
+                f"({err}); resume with the optimizer settings it was trained with (optim=..., "
+                "optim.moe_experts=...)"
+            ) from err
         self._bind()
 
     @torch.no_grad()
