@@ -65,7 +65,7 @@ def test_ckpt_mode_uses_the_recorded_split_and_tasks_follow_it():
     assert OmegaConf.to_container(data)["block_size"] == "${model.block_size}"
     # stdlib_next_line's held-out files are the same recorded split
     task = OmegaConf.to_container(cfg.tasks, resolve=True)["stdlib_next_line"]
-    assert (task["seed"], task["val_fraction"]) == (7, 0.05)
+    assert (task["seed"], task["val_fraction"], task["streaming"]) == (7, 0.05, True)
 
 
 def test_ckpt_mode_refuses_data_overrides_in_one_line():
