@@ -5,6 +5,11 @@ start with ``model.`` (the LightningModule's :class:`Transformer`) and which car
 entry: ``{"model_config": dict, "tokenizer_json": str, "tokens_seen": int, ...}``. So
 ``generate``, ``eval`` and ``export`` need nothing but the file. A Hugging Face model folder
 loads through the same function (:func:`load_hf_checkpoint`).
+
+``data_config`` (since nextok-eval's ``data_from``): the run's resolved ``data`` config as a plain
+dict (secret-looking values redacted), so ``nextok-eval`` scores the held-out split the model was
+trained without; checkpoints without it (older ones, Hugging Face folders) still load, and
+nextok-eval then uses its ``data`` group and says so (:mod:`nextok.cli.eval_data`).
 """
 
 from __future__ import annotations

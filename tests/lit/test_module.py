@@ -159,6 +159,7 @@ def test_checkpoint_contract(tmp_path, tiny_config):
     trainer.save_checkpoint(path)
     ckpt = torch.load(path, weights_only=True)  # plain containers only
     assert ckpt["nextok"]["tokens_seen"] == 2 * 4 * 16
+    assert "data_config" not in ckpt["nextok"]  # only what the app handed over (below)
     assert all(k.startswith("model.") for k in ckpt["state_dict"])
     loaded = load_checkpoint(path)
     assert loaded.config == tiny_config
@@ -174,6 +175,12 @@ def test_checkpoint_contract(tmp_path, tiny_config):
     # the hyper-parameters rebuild the module
     again = LMModule.load_from_checkpoint(path, weights_only=False)
     assert again.model_config == tiny_config and again.optim_config == module.optim_config
+    # the run's data config, set by the app, is recorded as given (nextok-eval's val split)
+    module.data_config = {"source": "stdlib", "val_fraction": 0.05, "seed": 7}
+    trainer.save_checkpoint(tmp_path / "d.ckpt")
+    meta = torch.load(tmp_path / "d.ckpt", weights_only=True)["nextok"]
+    assert meta["data_config"] == module.data_config
+    assert load_checkpoint(tmp_path / "d.ckpt").meta["data_config"]["val_fraction"] == 0.05
 
 
 def test_resume_with_other_model_config_is_a_clear_error(tmp_path, tiny_config):

@@ -1,17 +1,19 @@
 """``nextok-eval``: loss, perplexity, bits per byte and task accuracies of checkpoints.
 
-Uses each checkpoint's tokenizer and model config (nothing else is needed from the training run)
-and the ``data`` config group for the documents, so a model can be scored on any corpus; several
+Uses each checkpoint's tokenizer and model config and, for the documents, the data config its
+training run recorded (so "val" is that run's held-out split; ``data_from=config``: the ``data``
+config group instead, to score a model on any corpus: :mod:`nextok.cli.eval_data`); several
 checkpoints give one table (``json=true``: JSON lines instead; ``out=FILE``: a JSON file)::
 
     nextok-eval ckpt=runs/default/<time>/checkpoints/last.ckpt
     nextok-eval ckpt='[a.ckpt,b.ckpt]' tasks='[stdlib_next_line,hellaswag]'
-    nextok-eval ckpt=PATH data=stdlib split=train max_batches=20 out=eval.json
+    nextok-eval ckpt=PATH data_from=config data=stdlib split=train max_batches=20 out=eval.json
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,20 +34,28 @@ def checkpoints(cfg: DictConfig) -> list[str]:
     return paths
 
 
-def evaluate(cfg: DictConfig, ckpt: str | None = None) -> dict:
-    """Scores of one checkpoint (``ckpt``, default: ``cfg.ckpt``)."""
+def evaluate(
+    cfg: DictConfig,
+    ckpt: str | None = None,
+    overrides: list[str] | None = None,
+    data_group: str | None = None,
+) -> dict:
+    """Scores of one checkpoint (``ckpt``, default: ``cfg.ckpt``). ``overrides``/``data_group``:
+    the command line's overrides and the ``data`` group's name (see :func:`choose_data`)."""
     with tempfile.TemporaryDirectory(prefix="nextok-eval-") as scratch:
         cfg = cfg.copy()
         with open_dict(cfg):
             cfg.ckpt = ckpt or checkpoints(cfg)[0]
-        return _evaluate(cfg, Path(scratch))
+        return _evaluate(cfg, Path(scratch), overrides or [], data_group)
 
 
-def _evaluate(cfg: DictConfig, scratch: Path) -> dict:
+def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: str | None) -> dict:
     import torch
     from hydra.utils import instantiate
 
     from nextok.checkpoint import load_checkpoint
+    from nextok.cli.eval_data import choose_data
+    from nextok.console import say
     from nextok.data.tokenizer import hf_tokenizer_config, save_tokenizer
     from nextok.dtypes import as_dtype
     from nextok.io import atomic_write_text
@@ -59,6 +69,8 @@ def _evaluate(cfg: DictConfig, scratch: Path) -> dict:
     dtype = as_dtype(cfg.dtype, "dtype")
     loaded = load_checkpoint(cfg.ckpt, device=device, dtype=dtype, block_size=cfg.model.block_size)
     model, mcfg = loaded.model, loaded.config
+    # the held-out split of the run's own data config (tasks like stdlib_next_line follow it)
+    say(choose_data(cfg, loaded.meta, str(cfg.ckpt), overrides, data_group), file=_info(cfg))
 
     # The checkpoint's tokenizer, via a file, since the datamodule takes a tokenizer path.
     tok_file = scratch / "tokenizer.json"
@@ -123,6 +135,11 @@ def _evaluate(cfg: DictConfig, scratch: Path) -> dict:
     return result
 
 
+def _info(cfg: DictConfig):
+    """Where informational lines go: stderr when stdout is JSON."""
+    return sys.stderr if cfg.json else sys.stdout
+
+
 def _tasks(cfg: DictConfig, model, loaded, device) -> dict:
     """Downstream task scores (``tasks`` config: name -> spec); single process."""
     from omegaconf import OmegaConf
@@ -176,8 +193,12 @@ def table(results: list[dict]) -> str:
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="eval")
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    overrides, group = list(hc.overrides.task), hc.runtime.choices.get("data")
     with one_line_errors("nextok-eval"):
-        results = [evaluate(cfg, c) for c in checkpoints(cfg)]
+        results = [evaluate(cfg, c, overrides, group) for c in checkpoints(cfg)]
     if cfg.json:
         for r in results:
             print(json.dumps(r))

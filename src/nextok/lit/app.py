@@ -98,6 +98,7 @@ def _run(
     )
     module.tokenizer = datamodule.tokenizer
     module.special_tokens = special
+    module.data_config = redact(OmegaConf.to_container(cfg.data, resolve=True))
     if init is not None:
         _start_from(module, init, ckpt_path)
     if rank0:

@@ -142,6 +142,8 @@ class LMModule(ModelSetup, ValidationHooks, CheckpointHooks, L.LightningModule):
         # init_from: full (unsharded) weights to start from, loaded in configure_model
         self.init_state: dict[str, torch.Tensor] | None = None
         self.export_info: dict[str, Any] = {}  # e.g. hf_family, init_from, train_config
+        # the run's resolved ``data`` config, set by the app: nextok-eval rebuilds its val split
+        self.data_config: dict[str, Any] | None = None
         # (loss, step, what it covered, tokens) of the latest validation, for the model card
         self._last_val: tuple[torch.Tensor, int, str | None, int] | None = None
         self.tokens_seen = 0

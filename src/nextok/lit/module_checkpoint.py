@@ -1,6 +1,6 @@
 """What the LMModule adds to a checkpoint and checks when loading one: the ``nextok`` entry of the
-checkpoint contract (:mod:`nextok.checkpoint`: model config, tokenizer, special tokens, tokens seen,
-last validation, export info) and every RNG's state (so a resumed run continues bit for bit)."""
+checkpoint contract (:mod:`nextok.checkpoint`: model config, tokenizer, special tokens, data config,
+tokens seen, last validation, export info) and every RNG's state (so a resumed run continues bit for bit)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ class CheckpointHooks:
             meta["tokenizer_json"] = self.tokenizer.to_str()
         if self.special_tokens is not None:
             meta["special_tokens"] = self.special_tokens.to_dict()
+        if self.data_config is not None:
+            meta["data_config"] = self.data_config
         if self._last_val is not None:  # for the exported model card
             loss, step, scope, tokens = self._last_val
             meta.update(val_loss=float(loss), val_step=step, val_scope=scope, val_tokens=tokens)
