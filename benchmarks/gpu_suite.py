@@ -392,19 +392,31 @@ def main(argv: list[str] | None = None) -> list[str]:
     if "optimizer" not in args.skip:
         t0 = time.perf_counter()
         cfg = setup.models["llama-1b"]
-        med = optimizer_step.measure(
-            cfg, 1, 2 if args.smoke else 3, 1 if args.smoke else 3, setup.device
-        )
-        fb, adamw = med["fwd + bwd"], med["AdamW"]
-        detail = ", ".join(
-            f"NS {k[-4:]} {med[k] * 1e3:,.1f} ms ({med[k] / adamw:.1f}x AdamW, "
-            f"{med[k] / fb:.2f}x fwd + bwd)"
-            for k in (optimizer_step.BF16, optimizer_step.FP32)
-        )
-        rows.append(
-            f"| optimizer step, Muon + AdamW (fp32 weights) | llama-1b, fwd + bwd of 1 x "
-            f"{cfg.block_size} | AdamW {adamw * 1e3:,.1f} ms, {detail} | |"
-        )
+        what = f"llama-1b, fwd + bwd (bf16 autocast) of 1 x {cfg.block_size}"
+        if not hasattr(torch.optim, "Muon"):
+            rows.append(
+                f"| optimizer step, Muon + AdamW | {what} | n/a: torch.optim.Muon needs torch >= 2.9 | |"
+            )
+        else:
+            med = optimizer_step.measure(
+                cfg,
+                1,
+                2 if args.smoke else 3,
+                1 if args.smoke else 3,
+                setup.device,
+                amp=setup.amp_dtype,
+            )
+            fb, adamw = med["fwd + bwd"], med["AdamW"]
+            fp32 = "fp32 (TF32 matmuls)" if setup.device.type == "cuda" else "fp32"
+            detail = ", ".join(
+                f"NS {label} {med[k] * 1e3:,.1f} ms ({med[k] / adamw:.1f}x AdamW, "
+                f"{med[k] / fb:.2f}x fwd + bwd)"
+                for label, k in (("bf16", optimizer_step.BF16), (fp32, optimizer_step.FP32))
+            )
+            rows.append(
+                f"| optimizer step, Muon + AdamW (fp32 weights) | {what} | "
+                f"AdamW {adamw * 1e3:,.1f} ms, {detail} | |"
+            )
         release(setup)
         section("optimizer", t0)
     total = time.perf_counter() - started

@@ -43,17 +43,26 @@ FP32, BF16 = "Muon + AdamW, Newton-Schulz fp32", "Muon + AdamW, Newton-Schulz bf
 
 
 def measure(
-    cfg: ModelConfig, batch: int, rounds: int, steps: int, device: torch.device
+    cfg: ModelConfig,
+    batch: int,
+    rounds: int,
+    steps: int,
+    device: torch.device,
+    amp: torch.dtype | None = None,
 ) -> dict[str, float]:
-    """Median seconds of one forward + backward (batch x ``cfg.block_size`` tokens) and of one
-    step of AdamW and of Muon + AdamW in both Newton-Schulz dtypes, interleaved per round."""
+    """Median seconds of one forward + backward (batch x ``cfg.block_size`` tokens, under
+    ``amp`` autocast when given, as training runs it) and of one step of AdamW and of Muon + AdamW
+    in both Newton-Schulz dtypes (fp32 weights), interleaved per round."""
     torch.manual_seed(0)
-    model = Transformer(cfg).to(device)
+    with torch.device(device):  # initialised on the device: seconds, not minutes, for 1B
+        model = Transformer(cfg)
     x = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size), device=device)
 
     def fwd_bwd() -> None:
         model.zero_grad(set_to_none=True)
-        model(x, x)[1].backward()
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            loss = model(x, x)[1]
+        loss.backward()
 
     fwd_bwd()  # every optimizer steps on these gradients
     optimizers = {

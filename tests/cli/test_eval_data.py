@@ -96,3 +96,32 @@ def test_bad_data_from_is_one_line():
         ValueError, match=r"data_from must be one of \['ckpt', 'config'\], got 'run'"
     ):
         choose_data(cfg, {}, "a.ckpt", [], None)
+
+
+def test_a_mixture_whose_stdlib_source_holds_out_other_files_than_the_task_is_refused():
+    """The task's keys interpolate the top-level data keys; a mixture's stdlib source may
+    override them: scoring would then use files that source trained on."""
+    from nextok.evals.stdlib_task import check_task_specs
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        train = compose(
+            "train",
+            overrides=[
+                "run_dir=/runs/a",
+                "data=mixture",
+                "+data.sources.code.val_fraction=0.05",
+                "tasks.stdlib_next_line.val_fraction=0.05",
+            ],
+        )
+    rec = OmegaConf.to_container(train.data, resolve=True)
+    cfg = eval_cfg()
+    choose_data(cfg, {"data_config": rec}, "a.ckpt", [], "stdlib")
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    with pytest.raises(ValueError, match="but data.sources.code trains with val_fraction=0.05"):
+        check_task_specs(OmegaConf.to_container(cfg.tasks, resolve=True), data)
+    ok = eval_cfg("tasks.stdlib_next_line.val_fraction=0.05")
+    choose_data(ok, {"data_config": rec}, "a.ckpt", [], "stdlib")
+    check_task_specs(
+        OmegaConf.to_container(ok.tasks, resolve=True),
+        OmegaConf.to_container(ok.data, resolve=True),
+    )

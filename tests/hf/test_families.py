@@ -151,6 +151,25 @@ def test_export_sharded_bf16_mode_0644(tmp_path):
     assert (logits(back, idx) - logits(ref, idx)).abs().max() < 1e-4
 
 
+def test_re_export_switches_layout_and_a_failed_one_keeps_the_old_weights(tmp_path, monkeypatch):
+    ours = import_hf(_saved(tmp_path, "qwen3-qk-norm"))
+    out = export_hf(ours, tmp_path / "out", max_shard_size="30KB")
+    assert len(list(out.glob("model-*-of-*.safetensors"))) > 1
+    export_hf(ours, out)  # one file now: the shards and their index are gone
+    names = sorted(p.name for p in out.glob("*.safetensors*"))
+    assert names == ["model.safetensors"]
+    before = (out / "model.safetensors").read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("nextok.hf.weights.save_file", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        export_hf(ours, out, max_shard_size="30KB")
+    assert (out / "model.safetensors").read_bytes() == before  # the old weights, whole
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temp files
+
+
 def _saved(tmp_path, case, **overrides):
     cls, kw = CASES[case]
     torch.manual_seed(0)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nextok.cli._conf import conf_dir
 from nextok.cli.errors import one_line_errors
@@ -58,6 +58,7 @@ def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: 
     from nextok.console import say
     from nextok.data.tokenizer import hf_tokenizer_config, save_tokenizer
     from nextok.dtypes import as_dtype
+    from nextok.evals.stdlib_task import check_task_specs
     from nextok.io import atomic_write_text
     from nextok.metrics import LossTally, summarize, token_byte_lengths
 
@@ -70,7 +71,13 @@ def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: 
     loaded = load_checkpoint(cfg.ckpt, device=device, dtype=dtype, block_size=cfg.model.block_size)
     model, mcfg = loaded.model, loaded.config
     # the held-out split of the run's own data config (tasks like stdlib_next_line follow it)
-    say(choose_data(cfg, loaded.meta, str(cfg.ckpt), overrides, data_group), file=_info(cfg))
+    data_line = choose_data(cfg, loaded.meta, str(cfg.ckpt), overrides, data_group)
+    say(data_line, file=_info(cfg))
+    if cfg.get("tasks"):  # a task must hold out what this data config holds out (mixtures too)
+        check_task_specs(
+            OmegaConf.to_container(cfg.tasks, resolve=True),
+            OmegaConf.to_container(cfg.data, resolve=True),
+        )
 
     # The checkpoint's tokenizer, via a file, since the datamodule takes a tokenizer path.
     tok_file = scratch / "tokenizer.json"
@@ -90,7 +97,16 @@ def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: 
             # max_batches=null: the whole held-out split, as the end of a training run reports it
             # (data.max_val_batches only bounds the cheap periodic validations during training)
             cfg.data.max_val_batches = cfg.max_batches
-    dm = instantiate(cfg.data)
+    try:
+        dm = instantiate(cfg.data)
+    except Exception as err:  # noqa: BLE001 - a record from an older nextok may not build
+        if "recorded in" not in data_line:
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{cfg.ckpt}: its recorded training data config does not build with this nextok "
+            f"({first}); add data_from=config to evaluate on the data group instead"
+        ) from err
     dm.prepare_data()
     dm.setup("fit" if cfg.split == "train" else "validate")
     dm.validate_model(mcfg.vocab_size, mcfg.block_size)
@@ -126,6 +142,7 @@ def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: 
         "bytes": int(total["bytes"]),
         "block_size": int(cfg.model.block_size),
         "tokens_seen_in_training": loaded.meta.get("tokens_seen"),
+        "data": data_line.removeprefix("data: "),  # which split: rows of one table may differ
     }
     for g, name in enumerate(names if len(names) == len(loaders) > 1 else []):
         part = summarize(sums[:, g])
@@ -142,8 +159,6 @@ def _info(cfg: DictConfig):
 
 def _tasks(cfg: DictConfig, model, loaded, device) -> dict:
     """Downstream task scores (``tasks`` config: name -> spec); single process."""
-    from omegaconf import OmegaConf
-
     from nextok.evals import document_start, evaluate_task, load_task, scoring_options
 
     tasks = cfg.get("tasks")

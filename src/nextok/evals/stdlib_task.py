@@ -140,3 +140,10 @@ def check_held_out(task: str, spec: Mapping[str, Any], data: Mapping[str, Any]) 
                 f"include training files; set {', '.join(f'tasks.{task}.{k}' for k in diff)} "
                 "to the data config's values"
             )
+
+
+def check_task_specs(specs: Mapping[str, Any], data: Mapping[str, Any]) -> None:
+    """:func:`check_held_out` for every ``stdlib_next_line`` spec of ``specs`` (resolved dicts)."""
+    for name, spec in specs.items():
+        if isinstance(spec, Mapping) and spec.get("kind") == "stdlib_next_line":
+            check_held_out(name, spec, data)

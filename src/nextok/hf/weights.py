@@ -2,8 +2,9 @@
 
 Reading maps the HF tensors onto our names through a family's rows and checks that every stored
 tensor is used and every parameter of ours is filled. Writing shards above a size, replaces each
-file atomically (a crash leaves the old file or the new one, never half of one) and stamps the
-files 0644 (publishable as they are).
+file atomically (a crash leaves the old file or the new one, never half of one; the files of
+another layout are removed only after the new ones are complete; the folder as a whole is not
+atomic: export into a new folder for that) and stamps the files 0644 (publishable as they are).
 """
 
 from __future__ import annotations
@@ -171,8 +172,6 @@ def write_tensors(
             size = 0
         shards[-1][name] = t
         size += n
-    for stale in [*out_dir.glob("model-*-of-*.safetensors"), out_dir / INDEX, out_dir / SINGLE]:
-        stale.unlink(missing_ok=True)  # a re-export must not leave another layout's files behind
     if len(shards) == 1:
         names = [SINGLE]
     else:
@@ -190,6 +189,10 @@ def write_tensors(
             "weight_map": {k: n for n, s in zip(names, shards, strict=True) for k in s},
         }
         paths.append(write_json(out_dir / INDEX, index))
+    # only now (the new files complete) drop another layout's files a re-export would leave behind
+    for stale in [*out_dir.glob("model-*-of-*.safetensors"), out_dir / INDEX, out_dir / SINGLE]:
+        if stale not in paths:
+            stale.unlink(missing_ok=True)
     for p in paths:
         os.chmod(p, FILE_MODE)
     return paths

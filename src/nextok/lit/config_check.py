@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from nextok.console import say
-from nextok.evals.stdlib_task import check_held_out
+from nextok.evals.stdlib_task import check_task_specs
 from nextok.lit.compat import locate
 from nextok.model import ModelConfig
 
@@ -123,10 +123,8 @@ def check_tasks(cfg: DictConfig) -> None:
     tasks, data = cfg.get("tasks"), cfg.get("data")
     if not tasks or data is None:
         return
-    data = OmegaConf.to_container(data, resolve=True)
-    for name, spec in OmegaConf.to_container(tasks, resolve=True).items():
-        if isinstance(spec, dict) and spec.get("kind") == "stdlib_next_line":
-            check_held_out(name, spec, data)
+    specs = OmegaConf.to_container(tasks, resolve=True)
+    check_task_specs(specs, OmegaConf.to_container(data, resolve=True))
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -2,8 +2,9 @@
 
 Muon (Jordan et al. 2024, ``torch.optim.Muon``) orthogonalises the momentum of a 2-D weight with
 a Newton-Schulz iteration; it is meant for the matrices *inside* the network, MoE experts
-included (each expert's matrix on its own, as Moonlight and Kimi K2 do; ``moe_experts: adamw``
-leaves the 3-D expert banks to AdamW). Embeddings, the LM head (tied or not), norm gains, biases
+included (each expert's matrices on their own, as Moonlight and Kimi K2 train experts with Muon;
+an expert's fused gate/up matrix is one matrix, like the dense MLP's; ``moe_experts: adamw``
+leaves the 3-D expert banks to AdamW). Under Muon the experts take Muon's ``weight_decay``. Embeddings, the LM head (tied or not), norm gains, biases
 and MoE routers are trained by AdamW, as in modded-nanogpt and Moonlight.
 
 :class:`MuonAdamW` presents both as one ``torch.optim.Optimizer``: its ``param_groups`` are the

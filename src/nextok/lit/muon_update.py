@@ -15,7 +15,6 @@ import math
 from typing import Any
 
 import torch
-from torch.distributed.tensor import DTensor, Replicate
 
 NS_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}  # and "auto"
 
@@ -60,16 +59,28 @@ def lr_scale(shape: torch.Size, adjust_lr_fn: str | None) -> float:
     return math.sqrt(max(1.0, rows / cols))  # "original" (torch's default, also for None)
 
 
+def _is_sharded(t: torch.Tensor) -> bool:
+    """A DTensor (FSDP2 / tensor parallel); imported lazily: torch builds without
+    ``torch.distributed`` still run Muon on plain tensors."""
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(t, DTensor)
+
+
 def whole(t: torch.Tensor) -> torch.Tensor:
     """The full matrix of a sharded tensor (an all-gather), a plain tensor as it is."""
-    return t.full_tensor() if isinstance(t, DTensor) else t
+    return t.full_tensor() if _is_sharded(t) else t
 
 
 def shard_like(full: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """``full`` (the same on every rank) laid out as ``p``: this rank's shard (no communication:
     replicated to sharded is a local slice)."""
-    if not isinstance(p, DTensor):
+    if not _is_sharded(p):
         return full
+    from torch.distributed.tensor import DTensor, Replicate
+
     mesh = p.device_mesh
     replicated = DTensor.from_local(full, mesh, [Replicate()] * mesh.ndim, run_check=False)
     return replicated.redistribute(mesh, p.placements)
@@ -83,7 +94,10 @@ class Muon(_TorchMuon):
     """``torch.optim.Muon`` (same groups, state and update) whose Newton-Schulz iteration runs in
     ``ns_dtype`` (see :func:`ns_dtype_for`) and which also takes 3-D expert banks (a group of
     their own; torch's constructor accepts 2-D tensors only). ``tests/lit/test_muon.py`` checks
-    that the bf16 update equals torch's bit for bit and a bank's update equals its experts'."""
+    that the bf16 update equals torch's bit for bit (fp32 parameters; with bf16 parameters and
+    ``nesterov=False`` torch's in-place normalisation also rescales its momentum buffer, ours
+    never touches it) and that a bank's update equals its experts'. Complex and sparse gradients,
+    which torch refuses, do not occur in nextok models."""
 
     def __init__(self, params, *, ns_dtype: str = "auto", **kwargs: Any) -> None:  # noqa: ANN001
         groups = list(params)
@@ -104,6 +118,7 @@ class Muon(_TorchMuon):
                 loss = closure()
         for group in self.param_groups:
             lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+            lr = lr.item() if isinstance(lr, torch.Tensor) else lr  # as torch's _to_scalar
             for p in group["params"]:
                 if p.grad is None:
                     continue
