@@ -56,6 +56,7 @@ def test_checkpoint_records_the_runs_data_config(run):
 def test_eval_reproduces_the_runs_final_val_loss_and_config_mode_differs(run):
     got, err = evaluate(run["ckpt"], run["cache"])
     assert "the training data config recorded in" in err and "val_fraction=0.03" in err
+    assert got["data"].startswith("the training data config recorded in")  # in the JSON too
     assert got["tokens"] == run["tokens"]
     assert abs(got["loss"] - run["loss"]) < 1e-4
     # data_from=config: the data group's 1% split, another set of documents
@@ -83,3 +84,14 @@ def test_checkpoint_without_a_recorded_data_config_falls_back_and_says_so(run, t
         run.get("config_result") or evaluate(run["ckpt"], run["cache"], "data_from=config")[0]
     )
     assert (got["tokens"], got["loss"]) == (expected["tokens"], expected["loss"])
+
+
+def test_a_recorded_config_this_nextok_cannot_build_is_one_line(run, tmp_path):
+    """A record from another nextok version (here: a key no data module takes) is refused in
+    one line pointing to data_from=config, not a traceback from deep inside Hydra."""
+    ckpt = safe_load(run["ckpt"])
+    ckpt[META_KEY]["data_config"]["renamed_key"] = 1
+    odd = tmp_path / "odd.ckpt"
+    torch.save(ckpt, odd)
+    proc = cli("nextok-eval", f"ckpt={odd}", "tasks=[]", f"data.cache_dir={run['cache']}")
+    one_line_error(proc, 2, "recorded training data config does not build", "data_from=config")
