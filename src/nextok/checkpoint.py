@@ -105,7 +105,7 @@ def load_checkpoint(
     if path.is_dir():
         raise IsADirectoryError(
             f"{path} is a sharded (distributed) checkpoint directory; consolidate it into one file "
-            "first (see README: 'FSDP checkpoints')"
+            f"first: nextok-consolidate {path} (README: 'FSDP (FSDP2, ...)')"
         )
     ckpt = safe_load(path)
     meta = ckpt.get(META_KEY) if isinstance(ckpt, dict) else None

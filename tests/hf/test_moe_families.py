@@ -77,3 +77,4 @@ def test_family_choice_and_refusals(tmp_path):
         model.moe_layers()[0].expert_bias[1] = 0.5
     with pytest.raises(ValueError, match="expert_bias is non-zero"):
         export_hf(model, tmp_path / "x")
+    assert not (tmp_path / "x").exists()  # a refused export leaves no empty folder behind

@@ -27,11 +27,18 @@ def _cfg(*overrides: str):
             "callbacks.sampling.max_new_tokens='many' is not an integer",
         ),
         ("model.d_model=30", "model.d_model (30) must be divisible by model.n_head (4)"),
+        # values the optimizer config's own checks refuse, before any data work
+        ("optim.betas=[0.9,1.5]", "optim: optim.betas must be two numbers in [0, 1)"),
+        (
+            "optim=muon optim.ns_dtype=fp16",
+            "optim: optim.ns_dtype must be auto, bfloat16 or float32",
+        ),
+        ("optim=muon optim.moe_experts=sgd", "optim: optim.moe_experts must be muon or adamw"),
     ],
 )
 def test_wrong_values_name_the_key(override, message):
     with pytest.raises(ValueError) as err:
-        check_config(_cfg(override))
+        check_config(_cfg(*override.split()))
     assert str(err.value) == message or message in str(err.value)
 
 

@@ -219,8 +219,12 @@ def main(cfg: DictConfig) -> None:
             print(json.dumps(r))
     else:
         r0 = results[0]
+        scope = "" if cfg.max_batches is None else f" (its first {cfg.max_batches} batches)"
+        if cfg.max_batches is None and cfg.split == "train":
+            scope = " (its first 100 batches)"  # the train split's default bound
         print(
-            f"split {r0['split']}: {r0['tokens']} tokens, {r0['bytes']} bytes, block {r0['block_size']}"
+            f"split {r0['split']}{scope}: {r0['tokens']} tokens, {r0['bytes']} bytes, "
+            f"block {r0['block_size']}"
         )
         print(table(results))
     if cfg.out:

@@ -61,10 +61,10 @@ def export_hf(
     """
     torch_dtype = as_dtype(dtype, "dtype")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     cfg = model.config
     fam = family_for_export(cfg, family, prefer)
     tensors = W.from_ours(dict(model.state_dict()), fam.rows(cfg))
+    out_dir.mkdir(parents=True, exist_ok=True)  # after the refusals: no empty folder left behind
     if tokenizer is not None and special is None:
         special = special_tokens(tokenizer)
     ids = _token_ids(tokenizer, special)

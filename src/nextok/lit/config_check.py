@@ -127,6 +127,23 @@ def check_tasks(cfg: DictConfig) -> None:
     check_task_specs(specs, OmegaConf.to_container(data, resolve=True))
 
 
+# optimizer configs whose own __post_init__ checks values (ranges, choices): built here once
+OPTIM_CONFIGS = ("nextok.lit.optim.AdamWConfig", "nextok.lit.muon.MuonConfig")
+
+
+def check_optim_values(node: Any) -> None:
+    """Build the optimizer config now, so a bad value (``optim.ns_dtype=fp16``) is refused before
+    the tokenizer trains, in the config class's own one-line words."""
+    if not isinstance(node, DictConfig) or node.get("_target_") not in OPTIM_CONFIGS:
+        return
+    values = OmegaConf.to_container(node, resolve=True)
+    cls = locate(values.pop("_target_"))
+    try:
+        cls(**values)
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(f"optim: {err}") from err
+
+
 def check_config(cfg: DictConfig) -> None:
     """Types of every constructor argument, then the model config itself (before any data work)."""
     upgrade_moved_targets(cfg)
@@ -136,6 +153,7 @@ def check_config(cfg: DictConfig) -> None:
         for key, node in (cfg.get(group) or {}).items():
             check_node(f"{group}.{key}", node)
     check_tasks(cfg)
+    check_optim_values(cfg.get("optim"))
     model = OmegaConf.to_container(cfg.model, resolve=True)
     model.pop("_target_", None)
     if model.get("vocab_size") is None:

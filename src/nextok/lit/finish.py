@@ -70,7 +70,8 @@ def summary(
         if baseline is not None:
             line += (
                 f" vs unigram baseline {baseline:.4f} (ppl {math.exp(baseline):.1f}): "
-                f"{baseline - val_loss:+.4f} nats/token better"
+                f"{abs(baseline - val_loss):.4f} nats/token "
+                + ("better" if val_loss <= baseline else "WORSE (the model has not learned yet)")
             )
         lines.append(line)
     return lines
