@@ -17,6 +17,7 @@ from nextok.lit.muon_update import Muon, newton_schulz, ns_dtype_for
 from nextok.lit.optim import AdamWConfig, make_schedule, optim_config
 from nextok.model import ModelConfig, Transformer
 from quiet_trainer import quiet_trainer
+from tiny_models import tiny_moe_config
 
 VOCAB, BLOCK = 64, 16
 
@@ -101,18 +102,7 @@ def test_an_expert_bank_update_equals_its_experts_one_by_one():
 
 
 def test_moe_expert_banks_go_to_muon_unless_moe_experts_adamw():
-    cfg = ModelConfig(
-        vocab_size=VOCAB,
-        block_size=BLOCK,
-        n_layer=2,
-        n_head=2,
-        d_model=32,
-        mlp="moe",
-        n_experts=4,
-        moe_top_k=2,
-        first_k_dense=1,
-    )
-    model = Transformer(cfg)
+    model = Transformer(tiny_moe_config(first_k_dense=1))
     moe = model.blocks[1].mlp
     banks = {id(moe.w_fc), id(moe.w_proj)}
     muon, adamw = muon_param_groups(model, MuonConfig())
@@ -221,6 +211,7 @@ def test_per_group_hyperparameters_and_one_schedule():
     assert all(g["lr"] == pytest.approx(1e-3 * mult) for g in adamw_g)
     # the inner optimizers see the very same group dicts
     assert opt._inner[0].param_groups[0] is opt.param_groups[0]
+    assert opt.step(lambda: torch.tensor(2.0)) == 2.0  # torch's closure contract
 
 
 def _train(model, opt, batches):

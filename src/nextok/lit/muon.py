@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nextok.lit.muon_update import NS_DTYPES, Muon
+from nextok.lit.muon_update import NS_DTYPES, Muon, run_closure
 from nextok.lit.optim import IMPLEMENTATIONS, AdamWConfig, _impl_kwargs, param_groups
 from nextok.model.moe import MoE
 
@@ -178,10 +178,7 @@ class MuonAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001 - torch's signature
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for opt in self._inner:
             opt.step()
         return loss

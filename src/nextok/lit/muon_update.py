@@ -86,6 +86,14 @@ def shard_like(full: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return replicated.redistribute(mesh, p.placements)
 
 
+def run_closure(closure) -> Any:  # noqa: ANN001 - torch's closure: () -> loss
+    """``torch.optim.Optimizer.step``'s closure contract: re-evaluate the loss with grad on."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 # torch < 2.9 has no Muon: the class still defines (MuonConfig refuses optim=muon there).
 _TorchMuon = getattr(torch.optim, "Muon", torch.optim.Optimizer)
 
@@ -112,10 +120,7 @@ class Muon(_TorchMuon):
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001 - torch's signature
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
             lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
             lr = lr.item() if isinstance(lr, torch.Tensor) else lr  # as torch's _to_scalar
