@@ -47,3 +47,65 @@ def test_atomic_save_for_writers_that_take_a_file_name(tmp_path):
     assert f.read_text() == "old" and os.listdir(tmp_path) == ["model.safetensors"]
     atomic_save(f, lambda tmp: tmp.write_bytes(b"new"))
     assert f.read_bytes() == b"new" and os.listdir(tmp_path) == ["model.safetensors"]
+
+
+# ---------------------------------------------------------------- planted symlinks (issue 19.2)
+def _outside(tmp_path):
+    victim = tmp_path / "outside" / "victim.txt"
+    victim.parent.mkdir()
+    victim.write_text("precious")
+    victim.chmod(0o600)
+    return victim
+
+
+def _unchanged(victim):
+    return victim.read_text() == "precious" and (victim.stat().st_mode & 0o777) == 0o600
+
+
+def test_a_symlink_at_the_old_predictable_temp_name_is_not_followed(tmp_path):
+    victim = _outside(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (out / f".{name}.tmp-{os.getpid()}").symlink_to(victim)
+    atomic_write_text(out / "config.json", "{}", mode=0o644)
+    atomic_save(out / "model.safetensors", lambda tmp: tmp.write_bytes(b"w"), mode=0o644)
+    assert _unchanged(victim)
+    assert (out / "config.json").read_text() == "{}" and not (out / "config.json").is_symlink()
+    assert (out / "config.json").stat().st_mode & 0o777 == 0o644
+    assert (out / "model.safetensors").read_bytes() == b"w"
+
+
+def _plant(folder, victim, keep):
+    """An attacker with write access to ``folder``: every temp entry (any name) is moved away and
+    replaced by a symlink to ``victim`` (or to its folder)."""
+    for p in folder.iterdir():
+        if p.name in keep or p.is_symlink():
+            continue
+        moved = folder.parent / f"moved-{p.name}"
+        p.rename(moved)
+        p.symlink_to(victim.parent if moved.is_dir() else victim)
+
+
+def test_temp_entries_swapped_for_symlinks_mid_write_are_never_followed(tmp_path):
+    victim = _outside(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text("old")
+
+    def write(f):
+        _plant(out, victim, {"config.json"})
+        f.write(b"new")
+
+    with pytest.raises(OSError, match="was replaced while"):
+        atomic_write(out / "config.json", write, mode=0o644)
+    assert _unchanged(victim) and (out / "config.json").read_text() == "old"
+
+    def save(tmp):
+        _plant(out, victim, {"config.json"})
+        tmp.write_bytes(b"weights")
+
+    atomic_save(out / "model.safetensors", save, mode=0o644)
+    assert _unchanged(victim) and sorted(os.listdir(victim.parent)) == ["victim.txt"]
+    assert (out / "model.safetensors").read_bytes() == b"weights"
+    assert not (out / "model.safetensors").is_symlink()

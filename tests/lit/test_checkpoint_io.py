@@ -36,10 +36,11 @@ def test_temp_file_lives_next_to_target(tmp_path, monkeypatch):
     seen = []
     real_replace = os.replace
 
-    def spy(src, dst):
-        seen.append((os.path.dirname(src), os.path.dirname(dst)))
-        return real_replace(src, dst)
+    def spy(src, dst, *, src_dir_fd=None, dst_dir_fd=None):
+        where = [os.readlink(f"/proc/self/fd/{fd}") for fd in (src_dir_fd, dst_dir_fd)]
+        seen.append((os.path.join(where[0], src), os.path.join(where[1], dst)))
+        return real_replace(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
 
     monkeypatch.setattr(os, "replace", spy)
     atomic_torch_save({"a": 1}, tmp_path / "y.ckpt")
-    assert seen == [(str(tmp_path), str(tmp_path))]
+    assert [(os.path.dirname(a), b) for a, b in seen] == [(str(tmp_path), str(tmp_path / "y.ckpt"))]

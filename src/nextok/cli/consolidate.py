@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
-from nextok.checkpoint import META_KEY, safe_load
+from nextok.checkpoint import META_KEY
+from nextok.checkpoint_dcp import META_PT, load_dcp, read_sharded_meta
 from nextok.cli.errors import one_line_errors
 from nextok.dtypes import DTYPES, as_dtype
-
-_METADATA = "meta.pt"  # written by Lightning's ModelParallelStrategy next to the shards
+from nextok.lit.checkpoint_io import atomic_torch_save
 
 
 def default_output(path: Path) -> Path:
@@ -36,18 +36,11 @@ def default_output(path: Path) -> Path:
 
 
 def _load_sharded_model_state(path: Path) -> dict[str, torch.Tensor]:
-    from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
-    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
     state: dict[str, Any] = {}
     # keys={"state_dict"}: read the model weights only, never the (2x larger) optimizer state.
-    _load_state_dict(
-        state,
-        storage_reader=FileSystemReader(str(path)),
-        planner=_EmptyStateDictLoadPlanner(keys={"state_dict"}),
-        no_dist=True,
-    )
+    load_dcp(state, path, planner=_EmptyStateDictLoadPlanner(keys={"state_dict"}))
     if "state_dict" not in state:
         raise ValueError(f"{path}: the sharded checkpoint holds no 'state_dict' entry")
     return state["state_dict"]
@@ -62,17 +55,9 @@ def consolidate(
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_file():
         raise ValueError(f"{path} is already a single-file checkpoint; nothing to consolidate")
-    if not (path / ".metadata").exists():
-        raise ValueError(
-            f"{path} is not a sharded checkpoint folder (no .metadata from torch.distributed.checkpoint)"
-        )
-    if not (path / _METADATA).exists():
-        raise ValueError(f"{path} has no {_METADATA} (Lightning's checkpoint metadata)")
-    meta: dict[str, Any] = safe_load(path / _METADATA)
+    meta = read_sharded_meta(path)  # .metadata (restricted unpickler) and meta.pt
     if META_KEY not in meta:
-        raise ValueError(
-            f"{path}/{_METADATA} has no '{META_KEY}' entry: not written by nextok-train"
-        )
+        raise ValueError(f"{path}/{META_PT} has no '{META_KEY}' entry: not written by nextok-train")
     dtype = as_dtype(dtype, "--dtype")
 
     state_dict = _load_sharded_model_state(path)
@@ -80,12 +65,9 @@ def consolidate(
         if dtype is not None and torch.is_floating_point(value):
             state_dict[key] = value.to(dtype)
     out = Path(output) if output is not None else default_output(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = {**meta, "state_dict": state_dict}
     checkpoint.pop("optimizer_states", None)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(out)  # never leave a half-written file under the final name
+    atomic_torch_save(checkpoint, out)  # never a half-written file under the final name
     return out
 
 

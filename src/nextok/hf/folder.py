@@ -28,7 +28,7 @@ from nextok.hf import weights as W
 from nextok.hf.card import model_card
 from nextok.hf.families import family_for_export, family_for_import
 from nextok.hf.family import Family
-from nextok.io import atomic_save, atomic_write_text
+from nextok.io import atomic_write_text
 from nextok.model import ModelConfig, Transformer
 
 CONFIG = "config.json"
@@ -82,8 +82,7 @@ def export_hf(
         dtype_name(torch_dtype),
         card or {},
     )
-    atomic_write_text(out_dir / "README.md", text)
-    (out_dir / "README.md").chmod(W.FILE_MODE)
+    atomic_write_text(out_dir / "README.md", text, W.FILE_MODE)
     return out_dir
 
 
@@ -99,8 +98,7 @@ def _token_ids(tokenizer: Tokenizer | None, special: SpecialTokens | None) -> di
 
 def _write_tokenizer(tok: Tokenizer, special: SpecialTokens, out_dir: Path, max_len: int) -> None:
     tok = encodes_as_trained(tok, special)
-    atomic_save(out_dir / TOKENIZER_FILE, lambda tmp: tok.save(str(tmp)))
-    (out_dir / TOKENIZER_FILE).chmod(W.FILE_MODE)
+    atomic_write_text(out_dir / TOKENIZER_FILE, tok.to_str(pretty=True), W.FILE_MODE)
     W.write_json(out_dir / "tokenizer_config.json", hf_tokenizer_config(special, max_len))
     W.write_json(
         out_dir / "special_tokens_map.json",

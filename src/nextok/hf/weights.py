@@ -10,7 +10,6 @@ atomic: export into a new folder for that) and stamps the files 0644 (publishabl
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -180,7 +179,9 @@ def write_tensors(
     for name, shard in zip(names, shards, strict=True):
         paths.append(out_dir / name)
         atomic_save(
-            paths[-1], lambda tmp, s=shard: save_file(s, str(tmp), metadata={"format": "pt"})
+            paths[-1],
+            lambda tmp, s=shard: save_file(s, str(tmp), metadata={"format": "pt"}),
+            mode=FILE_MODE,
         )
     if len(shards) > 1:
         total = sum(t.numel() * t.element_size() for t in tensors.values())
@@ -193,12 +194,8 @@ def write_tensors(
     for stale in [*out_dir.glob("model-*-of-*.safetensors"), out_dir / INDEX, out_dir / SINGLE]:
         if stale not in paths:
             stale.unlink(missing_ok=True)
-    for p in paths:
-        os.chmod(p, FILE_MODE)
     return paths
 
 
 def write_json(path: Path, data: dict) -> Path:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.chmod(path, FILE_MODE)
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n", FILE_MODE)

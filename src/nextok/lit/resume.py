@@ -22,13 +22,14 @@ from nextok.checkpoint import META_KEY, safe_load
 from nextok.console import say
 from nextok.data.tokenizer import save_tokenizer
 
-SHARDED_META = "meta.pt"  # Lightning's ModelParallelStrategy: the non-tensor part of a folder
-
 
 def checkpoint_meta(path: str | Path) -> dict[str, Any]:
-    """The ``nextok`` entry of a checkpoint file or sharded folder (loaded with weights_only)."""
+    """The ``nextok`` entry of a checkpoint file or sharded folder (loaded with weights_only; a
+    folder's DCP ``.metadata`` through the restricted unpickler of :mod:`nextok.checkpoint_dcp`)."""
+    from nextok.checkpoint_dcp import read_sharded_meta
+
     path = Path(path)
-    ckpt = safe_load(path / SHARDED_META if path.is_dir() else path)
+    ckpt = read_sharded_meta(path) if path.is_dir() else safe_load(path)
     meta = ckpt.get(META_KEY) if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict):
         raise ValueError(f"{path} is not a nextok checkpoint (no '{META_KEY}' entry)")

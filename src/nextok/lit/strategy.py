@@ -5,6 +5,7 @@ called from the LightningModule's ``configure_model``."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 from lightning.pytorch.strategies import ModelParallelStrategy
@@ -56,6 +57,19 @@ class FSDP2Strategy(ModelParallelStrategy):
             "reduce_dtype": as_dtype(reduce_dtype, "trainer.strategy.reduce_dtype"),
             "reshard_after_forward": reshard_after_forward,
         }
+
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> Any:
+        """A sharded folder loads through :mod:`nextok.checkpoint_dcp` (its metadata and values
+        never run code); a single file goes to Lightning (``weights_only``)."""
+        path = Path(self.broadcast(checkpoint_path))
+        if not path.is_dir():
+            return super().load_checkpoint(checkpoint_path, weights_only=weights_only)
+        from nextok.checkpoint_dcp import load_sharded_training_state
+
+        assert self.lightning_module is not None
+        return load_sharded_training_state(
+            path, self.model, self.optimizers, strict=self.lightning_module.strict_loading
+        )
 
     def setup_environment(self) -> None:
         world = self.num_nodes * self.num_processes

@@ -1,0 +1,43 @@
+"""Issue 19 point 1: a crafted sharded checkpoint folder runs nothing through any entry point
+(real CLIs); each refuses in one line naming the file."""
+
+from __future__ import annotations
+
+import pytest
+from first_run_helpers import cli, one_line_error
+
+from sharded_payload import sharded_folder
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "needle"),
+    [
+        ("nextok-consolidate", ["{ck}"], "{ck}/.metadata: it asks for posix.mkdir"),
+        ("nextok-train", ["hydra.run.dir={run}", "ckpt_path={ck}"], "{ck}/.metadata"),
+        (
+            "nextok-train",
+            ["hydra.run.dir={run}", "trainer=fsdp_cpu", "resume=auto"],
+            "{ck}/.metadata",
+        ),
+        ("nextok-train", ["hydra.run.dir={run}", "init_from={ck}"], "{ck}"),
+        ("nextok-generate", ["ckpt={ck}", "prompt=x"], "{ck}"),
+        ("nextok-eval", ["ckpt={ck}"], "{ck}"),
+        ("nextok-export", ["ckpt={ck}", "out={run}/hf"], "{ck}"),
+    ],
+    ids=[
+        "consolidate",
+        "train-ckpt_path",
+        "train-resume-auto",
+        "init_from",
+        "generate",
+        "eval",
+        "export",
+    ],
+)
+def test_crafted_sharded_folder_runs_nothing(tmp_path, name, args, needle):
+    run = tmp_path / "run"
+    ck = sharded_folder(run / "checkpoints" / "last.ckpt", tmp_path / "ran")
+    fmt = {"ck": ck, "run": run}
+    proc = cli(name, *(a.format(**fmt) for a in args), cwd=tmp_path)
+    one_line_error(proc, 2, needle.format(**fmt))
+    assert not (tmp_path / "ran").exists()
