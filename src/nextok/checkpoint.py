@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
+from nextok.checkpoint_file import checkpoint_file_problem
 from nextok.data.tokenizer import SpecialTokens, special_tokens
 from nextok.model import ModelConfig, Transformer
 
@@ -60,8 +61,14 @@ def safe_load(path: str | Path) -> Any:
     A pickle that asks for anything else (a class, a function: a crafted file can run code this
     way) is refused with one line; it is never loaded with ``weights_only=False``.
     """
+    problem = checkpoint_file_problem(path)
+    if problem is not None:
+        raise ValueError(f"cannot load checkpoint {path}: {problem}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, KeyError, OSError) as err:  # a damaged archive
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot load checkpoint {path}: damaged ({first[:200]})") from err
     except pickle.UnpicklingError as err:
         lines = [ln.strip() for ln in str(err).strip().splitlines()]
         why = next((ln for ln in lines if "GLOBAL" in ln), None)
@@ -102,10 +109,16 @@ def load_checkpoint(
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir() and (path / "config.json").is_file():
         return load_hf_checkpoint(path, device, dtype, block_size)
-    if path.is_dir():
+    if path.is_dir() and (path / ".metadata").is_file():
         raise IsADirectoryError(
             f"{path} is a sharded (distributed) checkpoint directory; consolidate it into one file "
             f"first: nextok-consolidate {path} (README: 'FSDP (FSDP2, ...)')"
+        )
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{path} is a folder, not a checkpoint: expected a .ckpt file written by nextok-train, "
+            "a Hugging Face model folder (with config.json) or a sharded checkpoint folder "
+            "(with .metadata)"
         )
     ckpt = safe_load(path)
     meta = ckpt.get(META_KEY) if isinstance(ckpt, dict) else None

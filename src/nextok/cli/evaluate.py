@@ -25,9 +25,17 @@ from nextok.cli._conf import conf_dir
 from nextok.cli.errors import one_line_errors
 
 
+USAGE = (
+    "usage: nextok-eval ckpt=PATH (or ckpt='[a.ckpt,b.ckpt]') [tasks='[...]'] [json=true] "
+    "[data_from=config data=NAME]"
+)
+
+
 def checkpoints(cfg: DictConfig) -> list[str]:
     """``ckpt`` as a list: one path, or a list of paths."""
-    ckpt = cfg.ckpt
+    ckpt = cfg.get("ckpt")
+    if ckpt is None:
+        raise ValueError(f"ckpt= is required; {USAGE}")
     paths = [ckpt] if isinstance(ckpt, str) else [str(c) for c in ckpt]
     if not paths:
         raise ValueError("ckpt: give a checkpoint path or a list of them")

@@ -7,15 +7,22 @@ import hydra
 from omegaconf import DictConfig
 
 from nextok.cli._conf import conf_dir
-from nextok.cli.errors import one_line_errors
+from nextok.cli.errors import CliError, one_line_errors
+
+USAGE = "usage: nextok-export ckpt=PATH out=DIR [dtype=bf16] [max_shard_size=2GB] [overwrite=true]"
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="export")
 def _main(cfg: DictConfig) -> None:
     from nextok.checkpoint import load_checkpoint
     from nextok.hf import export_hf
+    from nextok.hf.folder import check_export_target
 
     with one_line_errors("nextok-export"):
+        for key in ("ckpt", "out"):
+            if not cfg.get(key):
+                raise CliError(f"{key}= is required; {USAGE}")
+        check_export_target(cfg.out, cfg.overwrite)  # before the (slow) load
         loaded = load_checkpoint(cfg.ckpt)
         meta = loaded.meta
         card = {
@@ -27,17 +34,25 @@ def _main(cfg: DictConfig) -> None:
             "train_config": meta.get("train_config"),
             "source": meta.get("init_from"),
         }
-        out = export_hf(
-            loaded.model,
-            cfg.out,
-            loaded.tokenizer,
-            loaded.special,
-            dtype=cfg.dtype,
-            max_shard_size=cfg.max_shard_size,
-            family=cfg.family or None,
-            prefer=meta.get("hf_family"),
-            card=card,
-        )
+        try:
+            out = export_hf(
+                loaded.model,
+                cfg.out,
+                loaded.tokenizer,
+                loaded.special,
+                dtype=cfg.dtype,
+                max_shard_size=cfg.max_shard_size,
+                family=cfg.family or None,
+                prefer=meta.get("hf_family"),
+                card=card,
+                overwrite=cfg.overwrite,
+            )
+        except OSError as err:  # a read-only folder, a full disk
+            if isinstance(err, FileNotFoundError | IsADirectoryError):
+                raise
+            raise CliError(
+                f"cannot write the export to {cfg.out}: {err.strerror or err}", 1
+            ) from err
     n = loaded.model.num_parameters()
     print(
         f"exported {n / 1e6:.2f}M parameters to {out} (load with transformers' AutoModelForCausalLM)"

@@ -8,6 +8,7 @@ a folder written by ``save_pretrained`` (one file or sharded, any dtype) into ou
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from nextok.hf import weights as W
 from nextok.hf.card import model_card
 from nextok.hf.families import family_for_export, family_for_import
 from nextok.hf.family import Family
-from nextok.io import atomic_write_text
+from nextok.io import TEMP_MARK, atomic_write_text
 from nextok.model import ModelConfig, Transformer
 
 CONFIG = "config.json"
@@ -38,6 +39,44 @@ GENERATION_CONFIG = "generation_config.json"
 def is_hf_folder(path: str | Path) -> bool:
     p = Path(path)
     return p.is_dir() and (p / CONFIG).is_file()
+
+
+CARD = "README.md"
+CARD_TAG = "tags: [nextok]"  # in every model card export_hf writes
+EXPORT_FILES = {
+    CONFIG,
+    GENERATION_CONFIG,
+    W.SINGLE,
+    W.INDEX,
+    TOKENIZER_FILE,
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    CARD,
+}
+_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+
+
+def check_export_target(out_dir: str | Path, overwrite: bool = False) -> None:
+    """Refuse (one line) an ``out`` that is a file, or a non-empty folder that is not a previous
+    export (only files export_hf writes, its ``config.json``, a nextok model card if any): the
+    export would overwrite the user's own files (a ``README.md``). ``overwrite`` allows it."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={out} is a file; give a folder to export into")
+    if overwrite or not out.is_dir():
+        return
+    names = {p.name for p in out.iterdir()}
+    foreign = sorted(
+        n for n in names if n not in EXPORT_FILES and not _SHARD.fullmatch(n) and TEMP_MARK not in n
+    )
+    card = out / CARD
+    own_card = not card.is_file() or CARD_TAG in card.read_text(encoding="utf-8", errors="replace")
+    if names and (foreign or CONFIG not in names or not own_card):
+        held = ", ".join(foreign[:3] or ([CARD] if not own_card else sorted(names)[:3]))
+        raise ValueError(
+            f"out={out} is not empty and not a previous nextok export (it holds {held}); export "
+            "into a new or empty folder, or pass overwrite=true to write over those files"
+        )
 
 
 # ---------------------------------------------------------------------- out
@@ -52,15 +91,17 @@ def export_hf(
     family: str | None = None,
     prefer: str | None = None,
     card: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a publishable folder as ``family`` (the user's choice: used or refused), else as
     ``prefer`` (e.g. the imported family) when it fits, else the first family that fits.
 
     ``card`` adds facts to the model card (``tokens_seen``, ``val_loss``, ``val_step``,
-    ``train_config``, ``source``).
+    ``train_config``, ``source``). ``overwrite``: see :func:`check_export_target`.
     """
     torch_dtype = as_dtype(dtype, "dtype")
     out_dir = Path(out_dir)
+    check_export_target(out_dir, overwrite)
     cfg = model.config
     fam = family_for_export(cfg, family, prefer)
     tensors = W.from_ours(dict(model.state_dict()), fam.rows(cfg))
@@ -82,7 +123,7 @@ def export_hf(
         dtype_name(torch_dtype),
         card or {},
     )
-    atomic_write_text(out_dir / "README.md", text, W.FILE_MODE)
+    atomic_write_text(out_dir / CARD, text, W.FILE_MODE)
     return out_dir
 
 
