@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from nextok.cli._conf import conf_dir
 from nextok.cli.errors import one_line_errors
 
-
 USAGE = (
     "usage: nextok-eval ckpt=PATH (or ckpt='[a.ckpt,b.ckpt]') [tasks='[...]'] [json=true] "
     "[data_from=config data=NAME]"
