@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -61,3 +63,50 @@ def test_session_cleans_temp_files_and_removes_a_new_dir_on_failure(tmp_path):
         state.started = True
         assert (old / LOCK_FILE).exists()
     assert not (old / LOCK_FILE).exists()
+
+
+def _race_once(run_dir, ctx, jitter: float) -> list[bool]:
+    """Two processes take over the same stale lock at (nearly) the same moment, the second up
+    to ``jitter`` seconds later; each reports whether it holds the lock, and keeps it until both
+    have reported."""
+    go, done, results = ctx.Event(), ctx.Event(), ctx.Queue()
+
+    def contender(delay):
+        go.wait()
+        start = time.perf_counter()
+        while time.perf_counter() - start < delay:  # busy: sleep() is too coarse
+            pass
+        try:
+            RunDirLock(run_dir).acquire()
+            results.put(True)
+        except RunDirLocked:
+            results.put(False)
+        done.wait()
+        os._exit(0)
+
+    procs = [ctx.Process(target=contender, args=(d,)) for d in (0.0, jitter)]
+    for p in procs:
+        p.start()
+    go.set()
+    got = [results.get(timeout=30) for _ in procs]
+    done.set()
+    for p in procs:
+        p.join(timeout=30)
+    return got
+
+
+def test_stale_lock_take_over_race_has_at_most_one_winner(tmp_path):
+    """Issue 19 point 3: 100 trials of two processes racing for a stale lock (the old
+    unlink + O_EXCL take-over let both hold it in about 6 of 100)."""
+    ctx = multiprocessing.get_context("fork")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "then"})
+    winners = []
+    for i in range(100):
+        run_dir = tmp_path / f"r{i}"
+        run_dir.mkdir()
+        (run_dir / LOCK_FILE).write_text(stale)
+        winners.append(sum(_race_once(run_dir, ctx, jitter=(i % 4) * 1e-5)))
+    assert max(winners) == 1, f"two holders in {winners.count(2)} of 100 trials"
+    assert min(winners) == 1, f"no holder in {winners.count(0)} of 100 trials"
