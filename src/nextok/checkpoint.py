@@ -15,6 +15,7 @@ nextok-eval then uses its ``data`` group and says so (:mod:`nextok.cli.eval_data
 from __future__ import annotations
 
 import pickle
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ import torch
 from tokenizers import Tokenizer
 
 from nextok.checkpoint_file import checkpoint_file_problem
+from nextok.checkpoint_verify import refuse_nonfinite, verify_checksums
+from nextok.console import say
 from nextok.data.tokenizer import SpecialTokens, special_tokens
 from nextok.model import ModelConfig, Transformer
 
@@ -84,6 +87,18 @@ def safe_load(path: str | Path) -> Any:
         ) from err
 
 
+def verify_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
+    """The tensors are what was saved (checksums; a one-line note for checkpoints older than
+    them) and the weights are finite; else ``ValueError`` naming the tensor."""
+    if not verify_checksums(ckpt, path):
+        say(
+            f"{path} records no checksums (written before nextok did): its tensors are not "
+            "verified",
+            file=sys.stderr,
+        )
+    refuse_nonfinite(model_state_dict(ckpt.get("state_dict") or {}), path)
+
+
 def model_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Strip the LightningModule's ``model.`` prefix (and torch.compile's ``_orig_mod.``)."""
     out = {}
@@ -100,15 +115,17 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     block_size: int | None = None,
+    verify: bool = True,
 ) -> LoadedCheckpoint:
     """Rebuild the model (eval mode) and tokenizer from a ``nextok-train`` checkpoint file or a
     Hugging Face folder; ``block_size`` may shorten the context (e.g. to a Mistral folder's
-    sliding window, where the computation is then exact)."""
+    sliding window, where the computation is then exact). ``verify``: check the tensors against
+    the checksums recorded at save time and refuse NaN/inf weights (:mod:`nextok.checkpoint_verify`)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir() and (path / "config.json").is_file():
-        return load_hf_checkpoint(path, device, dtype, block_size)
+        return load_hf_checkpoint(path, device, dtype, block_size, verify)
     if path.is_dir() and (path / ".metadata").is_file():
         raise IsADirectoryError(
             f"{path} is a sharded (distributed) checkpoint directory; consolidate it into one file "
@@ -128,6 +145,8 @@ def load_checkpoint(
             "expected a file written by nextok-train"
         )
     config = ModelConfig.from_dict(meta["model_config"])
+    if verify:
+        verify_checkpoint(ckpt, path)
     state = model_state_dict(ckpt["state_dict"])
     if block_size is not None and block_size != config.block_size:
         if block_size > config.block_size:
@@ -158,12 +177,15 @@ def load_hf_checkpoint(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     block_size: int | None = None,
+    verify: bool = True,
 ) -> LoadedCheckpoint:
     """A Hugging Face model folder (``config.json`` + safetensors + ``tokenizer.json``)."""
     from nextok.hf import build_model, read_hf_folder
 
     # inference: the file's dropout rates do not matter
     m = read_hf_folder(path, block_size=block_size, dropout=0.0)
+    if verify:
+        refuse_nonfinite(m.state_dict, path)
     if m.tokenizer is None:
         raise FileNotFoundError(f"{path / 'tokenizer.json'} not found (the model's tokenizer)")
     model = build_model(m.config, m.state_dict, str(path))

@@ -23,7 +23,7 @@ def _main(cfg: DictConfig) -> None:
             if not cfg.get(key):
                 raise CliError(f"{key}= is required; {USAGE}")
         check_export_target(cfg.out, cfg.overwrite)  # before the (slow) load
-        loaded = load_checkpoint(cfg.ckpt)
+        loaded = load_checkpoint(cfg.ckpt, verify=bool(cfg.get("verify", True)))
         meta = loaded.meta
         card = {
             "tokens_seen": meta.get("tokens_seen"),

@@ -81,7 +81,12 @@ def _run(
 
     # A resumed run uses the tokenizer its weights were trained with (embedded in the checkpoint).
     ckpt_path = resolve_ckpt_path(cfg, run_dir)
-    if ckpt_path and rank0 and pair_tokenizer(ckpt_path, run_dir, cfg.data.get("tokenizer_path")):
+    verify = bool(cfg.get("verify", True))
+    if (
+        ckpt_path
+        and rank0
+        and pair_tokenizer(ckpt_path, run_dir, cfg.data.get("tokenizer_path"), verify)
+    ):
         say(f"using the tokenizer embedded in {ckpt_path}")
 
     # Data first: the tokenizer decides the vocabulary.

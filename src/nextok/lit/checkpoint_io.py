@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from nextok.checkpoint_verify import add_checksums
 from nextok.io import atomic_write
 
 
@@ -42,6 +43,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` so that it is either fully written or untouched
     (:func:`nextok.io.atomic_write`: temp file, fsync, rename)."""
     path = Path(path)
+    if isinstance(obj, dict):
+        add_checksums(obj)  # a nextok checkpoint records each tensor's checksum
 
     def write(f: Any) -> None:
         out = _ErrorRememberingFile(f)

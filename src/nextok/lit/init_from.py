@@ -45,8 +45,10 @@ def model_overrides(task_overrides: list[str]) -> list[str]:
     return keys
 
 
-def load_source(path: str, overrides: dict[str, Any]) -> InitSource:
-    """Read the weights; ``overrides`` are the user's explicit ``model.*`` values."""
+def load_source(path: str, overrides: dict[str, Any], verify: bool = True) -> InitSource:
+    """Read the weights; ``overrides`` are the user's explicit ``model.*`` values; ``verify``:
+    checksums and finite weights (:func:`nextok.checkpoint.load_checkpoint`)."""
+    from nextok.checkpoint_verify import refuse_nonfinite
     from nextok.hf import is_hf_folder, read_hf_folder
 
     p = Path(path)
@@ -55,6 +57,8 @@ def load_source(path: str, overrides: dict[str, Any]) -> InitSource:
     block = overrides.get("block_size")
     if is_hf_folder(p):
         m = read_hf_folder(p, block_size=block, dropout=overrides.get("dropout"))
+        if verify:
+            refuse_nonfinite(m.state_dict, p)
         src = InitSource(str(p), m.config, m.state_dict, m.tokenizer, m.special, m.family)
     elif p.is_dir():
         raise FileNotFoundError(
@@ -64,7 +68,7 @@ def load_source(path: str, overrides: dict[str, Any]) -> InitSource:
     else:
         from nextok.checkpoint import load_checkpoint
 
-        ck = load_checkpoint(p)
+        ck = load_checkpoint(p, verify=verify)
         cfg, sd = ck.config, dict(ck.model.state_dict())
         if block is not None:
             if block > cfg.block_size:
@@ -123,7 +127,7 @@ def prepare_init_from(cfg: DictConfig, model_keys: list[str], run_dir: Path) -> 
         overrides[key[len("model.") :]] = (
             OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
         )
-    source = load_source(str(cfg.init_from), overrides)
+    source = load_source(str(cfg.init_from), overrides, bool(cfg.get("verify", True)))
     with open_dict(cfg):
         for key, value in source.config.to_dict().items():
             cfg.model[key] = value

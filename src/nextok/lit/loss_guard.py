@@ -5,6 +5,9 @@ queue until the GPU has caught up. The loss of each micro-batch is therefore sum
 device, and whether any loss was NaN/inf is a device-side flag; the host reads them only when
 it must anyway (log steps, validation, checkpoints, the end of training).
 
+A step is non-finite when a micro-batch's loss or the step's gradient norm is NaN/inf (a finite
+loss can come with an overflowing backward pass).
+
 - ``stop``: the first step with a non-finite loss is remembered on the device; ``check()``
   (called at those sync points) raises :class:`NonFiniteLossError` naming it. The run stops at
   the next sync point, and no checkpoint of the poisoned weights is written.
@@ -23,7 +26,7 @@ _NO_STEP = 2**62
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Raised (policy ``stop``) when the training loss is NaN or infinite."""
+    """Raised (policy ``stop``) when the training loss or gradient norm is NaN or infinite."""
 
 
 class LossGuard:
@@ -67,6 +70,18 @@ class LossGuard:
                 ~finite, torch.clamp(self.first_bad, max=step), self.first_bad
             )
 
+    def add_grad_norm(self, norm: torch.Tensor, step: int) -> None:
+        """The optimizer step's gradient norm counts like a loss: a finite loss whose gradient
+        norm is NaN/inf (an overflow in the backward pass) poisons the update just the same."""
+        if self.policy == "ignore" or self.bad is None:
+            return
+        finite = torch.isfinite(norm.detach()).reshape(()).to(self.bad.device)
+        self.bad = self.bad | ~finite
+        if self.policy == "stop":
+            self.first_bad = torch.where(
+                ~finite, torch.clamp(self.first_bad, max=step), self.first_bad
+            )
+
     def step_loss(self) -> torch.Tensor | None:
         """Mean finite loss of the current optimizer step (nan if all were non-finite)."""
         if self.loss_sum is None:
@@ -92,7 +107,8 @@ class LossGuard:
             step = int(first.item())
             if step != _NO_STEP:
                 raise NonFiniteLossError(
-                    f"training loss is not finite at step {step}; stopping. Lower optim.lr, use "
+                    f"training loss or gradient norm is not finite at step {step}; stopping. "
+                    "Lower optim.lr, use "
                     "precision=bf16-mixed instead of 16-mixed, or set module.on_nonfinite=skip "
                     "to drop such steps."
                 )

@@ -214,6 +214,7 @@ class LMModule(ModelSetup, ValidationHooks, CheckpointHooks, L.LightningModule):
             norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         if hasattr(norm, "full_tensor"):  # DTensor (FSDP2)
             norm = norm.full_tensor()
+        self.guard.add_grad_norm(norm, self.global_step)  # device-side: no host sync
         skipped_on_host = False
         if self.guard.policy == "skip" and self.guard.bad is not None:
             bad = self.guard.bad

@@ -20,6 +20,7 @@ class CheckpointHooks:
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add the checkpoint contract's ``nextok`` entry (see :mod:`nextok.checkpoint`)."""
         self._sync_point()  # never save weights poisoned by a non-finite loss (policy stop)
+        self._refuse_nonfinite_weights()  # nor any NaN/inf weight, whatever the policy
         meta: dict[str, Any] = {
             "model_config": self.model_config.to_dict(),
             "tokens_seen": int(self.tokens_seen),
@@ -36,6 +37,31 @@ class CheckpointHooks:
             meta.update(val_loss=float(loss), val_step=step, val_scope=scope, val_tokens=tokens)
         meta.update(self.export_info)
         checkpoint[META_KEY] = meta
+
+    def _refuse_nonfinite_weights(self) -> None:
+        """Raise :class:`NonFiniteLossError` instead of saving NaN/inf weights (one host sync per
+        checkpoint; every rank checks its own shards)."""
+        from nextok.lit.loss_guard import NonFiniteLossError
+
+        names, flags = [], []
+        for name, t in self.model.state_dict().items():
+            if torch.is_floating_point(t):
+                local = t.to_local() if hasattr(t, "to_local") else t
+                names.append(name)
+                flags.append(~torch.isfinite(local).all())
+        if not flags:
+            return
+        bad = torch.stack(flags).float()
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
+        found = [names[i] for i in bad.nonzero().flatten().tolist()]
+        if found:
+            raise NonFiniteLossError(
+                f"refusing to save a checkpoint at step {self.global_step}: weights are not "
+                f"finite (NaN/inf) in {', '.join(found[:3])}{' ...' if len(found) > 3 else ''}; "
+                "the last checkpoint saved is kept. Lower optim.lr, or set "
+                "module.on_nonfinite=skip to drop such steps."
+            )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get(META_KEY)

@@ -18,18 +18,21 @@ from typing import Any
 from omegaconf import DictConfig
 from tokenizers import Tokenizer
 
-from nextok.checkpoint import META_KEY, safe_load
+from nextok.checkpoint import META_KEY, safe_load, verify_checkpoint
 from nextok.console import say
 from nextok.data.tokenizer import save_tokenizer
 
 
-def checkpoint_meta(path: str | Path) -> dict[str, Any]:
+def checkpoint_meta(path: str | Path, verify: bool = False) -> dict[str, Any]:
     """The ``nextok`` entry of a checkpoint file or sharded folder (loaded with weights_only; a
-    folder's DCP ``.metadata`` through the restricted unpickler of :mod:`nextok.checkpoint_dcp`)."""
+    folder's DCP ``.metadata`` through the restricted unpickler of :mod:`nextok.checkpoint_dcp`).
+    ``verify``: a file's tensors must match their checksums and its weights be finite."""
     from nextok.checkpoint_dcp import read_sharded_meta
 
     path = Path(path)
     ckpt = read_sharded_meta(path) if path.is_dir() else safe_load(path)
+    if verify and not path.is_dir() and isinstance(ckpt, dict):
+        verify_checkpoint(ckpt, path)
     meta = ckpt.get(META_KEY) if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict):
         raise ValueError(f"{path} is not a nextok checkpoint (no '{META_KEY}' entry)")
@@ -41,11 +44,14 @@ def _canonical(tokenizer_json: str) -> str:
     return json.dumps(json.loads(Tokenizer.from_str(tokenizer_json).to_str()), sort_keys=True)
 
 
-def pair_tokenizer(ckpt_path: str | Path, run_dir: Path, tokenizer_path: str | None) -> bool:
-    """Make the run use the checkpoint's tokenizer, or raise ``ValueError`` in one line.
+def pair_tokenizer(
+    ckpt_path: str | Path, run_dir: Path, tokenizer_path: str | None, verify: bool = True
+) -> bool:
+    """Make the run use the checkpoint's tokenizer, or raise ``ValueError`` in one line
+    (``verify``: see :func:`checkpoint_meta`).
 
     Returns True when the checkpoint's tokenizer was written to ``<run_dir>/tokenizer.json``."""
-    meta = checkpoint_meta(ckpt_path)
+    meta = checkpoint_meta(ckpt_path, verify)
     embedded = meta.get("tokenizer_json")
     if not embedded:
         return False  # an old checkpoint without one: nothing to check against
