@@ -102,3 +102,12 @@ def read_only(folder):
         yield
     finally:
         subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_resume_auto_refuses_a_checkpoints_file_instead_of_starting_fresh(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoints").write_text("oops")
+    proc = cli("nextok-train", f"hydra.run.dir={run}", "resume=auto", cwd=tmp_path)
+    one_line_error(proc, 2, f"resume=auto: {run / 'checkpoints'} is not a folder")
+    assert (run / "checkpoints").read_text() == "oops"

@@ -95,3 +95,28 @@ def test_unigram_loss():
     # add-one smoothing over a vocabulary of 2: p(0) = (3+1)/(4+2), p(1) = (1+1)/(4+2)
     got = unigram_loss([0, 0, 0, 1], [0, 1], 2)
     assert got == pytest.approx(-(math.log(4 / 6) + math.log(2 / 6)) / 2)
+
+
+def test_resume_auto_starts_fresh_only_when_there_is_provably_no_checkpoint(tmp_path):
+    """Issue 19 point 7: a ``checkpoints`` that is a file made resume=auto start fresh."""
+    cfg = OmegaConf.create({"ckpt_path": None, "resume": "auto"})
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    assert resolve_ckpt_path(cfg, tmp_path) is None  # an empty folder: fresh
+    (ckpts / "best-step000010.ckpt").write_bytes(b"x")
+    with pytest.raises(ValueError, match=r"holds checkpoints \(best-step000010.ckpt\) but no last"):
+        resolve_ckpt_path(cfg, tmp_path)
+    (ckpts / "best-step000010.ckpt").unlink()
+    ckpts.rmdir()
+    ckpts.write_text("not a folder")
+    with pytest.raises(ValueError, match="checkpoints is not a folder"):
+        resolve_ckpt_path(cfg, tmp_path)
+    ckpts.unlink()
+    ckpts.symlink_to(tmp_path / "gone")
+    with pytest.raises(ValueError, match="is a broken link"):
+        resolve_ckpt_path(cfg, tmp_path)
+    ckpts.unlink()
+    ckpts.mkdir()
+    (ckpts / "last.ckpt").symlink_to(tmp_path / "gone.ckpt")  # an entry that cannot be read
+    with pytest.raises(ValueError, match="resume=auto: cannot read .*last.ckpt"):
+        resolve_ckpt_path(cfg, tmp_path)

@@ -77,12 +77,37 @@ CHECKPOINT_DIR = "checkpoints"
 
 def find_resume_checkpoint(run_dir: Path) -> Path | None:
     """Newest ``last*.ckpt`` in the run's checkpoint folder, or Lightning's Slurm preemption
-    checkpoint ``<run_dir>/hpc_ckpt_N.ckpt`` (written on SIGUSR1 before a requeue) if newer."""
-    candidates = sorted(
-        [*(run_dir / CHECKPOINT_DIR).glob("last*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")],
-        key=lambda p: p.stat().st_mtime,
-    )
-    return candidates[-1] if candidates else None
+    checkpoint ``<run_dir>/hpc_ckpt_N.ckpt`` (written on SIGUSR1 before a requeue) if newer.
+
+    None only when there is provably no checkpoint: a ``checkpoints`` that is not a folder, a
+    folder that cannot be listed, an entry that cannot be read, or checkpoints none of which is a
+    ``last*.ckpt`` are refused with one line (``ValueError``) instead of starting fresh."""
+    folder = run_dir / CHECKPOINT_DIR
+    try:
+        hpc = list(run_dir.glob("hpc_ckpt_*.ckpt"))
+        if folder.is_symlink() and not folder.exists():
+            raise ValueError(f"resume=auto: {folder} is a broken link")
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(
+                f"resume=auto: {folder} is not a folder (the run's checkpoints belong there); "
+                "move it away, or pass ckpt_path=PATH / resume=null"
+            )
+        entries = list(folder.iterdir()) if folder.exists() else []
+        last = [p for p in entries if p.name.startswith("last") and p.name.endswith(".ckpt")]
+        candidates = sorted([*last, *hpc], key=lambda p: p.stat().st_mtime)
+    except OSError as err:
+        raise ValueError(
+            f"resume=auto: cannot read {err.filename or folder}: {err.strerror or err}"
+        ) from None
+    if candidates:
+        return candidates[-1]
+    others = sorted(p.name for p in entries if p.name.endswith(".ckpt"))
+    if others:
+        raise ValueError(
+            f"resume=auto: {folder} holds checkpoints ({', '.join(others[:3])}) but no last*.ckpt; "
+            "pass ckpt_path=PATH to resume one of them, or resume=null to start fresh"
+        )
+    return None
 
 
 def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
