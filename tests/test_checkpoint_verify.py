@@ -94,3 +94,14 @@ def test_old_checkpoints_load_with_a_note_and_nan_weights_are_refused(tmp_path, 
         ValueError, match="3 of .* weights in blocks.0.mlp.fc.weight are not finite"
     ):
         load_checkpoint(path)
+
+
+def test_checksums_of_another_kind_are_named_not_reported_as_damage(tmp_path):
+    path = tmp_path / "a.ckpt"
+    _checkpoint(path)
+    ck = torch.load(path, weights_only=True)
+    ck["nextok"][CHECKSUMS] = {k: "crc32:00000000" for k in ck["nextok"][CHECKSUMS]}
+    with pytest.raises(
+        ValueError, match="records checksums of a kind this nextok does not compute"
+    ):
+        verify_checksums(ck, path)

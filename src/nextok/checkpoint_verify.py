@@ -19,6 +19,7 @@ import xxhash
 
 META_KEY = "nextok"  # the checkpoint contract's entry (nextok.checkpoint)
 CHECKSUMS = "checksums"
+ALGORITHM = "xxh3_64"
 _SKIP = (META_KEY, CHECKSUMS)  # the checksums themselves
 
 
@@ -29,7 +30,7 @@ def tensor_checksum(t: torch.Tensor) -> str:
     if t.device.type != "cpu":
         t = t.cpu()
     data = t.contiguous().reshape(-1).view(torch.uint8).numpy()
-    return f"xxh3_64:{xxhash.xxh3_64_hexdigest(memoryview(data))}"
+    return f"{ALGORITHM}:{xxhash.xxh3_64_hexdigest(memoryview(data))}"
 
 
 def _tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
@@ -65,6 +66,12 @@ def verify_checksums(checkpoint: dict[str, Any], path: object) -> bool:
     recorded = meta.get(CHECKSUMS) if isinstance(meta, dict) else None
     if not isinstance(recorded, dict):
         return False
+    kinds = {str(v).split(":", 1)[0] for v in recorded.values()} - {ALGORITHM}
+    if kinds:
+        raise ValueError(
+            f"{path} records checksums of a kind this nextok does not compute ({sorted(kinds)[0]}; "
+            f"expected {ALGORITHM}: written by another version?); verify=false loads it unverified"
+        )
     seen = set()
     for key, t in _tensors(checkpoint):
         seen.add(key)
