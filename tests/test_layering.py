@@ -52,6 +52,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "nextok.io": ("lightning", "hydra", "omegaconf", "torch", "nextok"),
     "nextok.special_tokens": ("lightning", "hydra", "omegaconf", "torch", "nextok"),
     "nextok.plain": ("lightning", "hydra", "torch", "nextok"),
+    # checkpoint safety: plain Python / PyTorch, usable by every command and by lit/
+    "nextok.checkpoint_file": ("lightning", "hydra", "omegaconf", "torch", "nextok"),
+    "nextok.checkpoint_verify": ("lightning", "hydra", "omegaconf", "nextok"),
+    "nextok.checkpoint_dcp": ("lightning", "hydra", "omegaconf", "nextok.lit", "nextok.cli"),
 }
 
 

@@ -24,12 +24,11 @@ import torch
 from tokenizers import Tokenizer
 
 from nextok.checkpoint_file import checkpoint_file_problem
-from nextok.checkpoint_verify import refuse_nonfinite, verify_checksums
+from nextok.checkpoint_verify import META_KEY, refuse_nonfinite, verify_checksums
 from nextok.console import say
 from nextok.data.tokenizer import SpecialTokens, special_tokens
 from nextok.model import ModelConfig, Transformer
 
-META_KEY = "nextok"
 
 
 @dataclass

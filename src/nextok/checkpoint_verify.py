@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import xxhash
 
-META_KEY = "nextok"  # the checkpoint contract's entry (nextok.checkpoint)
+META_KEY = "nextok"  # the checkpoint contract's entry (its home; nextok.checkpoint re-exports it)
 CHECKSUMS = "checksums"
 ALGORITHM = "xxh3_64"
 _SKIP = (META_KEY, CHECKSUMS)  # the checksums themselves

@@ -1,7 +1,7 @@
 """The run directory's life around one training process (rank 0).
 
 - one process at a time (:class:`~nextok.lit.run_lock.RunDirLock`);
-- temp files a killed process left (``checkpoints/.last.ckpt.tmp-<pid>`` from an atomic save cut
+- temp files a killed process left (``checkpoints/.last.ckpt.tmp-<random>`` from an atomic save cut
   by ``kill -9``) are removed at the next start, under the lock, so nobody is writing them;
 - a run that fails before training starts leaves no run dir behind when the dir was new (Hydra
   creates it, with ``.hydra/`` and ``train.log``, before the app runs): a typo must not litter
