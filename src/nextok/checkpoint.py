@@ -30,7 +30,6 @@ from nextok.data.tokenizer import SpecialTokens, special_tokens
 from nextok.model import ModelConfig, Transformer
 
 
-
 @dataclass
 class LoadedCheckpoint:
     model: Transformer
