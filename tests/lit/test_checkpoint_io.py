@@ -44,3 +44,15 @@ def test_temp_file_lives_next_to_target(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", spy)
     atomic_torch_save({"a": 1}, tmp_path / "y.ckpt")
     assert [(os.path.dirname(a), b) for a, b in seen] == [(str(tmp_path), str(tmp_path / "y.ckpt"))]
+
+
+def test_load_goes_through_the_shared_loader_and_names_a_sharded_folder(tmp_path):
+    io = AtomicCheckpointIO()
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="not a PyTorch checkpoint \\(zip archive expected"):
+        io.load_checkpoint(tmp_path / "notes.txt")
+    (tmp_path / "last.ckpt").mkdir()
+    with pytest.raises(ValueError, match="is a sharded \\(distributed\\) checkpoint folder"):
+        io.load_checkpoint(tmp_path / "last.ckpt")
+    io.save_checkpoint({"w": torch.ones(2)}, tmp_path / "ok.ckpt")
+    assert torch.equal(io.load_checkpoint(tmp_path / "ok.ckpt")["w"], torch.ones(2))

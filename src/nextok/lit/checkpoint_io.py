@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from nextok.checkpoint import safe_load
 from nextok.checkpoint_verify import add_checksums
 from nextok.io import atomic_write
 
@@ -79,3 +80,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):  # remote (fsspec) paths: keep Lightning's transaction-based save
             return super().save_checkpoint(checkpoint, path, storage_options)
         atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(
+        self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Through :func:`nextok.checkpoint.safe_load` (weights only, one line for a file that is
+        not a checkpoint); a sharded folder is named as such."""
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location, weights_only)
+        if Path(path).is_dir():
+            raise ValueError(
+                f"{path} is a sharded (distributed) checkpoint folder: resume it with the strategy "
+                "that wrote it (trainer=fsdp, the same number of processes), or consolidate it "
+                "(nextok-consolidate) and start from the file with init_from="
+            )
+        return safe_load(path)
