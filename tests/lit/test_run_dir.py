@@ -110,3 +110,33 @@ def test_stale_lock_take_over_race_has_at_most_one_winner(tmp_path):
         winners.append(sum(_race_once(run_dir, ctx, jitter=(i % 4) * 1e-5)))
     assert max(winners) == 1, f"two holders in {winners.count(2)} of 100 trials"
     assert min(winners) == 1, f"no holder in {winners.count(0)} of 100 trials"
+
+
+def test_a_held_flock_is_refused_whatever_the_file_says(tmp_path, monkeypatch):
+    """The flock decides: a live holder whose file reads like a dead process of some Slurm job
+    (e.g. not yet rewritten) is not taken over; only our own job's earlier incarnation is."""
+    ctx = multiprocessing.get_context("fork")
+    held, done = ctx.Event(), ctx.Event()
+
+    def holder():
+        RunDirLock(tmp_path).acquire()
+        held.set()
+        done.wait()
+        os._exit(0)
+
+    p = ctx.Process(target=holder)
+    p.start()
+    try:
+        assert held.wait(30)
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        stale = {"pid": dead.pid, "host": socket.gethostname(), "slurm_job_id": "41"}
+        (tmp_path / LOCK_FILE).write_text(json.dumps(stale))
+        monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+        with pytest.raises(RunDirLocked, match="in use by pid"):
+            RunDirLock(tmp_path).acquire()
+        monkeypatch.setenv("SLURM_JOB_ID", "41")  # the same job, requeued
+        RunDirLock(tmp_path).acquire().release()
+    finally:
+        done.set()
+        p.join(30)

@@ -77,8 +77,9 @@ class RunDirLock:
             except BlockingIOError:  # a live nextok process holds it
                 os.close(fd)
                 held = self._read_settled()
-                if held is not None and _is_stale(held) and held.get("slurm_job_id"):
-                    return self._acquire_exclusive()  # our own job's earlier incarnation
+                job = (held or {}).get("slurm_job_id")
+                if job and job == os.environ.get("SLURM_JOB_ID"):  # our job's earlier incarnation
+                    return self._acquire_exclusive()
                 self._refuse(held or {})
             except OSError:  # no flock on this filesystem: the pid file alone decides
                 os.close(fd)
