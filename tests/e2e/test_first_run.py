@@ -13,6 +13,7 @@ from first_run_helpers import cli, ok, one_line_error, tiny_args
 
 from nextok.checkpoint import UnsafeCheckpointError, load_checkpoint
 from nextok.cli.consolidate import consolidate
+from sharded_payload import save_dcp
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +74,8 @@ def test_untrusted_checkpoint_is_refused_and_runs_no_code(run, tmp_path):
         2,
         "refusing to load",
     )
-    folder = tmp_path / "sharded.ckpt"  # a consolidate input whose meta.pt is the payload
-    folder.mkdir()
-    (folder / ".metadata").write_bytes(b"")
+    # a consolidate input whose (genuine) .metadata passes and whose meta.pt is the payload
+    folder = save_dcp({"state_dict": {"model.w": torch.ones(2)}}, tmp_path / "sharded.ckpt")
     _evil_pickle(folder / "meta.pt", marker)
     with pytest.raises(UnsafeCheckpointError, match="refusing to load"):
         consolidate(folder)
