@@ -19,7 +19,11 @@ from sharded_payload import sharded_folder
             ["hydra.run.dir={run}", "trainer=fsdp_cpu", "resume=auto"],
             "{ck}/.metadata",
         ),
-        ("nextok-train", ["hydra.run.dir={run}", "init_from={ck}"], "{ck}"),
+        (
+            "nextok-train",
+            ["hydra.run.dir={run}", "init_from={ck}"],
+            "init_from={ck} is a sharded (distributed) checkpoint folder; consolidate it",
+        ),
         ("nextok-generate", ["ckpt={ck}", "prompt=x"], "{ck}"),
         ("nextok-eval", ["ckpt={ck}"], "{ck}"),
         ("nextok-export", ["ckpt={ck}", "out={run}/hf"], "{ck}"),

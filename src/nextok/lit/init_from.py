@@ -60,6 +60,11 @@ def load_source(path: str, overrides: dict[str, Any], verify: bool = True) -> In
         if verify:
             refuse_nonfinite(m.state_dict, p)
         src = InitSource(str(p), m.config, m.state_dict, m.tokenizer, m.special, m.family)
+    elif p.is_dir() and (p / ".metadata").is_file():
+        raise ValueError(
+            f"init_from={path} is a sharded (distributed) checkpoint folder; consolidate it into "
+            f"one file first: nextok-consolidate {path}"
+        )
     elif p.is_dir():
         raise FileNotFoundError(
             f"init_from={path} is a folder without config.json (expected a Hugging Face model "
