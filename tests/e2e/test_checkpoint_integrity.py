@@ -73,8 +73,9 @@ def _flipped(src, dst):
         ("nextok-eval", ["ckpt={ck}", "tasks=[]"]),
         ("nextok-export", ["ckpt={ck}", "out={tmp}/hf"]),
         ("nextok-train", ["hydra.run.dir={tmp}/resumed", "ckpt_path={ck}"]),
+        ("nextok-train", ["hydra.run.dir={tmp}/init", "init_from={ck}"]),
     ],
-    ids=["generate", "eval", "export", "resume"],
+    ids=["generate", "eval", "export", "resume", "init_from"],
 )
 def test_a_flipped_byte_is_refused_naming_the_tensor(diverged, tmp_path, name, args):
     run, _, _ = diverged

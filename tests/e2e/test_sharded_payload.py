@@ -45,3 +45,10 @@ def test_crafted_sharded_folder_runs_nothing(tmp_path, name, args, needle):
     proc = cli(name, *(a.format(**fmt) for a in args), cwd=tmp_path)
     one_line_error(proc, 2, needle.format(**fmt))
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_payload_in_a_shard_value_runs_nothing_through_consolidate(tmp_path):
+    ck = sharded_folder(tmp_path / "last.ckpt", tmp_path / "ran", where="value")
+    proc = cli("nextok-consolidate", str(ck), cwd=tmp_path)
+    one_line_error(proc, 2, f"refusing to load {ck}: its value 'state_dict.model.evil' holds")
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "last.consolidated.pt").exists()
