@@ -277,6 +277,24 @@ def test_bad_value_is_a_one_line_error(shared, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.max_steps=0", "trainer.max_steps=0: expected -1 (no step limit) or a positive"),
+        ("data.num_workers=-1", "data.num_workers=-1: expected 0 (load in the main process)"),
+    ],
+)
+def test_out_of_range_value_is_refused_before_any_work(tmp_path, override, message):
+    """The default run (it trains its own tokenizer): refused before that, leaving no run dir."""
+    run = tmp_path / "run"
+    proc = run_train([f"hydra.run.dir={run}", override], timeout=120)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"nextok-train: error: {message}")
+    assert "tokenizer" not in proc.stdout
+    assert not run.exists()
+
+
 # ---------------------------------------------------------------------------- slow
 @pytest.mark.slow
 def test_max_time_is_honoured(shared, tmp_path):

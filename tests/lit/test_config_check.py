@@ -34,6 +34,16 @@ def _cfg(*overrides: str):
             "optim: optim.ns_dtype must be auto, bfloat16 or float32",
         ),
         ("optim=muon optim.moe_experts=sgd", "optim: optim.moe_experts must be muon or adamw"),
+        # ranges Lightning/PyTorch checked only after the tokenizer trained (or never)
+        ("trainer.max_steps=-5", "trainer.max_steps=-5: expected -1 (no step limit) or a positive"),
+        ("trainer.max_steps=0", "trainer.max_steps=0: expected -1 (no step limit) or a positive"),
+        ("max_tokens=0", "max_tokens=0: expected a positive number of tokens or null"),
+        ("data.num_workers=-1", "data.num_workers=-1: expected 0 (load in the main process)"),
+        ("trainer.val_check_interval=1.5", "trainer.val_check_interval=1.5: expected a positive"),
+        (
+            "callbacks.last_checkpoint.every_n_train_steps=-1",
+            "callbacks.last_checkpoint.every_n_train_steps=-1: expected 0 (off) or a positive",
+        ),
     ],
 )
 def test_wrong_values_name_the_key(override, message):
