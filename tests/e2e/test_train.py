@@ -295,6 +295,25 @@ def test_out_of_range_value_is_refused_before_any_work(tmp_path, override, messa
     assert not run.exists()
 
 
+def test_a_run_on_other_data_skips_the_stdlib_task(shared, tmp_path):
+    """The default task list scores the stdlib corpus's held-out files: a run on one's own
+    corpus skips it (one line) instead of paying 40-120 s for it."""
+    from nextok.data.sources import stdlib_files
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, f in enumerate(stdlib_files()[:40]):
+        (corpus / f"{i}.txt").write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
+    args = [a for a in tiny(shared, tmp_path / "run", "trainer.max_steps=2") if a != "tasks=[]"]
+    proc = check(
+        run_train(
+            [*args, "data=local_text", f"data.data_files={corpus}", "callbacks.sampling=null"]
+        )
+    )
+    assert "[nextok] task stdlib_next_line skipped: it belongs to the stdlib corpus" in proc.stdout
+    assert "eval stdlib_next_line" not in proc.stdout
+
+
 # ---------------------------------------------------------------------------- slow
 @pytest.mark.slow
 def test_max_time_is_honoured(shared, tmp_path):

@@ -124,3 +124,29 @@ def test_a_task_holding_out_other_files_than_the_data_is_refused(overrides, mess
     with pytest.raises(ValueError) as err:
         check_config(_cfg(*overrides))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, skipped",
+    [
+        ([], False),
+        (["data=mixture"], False),  # a stdlib source: the task's held-out files are its
+        (["data=local_text", "data.data_files=/x.txt"], True),
+        (["data=tinystories"], True),
+        (
+            [
+                "data=local_text",
+                "data.data_files=/x.txt",
+                "tasks.stdlib_next_line.corpus_only=false",
+            ],
+            False,
+        ),
+    ],
+)
+def test_the_stdlib_task_runs_by_default_only_with_its_corpus(overrides, skipped):
+    from omegaconf import OmegaConf
+
+    from nextok.evals.stdlib_task import skipped_for_data
+
+    cfg = OmegaConf.to_container(_cfg(*overrides), resolve=True)
+    assert skipped_for_data(cfg["tasks"]["stdlib_next_line"], cfg["data"]) is skipped
