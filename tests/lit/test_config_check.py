@@ -150,3 +150,36 @@ def test_the_stdlib_task_runs_by_default_only_with_its_corpus(overrides, skipped
 
     cfg = OmegaConf.to_container(_cfg(*overrides), resolve=True)
     assert skipped_for_data(cfg["tasks"]["stdlib_next_line"], cfg["data"]) is skipped
+
+
+@pytest.mark.parametrize(
+    "overrides, explicit, notice",
+    [
+        (
+            ["model=gpt2_small"],
+            ["model"],
+            "model=gpt2_small: experiment=default sets model.block_size=128 (preset: 1024); "
+            "add model.block_size=1024 to keep the preset's values",
+        ),
+        (["model=gpt2_small", "model.block_size=64"], ["model", "model.block_size"], None),
+        (
+            ["model=gpt2_small", "experiment=tinystories"],
+            ["model"],
+            "experiment=tinystories sets model.block_size=512 (preset: 1024), model.n_layer=8",
+        ),
+        (["model=llama_1b", "experiment=llama_1b"], ["model"], None),  # the overlay keeps it
+        ([], [], None),  # the default run: no preset named
+    ],
+)
+def test_a_named_model_preset_changed_by_the_experiment_is_reported(overrides, explicit, notice):
+    from omegaconf import OmegaConf
+
+    from nextok.lit.preset_notice import preset_notice
+
+    with initialize_config_dir(conf_dir(), version_base="1.3"):
+        cfg = compose(
+            "train", overrides=["run_dir=/tmp/unused", *overrides], return_hydra_config=True
+        )
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    got = preset_notice(cfg.model, choices, conf_dir(), explicit)
+    assert got == notice if notice is None or notice.startswith("model=") else notice in got

@@ -27,6 +27,7 @@ from nextok.lit.config_check import check_config
 from nextok.lit.finish import summary, validate_whole_split
 from nextok.lit.init_from import InitSource, prepare_init_from
 from nextok.lit.module import LMModule
+from nextok.lit.preset_notice import run_preset_notice
 from nextok.lit.resume import pair_tokenizer, resolve_ckpt_path
 from nextok.lit.run_config import (
     accumulation,
@@ -123,6 +124,8 @@ def _run(
         f"grad accumulation {accum} -> {tokens_per_step} tokens/step; max_steps "
         f"{trainer.max_steps}"
     )
+    if rank0 and (notice := run_preset_notice(cfg, model_overrides or [])):
+        say(notice)
     hparams = redact(OmegaConf.to_container(cfg, resolve=True))
     hparams["resolved"] = {
         "vocab_size": model_config.vocab_size,
