@@ -46,3 +46,25 @@ def test_trainer_with_console_callbacks_and_atomic_checkpoints(tmp_path):
         tmp_path, "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"
     )
     assert console_callbacks(quiet) == []
+
+
+@pytest.mark.parametrize("resuming", [False, True])
+def test_the_used_checkpoint_folder_warning_is_silenced_only_when_resuming(tmp_path, resuming):
+    """Lightning warns "Checkpoint directory ... exists and is not empty" at every fit: expected
+    for a resumed run (its own checkpoints are there), a real warning for a fresh one."""
+    import warnings
+
+    from nextok.lit.callbacks import ModelCheckpoint
+
+    cfg = _cfg(tmp_path, "logger=none", "trainer.max_steps=1")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    trainer = build_trainer(cfg, tmp_path, [], [], resuming=resuming)
+    ckpts = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    assert len(ckpts) == 2 and all(c.resuming is resuming for c in ckpts)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for c in ckpts:
+            c.setup(trainer, L.LightningModule(), "fit")
+    said = [str(w.message) for w in caught if "exists and is not empty" in str(w.message)]
+    assert len(said) == (0 if resuming else 1)  # best_checkpoint keeps top-k; last keeps 0

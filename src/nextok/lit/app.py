@@ -106,7 +106,7 @@ def _run(
         module.export_info["train_config"] = redact(OmegaConf.to_container(cfg, resolve=True))
     loggers = build_loggers(cfg, run_dir)
     graceful = GracefulStop()  # Ctrl-C / SIGTERM: finish the step, save last.ckpt, exit 130/143
-    trainer = build_trainer(cfg, run_dir, loggers, [graceful])
+    trainer = build_trainer(cfg, run_dir, loggers, [graceful], resuming=ckpt_path is not None)
 
     micro = int(cfg.data.batch_size)
     dp = data_parallel_size(trainer)

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from nextok.console import is_rank_zero
 from nextok.io import atomic_write_text
+from nextok.lit.callbacks import ModelCheckpoint
 from nextok.lit.checkpoint_io import AtomicCheckpointIO
 from nextok.lit.terminal import ModelSummaryWithFlops, RunProgressBar
 
@@ -73,15 +74,20 @@ def console_callbacks(cfg: DictConfig) -> list:
 
 
 def build_trainer(
-    cfg: DictConfig, run_dir: Path, loggers: list, extra_callbacks: list
+    cfg: DictConfig, run_dir: Path, loggers: list, extra_callbacks: list, resuming: bool = False
 ) -> L.Trainer:
     """The Trainer of ``cfg.trainer`` with the configured callbacks, nextok's console callbacks,
-    ``extra_callbacks`` and (``atomic_checkpoints``) the atomic checkpoint writer."""
+    ``extra_callbacks`` and (``atomic_checkpoints``) the atomic checkpoint writer. ``resuming``:
+    the checkpoint callbacks expect their folder to hold checkpoints already."""
     plugins = [AtomicCheckpointIO()] if cfg.get("atomic_checkpoints", True) else []
+    callbacks = build_callbacks(cfg)
+    for cb in callbacks:
+        if isinstance(cb, ModelCheckpoint):
+            cb.resuming = resuming
     return instantiate(
         cfg.trainer,
         logger=loggers or False,
-        callbacks=[*build_callbacks(cfg), *console_callbacks(cfg), *extra_callbacks],
+        callbacks=[*callbacks, *console_callbacks(cfg), *extra_callbacks],
         plugins=plugins,
         default_root_dir=str(run_dir),
     )
