@@ -188,6 +188,7 @@ def test_exact_resume_matches_uninterrupted(shared, uninterrupted, tmp_path):
     assert sorted(metrics(run)) == list(range(5))
     proc = check(run_train([*base, "trainer.max_steps=12", "resume=auto"]))
     assert "resuming from" in proc.stdout
+    assert "exists and is not empty" not in proc.stdout + proc.stderr  # expected when resuming
     assert len(list((run / "csv").glob("version_*"))) == 2
     for key, ref in uninterrupted.items():
         assert metrics(run, key) == ref, key  # exact string equality of the logged floats
@@ -325,6 +326,32 @@ def test_a_named_preset_changed_by_the_experiment_is_reported(shared, tmp_path):
         "[nextok] model=gpt2_small: experiment=default sets model.block_size=128 (preset: 1024); "
         "add model.block_size=1024 to keep the preset's values"
     ) in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("tokenizer.json", b"{not json", "tokenizer.json is not a valid tokenizer.json (key must"),
+        (
+            "tokenizer.json",
+            b'{"a": "\xff"}',
+            "tokenizer.json is not a valid tokenizer.json (not UTF-8",
+        ),
+        ("train.log", None, "the run log {run}/train.log is a folder; move it away or choose"),
+    ],
+)
+def test_a_bad_file_in_the_run_dir_is_one_line_naming_it(tmp_path, name, content, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    if content is None:
+        (run / name).mkdir()
+    else:
+        (run / name).write_bytes(content)
+    proc = run_train([f"hydra.run.dir={run}", "tasks=[]"], timeout=120)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("nextok-train: error: ") and message.format(run=run) in line
+    assert str(run / name) in line
 
 
 # ---------------------------------------------------------------------------- slow

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 
 from nextok.checkpoint import META_KEY, safe_load
 from nextok.console import say
-from nextok.data.tokenizer import save_tokenizer
+from nextok.data.tokenizer import load_tokenizer, save_tokenizer
 
 SHARDED_META = "meta.pt"  # Lightning's ModelParallelStrategy: the non-tensor part of a folder
 
@@ -53,7 +53,7 @@ def pair_tokenizer(ckpt_path: str | Path, run_dir: Path, tokenizer_path: str | N
     if existing.is_dir():  # a Hugging Face folder (init_from, data.tokenizer_path)
         existing = existing / "tokenizer.json"
     if existing.exists():
-        if _canonical(existing.read_text(encoding="utf-8")) != mine:
+        if _canonical(load_tokenizer(existing).to_str()) != mine:
             where = "data.tokenizer_path=" + str(existing) if tokenizer_path else str(existing)
             raise ValueError(
                 f"{where} is not the tokenizer the weights in {ckpt_path} were trained with (it is "
