@@ -354,6 +354,37 @@ def test_a_bad_file_in_the_run_dir_is_one_line_naming_it(tmp_path, name, content
     assert str(run / name) in line
 
 
+def test_train_log_stays_plain_in_a_terminal(shared, tmp_path):
+    """Under a pseudo-terminal the rich bar redraws itself every step with escape codes; the run
+    log gets plain lines: no escape codes, no bar redraws, one line per log step."""
+    import pty
+
+    run = tmp_path / "run"
+    args = [a for a in tiny(shared, run, "trainer.max_steps=12") if "enable_progress_bar" not in a]
+    args = [*args, "trainer.log_every_n_steps=4", "callbacks.sampling=null"]
+    leader, follower = pty.openpty()
+    env = {**os.environ, "WANDB_MODE": "offline", "COLUMNS": "120", "TERM": "xterm"}
+    proc = subprocess.Popen([*train_cmd(), *args], stdout=follower, stderr=follower, env=env)
+    os.close(follower)
+    shown = b""
+    while True:  # drain the terminal, or the child blocks on a full pty
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert proc.wait(timeout=240) == 0, shown.decode(errors="replace")[-3000:]
+    os.close(leader)
+    assert b"\x1b[" in shown and "\u2501".encode() in shown  # the terminal did get the rich bar
+    log = (run / "train.log").read_text()
+    assert "\x1b" not in log and "\u2501" not in log and "\r" not in log
+    steps = [ln.split()[1] for ln in log.splitlines() if ln.startswith("step ")]
+    assert steps == ["4/12", "8/12", "12/12"], log
+    assert "[nextok] final val loss" in log and len(log.splitlines()) < 60, log
+
+
 # ---------------------------------------------------------------------------- slow
 @pytest.mark.slow
 def test_max_time_is_honoured(shared, tmp_path):

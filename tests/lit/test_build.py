@@ -68,3 +68,47 @@ def test_the_used_checkpoint_folder_warning_is_silenced_only_when_resuming(tmp_p
             c.setup(trainer, L.LightningModule(), "fit")
     said = [str(w.message) for w in caught if "exists and is not empty" in str(w.message)]
     assert len(said) == (0 if resuming else 1)  # best_checkpoint keeps top-k; last keeps 0
+
+
+def test_wandb_without_a_login_says_how_to_log_in_or_go_offline(tmp_path, monkeypatch):
+    """Real wandb, no API key, not a terminal: one line (wandb's own is a 12-frame traceback)."""
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_OFFLINE", "WANDB_DISABLED"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc, no ~/.config/wandb
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    cfg = _cfg(tmp_path, "logger=wandb")
+    with pytest.raises(ValueError) as err:
+        build_loggers(cfg, tmp_path)
+    assert str(err.value) == (
+        "could not create logger 'wandb': no W&B login: run `wandb login` (or set "
+        "WANDB_API_KEY), or set WANDB_MODE=offline to log locally (`wandb sync` uploads later)"
+    )
+
+
+def test_terminal_tee_logs_plain_lines(tmp_path):
+    """What the rich bar writes to a narrow terminal (redraws, escape codes, metrics wrapped to a
+    second line, a log record behind the bar) leaves plain lines in the log; other text stays."""
+    import io
+
+    from nextok.lit.terminal import _Tee
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log = io.StringIO()
+    tee = _Tee(Terminal(), log)
+    bar = "\x1b[2KEpoch 0    \x1b[35m\u2501\u2501\u2578\x1b[0m 3/20 0:00:01 \x1b[3mloss: 6.2\x1b[0m"
+    tee.write("[nextok] run dir: x\n")
+    tee.write(bar + "\n" + " " * 40 + "loss: 6.223\n")
+    tee.write("\x1b[2K\x1b[1A\x1b[2K" + bar + "   [2026-12-05 13:54:19,590][INFO] fit stopped.\n")
+    tee.log_line("step 5/20  loss: 6.248")
+    tee.write("        x: int = 1\n\n")
+    assert log.getvalue().splitlines() == [
+        "[nextok] run dir: x",
+        "[2026-12-05 13:54:19,590][INFO] fit stopped.",
+        "step 5/20  loss: 6.248",
+        "        x: int = 1",
+        "",
+    ]

@@ -51,10 +51,19 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
             # that opt-in (sqlite:///... or a server URI need nothing).
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         try:
-            loggers.append(instantiate(node, **extra))
+            logger = instantiate(node, **extra)
+            if "WandbLogger" in target:
+                _ = logger.experiment  # wandb.init now: a missing login fails here, named
+            loggers.append(logger)
         except Exception as e:  # noqa: BLE001 - name the logger that failed
             # ValueError: a bad logger config (missing package, key, URI): one line, exit 2
-            raise ValueError(f"could not create logger '{name}': {e}") from e
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if "API key" in why:
+                why = (
+                    "no W&B login: run `wandb login` (or set WANDB_API_KEY), or set "
+                    "WANDB_MODE=offline to log locally (`wandb sync` uploads later)"
+                )
+            raise ValueError(f"could not create logger '{name}': {why}") from e
     return loggers
 
 
