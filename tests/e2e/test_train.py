@@ -328,6 +328,22 @@ def test_a_named_preset_changed_by_the_experiment_is_reported(shared, tmp_path):
     ) in proc.stdout
 
 
+def test_too_little_data_is_one_line_and_leaves_no_run_dir(shared, tmp_path):
+    """The token count is known only once the data is tokenized (in Lightning's setup): still a
+    start-up failure, so the new run dir goes."""
+    (tmp_path / "small.txt").write_text("a line\nanother line\n")
+    run = tmp_path / "run"
+    proc = run_train(
+        tiny(shared, run, "data=local_text", f"data.data_files={tmp_path / 'small.txt'}")
+        + ["data.document_unit=line"],
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert "fewer than one block of block_size+1=33" in line
+    assert not run.exists()
+
+
 @pytest.mark.parametrize(
     "name, content, message",
     [

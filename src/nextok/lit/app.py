@@ -36,7 +36,7 @@ from nextok.lit.run_config import (
     resolve_model_config,
     save_config,
 )
-from nextok.lit.run_dir import RunState, run_dir_session
+from nextok.lit.run_dir import MarkStarted, RunState, run_dir_session
 from nextok.lit.signals import GracefulStop, StopRequested
 from nextok.lit.terminal import quiet_lightning, tee_console
 
@@ -106,7 +106,9 @@ def _run(
         module.export_info["train_config"] = redact(OmegaConf.to_container(cfg, resolve=True))
     loggers = build_loggers(cfg, run_dir)
     graceful = GracefulStop()  # Ctrl-C / SIGTERM: finish the step, save last.ckpt, exit 130/143
-    trainer = build_trainer(cfg, run_dir, loggers, [graceful], resuming=ckpt_path is not None)
+    trainer = build_trainer(
+        cfg, run_dir, loggers, [graceful, MarkStarted(state)], resuming=ckpt_path is not None
+    )
 
     micro = int(cfg.data.batch_size)
     dp = data_parallel_size(trainer)
@@ -137,7 +139,6 @@ def _run(
         lg.log_hyperparams(hparams)
 
     module.val_scope = periodic_val_scope(datamodule)
-    state.started = True
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if graceful.signum is not None:
         raise StopRequested(graceful.signum, trainer.global_step)
