@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
+import pytest
 import torch
 
 from nextok.data import LMDataModule, pack_blocks
@@ -74,3 +78,73 @@ def test_uint32_cache_for_large_vocab(tmp_path):
     toks = open_split(tmp_path, d.name, "train")
     assert toks.dtype == np.uint32 and len(toks) == 6
     assert np.array_equal(toks[0:6], ids) and np.array_equal(toks[3:5], ids[3:5])
+
+
+def _damaged(tmp_path, corpus, damage) -> str:
+    """Build a cache, apply ``damage(key_dir)``, open it again: the one-line refusal."""
+    cache_dir = tmp_path / "cache"
+    _dm(tmp_path, corpus, cache_dir=str(cache_dir), cache_shard_tokens=97)
+    (key_dir,) = cache_dir.iterdir()
+    damage(key_dir)
+    with pytest.raises(ValueError) as err:
+        _dm(tmp_path, corpus, cache_dir=str(cache_dir), cache_shard_tokens=97)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.endswith(f"delete the cache folder {key_dir} (the next run rebuilds it)")
+    return message
+
+
+def _poke(path, offset: int, value: int) -> None:
+    ids = np.memmap(path, dtype=np.uint16, mode="r+")
+    ids[offset] = value
+    ids.flush()
+
+
+def test_cache_records_sizes_and_checksums(tmp_path, jsonl_corpus):
+    cache_dir = tmp_path / "cache"
+    _dm(tmp_path, jsonl_corpus, cache_dir=str(cache_dir), cache_shard_tokens=97)
+    (key_dir,) = cache_dir.iterdir()
+    meta = json.loads((key_dir / "meta.json").read_text())
+    for split, sizes in meta["splits"].items():
+        files = sorted(key_dir.glob(f"{split}_*.bin"))
+        assert [f.stat().st_size for f in files] == [2 * n for n in sizes]
+        assert meta["sha256"][split] == [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+
+
+def test_overwritten_ids_are_refused(tmp_path, jsonl_corpus):
+    def damage(key_dir):
+        shard = key_dir / "train_00001.bin"
+        _poke(shard, 5, (int(np.memmap(shard, dtype=np.uint16)[5]) + 1) % 300)
+
+    message = _damaged(tmp_path, jsonl_corpus, damage)
+    assert "train_00001.bin: content differs from the SHA-256 recorded in meta.json" in message
+
+
+def test_ids_past_the_vocabulary_are_refused(tmp_path, jsonl_corpus):
+    """Also in a cache without checksums (as written before they were recorded)."""
+
+    def damage(key_dir):
+        meta = json.loads((key_dir / "meta.json").read_text())
+        del meta["sha256"]
+        (key_dir / "meta.json").write_text(json.dumps(meta))
+        _poke(key_dir / "val_00000.bin", 3, 4000)
+
+    message = _damaged(tmp_path, jsonl_corpus, damage)
+    assert "val_00000.bin: holds id 4000, past the vocabulary of 300 ids" in message
+
+
+def test_truncated_shard_is_refused(tmp_path, jsonl_corpus):
+    def damage(key_dir):
+        with open(key_dir / "train_00000.bin", "r+b") as f:
+            f.truncate(100)
+
+    message = _damaged(tmp_path, jsonl_corpus, damage)
+    assert "train_00000.bin: 100 bytes, but meta.json records 97 tokens (194 bytes)" in message
+
+
+@pytest.mark.parametrize("text", ["{not json", '["a list"]', '{"dtype": "float64", "splits": {}}'])
+def test_garbage_meta_json_is_refused(tmp_path, jsonl_corpus, text):
+    message = _damaged(
+        tmp_path, jsonl_corpus, lambda key_dir: (key_dir / "meta.json").write_text(text)
+    )
+    assert message.startswith(f"token cache {tmp_path / 'cache'}") and "meta.json: " in message

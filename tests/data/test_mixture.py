@@ -196,6 +196,12 @@ def test_bad_mixture_config_is_one_line(tmp_path, corpora):
         MixtureDataModule(sources={"a": {"weight": 1, "wieght": 2}})
     with pytest.raises(ValueError, match=r"data.sources.a.weight is required"):
         MixtureDataModule(sources={"a": {"source": "stdlib"}})
+    with pytest.raises(
+        ValueError, match=r"^data.sources.b: data.source=stdlib does not read data.pa"
+    ):
+        MixtureDataModule(
+            sources={"a": {"weight": 1}, "b": {"weight": 1, "source": "stdlib", "path": "x"}}
+        )
 
 
 def _stream_dm(tmp_path: Path, corpora, num_workers=2, batch_size=4):

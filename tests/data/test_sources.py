@@ -138,3 +138,37 @@ def test_too_little_data_for_one_block(tmp_path):
     dm.prepare_data()
     with pytest.raises(ValueError, match="fewer than one block"):
         dm.setup("fit")
+
+
+def test_hub_loader_reads_the_named_data_files(tmp_path, monkeypatch):
+    """``source=hub path=json data_files=X`` reads X (a packaged loader), not the current folder."""
+    (tmp_path / "mine.jsonl").write_text(json.dumps({"text": "my document"}) + "\n")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "other.json").write_text(json.dumps({"text": "not mine"}) + "\n")
+    monkeypatch.chdir(cwd)
+    ds = load_source("hub", "train", path="json", data_files=str(tmp_path / "mine.jsonl"))
+    assert list(ds["text"]) == ["my document"]
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (
+            dict(source="stdlib", data_files="x.txt"),
+            "data.source=stdlib does not read data.data_files (it reads none of them)",
+        ),
+        (
+            dict(source="text", data_files="x.txt", path="json"),
+            "data.source=text does not read data.path (it reads data.data_files)",
+        ),
+        (
+            dict(source="json", data_files="x.json", name="sample-10BT"),
+            "data.source=json does not read data.name (it reads data.data_files)",
+        ),
+    ],
+)
+def test_a_location_key_the_source_ignores_is_refused(kw, message):
+    with pytest.raises(ValueError) as err:
+        LMDataModule(**kw)
+    assert str(err.value).startswith(message)

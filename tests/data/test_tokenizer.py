@@ -100,3 +100,23 @@ def test_reused_tokenizer_larger_than_configured_vocab(tmp_path, jsonl_corpus):
     dm.prepare_data()
     with pytest.raises(ValueError, match="fresh run_dir"):
         dm.setup("fit")
+
+
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        (b"{not json", "key must be a string at line 1 column 2"),
+        (b'{"model": "\xff\xfe"}', "not UTF-8 text: byte 11 of 15 is b'\\xff'"),
+        (b"[" * 100_000, "invalid type: sequence, expected struct Tokenizer"),
+        (b'{"version": "1.0"}', "Model missing"),
+    ],
+)
+def test_a_bad_tokenizer_json_is_one_line_naming_the_file(tmp_path, content, why):
+    from nextok.data.tokenizer import load_tokenizer
+
+    f = tmp_path / "tokenizer.json"
+    f.write_bytes(content)
+    with pytest.raises(ValueError) as err:
+        load_tokenizer(tmp_path)  # a folder holding one, as a run dir does
+    assert str(err.value).startswith(f"{f} is not a valid tokenizer.json (")
+    assert why in str(err.value) and "\n" not in str(err.value)

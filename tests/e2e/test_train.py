@@ -188,6 +188,7 @@ def test_exact_resume_matches_uninterrupted(shared, uninterrupted, tmp_path):
     assert sorted(metrics(run)) == list(range(5))
     proc = check(run_train([*base, "trainer.max_steps=12", "resume=auto"]))
     assert "resuming from" in proc.stdout
+    assert "exists and is not empty" not in proc.stdout + proc.stderr  # expected when resuming
     assert len(list((run / "csv").glob("version_*"))) == 2
     for key, ref in uninterrupted.items():
         assert metrics(run, key) == ref, key  # exact string equality of the logged floats
@@ -275,6 +276,129 @@ def test_bad_value_is_a_one_line_error(shared, tmp_path):
     assert proc.returncode == 2
     assert "model.vocab_size=100 is smaller than the tokenizer's vocabulary (512)" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.max_steps=0", "trainer.max_steps=0: expected -1 (no step limit) or a positive"),
+        ("data.num_workers=-1", "data.num_workers=-1: expected 0 (load in the main process)"),
+    ],
+)
+def test_out_of_range_value_is_refused_before_any_work(tmp_path, override, message):
+    """The default run (it trains its own tokenizer): refused before that, leaving no run dir."""
+    run = tmp_path / "run"
+    proc = run_train([f"hydra.run.dir={run}", override], timeout=120)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith(f"nextok-train: error: {message}")
+    assert "tokenizer" not in proc.stdout
+    assert not run.exists()
+
+
+def test_a_run_on_other_data_skips_the_stdlib_task(shared, tmp_path):
+    """The default task list scores the stdlib corpus's held-out files: a run on one's own
+    corpus skips it (one line) instead of paying 40-120 s for it."""
+    from nextok.data.sources import stdlib_files
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, f in enumerate(stdlib_files()[:40]):
+        (corpus / f"{i}.txt").write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
+    args = [a for a in tiny(shared, tmp_path / "run", "trainer.max_steps=2") if a != "tasks=[]"]
+    proc = check(
+        run_train(
+            [*args, "data=local_text", f"data.data_files={corpus}", "callbacks.sampling=null"]
+        )
+    )
+    assert "[nextok] task stdlib_next_line skipped: it belongs to the stdlib corpus" in proc.stdout
+    assert "eval stdlib_next_line" not in proc.stdout
+
+
+def test_a_named_preset_changed_by_the_experiment_is_reported(shared, tmp_path):
+    """``model=gpt2_small`` under the default experiment trains with its block_size of 128:
+    the start-up summary says so and how to keep the preset's 1024."""
+    args = [a for a in tiny(shared, tmp_path / "run") if a != "model.block_size=32"]
+    proc = check(
+        run_train([*args, "model=gpt2_small", "trainer.max_steps=1", "callbacks.sampling=null"])
+    )
+    assert (
+        "[nextok] model=gpt2_small: experiment=default sets model.block_size=128 (preset: 1024); "
+        "add model.block_size=1024 to keep the preset's values"
+    ) in proc.stdout
+
+
+def test_too_little_data_is_one_line_and_leaves_no_run_dir(shared, tmp_path):
+    """The token count is known only once the data is tokenized (in Lightning's setup): still a
+    start-up failure, so the new run dir goes."""
+    (tmp_path / "small.txt").write_text("a line\nanother line\n")
+    run = tmp_path / "run"
+    proc = run_train(
+        tiny(shared, run, "data=local_text", f"data.data_files={tmp_path / 'small.txt'}")
+        + ["data.document_unit=line"],
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    [line] = proc.stderr.strip().splitlines()
+    assert "fewer than one block of block_size+1=33" in line
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("tokenizer.json", b"{not json", "tokenizer.json is not a valid tokenizer.json (key must"),
+        (
+            "tokenizer.json",
+            b'{"a": "\xff"}',
+            "tokenizer.json is not a valid tokenizer.json (not UTF-8",
+        ),
+        ("train.log", None, "the run log {run}/train.log is a folder; move it away or choose"),
+    ],
+)
+def test_a_bad_file_in_the_run_dir_is_one_line_naming_it(tmp_path, name, content, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    if content is None:
+        (run / name).mkdir()
+    else:
+        (run / name).write_bytes(content)
+    proc = run_train([f"hydra.run.dir={run}", "tasks=[]"], timeout=120)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("nextok-train: error: ") and message.format(run=run) in line
+    assert str(run / name) in line
+
+
+def test_train_log_stays_plain_in_a_terminal(shared, tmp_path):
+    """Under a pseudo-terminal the rich bar redraws itself every step with escape codes; the run
+    log gets plain lines: no escape codes, no bar redraws, one line per log step."""
+    import pty
+
+    run = tmp_path / "run"
+    args = [a for a in tiny(shared, run, "trainer.max_steps=12") if "enable_progress_bar" not in a]
+    args = [*args, "trainer.log_every_n_steps=4", "callbacks.sampling=null"]
+    leader, follower = pty.openpty()
+    env = {**os.environ, "WANDB_MODE": "offline", "COLUMNS": "120", "TERM": "xterm"}
+    proc = subprocess.Popen([*train_cmd(), *args], stdout=follower, stderr=follower, env=env)
+    os.close(follower)
+    shown = b""
+    while True:  # drain the terminal, or the child blocks on a full pty
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert proc.wait(timeout=240) == 0, shown.decode(errors="replace")[-3000:]
+    os.close(leader)
+    assert b"\x1b[" in shown and "\u2501".encode() in shown  # the terminal did get the rich bar
+    log = (run / "train.log").read_text()
+    assert "\x1b" not in log and "\u2501" not in log and "\r" not in log
+    steps = [ln.split()[1] for ln in log.splitlines() if ln.startswith("step ")]
+    assert steps == ["4/12", "8/12", "12/12"], log
+    assert "[nextok] final val loss" in log and len(log.splitlines()) < 60, log
 
 
 # ---------------------------------------------------------------------------- slow

@@ -120,3 +120,21 @@ def test_resume_auto_starts_fresh_only_when_there_is_provably_no_checkpoint(tmp_
     (ckpts / "last.ckpt").symlink_to(tmp_path / "gone.ckpt")  # an entry that cannot be read
     with pytest.raises(ValueError, match="resume=auto: cannot read .*last.ckpt"):
         resolve_ckpt_path(cfg, tmp_path)
+
+
+def test_resume_with_a_garbage_run_dir_tokenizer_is_one_line(tmp_path):
+    """Resuming checks the run dir's tokenizer.json against the checkpoint's: a file that is not
+    a tokenizer is named in one line (it was a traceback from the tokenizers library)."""
+    import torch
+
+    from nextok.checkpoint import META_KEY
+    from nextok.data.tokenizer import train_bpe
+    from nextok.lit.resume import pair_tokenizer
+
+    tok = train_bpe(iter(["def f(x):\n    return x\n"] * 20), 300)
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({META_KEY: {"tokenizer_json": tok.to_str()}}, ckpt)
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(ValueError) as err:
+        pair_tokenizer(ckpt, tmp_path, None)
+    assert str(err.value).startswith(f"{tmp_path / 'tokenizer.json'} is not a valid tokenizer.json")

@@ -34,6 +34,16 @@ def _cfg(*overrides: str):
             "optim: optim.ns_dtype must be auto, bfloat16 or float32",
         ),
         ("optim=muon optim.moe_experts=sgd", "optim: optim.moe_experts must be muon or adamw"),
+        # ranges Lightning/PyTorch checked only after the tokenizer trained (or never)
+        ("trainer.max_steps=-5", "trainer.max_steps=-5: expected -1 (no step limit) or a positive"),
+        ("trainer.max_steps=0", "trainer.max_steps=0: expected -1 (no step limit) or a positive"),
+        ("max_tokens=0", "max_tokens=0: expected a positive number of tokens or null"),
+        ("data.num_workers=-1", "data.num_workers=-1: expected 0 (load in the main process)"),
+        ("trainer.val_check_interval=1.5", "trainer.val_check_interval=1.5: expected a positive"),
+        (
+            "callbacks.last_checkpoint.every_n_train_steps=-1",
+            "callbacks.last_checkpoint.every_n_train_steps=-1: expected 0 (off) or a positive",
+        ),
     ],
 )
 def test_wrong_values_name_the_key(override, message):
@@ -114,3 +124,62 @@ def test_a_task_holding_out_other_files_than_the_data_is_refused(overrides, mess
     with pytest.raises(ValueError) as err:
         check_config(_cfg(*overrides))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, skipped",
+    [
+        ([], False),
+        (["data=mixture"], False),  # a stdlib source: the task's held-out files are its
+        (["data=local_text", "data.data_files=/x.txt"], True),
+        (["data=tinystories"], True),
+        (
+            [
+                "data=local_text",
+                "data.data_files=/x.txt",
+                "tasks.stdlib_next_line.corpus_only=false",
+            ],
+            False,
+        ),
+    ],
+)
+def test_the_stdlib_task_runs_by_default_only_with_its_corpus(overrides, skipped):
+    from omegaconf import OmegaConf
+
+    from nextok.evals.stdlib_task import skipped_for_data
+
+    cfg = OmegaConf.to_container(_cfg(*overrides), resolve=True)
+    assert skipped_for_data(cfg["tasks"]["stdlib_next_line"], cfg["data"]) is skipped
+
+
+@pytest.mark.parametrize(
+    "overrides, explicit, notice",
+    [
+        (
+            ["model=gpt2_small"],
+            ["model"],
+            "model=gpt2_small: experiment=default sets model.block_size=128 (preset: 1024); "
+            "add model.block_size=1024 to keep the preset's values",
+        ),
+        (["model=gpt2_small", "model.block_size=64"], ["model", "model.block_size"], None),
+        (
+            ["model=gpt2_small", "experiment=tinystories"],
+            ["model"],
+            "experiment=tinystories sets model.block_size=512 (preset: 1024), model.n_layer=8",
+        ),
+        (["model=llama_1b", "experiment=llama_1b"], ["model"], None),  # the overlay keeps it
+        ([], [], None),  # the default run: no preset named
+    ],
+)
+def test_a_named_model_preset_changed_by_the_experiment_is_reported(overrides, explicit, notice):
+    from omegaconf import OmegaConf
+
+    from nextok.lit.preset_notice import preset_notice
+
+    with initialize_config_dir(conf_dir(), version_base="1.3"):
+        cfg = compose(
+            "train", overrides=["run_dir=/tmp/unused", *overrides], return_hydra_config=True
+        )
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    got = preset_notice(cfg.model, choices, conf_dir(), explicit)
+    assert got == notice if notice is None or notice.startswith("model=") else notice in got

@@ -4,10 +4,13 @@ Like nanoGPT's ``train.bin``, but sharded (``train_00000.bin``, ...) and keyed b
 dataset config and the tokenizer, so a changed tokenizer or dataset never reads stale ids.
 Layout: ``<cache_dir>/<key>/{meta.json, train_00000.bin, ..., val_00000.bin}``. The directory is
 written under a temporary name and renamed, so readers never see a half-written cache.
+``meta.json`` records each shard's token count and SHA-256; opening a split checks them
+(:mod:`nextok.data.cache_check`), so a damaged cache is refused rather than read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import uuid
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-META = "meta.json"
+from nextok.data.cache_check import META, read_meta, verified_shard
 
 
 class ShardedTokens:
@@ -53,9 +56,11 @@ class ShardedTokens:
 
 def write_split(
     directory: Path, split: str, chunks: Iterable[np.ndarray], dtype: np.dtype, shard_tokens: int
-) -> list[int]:
-    """Stream token chunks into ``<split>_NNNNN.bin`` files of at most ``shard_tokens`` ids."""
+) -> tuple[list[int], list[str]]:
+    """Stream token chunks into ``<split>_NNNNN.bin`` files of at most ``shard_tokens`` ids;
+    return each shard's token count and SHA-256 (hashed as written: no second read)."""
     sizes: list[int] = []
+    digests: list = []
     f = None
     n_in_shard = 0
     try:
@@ -65,9 +70,12 @@ def write_split(
                 if f is None:
                     f = open(directory / f"{split}_{len(sizes):05d}.bin", "wb")  # noqa: SIM115
                     sizes.append(0)
+                    digests.append(hashlib.sha256())
                     n_in_shard = 0
                 take = min(chunk.size, shard_tokens - n_in_shard)
-                chunk[:take].tofile(f)
+                part = np.ascontiguousarray(chunk[:take])
+                part.tofile(f)
+                digests[-1].update(memoryview(part).cast("B"))
                 n_in_shard += take
                 sizes[-1] += take
                 chunk = chunk[take:]
@@ -77,7 +85,7 @@ def write_split(
     finally:
         if f is not None:
             f.close()
-    return sizes
+    return sizes, [d.hexdigest() for d in digests]
 
 
 def build_cache(
@@ -96,9 +104,10 @@ def build_cache(
     tmp = final.with_name(f".{key}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
     try:
-        meta = {"dtype": np.dtype(dtype).name, "splits": {}, "info": info or {}}
+        meta = {"dtype": np.dtype(dtype).name, "splits": {}, "sha256": {}, "info": info or {}}
         for split, chunks in splits.items():
-            meta["splits"][split] = write_split(tmp, split, chunks, np.dtype(dtype), shard_tokens)
+            sizes, digests = write_split(tmp, split, chunks, np.dtype(dtype), shard_tokens)
+            meta["splits"][split], meta["sha256"][split] = sizes, digests
         (tmp / META).write_text(json.dumps(meta, indent=1))
         try:
             tmp.rename(final)
@@ -115,16 +124,18 @@ def cache_exists(root: str | Path, key: str) -> bool:
     return (Path(root).expanduser() / key / META).exists()
 
 
-def open_split(root: str | Path, key: str, split: str) -> ShardedTokens:
-    """Memory-map one split of a cache (nothing is read until blocks are sliced)."""
+def open_split(
+    root: str | Path, key: str, split: str, vocab_size: int | None = None
+) -> ShardedTokens:
+    """Memory-map one split of a cache after checking every shard's size, SHA-256 and (given
+    ``vocab_size``) largest id: one pass over the split's bytes per open."""
     d = Path(root).expanduser() / key
-    meta = json.loads((d / META).read_text())
-    if split not in meta["splits"]:
-        raise KeyError(f"cache {d} has no split {split!r} (has {sorted(meta['splits'])})")
-    dtype = np.dtype(meta["dtype"])
+    meta = read_meta(d)
+    if split not in meta.splits:
+        raise KeyError(f"cache {d} has no split {split!r} (has {sorted(meta.splits)})")
     shards = [
-        np.memmap(d / f"{split}_{i:05d}.bin", dtype=dtype, mode="r", shape=(n,))
-        for i, n in enumerate(meta["splits"][split])
+        verified_shard(d, f"{split}_{i:05d}.bin", meta.dtype, n, digest, vocab_size)
+        for i, (n, digest) in enumerate(meta.shards(split))
         if n
     ]
     return ShardedTokens(shards)

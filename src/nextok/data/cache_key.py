@@ -25,10 +25,10 @@ def fingerprint(*parts: Any) -> str:
 
 
 def source_stats(source: str, data_files: Any) -> list[tuple]:
-    """(resolved path, size, mtime) of each named local file that exists; the stdlib's folder
-    and the Python version for ``source=stdlib``."""
+    """(resolved path, size, mtime) of each named local file that exists (also a hub loader's
+    ``data_files``); the stdlib's folder and the Python version for ``source=stdlib``."""
     stats: list[tuple] = []
-    if source in LOCAL_SOURCES and data_files is not None:
+    if source in LOCAL_SOURCES + ("hub",) and data_files is not None:
         for f in flat_files(data_files):
             p = Path(f)
             if p.exists():

@@ -27,7 +27,7 @@ from nextok.data.blocks import BlockSampler, TokenBlockDataset
 from nextok.data.documents import Documents, load_documents, tokenizer_training_texts
 from nextok.data.model_check import check_model_fits
 from nextok.data.position import position_state, read_position, trainer_position
-from nextok.data.sources import SOURCES
+from nextok.data.sources import SOURCES, check_source_keys
 from nextok.data.streaming import StreamingBlockDataset
 from nextok.data.tokenizer import TOKENIZER_FILE, SpecialTokens
 from nextok.distributed.ranks import data_parallel_rank_size, world_size
@@ -82,6 +82,7 @@ class LMDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{key} must be one of {allowed}, got {value!r}")
         if source not in SOURCES:
             raise ValueError(f"unknown data.source {source!r}; expected one of {SOURCES}")
+        check_source_keys(source, path=path, name=name, data_files=data_files)
         if block_size < 1 or batch_size < 1:
             raise ValueError(
                 f"data.block_size and data.batch_size must be >= 1 (got {block_size}, {batch_size})"

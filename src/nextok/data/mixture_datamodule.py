@@ -72,7 +72,10 @@ class MixtureDataModule(LMDataModule):
                     f"data.sources.{name}: unknown key(s) {bad}; a source takes weight and "
                     f"{list(SOURCE_KEYS)}"
                 )
-            child = LMDataModule(**{**shared, **spec})
+            try:
+                child = LMDataModule(**{**shared, **spec})
+            except ValueError as err:  # name the source (its keys are data.sources.<name>.*)
+                raise ValueError(f"data.sources.{name}: {err}") from err
             self.names.append(str(name))
             self.children.append(child)
         self.weights = normalize_weights(weights, self.names)

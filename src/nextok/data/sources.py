@@ -72,6 +72,29 @@ def _offline() -> bool:
     ) or os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", "", "false", "False")
 
 
+# the location keys each source reads (the others must stay null: a set one would be ignored)
+SOURCE_LOCATION_KEYS = {
+    "stdlib": (),
+    "hub": ("path", "name", "data_files"),
+    "text": ("data_files",),
+    "json": ("data_files",),
+    "parquet": ("data_files",),
+}
+
+
+def check_source_keys(source: str, **keys: Any) -> None:
+    """Refuse a location key (``path``, ``name``, ``data_files``) that ``source`` does not read:
+    it would be silently ignored and the run would read other data than the user named."""
+    taken = SOURCE_LOCATION_KEYS.get(source, ())
+    ignored = [k for k, v in keys.items() if v is not None and k not in taken]
+    if ignored:
+        uses = ", ".join(f"data.{k}" for k in taken) or "none of them"
+        raise ValueError(
+            f"data.source={source} does not read {', '.join(f'data.{k}' for k in ignored)} "
+            f"(it reads {uses}); remove the key or choose a source that reads it"
+        )
+
+
 def _check_local_files(data_files: Any) -> None:
     """Fail early and clearly on a missing local file (instead of a deep `datasets` error)."""
     if data_files is None:
@@ -146,7 +169,13 @@ def load_source(
                 "data.path (a Hugging Face dataset id, e.g. roneneldan/TinyStories) is required for source=hub"
             )
         try:
-            ds = datasets.load_dataset(path, name, split=split, streaming=streaming)
+            ds = datasets.load_dataset(
+                path,
+                name,
+                data_files=local_files.expand_data_files(data_files),
+                split=split,
+                streaming=streaming,
+            )
         except Exception as e:  # noqa: BLE001 - re-raised with advice
             hint = ""
             if _offline() or "offline" in str(e).lower() or "connection" in str(e).lower():

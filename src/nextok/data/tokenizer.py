@@ -73,7 +73,16 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
             f"tokenizer file not found: {p} (data.tokenizer_path must point to a tokenizer.json, e.g. "
             "one saved by a previous run or downloaded from the Hugging Face Hub)"
         )
-    return Tokenizer.from_file(str(p))
+    if p.is_dir():
+        raise IsADirectoryError(f"{p} is a folder, not a tokenizer.json file")
+    raw = p.read_bytes()
+    try:
+        return Tokenizer.from_str(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        why = f"not UTF-8 text: byte {e.start:,} of {len(raw):,} is {raw[e.start : e.start + 1]!r}"
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises a bare Exception
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise ValueError(f"{p} is not a valid tokenizer.json ({why})")
 
 
 def save_tokenizer(tok: Tokenizer, path: str | Path) -> Path:

@@ -78,7 +78,7 @@ def split_tokens(datamodule: Any, which: str) -> np.ndarray | cache.ShardedToken
     """All token ids of the ``train`` or ``val`` split; an error when not one block's worth."""
     dm = datamodule
     if dm.cache_dir:
-        tokens = cache.open_split(dm.cache_dir, ensure_cache(dm).name, which)
+        tokens = cache.open_split(dm.cache_dir, ensure_cache(dm).name, which, dm.vocab_size)
     else:
         train, val = dm.documents()
         chunks = list(encode(dm, train if which == "train" else val))

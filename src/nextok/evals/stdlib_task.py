@@ -142,6 +142,19 @@ def check_held_out(task: str, spec: Mapping[str, Any], data: Mapping[str, Any]) 
             )
 
 
+def skipped_for_data(spec: Any, data: Mapping[str, Any] | None) -> bool:
+    """True for a ``stdlib_next_line`` spec with ``corpus_only: true`` when the training data
+    does not include the stdlib corpus: a run on one's own corpus does not pay for the default
+    corpus's task (``corpus_only: false`` runs it with any data)."""
+    return (
+        isinstance(spec, Mapping)
+        and spec.get("kind") == "stdlib_next_line"
+        and bool(spec.get("corpus_only", False))
+        and data is not None
+        and not training_held_out(data)
+    )
+
+
 def check_task_specs(specs: Mapping[str, Any], data: Mapping[str, Any]) -> None:
     """:func:`check_held_out` for every ``stdlib_next_line`` spec of ``specs`` (resolved dicts)."""
     for name, spec in specs.items():

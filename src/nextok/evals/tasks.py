@@ -42,6 +42,7 @@ HF_KEYS = (
 
 
 SCORING_KEYS = ("pmi",)  # how a task is scored (nextok.evals.scoring), not how it is built
+RUN_KEYS = ("corpus_only",)  # when a training run scores it (nextok.evals.stdlib_task)
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def scoring_options(task: str, spec: dict | None) -> dict[str, Any]:
 
 def load_task(task: str, spec: dict | None) -> list[MCExample]:
     """Examples of task ``task`` from its spec (see the module docstring)."""
-    spec = {k: v for k, v in (spec or {}).items() if k not in SCORING_KEYS}
+    spec = {k: v for k, v in (spec or {}).items() if k not in (*SCORING_KEYS, *RUN_KEYS)}
     kind = spec.pop("kind", "hf")
     if kind == "stdlib_next_line":
         from nextok.evals.stdlib_task import stdlib_next_line

@@ -27,6 +27,7 @@ from nextok.lit.config_check import check_config
 from nextok.lit.finish import summary, validate_whole_split
 from nextok.lit.init_from import InitSource, prepare_init_from
 from nextok.lit.module import LMModule
+from nextok.lit.preset_notice import run_preset_notice
 from nextok.lit.resume import pair_tokenizer, resolve_ckpt_path
 from nextok.lit.run_config import (
     accumulation,
@@ -35,7 +36,7 @@ from nextok.lit.run_config import (
     resolve_model_config,
     save_config,
 )
-from nextok.lit.run_dir import RunState, run_dir_session
+from nextok.lit.run_dir import MarkStarted, RunState, run_dir_session
 from nextok.lit.signals import GracefulStop, StopRequested
 from nextok.lit.terminal import quiet_lightning, tee_console
 
@@ -110,7 +111,9 @@ def _run(
         module.export_info["train_config"] = redact(OmegaConf.to_container(cfg, resolve=True))
     loggers = build_loggers(cfg, run_dir)
     graceful = GracefulStop()  # Ctrl-C / SIGTERM: finish the step, save last.ckpt, exit 130/143
-    trainer = build_trainer(cfg, run_dir, loggers, [graceful])
+    trainer = build_trainer(
+        cfg, run_dir, loggers, [graceful, MarkStarted(state)], resuming=ckpt_path is not None
+    )
 
     micro = int(cfg.data.batch_size)
     dp = data_parallel_size(trainer)
@@ -128,6 +131,8 @@ def _run(
         f"grad accumulation {accum} -> {tokens_per_step} tokens/step; max_steps "
         f"{trainer.max_steps}"
     )
+    if rank0 and (notice := run_preset_notice(cfg, model_overrides or [])):
+        say(notice)
     hparams = redact(OmegaConf.to_container(cfg, resolve=True))
     hparams["resolved"] = {
         "vocab_size": model_config.vocab_size,
@@ -139,7 +144,6 @@ def _run(
         lg.log_hyperparams(hparams)
 
     module.val_scope = periodic_val_scope(datamodule)
-    state.started = True
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if graceful.signum is not None:
         raise StopRequested(graceful.signum, trainer.global_step)

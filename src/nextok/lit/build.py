@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from nextok.console import is_rank_zero
 from nextok.io import atomic_write_text
+from nextok.lit.callbacks import ModelCheckpoint
 from nextok.lit.checkpoint_io import AtomicCheckpointIO
 from nextok.lit.terminal import ModelSummaryWithFlops, RunProgressBar
 
@@ -50,10 +51,19 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
             # that opt-in (sqlite:///... or a server URI need nothing).
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         try:
-            loggers.append(instantiate(node, **extra))
+            logger = instantiate(node, **extra)
+            if "WandbLogger" in target:
+                _ = logger.experiment  # wandb.init now: a missing login fails here, named
+            loggers.append(logger)
         except Exception as e:  # noqa: BLE001 - name the logger that failed
             # ValueError: a bad logger config (missing package, key, URI): one line, exit 2
-            raise ValueError(f"could not create logger '{name}': {e}") from e
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if "API key" in why:
+                why = (
+                    "no W&B login: run `wandb login` (or set WANDB_API_KEY), or set "
+                    "WANDB_MODE=offline to log locally (`wandb sync` uploads later)"
+                )
+            raise ValueError(f"could not create logger '{name}': {why}") from e
     return loggers
 
 
@@ -73,15 +83,20 @@ def console_callbacks(cfg: DictConfig) -> list:
 
 
 def build_trainer(
-    cfg: DictConfig, run_dir: Path, loggers: list, extra_callbacks: list
+    cfg: DictConfig, run_dir: Path, loggers: list, extra_callbacks: list, resuming: bool = False
 ) -> L.Trainer:
     """The Trainer of ``cfg.trainer`` with the configured callbacks, nextok's console callbacks,
-    ``extra_callbacks`` and (``atomic_checkpoints``) the atomic checkpoint writer."""
+    ``extra_callbacks`` and (``atomic_checkpoints``) the atomic checkpoint writer. ``resuming``:
+    the checkpoint callbacks expect their folder to hold checkpoints already."""
     plugins = [AtomicCheckpointIO()] if cfg.get("atomic_checkpoints", True) else []
+    callbacks = build_callbacks(cfg)
+    for cb in callbacks:
+        if isinstance(cb, ModelCheckpoint):
+            cb.resuming = resuming
     return instantiate(
         cfg.trainer,
         logger=loggers or False,
-        callbacks=[*build_callbacks(cfg), *console_callbacks(cfg), *extra_callbacks],
+        callbacks=[*callbacks, *console_callbacks(cfg), *extra_callbacks],
         plugins=plugins,
         default_root_dir=str(run_dir),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Any
 
 import lightning as L
@@ -38,7 +39,21 @@ class ModelCheckpoint(_LightningModelCheckpoint):
     ``on_train_end`` instead would record the epoch as finished (resume would start a new epoch
     with other data); saving in ``on_train_batch_end`` of the final step keeps the mid-epoch
     position, exactly like the periodic saves.
+
+    ``resuming`` (set by :func:`nextok.lit.build.build_trainer` for a resumed run): the
+    checkpoint folder holds the run's own checkpoints, so Lightning's "Checkpoint directory ...
+    exists and is not empty" warning is silenced; a fresh run in a used folder still gets it.
     """
+
+    resuming = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        with warnings.catch_warnings():
+            if self.resuming:
+                warnings.filterwarnings(
+                    "ignore", message=r"Checkpoint directory .* exists and is not empty"
+                )
+            super().setup(trainer, pl_module, stage)
 
     def on_train_batch_end(
         self,

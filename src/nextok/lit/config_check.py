@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from nextok.console import say
 from nextok.evals.stdlib_task import check_task_specs
 from nextok.lit.compat import locate
+from nextok.lit.value_ranges import check_value_ranges
 from nextok.model import ModelConfig
 
 # top-level nodes built from _target_ (callbacks and loggers are dicts of such nodes)
@@ -145,13 +146,15 @@ def check_optim_values(node: Any) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Types of every constructor argument, then the model config itself (before any data work)."""
+    """Types of every constructor argument, the ranges of the run's numeric values
+    (:mod:`nextok.lit.value_ranges`), then the model config itself (before any data work)."""
     upgrade_moved_targets(cfg)
     for name in NODES:
         check_node(name, cfg.get(name))
     for group in GROUPS:
         for key, node in (cfg.get(group) or {}).items():
             check_node(f"{group}.{key}", node)
+    check_value_ranges(cfg)
     check_tasks(cfg)
     check_optim_values(cfg.get("optim"))
     model = OmegaConf.to_container(cfg.model, resolve=True)

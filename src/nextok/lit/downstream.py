@@ -10,6 +10,7 @@ import torch
 from nextok.console import say
 from nextok.distributed.ranks import data_parallel_rank_size
 from nextok.evals import METRICS, document_start, evaluate_task, load_task, scoring_options
+from nextok.evals.stdlib_task import skipped_for_data
 from nextok.evals.tasks import MCExample
 from nextok.lit.compat import is_accumulating
 from nextok.plain import to_plain
@@ -51,9 +52,19 @@ class DownstreamEval(L.Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
+            self._skip_other_corpus_tasks(getattr(pl_module, "data_config", None))
             self.examples()  # bad task specs fail before training, not after
             for name, spec in self.specs.items():
                 scoring_options(name, spec)
+
+    def _skip_other_corpus_tasks(self, data: dict | None) -> None:
+        """Drop the tasks that belong to a corpus the run does not train on (one line each)."""
+        for name in [n for n, spec in self.specs.items() if skipped_for_data(spec, data)]:
+            del self.specs[name]
+            say(
+                f"task {name} skipped: it belongs to the stdlib corpus and this run trains on "
+                f"other data (tasks.{name}.corpus_only=false runs it anyway; tasks=[] runs none)"
+            )
 
     def run(self, trainer: L.Trainer, pl_module: Any) -> dict[str, dict[str, float]]:
         rank, world = data_parallel_rank_size(trainer)

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 
 from nextok.checkpoint import META_KEY, safe_load, verify_checkpoint
 from nextok.console import say
-from nextok.data.tokenizer import save_tokenizer
+from nextok.data.tokenizer import load_tokenizer, save_tokenizer
 
 
 def checkpoint_meta(path: str | Path, verify: bool = False) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def pair_tokenizer(
     if existing.is_dir():  # a Hugging Face folder (init_from, data.tokenizer_path)
         existing = existing / "tokenizer.json"
     if existing.exists():
-        if _canonical(existing.read_text(encoding="utf-8")) != mine:
+        if _canonical(load_tokenizer(existing).to_str()) != mine:
             where = "data.tokenizer_path=" + str(existing) if tokenizer_path else str(existing)
             raise ValueError(
                 f"{where} is not the tokenizer the weights in {ckpt_path} were trained with (it is "

@@ -8,13 +8,16 @@
 - Lightning's ``LeafSpec`` deprecation warning (raised inside Lightning itself) and its
   litlogger advertisement are filtered;
 - ``<run_dir>/train.log`` receives everything the console shows (stdout and stderr, progress
-  bar redraws reduced to their final state), not only the Python logging records.
+  bar redraws reduced to their final state), not only the Python logging records. In a
+  terminal, where the rich bar redraws itself with cursor moves every step, the log gets plain
+  text instead: escape codes stripped, no bar redraws, and one bar line per log step.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -25,7 +28,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelSummary, RichProgressBar
 
 from nextok.lit.callbacks import LogStepMetrics
-from nextok.lit.compat import format_summary_table
+from nextok.lit.compat import format_summary_table, is_accumulating, is_log_step
 
 
 def quiet_lightning() -> None:
@@ -45,7 +48,26 @@ def quiet_lightning() -> None:
 
 class RunProgressBar(LogStepMetrics, RichProgressBar):
     """Lightning's rich progress bar without ``/-2`` after the epoch and without ``v_num``;
-    its numbers refresh at log steps (no host sync per step, see ``LogStepMetrics``)."""
+    its numbers refresh at log steps (no host sync per step, see ``LogStepMetrics``). In a
+    terminal its redraws stay out of ``train.log``, which gets one plain line per log step."""
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        tee = _terminal_tee()
+        if tee is not None and not is_accumulating(trainer) and is_log_step(trainer):
+            metrics = "  ".join(
+                f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}"
+                for k, v in self.get_metrics(trainer, pl_module).items()
+            )
+            total = f"/{trainer.max_steps}" if trainer.max_steps > 0 else ""
+            tee.log_line(f"step {trainer.global_step}{total}  {metrics}".rstrip())
 
     def _get_train_description(self, current_epoch: int) -> str:
         if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
@@ -98,20 +120,41 @@ class ModelSummaryWithFlops(ModelSummary):
         logging.getLogger("lightning.pytorch.callbacks.model_summary").info("\n" + "\n".join(lines))
 
 
+ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")  # CSI and two-byte sequences
+BAR_GLYPHS = ("\u2501", "\u2578", "\u257a")  # the rich bar's ━ ╸ ╺
+# the bar's metrics wrapped onto a second line of a narrow terminal: indented "name: value"s
+BAR_TAIL = re.compile(r"^ {8,}(?:[\w/.\-]+: -?[\d.]+(?:e[+-]?\d+)? *)+(?=$|\[\d{4}-)")
+# a log record (train.yaml's "[time][LEVEL] ...") the logging handler wrote behind a shown bar
+RECORD_AFTER_BAR = re.compile(r" {2,}(\[\d{4}-\d\d-\d\d [^\]]*\]\[[A-Z]+\] .*)$")
+
+
 class _Tee(io.TextIOBase):
-    """Write to a stream and to a log file; carriage-return redraws keep only their last state."""
+    """Write to a stream and to a log file; carriage-return redraws keep only their last state.
+
+    When the stream is a terminal, the log side keeps plain text: escape codes are stripped and
+    lines drawn by the rich progress bar are dropped (:class:`RunProgressBar` logs one plain line
+    per log step instead, through :meth:`log_line`)."""
 
     def __init__(self, stream: Any, log: io.TextIOBase) -> None:
         self.stream, self.log, self._line = stream, log, ""
+        self.terminal = bool(getattr(stream, "isatty", lambda: False)())
 
     def write(self, text: str) -> int:
         n = self.stream.write(text)
         self._line += text
         if "\n" in self._line:
             *done, self._line = self._line.split("\n")
-            self.log.write("".join(ln.rsplit("\r", 1)[-1] + "\n" for ln in done))
+            lines = [ln.rsplit("\r", 1)[-1] for ln in done]
+            if self.terminal:
+                lines = [plain for ln in lines if (plain := _plain(ln)) is not None]
+            self.log.write("".join(ln + "\n" for ln in lines))
             self.log.flush()
         return n if n is not None else len(text)
+
+    def log_line(self, line: str) -> None:
+        """One line to the log only (the terminal shows it in the bar)."""
+        self.log.write(line + "\n")
+        self.log.flush()
 
     def flush(self) -> None:
         self.stream.flush()
@@ -124,6 +167,23 @@ class _Tee(io.TextIOBase):
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
+
+
+def _plain(line: str) -> str | None:
+    """A terminal line without escape codes; None for a bar redraw or an escape-only line."""
+    plain = BAR_TAIL.sub("", ESCAPE.sub("", line)).rstrip()
+    if any(g in plain for g in BAR_GLYPHS):
+        record = RECORD_AFTER_BAR.search(plain)
+        return record.group(1) if record else None
+    if not plain and plain != line:
+        return None
+    return plain
+
+
+def _terminal_tee() -> _Tee | None:
+    """The stdout tee when it copies a terminal (also under rich's stdout redirection)."""
+    out = getattr(sys.stdout, "rich_proxied_file", sys.stdout)
+    return out if isinstance(out, _Tee) and out.terminal else None
 
 
 def tee_console(run_dir: Path) -> Callable[[], None]:
