@@ -36,7 +36,7 @@ from nextok.lit.run_config import (
     save_config,
 )
 from nextok.lit.run_dir import RunState, run_dir_session
-from nextok.lit.signals import GracefulStop, StopRequested
+from nextok.lit.signals import GracefulStop, SignalGuard
 from nextok.lit.terminal import quiet_lightning, tee_console
 
 
@@ -52,11 +52,12 @@ def run_training(cfg: DictConfig, model_overrides: list[str] | None = None) -> d
     quiet_lightning()
     run_dir = Path(cfg.run_dir)
     rank0 = is_rank_zero()
-    with run_dir_session(run_dir, rank0) as state:
+    # the guard first: a signal in any later phase stops the run as nextok.lit.signals says
+    with SignalGuard() as guard, run_dir_session(run_dir, rank0) as state:
         check_config(cfg)
         restore = tee_console(run_dir) if rank0 else None
         try:
-            return _run(cfg, model_overrides, run_dir, rank0, state)
+            return _run(cfg, model_overrides, run_dir, rank0, state, guard)
         finally:
             if restore is not None:
                 restore()
@@ -70,7 +71,12 @@ def _one_log_handler() -> None:
 
 
 def _run(
-    cfg: DictConfig, model_overrides: list[str] | None, run_dir: Path, rank0: bool, state: RunState
+    cfg: DictConfig,
+    model_overrides: list[str] | None,
+    run_dir: Path,
+    rank0: bool,
+    state: RunState,
+    guard: SignalGuard,
 ) -> dict[str, float]:
     init = prepare_init_from(cfg, model_overrides or [], run_dir) if cfg.get("init_from") else None
     if rank0:
@@ -104,7 +110,9 @@ def _run(
     if rank0:
         module.export_info["train_config"] = redact(OmegaConf.to_container(cfg, resolve=True))
     loggers = build_loggers(cfg, run_dir)
-    graceful = GracefulStop()  # Ctrl-C / SIGTERM: finish the step, save last.ckpt, exit 130/143
+    # Ctrl-C / SIGTERM: finish the step, save last.ckpt, exit 130/143; the run dir is kept once
+    # training has begun
+    graceful = GracefulStop(guard, on_train_start=lambda: setattr(state, "started", True))
     trainer = build_trainer(cfg, run_dir, loggers, [graceful])
 
     micro = int(cfg.data.batch_size)
@@ -134,10 +142,9 @@ def _run(
         lg.log_hyperparams(hparams)
 
     module.val_scope = periodic_val_scope(datamodule)
-    state.started = True
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    if graceful.signum is not None:
-        raise StopRequested(graceful.signum, trainer.global_step)
+    if guard.signum is not None:  # recorded by the guard but not yet acted on
+        raise guard.stop_now()
     val_loss = validate_whole_split(trainer, module, datamodule)
     if rank0:
         baseline = next(

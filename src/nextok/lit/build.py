@@ -76,12 +76,13 @@ def build_trainer(
     cfg: DictConfig, run_dir: Path, loggers: list, extra_callbacks: list
 ) -> L.Trainer:
     """The Trainer of ``cfg.trainer`` with the configured callbacks, nextok's console callbacks,
-    ``extra_callbacks`` and (``atomic_checkpoints``) the atomic checkpoint writer."""
+    ``extra_callbacks`` (first: their hooks run before the configured ones') and
+    (``atomic_checkpoints``) the atomic checkpoint writer."""
     plugins = [AtomicCheckpointIO()] if cfg.get("atomic_checkpoints", True) else []
     return instantiate(
         cfg.trainer,
         logger=loggers or False,
-        callbacks=[*build_callbacks(cfg), *console_callbacks(cfg), *extra_callbacks],
+        callbacks=[*extra_callbacks, *build_callbacks(cfg), *console_callbacks(cfg)],
         plugins=plugins,
         default_root_dir=str(run_dir),
     )

@@ -1,0 +1,168 @@
+"""Ctrl-C / SIGTERM through the real ``nextok-train``, sent at chosen phases (a log line tells when):
+before training (caching), during training (once, twice), during the final validation. The
+contract: exit 128 + signum (never 0 or 1), one line on stderr, no traceback, nothing half-written,
+and a printed command that continues the run when pasted into a shell."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from e2e_helpers import console_cmd
+from first_run_helpers import ENV, tiny_args
+
+QUICK = ["callbacks.sampling=null", "tasks=[]"]
+
+
+class Run:
+    """``nextok-train`` in the background; its merged output read line by line."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [*console_cmd("nextok-train", "nextok.train"), *args],
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, pattern: str, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(re.search(pattern, ln) for ln in self.lines):
+            assert self.proc.poll() is None, "exited before: " + "".join(self.lines)[-3000:]
+            assert time.monotonic() < deadline, f"no {pattern!r}: " + "".join(self.lines)[-3000:]
+            time.sleep(0.05)
+
+    def wait_for_file(self, path: Path, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            assert self.proc.poll() is None, "exited before: " + "".join(self.lines)[-3000:]
+            assert time.monotonic() < deadline, f"no {path}"
+            time.sleep(0.05)
+
+    def finish(self, timeout: float = 240) -> tuple[int, str]:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+        self._reader.join(timeout=10)
+        return code, "".join(self.lines)
+
+
+def stop_line(out: str) -> str:
+    """The one line a stopped run ends with."""
+    assert "Traceback" not in out and "Detected KeyboardInterrupt" not in out, out[-3000:]
+    assert "Received SIGTERM" not in out, out[-3000:]
+    (line,) = [ln for ln in out.splitlines() if re.search(r"SIG(INT|TERM)\b.*: stopped", ln)]
+    return line
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("signals") / "cache"
+
+
+def test_sigint_before_training_stops_at_once_and_removes_the_new_run_dir(tmp_path):
+    run, cache = tmp_path / "run", tmp_path / "cache"  # a fresh cache: the signal cuts caching
+    r = Run(*tiny_args(run, None, *QUICK, f"data.cache_dir={cache}"))
+    r.wait_for(r"tokenizer \(vocab \d+\) saved to")
+    r.proc.send_signal(signal.SIGINT)
+    code, out = r.finish()
+    assert code == 130, out[-3000:]
+    line = stop_line(out)
+    assert "SIGINT: stopped before training began; nothing was saved" in line
+    assert not run.exists()  # it was new: nothing of it is left
+    assert not [p for p in cache.glob(".*") if ".tmp-" in p.name]  # no half-written cache
+
+
+def test_sigterm_during_the_final_validation_exits_143_without_a_summary(tmp_path, cache):
+    run = tmp_path / "run"
+    # one sequence per validation batch: the final whole-split validation takes a few seconds
+    r = Run(*tiny_args(run, None, *QUICK, f"data.cache_dir={cache}", "data.val_batch_size=1"))
+    r.wait_for(r"`Trainer.fit` stopped")
+    r.proc.send_signal(signal.SIGTERM)
+    code, out = r.finish()
+    assert code == 143, out[-3000:]
+    line = stop_line(out)
+    assert "SIGTERM: stopped after the last step (8), before the end-of-run work" in line
+    assert "final val loss" not in out
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 8
+
+
+def test_second_sigint_stops_at_once_with_130(tmp_path, cache):
+    run = tmp_path / "run"
+    r = Run(
+        *tiny_args(
+            run,
+            None,
+            *QUICK,
+            f"data.cache_dir={cache}",
+            "trainer.max_steps=100000",
+            "callbacks.last_checkpoint.every_n_train_steps=1",
+        )
+    )
+    r.wait_for_file(run / "checkpoints" / "last.ckpt")
+    r.proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    r.proc.send_signal(signal.SIGINT)
+    code, out = r.finish()
+    assert code == 130, out[-3000:]
+    line = stop_line(out)
+    assert "SIGINT again: stopped at once" in line or "SIGINT: stopped after step" in line
+    assert "Continue with: nextok-train" in line
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] >= 1
+    assert not list((run / "checkpoints").glob("*.tmp*"))  # a cut save leaves only its temp ...
+
+
+def test_one_sigterm_saves_and_stops_promptly_then_the_printed_command_finishes(tmp_path, cache):
+    """Slow-ish (two short runs): the first signal stops at the step boundary with no validation,
+    samples or tasks; the printed command, run verbatim in a shell, finishes the same run."""
+    run = tmp_path / "my run"  # a space: the printed command must be quoted
+    r = Run(
+        *tiny_args(
+            run,
+            None,
+            "tasks=[]",
+            f"data.cache_dir={cache}",
+            "trainer.max_steps=12",
+            "trainer.val_check_interval=2",
+            "callbacks.last_checkpoint.every_n_train_steps=3",
+        )
+    )
+    r.wait_for(r"step 2: val/loss")  # a periodic validation wrote a best-* checkpoint
+    r.proc.send_signal(signal.SIGTERM)
+    code, out = r.finish()
+    assert code == 143, out[-3000:]
+    line = stop_line(out)
+    step = int(re.search(r"stopped after step (\d+)", line)[1])
+    assert step < 12 and f"saved {run / 'checkpoints' / 'last.ckpt'}" in line
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == step
+    # no validation at the stop step (unless a periodic one was due), no samples
+    vals = [int(s) for s in re.findall(r"step (\d+): val/loss", out)]
+    assert all(s % 2 == 0 for s in vals) and "=== samples" not in out
+    assert len(list((run / "checkpoints").glob("best-*"))) <= 2
+    command = line.split("Continue with: ", 1)[1]
+    done = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, env=ENV, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "final val loss" in done.stdout and "=== samples at step 12" in done.stdout
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 12
+    assert len(list((run / "checkpoints").glob("best-*"))) == 2  # top-2: no orphan
