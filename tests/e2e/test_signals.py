@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import torch
 from e2e_helpers import console_cmd
 from first_run_helpers import ENV, tiny_args
+from omegaconf import OmegaConf
 
 QUICK = ["callbacks.sampling=null", "tasks=[]"]
 
@@ -129,16 +131,30 @@ def test_second_sigint_stops_at_once_with_130(tmp_path, cache):
     assert not list((run / "checkpoints").glob("*.tmp*"))  # a cut save leaves only its temp ...
 
 
-def test_one_sigterm_saves_and_stops_promptly_then_the_printed_command_finishes(tmp_path, cache):
-    """Slow-ish (two short runs): the first signal stops at the step boundary with no validation,
-    samples or tasks; the printed command, run verbatim in a shell, finishes the same run."""
+@pytest.fixture
+def notes(tmp_path):
+    """A folder of text files for data=local_text (30 stdlib modules)."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for f in sorted((Path(sysconfig.get_paths()["stdlib"]) / "email").glob("*.py"))[:30]:
+        (folder / f"{f.stem}.txt").write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.slow
+def test_sigterm_in_training_then_the_printed_and_a_bare_resume_continue_the_run(tmp_path, notes):
+    """Slow (three short runs, ~1-2 min): one SIGTERM stops at the step boundary with no
+    validation, samples or tasks; the printed command, run verbatim in a shell, finishes the run;
+    a bare ``resume=auto`` continues it on its own corpus; a changed data config is refused."""
     run = tmp_path / "my run"  # a space: the printed command must be quoted
     r = Run(
         *tiny_args(
             run,
             None,
+            "data=local_text",
+            f"data.data_files={notes}",
+            "data.val_fraction=0.1",
             "tasks=[]",
-            f"data.cache_dir={cache}",
             "trainer.max_steps=12",
             "trainer.val_check_interval=2",
             "callbacks.last_checkpoint.every_n_train_steps=3",
@@ -157,12 +173,50 @@ def test_one_sigterm_saves_and_stops_promptly_then_the_printed_command_finishes(
     vals = [int(s) for s in re.findall(r"step (\d+): val/loss", out)]
     assert all(s % 2 == 0 for s in vals) and "=== samples" not in out
     assert len(list((run / "checkpoints").glob("best-*"))) <= 2
+    first_config = (run / "config.yaml").read_text()
+
     command = line.split("Continue with: ", 1)[1]
-    done = subprocess.run(
-        ["bash", "-c", command], capture_output=True, text=True, env=ENV, timeout=600
-    )
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "final val loss" in done.stdout and "=== samples at step 12" in done.stdout
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 12
     assert len(list((run / "checkpoints").glob("best-*"))) == 2  # top-2: no orphan
+
+    # typed by hand: the saved run is the base (its corpus, its model), the length may change
+    bare = subprocess.run(
+        [
+            *console_cmd("nextok-train", "nextok.train"),
+            f"hydra.run.dir={run}",
+            "resume=auto",
+            "trainer.max_steps=13",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert bare.returncode == 0, bare.stderr[-3000:]
+    assert "kept its" in bare.stdout and "data.data_files" in bare.stdout
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 13
+    assert (run / "config.yaml").read_text() == first_config  # the run's config stays
+    resumed = OmegaConf.load(run / "config.resume-2.yaml")
+    assert resumed.data.data_files == str(notes) and resumed.trainer.max_steps == 13
+
+    refused = subprocess.run(
+        [
+            *console_cmd("nextok-train", "nextok.train"),
+            f"hydra.run.dir={run}",
+            "resume=auto",
+            "data.vocab_size=600",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "nextok-train: error: data.vocab_size=600 would change the run in "
+        f"{run}: it was trained with data.vocab_size=512 ({run / 'config.yaml'}); a resume "
+        "keeps the data and model config: drop that override, or start a new run "
+        "(init_from=<its checkpoint> to start from these weights)"
+    ]
