@@ -20,6 +20,7 @@ from first_run_helpers import ENV, tiny_args
 from omegaconf import OmegaConf
 
 QUICK = ["callbacks.sampling=null", "tasks=[]"]
+TOKENIZER = {"tokenizer training": ["data.tokenizer_train_bytes=4000000"], "caching": []}
 
 
 class Run:
@@ -78,15 +79,24 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("signals") / "cache"
 
 
-def test_sigint_before_training_stops_at_once_and_removes_the_new_run_dir(tmp_path):
-    run, cache = tmp_path / "run", tmp_path / "cache"  # a fresh cache: the signal cuts caching
-    r = Run(*tiny_args(run, None, *QUICK, f"data.cache_dir={cache}"))
-    r.wait_for(r"tokenizer \(vocab \d+\) saved to")
+@pytest.mark.parametrize(
+    ("phase", "after"),
+    [
+        ("tokenizer training", r"Seed set to"),  # on 4 MB: a few seconds
+        ("caching", r"tokenizer \(vocab \d+\) saved to"),  # a fresh cache dir
+    ],
+)
+def test_sigint_before_training_stops_at_once_and_removes_the_new_run_dir(tmp_path, phase, after):
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    r = Run(*tiny_args(run, None, *QUICK, f"data.cache_dir={cache}"), *TOKENIZER[phase])
+    r.wait_for(after)
     r.proc.send_signal(signal.SIGINT)
     code, out = r.finish()
     assert code == 130, out[-3000:]
     line = stop_line(out)
     assert "SIGINT: stopped before training began; nothing was saved" in line
+    if phase == "tokenizer training":  # the signal cut it short
+        assert "trained a byte-level BPE tokenizer" not in out
     assert not run.exists()  # it was new: nothing of it is left
     assert not [p for p in cache.glob(".*") if ".tmp-" in p.name]  # no half-written cache
 
