@@ -13,7 +13,12 @@ from nextok.cli._conf import conf_dir
 from nextok.lit.resume_config import resumed_config
 from nextok.lit.run_config import save_config
 
-RUN = ["data=local_text", "data.data_files=/corpus/my notes.txt", "trainer.max_steps=50"]
+RUN = [
+    "data=local_text",
+    "data.data_files=/corpus/my notes.txt",
+    "trainer.max_steps=50",
+    "callbacks.sampling=null",
+]
 
 
 def _compose(run_dir, *overrides):
@@ -38,7 +43,16 @@ def test_a_bare_resume_continues_the_saved_run(run_dir):
     cfg, kept = _resume(run_dir)
     assert cfg.data.source == "text" and cfg.data.data_files == "/corpus/my notes.txt"
     assert cfg.trainer.max_steps == 50 and cfg.resume == "auto"
-    assert {"data.source", "data.data_files", "trainer.max_steps"} <= set(kept)
+    assert cfg.callbacks.sampling is None  # a node the run set to null stays null
+    assert {"data.source", "data.data_files", "trainer.max_steps", "callbacks.sampling"} <= set(
+        kept
+    )
+
+
+def test_a_node_may_be_turned_off(run_dir):
+    off, _ = _resume(run_dir, "callbacks.best_checkpoint=null")
+    assert off.callbacks.best_checkpoint is None and off.callbacks.sampling is None
+    assert off.callbacks.last_checkpoint.save_last is True
 
 
 def test_lengths_loggers_and_machine_local_keys_may_change(run_dir):

@@ -51,13 +51,24 @@ def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _set(tree: dict, path: str, value: Any) -> None:
+    """Set (or with ``_ABSENT`` remove) a dotted key; a leaf on the way becomes a node."""
     *parents, last = path.split(".")
     for p in parents:
-        tree = tree.setdefault(p, {})
+        if not isinstance(tree.get(p), dict):
+            if value is _ABSENT:
+                return  # already gone with its parent (e.g. a node the command set to null)
+            tree[p] = {}
+        tree = tree[p]
     if value is _ABSENT:
         tree.pop(last, None)
     else:
         tree[last] = value
+
+
+def _leaf_above(path: str, leaves: dict[str, Any]) -> str | None:
+    """The shortest proper prefix of ``path`` that is a leaf in ``leaves`` (e.g. a null node)."""
+    parts = path.split(".")
+    return next((p for i in range(1, len(parts)) if (p := ".".join(parts[:i])) in leaves), None)
 
 
 def _relocate(value: Any, old: str, new: str) -> Any:
@@ -113,6 +124,9 @@ def resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, l
                     "checkpoint> to start from these weights)"
                 )
             _set(result, path, value)
+        elif before is _ABSENT and (above := _leaf_above(path, flat_saved)) is not None:
+            if above not in kept:  # the saved run set this node as a whole (e.g. to null)
+                kept.append(above)
         elif before is _ABSENT:
             _set(result, path, value)  # a key the saved run did not have yet
         else:
