@@ -94,7 +94,10 @@ def test_no_saved_config_or_no_resume_leaves_the_config_alone(tmp_path, run_dir)
 def test_config_yaml_stays_and_each_resume_is_recorded_beside_it(run_dir):
     first = (run_dir / "config.yaml").read_text()
     cfg, _ = _resume(run_dir, "trainer.max_steps=80")
-    assert save_config(cfg, run_dir) == run_dir / "config.resume-1.yaml"
+    assert save_config(cfg, run_dir, resuming=True) == run_dir / "config.resume-1.yaml"
     assert (run_dir / "config.yaml").read_text() == first
     assert OmegaConf.load(run_dir / "config.resume-1.yaml").trainer.max_steps == 80
-    assert save_config(cfg, run_dir) == run_dir / "config.resume-2.yaml"
+    assert save_config(cfg, run_dir, resuming=True) == run_dir / "config.resume-2.yaml"
+    # a fresh run started over the old one (no checkpoint resumed) is the dir's run now
+    assert save_config(cfg, run_dir) == run_dir / "config.yaml"
+    assert OmegaConf.load(run_dir / "config.yaml").trainer.max_steps == 80

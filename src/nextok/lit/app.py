@@ -79,14 +79,14 @@ def _run(
     guard: SignalGuard,
 ) -> dict[str, float]:
     init = prepare_init_from(cfg, model_overrides or [], run_dir) if cfg.get("init_from") else None
+    ckpt_path = resolve_ckpt_path(cfg, run_dir)
     if rank0:
         if cfg.get("print_config", False):
             print_config(cfg)
-        save_config(cfg, run_dir)
+        save_config(cfg, run_dir, resuming=ckpt_path is not None)
     L.seed_everything(cfg.seed, workers=True)
 
     # A resumed run uses the tokenizer its weights were trained with (embedded in the checkpoint).
-    ckpt_path = resolve_ckpt_path(cfg, run_dir)
     if ckpt_path and rank0 and pair_tokenizer(ckpt_path, run_dir, cfg.data.get("tokenizer_path")):
         say(f"using the tokenizer embedded in {ckpt_path}")
 

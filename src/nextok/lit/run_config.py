@@ -56,14 +56,14 @@ def print_config(cfg: DictConfig) -> None:
     rich.print(tree)
 
 
-def save_config(cfg: DictConfig, run_dir: Path) -> Path:
+def save_config(cfg: DictConfig, run_dir: Path, resuming: bool = False) -> Path:
     """Write the resolved config to ``<run_dir>/config.yaml`` (atomically); return the file.
 
-    ``config.yaml`` stays the run's own config: a later start (a resume) whose config differs
-    is recorded beside it as ``config.resume-<N>.yaml``, the history of what each resume used."""
+    ``config.yaml`` stays the run's own config: a resume whose config differs is recorded beside
+    it as ``config.resume-<N>.yaml``, the history of what each resume used."""
     text = OmegaConf.to_yaml(cfg, resolve=True)
     target = run_dir / "config.yaml"
-    if target.is_file():
+    if resuming and target.is_file():
         if target.read_text(encoding="utf-8") == text:
             return target
         n = 1
