@@ -138,3 +138,19 @@ def resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, l
 
 def _show(value: Any) -> str:
     return "(absent)" if value is _ABSENT else repr(value)
+
+
+def check_same_data(recorded: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse, in one line naming the key, to resume a checkpoint on other data than the data
+    config it recorded (``ckpt_path=`` into a new run dir takes the command's data config)."""
+    before, now = _leaves(recorded, "data"), _leaves(current, "data")
+    for path in sorted(set(before) | set(now)):
+        old, new = before.get(path, _ABSENT), now.get(path, _ABSENT)
+        if path in MACHINE_LOCAL or path == "data.tokenizer_path" or old == new:
+            continue
+        raise ValueError(
+            f"{path}={_show(new)} differs from the data the checkpoint was trained on "
+            f"({path}={_show(old)}, recorded in it); a resume keeps the data config: pass the "
+            "run's data settings (resume=auto in its run dir does), or start a new run "
+            "(init_from=<the checkpoint>)"
+        )
