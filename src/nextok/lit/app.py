@@ -112,7 +112,7 @@ def _run(
     loggers = build_loggers(cfg, run_dir)
     # Ctrl-C / SIGTERM: finish the step, save last.ckpt, exit 130/143; the run dir is kept once
     # training has begun
-    graceful = GracefulStop(guard, on_train_start=lambda: setattr(state, "started", True))
+    graceful = GracefulStop(guard, started=lambda: setattr(state, "started", True))
     trainer = build_trainer(cfg, run_dir, loggers, [graceful])
 
     micro = int(cfg.data.batch_size)

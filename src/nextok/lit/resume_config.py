@@ -1,12 +1,12 @@
 """``resume=auto`` continues the run as it was saved: its ``config.yaml`` is the base.
 
-Hydra composes a command's config from ``conf/`` defaults, so ``nextok-train hydra.run.dir=R
-resume=auto`` after a run on ``data=local_text data.data_files=...`` used to resume on the
-default corpus (and overwrite the run's ``config.yaml``). Here the saved config is the base;
-what the command sets explicitly changes it, except what defines the run (the data, the model,
-the seed and the global batch: changing them is refused in one line naming the key); keys the
-command did not set keep the saved value even where this command's defaults differ. Paths under
-the saved run dir follow the run dir (a run dir moved or copied elsewhere resumes there).
+Hydra composes a command's config from ``conf/`` defaults: taken as is, ``nextok-train
+hydra.run.dir=R resume=auto`` after a run on ``data=local_text data.data_files=...`` would resume
+on the default corpus. So the saved config is the base; what the command sets explicitly changes
+it, except what defines the run (the data, the model, the seed and the global batch: changing
+them is refused in one line naming the key); keys the command did not set keep the saved value
+even where this command's defaults differ. Paths under the saved run dir follow the run dir (a
+run dir moved or copied elsewhere resumes there).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -124,9 +125,10 @@ class GracefulStop(L.Callback):
     Put it first among the callbacks: its ``on_train_end`` must run before the samples and tasks
     of other callbacks, which a stopped run skips."""
 
-    def __init__(self, guard: SignalGuard, on_train_start: Any = None) -> None:
+    def __init__(self, guard: SignalGuard, started: Callable[[], None] | None = None) -> None:
+        """``started``: called when training begins (the run dir is then kept on failure)."""
         self.guard = guard
-        self._on_train_start = on_train_start
+        self._started = started
         self.stopping = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -139,8 +141,8 @@ class GracefulStop(L.Callback):
         self.guard.reinstall()  # Lightning registered its SIGTERM handler just before this hook
         self.guard.step = trainer.global_step
         self.guard.phase = "train"
-        if self._on_train_start is not None:
-            self._on_train_start()
+        if self._started is not None:
+            self._started()
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.training:  # trainer.validate(): Lightning registered its handler again
