@@ -57,3 +57,19 @@ def test_resume_command_survives_a_shell_and_hydra(run_dir):
     assert argv[:2] == overrides[:2] and argv[-1] == "resume=auto" and len(argv) == 4
     parsed = OverridesParser.create().parse_overrides([argv[2]])[0]
     assert parsed.key_or_group == "hydra.run.dir" and parsed.value() == run_dir
+
+
+def _child_gets_sigint() -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)  # a StopRequested here would end the child with status 1
+
+
+def test_a_forked_dataloader_worker_leaves_the_stop_to_the_run():
+    import multiprocessing
+
+    with SignalGuard() as guard:
+        guard.phase = "end"  # where the run itself would stop at once
+        child = multiprocessing.get_context("fork").Process(target=_child_gets_sigint)
+        child.start()
+        child.join(30)
+    assert child.exitcode == 0

@@ -78,6 +78,7 @@ class SignalGuard:
         self.sigterm_is_lightnings = False  # Slurm auto-requeue
         self._raised = False
         self._previous: dict[int, Any] = {}
+        self._pid = os.getpid()
 
     def __enter__(self) -> SignalGuard:
         for sig in SIGNALS:
@@ -100,6 +101,9 @@ class SignalGuard:
             signal.signal(sig, self.handler)
 
     def handler(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked DataLoader worker (Ctrl-C reaches the whole process group): the
+            # run's own process stops and shuts it down
         if signum == signal.SIGTERM and self.sigterm_is_lightnings:
             return
         if self._raised:
