@@ -195,6 +195,27 @@ def test_resume_with_other_model_config_is_a_clear_error(tmp_path, tiny_config):
         )
 
 
+def test_resume_on_other_data_is_a_clear_error(tmp_path, tiny_config):
+    module = _module(tiny_config)
+    module.data_config = {"source": "text", "data_files": "notes/", "num_workers": 0}
+    trainer = make_trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(module, datamodule=CountingData())
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+
+    def resume(data_config):
+        other = _module(tiny_config)
+        other.data_config = data_config
+        make_trainer(tmp_path, max_steps=2, limit_val_batches=0).fit(
+            other, datamodule=CountingData(), ckpt_path=tmp_path / "a.ckpt", weights_only=False
+        )
+
+    resume({"source": "text", "data_files": "notes/", "num_workers": 2})  # machine-local: fine
+    with pytest.raises(
+        ValueError, match=r"^data.data_files=None differs from the data the checkpoint"
+    ):
+        resume({"source": "stdlib", "data_files": None, "num_workers": 0})
+
+
 def test_bad_policy():
     from nextok.model import ModelConfig
 

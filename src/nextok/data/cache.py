@@ -3,7 +3,9 @@
 Like nanoGPT's ``train.bin``, but sharded (``train_00000.bin``, ...) and keyed by a hash of the
 dataset config and the tokenizer, so a changed tokenizer or dataset never reads stale ids.
 Layout: ``<cache_dir>/<key>/{meta.json, train_00000.bin, ..., val_00000.bin}``. The directory is
-written under a temporary name and renamed, so readers never see a half-written cache.
+written under a temporary name and renamed, so readers never see a half-written cache; the temp
+name ``.<key>.tmp-<host>-<pid>-<hex>`` names its owner, so the leftovers of a killed process are
+removed at the next start (:func:`remove_stale_temp_dirs`) and a running writer's never are.
 ``meta.json`` records each shard's token count and SHA-256; opening a split checks them
 (:mod:`nextok.data.cache_check`), so a damaged cache is refused rather than read.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import uuid
 from collections.abc import Iterable
@@ -20,6 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from nextok.data.cache_check import META, read_meta, verified_shard
+from nextok.owner import owner_gone, owner_tag
+
+_TEMP_DIR = re.compile(r"^\..+\.tmp-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}$")
 
 
 class ShardedTokens:
@@ -101,7 +107,7 @@ def build_cache(
     final = Path(root).expanduser() / key
     if (final / META).exists():
         return final
-    tmp = final.with_name(f".{key}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = final.with_name(f".{key}.tmp-{owner_tag()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
     try:
         meta = {"dtype": np.dtype(dtype).name, "splits": {}, "sha256": {}, "info": info or {}}
@@ -118,6 +124,20 @@ def build_cache(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def remove_stale_temp_dirs(root: str | Path) -> list[Path]:
+    """Delete the temp dirs of cache builds whose process is gone (killed mid-build)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return []
+    stale = []
+    for p in root.iterdir():
+        m = _TEMP_DIR.match(p.name)
+        if m and p.is_dir() and owner_gone(m["host"], int(m["pid"])):
+            shutil.rmtree(p, ignore_errors=True)
+            stale.append(p)
+    return stale
 
 
 def cache_exists(root: str | Path, key: str) -> bool:

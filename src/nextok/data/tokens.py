@@ -60,6 +60,8 @@ def ensure_cache(datamodule: Any) -> Path:
     """Tokenize both splits into ``cache_dir`` unless that cache exists; return its folder."""
     dm = datamodule
     key = cache_key_of(dm)
+    for p in cache.remove_stale_temp_dirs(dm.cache_dir):
+        log.info("removed %s (the temp dir of a cache build that was killed)", p)
     if not cache.cache_exists(dm.cache_dir, key):
         train, val = dm.documents()
         d = cache.build_cache(

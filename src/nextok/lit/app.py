@@ -36,8 +36,8 @@ from nextok.lit.run_config import (
     resolve_model_config,
     save_config,
 )
-from nextok.lit.run_dir import MarkStarted, RunState, run_dir_session
-from nextok.lit.signals import GracefulStop, StopRequested
+from nextok.lit.run_dir import RunState, run_dir_session
+from nextok.lit.signals import GracefulStop, SignalGuard
 from nextok.lit.terminal import quiet_lightning, tee_console
 
 
@@ -53,11 +53,12 @@ def run_training(cfg: DictConfig, model_overrides: list[str] | None = None) -> d
     quiet_lightning()
     run_dir = Path(cfg.run_dir)
     rank0 = is_rank_zero()
-    with run_dir_session(run_dir, rank0) as state:
+    # the guard first: a signal in any later phase stops the run as nextok.lit.signals says
+    with SignalGuard() as guard, run_dir_session(run_dir, rank0) as state:
         check_config(cfg)
         restore = tee_console(run_dir) if rank0 else None
         try:
-            return _run(cfg, model_overrides, run_dir, rank0, state)
+            return _run(cfg, model_overrides, run_dir, rank0, state, guard)
         finally:
             if restore is not None:
                 restore()
@@ -71,17 +72,22 @@ def _one_log_handler() -> None:
 
 
 def _run(
-    cfg: DictConfig, model_overrides: list[str] | None, run_dir: Path, rank0: bool, state: RunState
+    cfg: DictConfig,
+    model_overrides: list[str] | None,
+    run_dir: Path,
+    rank0: bool,
+    state: RunState,
+    guard: SignalGuard,
 ) -> dict[str, float]:
     init = prepare_init_from(cfg, model_overrides or [], run_dir) if cfg.get("init_from") else None
+    ckpt_path = resolve_ckpt_path(cfg, run_dir)
     if rank0:
         if cfg.get("print_config", False):
             print_config(cfg)
-        save_config(cfg, run_dir)
+        save_config(cfg, run_dir, resuming=ckpt_path is not None)
     L.seed_everything(cfg.seed, workers=True)
 
     # A resumed run uses the tokenizer its weights were trained with (embedded in the checkpoint).
-    ckpt_path = resolve_ckpt_path(cfg, run_dir)
     verify = bool(cfg.get("verify", True))
     if (
         ckpt_path
@@ -110,10 +116,10 @@ def _run(
     if rank0:
         module.export_info["train_config"] = redact(OmegaConf.to_container(cfg, resolve=True))
     loggers = build_loggers(cfg, run_dir)
-    graceful = GracefulStop()  # Ctrl-C / SIGTERM: finish the step, save last.ckpt, exit 130/143
-    trainer = build_trainer(
-        cfg, run_dir, loggers, [graceful, MarkStarted(state)], resuming=ckpt_path is not None
-    )
+    # Ctrl-C / SIGTERM: finish the step, save last.ckpt, exit 130/143; the run dir is kept once
+    # training has begun (start-up lasts until the first batch: data setup errors still count)
+    graceful = GracefulStop(guard, started=lambda: setattr(state, "started", True))
+    trainer = build_trainer(cfg, run_dir, loggers, [graceful], resuming=ckpt_path is not None)
 
     micro = int(cfg.data.batch_size)
     dp = data_parallel_size(trainer)
@@ -145,8 +151,8 @@ def _run(
 
     module.val_scope = periodic_val_scope(datamodule)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    if graceful.signum is not None:
-        raise StopRequested(graceful.signum, trainer.global_step)
+    if guard.signum is not None:  # recorded by the guard but not yet acted on
+        raise guard.stop_now()
     val_loss = validate_whole_split(trainer, module, datamodule)
     if rank0:
         baseline = next(

@@ -86,8 +86,9 @@ def build_trainer(
     cfg: DictConfig, run_dir: Path, loggers: list, extra_callbacks: list, resuming: bool = False
 ) -> L.Trainer:
     """The Trainer of ``cfg.trainer`` with the configured callbacks, nextok's console callbacks,
-    ``extra_callbacks`` and (``atomic_checkpoints``) the atomic checkpoint writer. ``resuming``:
-    the checkpoint callbacks expect their folder to hold checkpoints already."""
+    ``extra_callbacks`` (first: their hooks run before the configured ones') and
+    (``atomic_checkpoints``) the atomic checkpoint writer. ``resuming``: the checkpoint callbacks
+    expect their folder to hold checkpoints already."""
     plugins = [AtomicCheckpointIO()] if cfg.get("atomic_checkpoints", True) else []
     callbacks = build_callbacks(cfg)
     for cb in callbacks:
@@ -96,7 +97,7 @@ def build_trainer(
     return instantiate(
         cfg.trainer,
         logger=loggers or False,
-        callbacks=[*callbacks, *console_callbacks(cfg), *extra_callbacks],
+        callbacks=[*extra_callbacks, *callbacks, *console_callbacks(cfg)],
         plugins=plugins,
         default_root_dir=str(run_dir),
     )

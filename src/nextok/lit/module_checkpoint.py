@@ -80,6 +80,10 @@ class CheckpointHooks:
                 "the checkpoint's model config differs from this run's (key: (checkpoint, now)): "
                 f"{diff}; resume with the same model.* settings"
             )
+        if self.data_config is not None and meta.get("data_config"):
+            from nextok.lit.resume_config import check_same_data
+
+            check_same_data(meta["data_config"], self.data_config)
         self.tokens_seen = int(meta.get("tokens_seen", 0))
         if "rng" in meta:
             set_rng_state(meta["rng"])

@@ -56,9 +56,22 @@ def print_config(cfg: DictConfig) -> None:
     rich.print(tree)
 
 
-def save_config(cfg: DictConfig, run_dir: Path) -> None:
-    """Write the resolved config to ``<run_dir>/config.yaml`` (atomically)."""
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+def save_config(cfg: DictConfig, run_dir: Path, resuming: bool = False) -> Path:
+    """Write the resolved config to ``<run_dir>/config.yaml`` (atomically); return the file.
+
+    ``config.yaml`` stays the run's own config: a resume whose config differs is recorded beside
+    it as ``config.resume-<N>.yaml``, the history of what each resume used."""
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    target = run_dir / "config.yaml"
+    if resuming and target.is_file():
+        if target.read_text(encoding="utf-8") == text:
+            return target
+        n = 1
+        while (run_dir / f"config.resume-{n}.yaml").exists():
+            n += 1
+        target = run_dir / f"config.resume-{n}.yaml"
+    atomic_write_text(target, text)
+    return target
 
 
 def pad_vocab(n: int, multiple: int | None) -> int:

@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import lightning as L
-
 from nextok.console import say
 from nextok.lit.run_lock import LOCK_FILE, RunDirLock
 
@@ -48,17 +46,6 @@ class RunState:
     """Set ``started = True`` once training began: from then on the dir is kept on failure."""
 
     started = False
-
-
-class MarkStarted(L.Callback):
-    """Sets ``state.started`` when the first training batch is about to run: a failure in data
-    setup (too little data for one block, a damaged token cache) still counts as start-up."""
-
-    def __init__(self, state: RunState) -> None:
-        self.state = state
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.state.started = True
 
 
 @contextmanager

@@ -1,16 +1,30 @@
-"""Ctrl-C / SIGTERM during training: finish the optimizer step, save ``last.ckpt``, exit 130/143.
+"""Ctrl-C / SIGTERM in every phase of a run: stop promptly, save what a resume needs, exit 130/143.
 
-Without this, SIGINT raised ``KeyboardInterrupt`` in the middle of a step and the run exited 1
-without saving: every step since the last periodic checkpoint was lost. The handler only records
-the signal; at the end of the current optimizer step (never between accumulated micro-batches)
-the callback sets ``trainer.should_stop``, and nextok's ``ModelCheckpoint`` saves ``last`` with the
-exact mid-epoch data position, as a periodic save would, so ``resume=auto`` continues exactly.
-A second signal while the first is handled stops at once (the default action).
+The contract (``nextok-train``; tested in ``tests/e2e/test_signals.py``):
+
+- during training, the first signal finishes the current optimizer step (never between
+  accumulated micro-batches), saves ``last.ckpt`` with the exact mid-epoch data position, and
+  stops: no validation at the stop step, no samples, no tasks, no final validation (that
+  end-of-run work belongs to the resumed run that finishes);
+- before training (tokenizer training, caching, checkpoint restore) and after it (final
+  whole-split validation, samples, tasks) there is no step to finish: the first signal stops at
+  once (``last.ckpt`` of the final step is already written);
+- a second signal stops at once in any phase; every file is written atomically (temp + rename),
+  so nothing is half-written, and a later start removes the temp files such a stop leaves;
+- the exit status is always ``128 + signum`` (130 SIGINT, 143 SIGTERM), never 0 or 1.
+
+One :class:`SignalGuard` owns SIGINT/SIGTERM for the whole run (installed before any work);
+:class:`GracefulStop` tells it the phase and turns a pending signal into a stop at the step
+boundary. Lightning installs its own SIGTERM handler at each ``fit``/``validate`` (it would log
+"Received SIGTERM" and raise its own exception later): the callback re-installs the guard's.
+Under Slurm auto-requeue SIGTERM is Lightning's (it follows the requeue's SIGUSR1).
 """
 
 from __future__ import annotations
 
+import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -20,47 +34,123 @@ from nextok.lit.compat import cluster_environment, is_accumulating
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class StopRequested(Exception):
-    """Training stopped on a signal after saving; the CLI exits with ``128 + signum``."""
+class StopRequested(BaseException):
+    """The run stopped on a signal; the CLI exits with ``128 + signum``.
 
-    def __init__(self, signum: int, step: int) -> None:
+    A ``BaseException`` (as ``KeyboardInterrupt`` is) so that no ``except Exception`` on the way
+    turns it into another error; not a ``KeyboardInterrupt``, whose Lightning path exits 1.
+    ``phase``: "setup" (before training), "train" (at a step boundary, after saving), "end"
+    (during the end-of-run work); ``at_once``: a second signal cut the graceful stop short."""
+
+    def __init__(self, signum: int, phase: str, step: int | None, at_once: bool = False) -> None:
         self.signum = signum
+        self.phase = phase
         self.step = step
-        name = signal.Signals(signum).name
-        super().__init__(f"{name}: stopped after step {step}")
+        self.at_once = at_once
+        super().__init__(self.describe())
 
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
 
+    def describe(self) -> str:
+        name = signal.Signals(self.signum).name
+        if self.phase == "setup":
+            return f"{name}: stopped before training began"
+        if self.at_once:
+            return f"{name} again: stopped at once at step {self.step}"
+        if self.phase == "end":
+            return f"{name}: stopped after the last step ({self.step}), before the end-of-run work"
+        return f"{name}: stopped after step {self.step}"
 
-class GracefulStop(L.Callback):
-    """Turn SIGINT/SIGTERM into a save-and-stop at the next optimizer-step boundary."""
+
+class SignalGuard:
+    """SIGINT/SIGTERM handler for one run (main thread): ``with SignalGuard() as guard: ...``.
+
+    In the "train" phase the first signal is only recorded (:class:`GracefulStop` acts on it at
+    the step boundary); any other signal raises :class:`StopRequested` where the main thread is.
+    A signal after that exception was raised exits the process at once."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.phase = "setup"
+        self.step: int | None = None
+        self.sigterm_is_lightnings = False  # Slurm auto-requeue
+        self._raised = False
         self._previous: dict[int, Any] = {}
+        self._pid = os.getpid()
 
-    def _handler(self, signum: int, frame: Any) -> None:
+    def __enter__(self) -> SignalGuard:
+        for sig in SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self.handler)
+            except ValueError:  # not the main thread: leave signals alone
+                break
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def reinstall(self) -> None:
+        """Take SIGINT/SIGTERM back from whatever Lightning registered since."""
+        for sig in self._previous:
+            if sig == signal.SIGTERM and self.sigterm_is_lightnings:
+                continue
+            signal.signal(sig, self.handler)
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked DataLoader worker (Ctrl-C reaches the whole process group): the
+            # run's own process stops and shuts it down
+        if signum == signal.SIGTERM and self.sigterm_is_lightnings:
+            return
+        if self._raised:
+            os._exit(128 + signum)  # a third signal: the stop is already under way, end now
+        if self.phase == "train" and self.signum is None:
+            self.signum = signum  # acted on at the step boundary (printing here could reenter)
+            return
+        at_once = self.signum is not None and self.phase == "train"
         self.signum = signum
-        signal.signal(
-            signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler
-        )
+        self._raised = True
+        raise StopRequested(signum, self.phase, self.step, at_once=at_once)
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # on_train_start runs after Lightning registered its own SIGTERM handler, so ours wins;
-        # under Slurm auto-requeue SIGTERM stays Lightning's (it follows the requeue's SIGUSR1)
+    def stop_now(self) -> StopRequested:
+        """The exception for a graceful stop the guard recorded (raised by the caller)."""
+        assert self.signum is not None
+        self._raised = True
+        return StopRequested(self.signum, "train", self.step)
+
+
+class GracefulStop(L.Callback):
+    """Tell the guard the phase; turn a recorded signal into a save-and-stop at a step boundary.
+
+    Put it first among the callbacks: its ``on_train_end`` must run before the samples and tasks
+    of other callbacks, which a stopped run skips."""
+
+    def __init__(self, guard: SignalGuard, started: Callable[[], None] | None = None) -> None:
+        """``started``: called when training begins (the run dir is then kept on failure)."""
+        self.guard = guard
+        self._started = started
+        self.stopping = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         from lightning.fabric.plugins.environments import SLURMEnvironment
 
         env = cluster_environment(trainer)
-        slurm = isinstance(env, SLURMEnvironment) and env.auto_requeue
-        for sig in SIGNALS:
-            if slurm and sig == signal.SIGTERM:
-                continue
-            try:
-                self._previous[sig] = signal.signal(sig, self._handler)
-            except ValueError:  # not the main thread: leave signals alone
-                return
+        self.guard.sigterm_is_lightnings = isinstance(env, SLURMEnvironment) and env.auto_requeue
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.guard.reinstall()  # Lightning registered its SIGTERM handler just before this hook
+        self.guard.step = trainer.global_step
+        self.guard.phase = "train"
+        if self._started is not None:
+            self._started()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.training:  # trainer.validate(): Lightning registered its handler again
+            self.guard.reinstall()
 
     def on_train_batch_end(
         self,
@@ -70,13 +160,18 @@ class GracefulStop(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if self.signum is not None and not is_accumulating(trainer):
-            trainer.should_stop = True  # ModelCheckpoint (runs after this callback) saves last
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit":
+        if is_accumulating(trainer):
             return
-        for sig, previous in self._previous.items():
-            if signal.getsignal(sig) in (self._handler, signal.SIG_DFL, signal.default_int_handler):
-                signal.signal(sig, previous)
-        self._previous.clear()
+        self.guard.step = trainer.global_step
+        if self.guard.signum is not None and not self.stopping:
+            self.stopping = True
+            # ModelCheckpoint (Lightning runs checkpoint callbacks last) saves last.ckpt now;
+            # no validation at the stop step (its best-* file would be unknown to last.ckpt)
+            trainer.should_stop = True
+            trainer.limit_val_batches = 0
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.guard.step = trainer.global_step
+        if self.stopping or self.guard.signum is not None:
+            raise self.guard.stop_now()  # skips the other callbacks' samples and tasks
+        self.guard.phase = "end"
