@@ -62,7 +62,7 @@ def export_hf(
     torch_dtype = as_dtype(dtype, "dtype")
     out_dir = Path(out_dir)
     cfg = model.config
-    fam = family_for_export(cfg, family, prefer)
+    fam = family_for_export(cfg, family, prefer, tokenizer)
     tensors = W.from_ours(dict(model.state_dict()), fam.rows(cfg))
     out_dir.mkdir(parents=True, exist_ok=True)  # after the refusals: no empty folder left behind
     if tokenizer is not None and special is None:

@@ -48,13 +48,13 @@ class LlamaLike(Family):
             return "needs pos=rope, norm=rmsnorm, mlp=swiglu"
         if cfg.qk_norm != self.qk_norm:
             return f"needs qk_norm={self.qk_norm}"
-        want = {
-            "config": (cfg.qkv_bias, cfg.qkv_bias),
-            "qkv": (True, False),
-            "none": (False, False),
-        }[self.attn_bias]
-        if (cfg.qkv_bias, cfg.attn_out_bias) != want:
-            return f"needs (qkv_bias, attn_out_bias)={want}"
+        if self.attn_bias == "config":  # q/k/v/o biases; a q/k/v-only one writes o_proj.bias=0
+            if cfg.attn_out_bias and not cfg.qkv_bias:
+                return "needs qkv_bias=true when attn_out_bias=true"
+        else:
+            want = {"qkv": (True, False), "none": (False, False)}[self.attn_bias]
+            if (cfg.qkv_bias, cfg.attn_out_bias) != want:
+                return f"needs (qkv_bias, attn_out_bias)={want}"
         if cfg.mlp_bias and not self.mlp_bias:
             return "needs mlp_bias=false"
         return None
@@ -232,6 +232,8 @@ class LlamaLike(Family):
                 )
             if cfg.attn_out_bias:
                 rows.append((p + "attn.proj.bias", (att + "o_proj.bias",), "same", ()))
+            elif cfg.qkv_bias and self.attn_bias == "config":  # attention_bias covers o_proj too
+                rows.append(("", (att + "o_proj.bias",), "zeros_out", (cfg.d_model,)))
             if cfg.qk_norm:
                 rows += [
                     (p + "attn.q_norm.weight", (att + "q_norm.weight",), "same", ()),
