@@ -20,9 +20,9 @@ FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (
         LlamaLike("llama", "LlamaForCausalLM", "model.", attn_bias="config", mlp_bias=True),
-        LlamaLike("mistral", "MistralForCausalLM", "model.", attn_bias="none", sliding=True),
-        LlamaLike("qwen2", "Qwen2ForCausalLM", "model.", attn_bias="qkv", sliding=True),
-        LlamaLike("qwen3", "Qwen3ForCausalLM", "model.", qk_norm=True, sliding=True),
+        LlamaLike("mistral", "MistralForCausalLM", "model.", attn_bias="none", sliding="all"),
+        LlamaLike("qwen2", "Qwen2ForCausalLM", "model.", attn_bias="qkv", sliding="qwen"),
+        LlamaLike("qwen3", "Qwen3ForCausalLM", "model.", qk_norm=True, sliding="qwen"),
         GPT2("gpt2", "GPT2LMHeadModel", "transformer."),
         *MOE_FAMILIES.values(),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nextok.hf import sliding
 from nextok.hf.family import (
     REQUIRED,
     Family,
@@ -18,11 +19,6 @@ from nextok.hf.family import (
 from nextok.hf.rope_config import rope_in, rope_out
 from nextok.model import ModelConfig
 
-# transformers' defaults for a missing key (MistralConfig / Qwen2Config / Qwen3Config, checked
-# against the installed transformers by tests/hf/test_review_fixes.py)
-SLIDING_DEFAULTS = {"mistral": 4096, "qwen2": 4096, "qwen3": 4096}
-MAX_WINDOW_LAYERS_DEFAULT = 28
-
 
 def _or_none(value: int | None) -> int | None:
     return value or None  # as transformers: a missing, null or 0 value means "derive it"
@@ -34,13 +30,14 @@ class LlamaLike(Family):
 
     ``attn_bias``: "config" (``attention_bias`` biases q/k/v/o), "qkv" (always q/k/v only,
     Qwen2) or "none" (Mistral). ``mlp_bias``: whether ``mlp_bias`` exists. ``qk_norm``: per-head
-    q/k RMSNorm (Qwen3). ``sliding``: the family has sliding-window fields.
+    q/k RMSNorm (Qwen3). ``sliding``: which layers its sliding-window fields make slide
+    (:mod:`nextok.hf.sliding`; "": the family has no window).
     """
 
     attn_bias: str = "config"
     mlp_bias: bool = False
     qk_norm: bool = False
-    sliding: bool = False
+    sliding: str = ""
     norm_eps_default: float = 1e-6
 
     def why_not(self, cfg: ModelConfig) -> str | None:
@@ -57,7 +54,7 @@ class LlamaLike(Family):
                 return f"needs (qkv_bias, attn_out_bias)={want}"
         if cfg.mlp_bias and not self.mlp_bias:
             return "needs mlp_bias=false"
-        return None
+        return sliding.why_not(cfg, self.sliding)
 
     def fields(self) -> tuple[Field, ...]:
         return (
@@ -87,9 +84,7 @@ class LlamaLike(Family):
         if self.mlp_bias:
             out["mlp_bias"] = cfg.mlp_bias
         if self.sliding:
-            out["sliding_window"] = None
-            if self.model_type != "mistral":
-                out["use_sliding_window"] = False
+            out.update(sliding.window_out(cfg, self.sliding))
         return out
 
     def config_in(
@@ -103,10 +98,7 @@ class LlamaLike(Family):
             "attention_dropout",
             "attention_bias",
             "mlp_bias",
-            "sliding_window",
-            "use_sliding_window",
-            "max_window_layers",
-            "layer_types",
+            *sliding.KEYS,
             # nanotron leftovers in SmolLM configs that transformers ignores
             "is_llama_config",
             "rope_interleaved",
@@ -119,7 +111,11 @@ class LlamaLike(Family):
             )
         if c.get("hidden_act", "silu") not in ("silu", "swish"):
             raise refuse(where, "hidden_act", c["hidden_act"], "the SwiGLU MLP uses silu")
-        self._check_window(c, where, args["block_size"], args["n_layer"])
+        window, layers = (
+            sliding.window_in(c, where, self.model_type, self.sliding, args["n_layer"])
+            if self.sliding
+            else (None, None)
+        )
         if dropout is None and float(c.get("attention_dropout") or 0.0) != 0.0:
             raise refuse(
                 where,
@@ -147,49 +143,10 @@ class LlamaLike(Family):
             attn_out_bias=attn_bias if self.attn_bias == "config" else False,
             mlp_bias=bool(c.get("mlp_bias", False)),
             qk_norm=self.qk_norm,
+            sliding_window=window,
+            sliding_layers=layers,
             dropout=float(dropout or 0.0),
         )
-
-    def _check_window(self, c: dict, where: str, block: int, n_layer: int) -> None:
-        """Which layers slide, computed as transformers does (a missing key takes the config
-        class's default); refused when a sliding layer's window is shorter than the context."""
-        if not self.sliding:
-            return
-        layer_types = c.get("layer_types")
-        if self.model_type == "mistral":  # one window for every layer; layer_types not read
-            window = c.get("sliding_window", SLIDING_DEFAULTS["mistral"])
-            sliding = window is not None
-        else:
-            use = bool(c.get("use_sliding_window", False))
-            window = c.get("sliding_window", SLIDING_DEFAULTS[self.model_type]) if use else None
-            first = c.get("max_window_layers", MAX_WINDOW_LAYERS_DEFAULT)
-            if layer_types is None:
-                layer_types = [
-                    "sliding_attention" if window is not None and i >= first else "full_attention"
-                    for i in range(n_layer)
-                ]
-            bad = [t for t in layer_types if t not in ("full_attention", "sliding_attention")]
-            if bad:
-                raise refuse(where, "layer_types", bad[0], "nextok has full causal attention only")
-            sliding = "sliding_attention" in layer_types
-            if sliding and window is None:
-                raise refuse(
-                    where,
-                    "layer_types",
-                    "sliding_attention",
-                    "use_sliding_window is false, so the window those layers use is undefined",
-                )
-        if sliding and window < block:
-            src = "sliding_window" if "sliding_window" in c else "sliding_window (default)"
-            raise refuse(
-                where,
-                src,
-                window,
-                f"it is shorter than the context ({block}); nextok has no sliding-window attention. "
-                f"With model.block_size <= {window} the computation is identical "
-                f"(init_from: model.block_size={window}; nextok-generate/nextok-eval: "
-                f"block_size={window})",
-            )
 
     def rows(self, cfg: ModelConfig) -> list[Row]:
         hd, f = cfg.head_dim, cfg.ffn_dim

@@ -50,7 +50,6 @@ class MoEFamily(LlamaLike):
         out.update(num_local_experts=cfg.n_experts, num_experts_per_tok=cfg.moe_top_k)
         if self.always_norm:
             out.update(intermediate_size=cfg.moe_ffn_dim, router_jitter_noise=0.0)
-            out.pop("use_sliding_window", None)
         else:
             out.update(
                 moe_intermediate_size=cfg.moe_ffn_dim,
@@ -98,19 +97,6 @@ class MoEFamily(LlamaLike):
             n_shared_experts=0,
         )
 
-    def _check_window(self, c: dict, where: str, block: int, n_layer: int) -> None:
-        if self.model_type != "mixtral":
-            return super()._check_window(c, where, block, n_layer)
-        window = c.get("sliding_window")  # Mixtral, like Mistral: on whenever it is set
-        if window is not None and window < block:
-            raise refuse(
-                where,
-                "sliding_window",
-                window,
-                f"it is shorter than the context ({block}); nextok has no sliding window",
-            )
-        return None
-
     @staticmethod
     def _first_dense(c: dict, where: str) -> int:
         """Qwen3-MoE's dense layers must be the first k (``mlp_only_layers`` = 0..k-1)."""
@@ -153,13 +139,13 @@ class MoEFamily(LlamaLike):
 MOE_FAMILIES = {
     f.model_type: f
     for f in (
-        MoEFamily("qwen3_moe", "Qwen3MoeForCausalLM", "model.", qk_norm=True, sliding=True),
+        MoEFamily("qwen3_moe", "Qwen3MoeForCausalLM", "model.", qk_norm=True, sliding="qwen_all"),
         MoEFamily(
             "mixtral",
             "MixtralForCausalLM",
             "model.",
             attn_bias="none",
-            sliding=True,
+            sliding="all",
             mlp_key="block_sparse_moe",
             names=("w1", "w3", "w2"),
             dense_first=False,
