@@ -159,7 +159,13 @@ def _info(cfg: DictConfig):
 
 def _tasks(cfg: DictConfig, model, loaded, device) -> dict:
     """Downstream task scores (``tasks`` config: name -> spec); single process."""
-    from nextok.evals import document_start, evaluate_task, load_task, scoring_options
+    from nextok.evals import (
+        context_prefix,
+        document_start,
+        evaluate_task,
+        load_task,
+        scoring_options,
+    )
 
     tasks = cfg.get("tasks")
     specs = OmegaConf.to_container(tasks, resolve=True) if tasks else {}
@@ -173,6 +179,7 @@ def _tasks(cfg: DictConfig, model, loaded, device) -> dict:
             batch_size=int(cfg.task_batch_size),
             device=device,
             start_ids=document_start(loaded.tokenizer, loaded.special),
+            prefix_ids=context_prefix(loaded.tokenizer, loaded.special),
             **scoring_options(name, spec),
         )
         out[name] = res.as_dict()
