@@ -95,8 +95,7 @@ def load_checkpoint(
     block_size: int | None = None,
 ) -> LoadedCheckpoint:
     """Rebuild the model (eval mode) and tokenizer from a ``nextok-train`` checkpoint file or a
-    Hugging Face folder; ``block_size`` may shorten the context (e.g. to a Mistral folder's
-    sliding window, where the computation is then exact)."""
+    Hugging Face folder; ``block_size`` may shorten the context (a smaller KV cache)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -155,5 +154,10 @@ def load_hf_checkpoint(
         raise FileNotFoundError(f"{path / 'tokenizer.json'} not found (the model's tokenizer)")
     model = build_model(m.config, m.state_dict, str(path))
     model.to(device=device, dtype=dtype).eval()
-    meta = {"model_config": m.config.to_dict(), "hf_family": m.family, "init_from": str(path)}
+    meta = {
+        "model_config": m.config.to_dict(),
+        "hf_family": m.family,
+        "hf_generation": m.generation,
+        "init_from": str(path),
+    }
     return LoadedCheckpoint(model, m.tokenizer, m.config, meta, m.special)

@@ -37,6 +37,7 @@ def _main(cfg: DictConfig) -> None:
             family=cfg.family or None,
             prefer=meta.get("hf_family"),
             card=card,
+            generation=meta.get("hf_generation"),
         )
     n = loaded.model.num_parameters()
     print(

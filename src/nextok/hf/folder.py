@@ -28,11 +28,11 @@ from nextok.hf import weights as W
 from nextok.hf.card import model_card
 from nextok.hf.families import family_for_export, family_for_import
 from nextok.hf.family import Family
+from nextok.hf.generation import GENERATION_CONFIG, eos_ids, generation_out, read_generation
 from nextok.io import atomic_save, atomic_write_text
 from nextok.model import ModelConfig, Transformer
 
 CONFIG = "config.json"
-GENERATION_CONFIG = "generation_config.json"
 
 
 def is_hf_folder(path: str | Path) -> bool:
@@ -52,12 +52,14 @@ def export_hf(
     family: str | None = None,
     prefer: str | None = None,
     card: dict[str, Any] | None = None,
+    generation: dict[str, Any] | None = None,
 ) -> Path:
     """Write a publishable folder as ``family`` (the user's choice: used or refused), else as
     ``prefer`` (e.g. the imported family) when it fits, else the first family that fits.
 
     ``card`` adds facts to the model card (``tokens_seen``, ``val_loss``, ``val_step``,
-    ``train_config``, ``source``).
+    ``train_config``, ``source``). ``generation``: the imported model's
+    ``generation_config.json`` (its sampling settings and EOS list are kept).
     """
     torch_dtype = as_dtype(dtype, "dtype")
     out_dir = Path(out_dir)
@@ -68,10 +70,11 @@ def export_hf(
     if tokenizer is not None and special is None:
         special = special_tokens(tokenizer)
     ids = _token_ids(tokenizer, special)
+    ids["eos_token_id"] = eos_ids(generation, ids["eos_token_id"])
     hf_cfg = {**fam.config_out(cfg), **ids, "torch_dtype": dtype_name(torch_dtype)}
     W.write_tensors(tensors, out_dir, torch_dtype, W.parse_size(max_shard_size))
     W.write_json(out_dir / CONFIG, hf_cfg)
-    W.write_json(out_dir / GENERATION_CONFIG, {**ids, "max_length": cfg.block_size})
+    W.write_json(out_dir / GENERATION_CONFIG, generation_out(ids, cfg.block_size, generation))
     if tokenizer is not None and special is not None:
         _write_tokenizer(tokenizer, special, out_dir, cfg.block_size)
     text = model_card(
@@ -118,6 +121,7 @@ class HFModel:
     family: str
     tokenizer: Tokenizer | None
     special: SpecialTokens | None
+    generation: dict[str, Any] | None = None  # generation_config.json, carried to export
 
 
 def read_config(
@@ -158,7 +162,7 @@ def read_hf_folder(
     if with_tokenizer and (folder / TOKENIZER_FILE).is_file():
         tok = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
         special = special_tokens(tok, load_tokenizer_config(folder), where=str(folder))
-    return HFModel(cfg, sd, fam.model_type, tok, special)
+    return HFModel(cfg, sd, fam.model_type, tok, special, read_generation(folder))
 
 
 def build_model(cfg: ModelConfig, state_dict: dict[str, torch.Tensor], where: str) -> Transformer:

@@ -32,6 +32,7 @@ class InitSource:
     tokenizer: Tokenizer | None
     special: SpecialTokens | None
     hf_family: str | None  # the imported model_type, preferred again by export
+    hf_generation: dict[str, Any] | None = None  # its generation_config.json, written back too
 
 
 def model_overrides(task_overrides: list[str]) -> list[str]:
@@ -55,7 +56,9 @@ def load_source(path: str, overrides: dict[str, Any]) -> InitSource:
     block = overrides.get("block_size")
     if is_hf_folder(p):
         m = read_hf_folder(p, block_size=block, dropout=overrides.get("dropout"))
-        src = InitSource(str(p), m.config, m.state_dict, m.tokenizer, m.special, m.family)
+        src = InitSource(
+            str(p), m.config, m.state_dict, m.tokenizer, m.special, m.family, m.generation
+        )
     elif p.is_dir():
         raise FileNotFoundError(
             f"init_from={path} is a folder without config.json (expected a Hugging Face model "
@@ -75,7 +78,10 @@ def load_source(path: str, overrides: dict[str, Any]) -> InitSource:
             if "pos_emb.weight" in sd:
                 sd["pos_emb.weight"] = sd["pos_emb.weight"][:block].clone()
         special = getattr(ck, "special", None)
-        src = InitSource(str(p), cfg, sd, ck.tokenizer, special, ck.meta.get("hf_family"))
+        meta = ck.meta
+        src = InitSource(
+            str(p), cfg, sd, ck.tokenizer, special, meta.get("hf_family"), meta.get("hf_generation")
+        )
     src.config = _apply_overrides(src.config, overrides, path)
     return src
 
