@@ -93,6 +93,8 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     block_size: int | None = None,
+    eos_token: str | None = None,
+    add_bos: bool | None = None,
 ) -> LoadedCheckpoint:
     """Rebuild the model (eval mode) and tokenizer from a ``nextok-train`` checkpoint file or a
     Hugging Face folder; ``block_size`` may shorten the context (a smaller KV cache)."""
@@ -100,7 +102,12 @@ def load_checkpoint(
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir() and (path / "config.json").is_file():
-        return load_hf_checkpoint(path, device, dtype, block_size)
+        return load_hf_checkpoint(path, device, dtype, block_size, eos_token, add_bos)
+    if eos_token is not None or add_bos is not None:
+        raise ValueError(
+            f"data.eos_token / data.add_bos apply to a Hugging Face folder; {path} records the "
+            "special tokens its run trained with"
+        )
     if path.is_dir():
         raise IsADirectoryError(
             f"{path} is a sharded (distributed) checkpoint directory; consolidate it into one file "
@@ -144,12 +151,15 @@ def load_hf_checkpoint(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     block_size: int | None = None,
+    eos_token: str | None = None,
+    add_bos: bool | None = None,
 ) -> LoadedCheckpoint:
-    """A Hugging Face model folder (``config.json`` + safetensors + ``tokenizer.json``)."""
+    """A Hugging Face model folder (``config.json`` + safetensors + ``tokenizer.json``);
+    ``eos_token`` / ``add_bos`` override what its tokenizer config says (``data.*`` keys)."""
     from nextok.hf import build_model, read_hf_folder
 
     # inference: the file's dropout rates do not matter
-    m = read_hf_folder(path, block_size=block_size, dropout=0.0)
+    m = read_hf_folder(path, block_size=block_size, dropout=0.0, eos=eos_token, add_bos=add_bos)
     if m.tokenizer is None:
         raise FileNotFoundError(f"{path / 'tokenizer.json'} not found (the model's tokenizer)")
     model = build_model(m.config, m.state_dict, str(path))

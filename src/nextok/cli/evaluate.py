@@ -68,7 +68,14 @@ def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = as_dtype(cfg.dtype, "dtype")
-    loaded = load_checkpoint(cfg.ckpt, device=device, dtype=dtype, block_size=cfg.model.block_size)
+    loaded = load_checkpoint(
+        cfg.ckpt,
+        device=device,
+        dtype=dtype,
+        block_size=cfg.model.block_size,
+        eos_token=cfg.data.get("eos_token"),
+        add_bos=cfg.data.get("add_bos"),
+    )
     model, mcfg = loaded.model, loaded.config
     # the held-out split of the run's own data config (tasks like stdlib_next_line follow it)
     data_line = choose_data(cfg, loaded.meta, str(cfg.ckpt), overrides, data_group)

@@ -16,7 +16,7 @@ def _main(cfg: DictConfig) -> None:
     from nextok.hf import export_hf
 
     with one_line_errors("nextok-export"):
-        loaded = load_checkpoint(cfg.ckpt)
+        loaded = load_checkpoint(cfg.ckpt, eos_token=cfg.data.eos_token, add_bos=cfg.data.add_bos)
         meta = loaded.meta
         card = {
             "tokens_seen": meta.get("tokens_seen"),

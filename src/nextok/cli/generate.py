@@ -120,7 +120,12 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
     dtype = resolve_dtype(cfg.dtype, device)
     try:
         loaded = load_checkpoint(
-            cfg.ckpt, device=device, dtype=dtype, block_size=cfg.get("block_size")
+            cfg.ckpt,
+            device=device,
+            dtype=dtype,
+            block_size=cfg.get("block_size"),
+            eos_token=cfg.data.eos_token,
+            add_bos=cfg.data.add_bos,
         )
     except (FileNotFoundError, IsADirectoryError, ValueError) as err:
         raise CliError(str(err)) from err

@@ -181,7 +181,7 @@ def special_tokens(
         if tok.token_to_id(EOT) is None:
             raise ValueError(
                 f"{where}: no EOS token: its tokenizer_config.json names no eos_token and it has "
-                f"no {EOT}; set data.eos_token to the token that ends a document"
+                f"no {EOT}; set data.eos_token='TOKEN' to the token that ends a document (quoted)"
             )
         eos_tok = EOT
     if tok.token_to_id(eos_tok) is None:

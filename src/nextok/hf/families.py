@@ -16,13 +16,22 @@ from nextok.hf.moe_families import MOE_FAMILIES
 from nextok.hf.tokenizer_rebuild import rebuilt_differs
 from nextok.model import ModelConfig
 
+QWEN3_HEAD_DIM = 128  # Qwen3Config's default (checked by tests/hf/test_refusals.py)
+
 FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (
         LlamaLike("llama", "LlamaForCausalLM", "model.", attn_bias="config", mlp_bias=True),
         LlamaLike("mistral", "MistralForCausalLM", "model.", attn_bias="none", sliding="all"),
         LlamaLike("qwen2", "Qwen2ForCausalLM", "model.", attn_bias="qkv", sliding="qwen"),
-        LlamaLike("qwen3", "Qwen3ForCausalLM", "model.", qk_norm=True, sliding="qwen"),
+        LlamaLike(
+            "qwen3",
+            "Qwen3ForCausalLM",
+            "model.",
+            qk_norm=True,
+            sliding="qwen",
+            head_dim_default=QWEN3_HEAD_DIM,
+        ),
         GPT2("gpt2", "GPT2LMHeadModel", "transformer."),
         *MOE_FAMILIES.values(),
     )

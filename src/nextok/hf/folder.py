@@ -146,11 +146,14 @@ def read_hf_folder(
     dropout: float | None = None,
     dtype: torch.dtype | None = torch.float32,
     with_tokenizer: bool = True,
+    eos: str | None = None,
+    add_bos: bool | None = None,
 ) -> HFModel:
     """Config + our state dict (+ tokenizer and its special tokens when the folder has one).
 
     ``block_size`` may shorten the context (a learned position table is cut to it);
-    ``dropout`` replaces the file's dropout fields (0 for inference).
+    ``dropout`` replaces the file's dropout fields (0 for inference); ``eos`` / ``add_bos``
+    (the user's ``data.eos_token`` / ``data.add_bos``) override the tokenizer config.
     """
     folder = Path(folder)
     cfg, fam = read_config(folder, block_size, dropout)
@@ -161,7 +164,8 @@ def read_hf_folder(
     tok = special = None
     if with_tokenizer and (folder / TOKENIZER_FILE).is_file():
         tok = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
-        special = special_tokens(tok, load_tokenizer_config(folder), where=str(folder))
+        config = load_tokenizer_config(folder)
+        special = special_tokens(tok, config, eos=eos, add_bos=add_bos, where=str(folder))
     return HFModel(cfg, sd, fam.model_type, tok, special, read_generation(folder))
 
 

@@ -39,6 +39,7 @@ class LlamaLike(Family):
     qk_norm: bool = False
     sliding: str = ""
     norm_eps_default: float = 1e-6
+    head_dim_default: int | None = None  # a missing head_dim (Qwen3: 128); None: d_model / n_head
 
     def why_not(self, cfg: ModelConfig) -> str | None:
         if (cfg.pos, cfg.norm, cfg.mlp) != ("rope", "rmsnorm", "swiglu"):
@@ -64,7 +65,9 @@ class LlamaLike(Family):
             Field("num_hidden_layers", "n_layer"),
             Field("num_attention_heads", "n_head"),
             Field("num_key_value_heads", "n_kv_head", None, _or_none),  # null: n_head (MHA)
-            Field("head_dim", "head_dim", None, _or_none),  # null: d_model / n_head
+            Field(
+                "head_dim", "head_dim", self.head_dim_default, _or_none
+            ),  # null: d_model / n_head
             Field("max_position_embeddings", "block_size", REQUIRED),
             Field("rms_norm_eps", "norm_eps", self.norm_eps_default, float),
             Field("tie_word_embeddings", "tie_embeddings", False, bool),

@@ -71,12 +71,15 @@ class MoEFamily(LlamaLike):
         if not n_experts or not top_k:
             raise UnsupportedConfig(f"{where} lacks num_local_experts / num_experts_per_tok")
         if self.always_norm:
-            if float(c.pop("router_jitter_noise", 0.0) or 0.0) != 0.0:
+            jitter = c.pop("router_jitter_noise", 0.0) or 0.0
+            if dropout is None and float(jitter) != 0.0:  # training-only noise in transformers
                 raise refuse(
                     where,
                     "router_jitter_noise",
-                    c.get("router_jitter_noise"),
-                    "nextok routes without noise",
+                    jitter,
+                    "transformers multiplies the router's input by noise in training and nextok "
+                    "trains without it; set model.dropout (e.g. model.dropout=0.0) to train "
+                    "without the noise",
                 )
             expert_width, norm, first_dense = c["intermediate_size"], True, 0
         else:

@@ -46,8 +46,11 @@ def model_overrides(task_overrides: list[str]) -> list[str]:
     return keys
 
 
-def load_source(path: str, overrides: dict[str, Any]) -> InitSource:
-    """Read the weights; ``overrides`` are the user's explicit ``model.*`` values."""
+def load_source(
+    path: str, overrides: dict[str, Any], eos: str | None = None, add_bos: bool | None = None
+) -> InitSource:
+    """Read the weights; ``overrides`` are the user's explicit ``model.*`` values, ``eos`` /
+    ``add_bos`` its ``data.eos_token`` / ``data.add_bos`` (for a Hugging Face folder)."""
     from nextok.hf import is_hf_folder, read_hf_folder
 
     p = Path(path)
@@ -55,7 +58,9 @@ def load_source(path: str, overrides: dict[str, Any]) -> InitSource:
         raise FileNotFoundError(f"init_from={path} does not exist")
     block = overrides.get("block_size")
     if is_hf_folder(p):
-        m = read_hf_folder(p, block_size=block, dropout=overrides.get("dropout"))
+        m = read_hf_folder(
+            p, block_size=block, dropout=overrides.get("dropout"), eos=eos, add_bos=add_bos
+        )
         src = InitSource(
             str(p), m.config, m.state_dict, m.tokenizer, m.special, m.family, m.generation
         )
@@ -129,7 +134,8 @@ def prepare_init_from(cfg: DictConfig, model_keys: list[str], run_dir: Path) -> 
         overrides[key[len("model.") :]] = (
             OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
         )
-    source = load_source(str(cfg.init_from), overrides)
+    data = cfg.get("data") or {}
+    source = load_source(str(cfg.init_from), overrides, data.get("eos_token"), data.get("add_bos"))
     with open_dict(cfg):
         for key, value in source.config.to_dict().items():
             cfg.model[key] = value
