@@ -175,3 +175,19 @@ def test_qwen3_without_head_dim_takes_transformers_default(tmp_path):
     assert transformers.AutoConfig.from_pretrained(tmp_path / "m").head_dim == QWEN3_HEAD_DIM
     idx = torch.randint(0, 320, (1, 12))
     assert (logits(import_hf(tmp_path / "m"), idx) - logits(ref, idx)).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("template", [False, True])
+def test_a_tokenizer_that_drops_text_is_one_line(tmp_path, template):
+    d = tmp_path / "hf"
+    random_hf_model(transformers.LlamaConfig, **SMALL).save_pretrained(d)
+    tok = Tokenizer(models.BPE({BOS: 0, EOS: 1, "b": 2}, []))  # no unknown token: "a" -> []
+    if template:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{BOS} $A", special_tokens=[(BOS, 0)]
+        )
+    tok.save(str(d / "tokenizer.json"))
+    (d / "tokenizer_config.json").write_text(json.dumps({"eos_token": EOS, "bos_token": BOS}))
+    with pytest.raises(ValueError, match=r"encodes 'a' to no token .*dropped silently") as e:
+        load_checkpoint(d)
+    assert "\n" not in str(e.value)
