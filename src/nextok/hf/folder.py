@@ -8,6 +8,7 @@ a folder written by ``save_pretrained`` (one file or sharded, any dtype) into ou
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
+from nextok.console import say
 from nextok.data.tokenizer import (
     TOKENIZER_FILE,
     SpecialTokens,
@@ -29,6 +31,7 @@ from nextok.hf.card import model_card
 from nextok.hf.families import family_for_export, family_for_import
 from nextok.hf.family import Family
 from nextok.hf.generation import GENERATION_CONFIG, eos_ids, generation_out, read_generation
+from nextok.hf.tokenizer_rebuild import class_built, probe_differs
 from nextok.io import atomic_save, atomic_write_text
 from nextok.model import ModelConfig, Transformer
 
@@ -166,7 +169,22 @@ def read_hf_folder(
         tok = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
         config = load_tokenizer_config(folder)
         special = special_tokens(tok, config, eos=eos, add_bos=add_bos, where=str(folder))
+        _warn_if_rebuilt(folder, fam.model_type, config, tok)
     return HFModel(cfg, sd, fam.model_type, tok, special, read_generation(folder))
+
+
+def _warn_if_rebuilt(folder: Path, model_type: str, config: dict, tok: Tokenizer) -> None:
+    """One line when transformers' AutoTokenizer would encode this folder's text differently
+    (nextok runs tokenizer.json as written: what the model was trained with)."""
+    cls = class_built(model_type, config, tok)
+    text = probe_differs(tok, cls) if cls is not None else None
+    if text is not None:
+        say(
+            f"warning: {folder}: transformers' AutoTokenizer rebuilds this tokenizer as {cls}, "
+            f"which encodes some texts differently from tokenizer.json (e.g. {text!r}); nextok "
+            "uses tokenizer.json as written (what the model was trained with), and exports it so",
+            file=sys.stderr,
+        )
 
 
 def build_model(cfg: ModelConfig, state_dict: dict[str, torch.Tensor], where: str) -> Transformer:

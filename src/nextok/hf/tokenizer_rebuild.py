@@ -1,11 +1,15 @@
-"""Model types whose tokenizer ``transformers`` rebuilds instead of reading ``tokenizer.json``.
+"""Where ``transformers`` rebuilds a tokenizer instead of running ``tokenizer.json`` as written.
 
-For most model types ``AutoTokenizer`` honours the exported ``tokenizer_class``
-(``PreTrainedTokenizerFast``) and runs ``tokenizer.json`` as written. For ``qwen2`` it ignores
-that field and builds ``Qwen2Tokenizer``, which keeps only the vocabulary and merges and brings
-its own normaliser (NFC) and pre-tokenizer (Qwen's split regex + byte-level). A folder may use
-such a model_type only when the tokenizer already is that pipeline; otherwise users would get
-other ids than the model was trained with.
+For most folders ``AutoTokenizer`` runs ``tokenizer.json``. Two classes keep only its vocabulary
+and merges and bring their own normaliser, pre-tokenizer and model flags: ``Qwen2Tokenizer``
+(always for ``model_type: qwen2``, whatever ``tokenizer_class`` says; for any folder that
+declares it) and ``LlamaTokenizer`` (declared by Llama-2-style hub folders whose tokenizer is not
+byte-level). nextok's contract is ``tokenizer.json`` as written: for a SentencePiece-derived
+file that is what SentencePiece, hence the model's training, computes.
+
+Export: a folder may use ``qwen2`` only when the tokenizer already is Qwen2's pipeline (else
+users would get other ids than training used). Import: when the class transformers would build
+encodes a probe text differently, nextok says so in one line.
 """
 
 from __future__ import annotations
@@ -44,7 +48,29 @@ _QWEN2_PIPELINE = {
         "ignore_merges": False,
     },
 }
-REBUILT = {"qwen2": ("Qwen2Tokenizer", _QWEN2_PIPELINE)}
+# LlamaTokenizer (transformers 5, legacy=False): no normaliser, Metaspace "first", byte fallback
+_LLAMA_PIPELINE = {
+    "normalizer": None,
+    "pre_tokenizer": {
+        "type": "Metaspace",
+        "replacement": "\u2581",
+        "prepend_scheme": "first",
+        "split": False,
+    },
+    "model": {"type": "BPE", "dropout": None, "fuse_unk": True, "byte_fallback": True},
+}
+PIPELINES = {"Qwen2Tokenizer": _QWEN2_PIPELINE, "LlamaTokenizer": _LLAMA_PIPELINE}
+REBUILT = {"qwen2": ("Qwen2Tokenizer", _QWEN2_PIPELINE)}  # by model_type, whatever is declared
+# texts on which the rebuilt pipelines are known to differ (leading/lone spaces, newlines, NFC)
+PROBES = (
+    "Hello world",
+    "  two leading spaces",
+    " ",
+    "def f(x):\n    return x\n",
+    "\n\nline",
+    "a  b\t\tc",
+    "Cafe\u0301 na\u00efve \u2014 \u6771\u4eac",
+)
 
 
 def _pipeline(tok: Tokenizer) -> dict:
@@ -76,3 +102,34 @@ def rebuilt_differs(model_type: str, tok: Tokenizer) -> str | None:
         f"tokenizer as {cls}, which would replace this tokenizer's {' and '.join(diff)} "
         "(other ids than in training)"
     )
+
+
+def rebuilt(tok: Tokenizer, cls: str) -> Tokenizer:
+    """``tok`` as transformers' ``cls`` rebuilds it: its vocabulary, merges and added tokens
+    with the class's normaliser, pre-tokenizer and model flags."""
+    want = PIPELINES[cls]
+    d = json.loads(tok.to_str())
+    d["normalizer"], d["pre_tokenizer"] = want["normalizer"], want["pre_tokenizer"]
+    d["model"].update({k: v for k, v in want["model"].items() if k != "type"})
+    return Tokenizer.from_str(json.dumps(d))
+
+
+def class_built(model_type: str, tokenizer_config: dict, tok: Tokenizer) -> str | None:
+    """The rebuilding class ``AutoTokenizer`` uses for a folder (None: it runs tokenizer.json)."""
+    if model_type in REBUILT:
+        return REBUILT[model_type][0]
+    declared = str(tokenizer_config.get("tokenizer_class") or "").removesuffix("Fast")
+    if declared == "LlamaTokenizer" and "ByteLevel" in json.dumps(
+        json.loads(tok.to_str()).get("pre_tokenizer")
+    ):
+        return None  # Llama-3-style folders: transformers runs tokenizer.json
+    return declared if declared in PIPELINES else None
+
+
+def probe_differs(tok: Tokenizer, cls: str) -> str | None:
+    """The first probe text ``cls``'s rebuild encodes to other ids than ``tok`` (None: none)."""
+    other = rebuilt(tok, cls)
+    for text in PROBES:
+        if tok.encode(text).ids != other.encode(text).ids:
+            return text
+    return None
