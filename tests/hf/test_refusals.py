@@ -191,3 +191,49 @@ def test_a_tokenizer_that_drops_text_is_one_line(tmp_path, template):
     with pytest.raises(ValueError, match=r"encodes 'a' to no token .*dropped silently") as e:
         load_checkpoint(d)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow  # 3 nextok-train runs (one trains 1 step) and one nextok-eval, ~60 s
+def test_train_and_eval_take_the_suggested_fixes(tmp_path):
+    """A Mixtral folder with router jitter and a tokenizer that names no EOS: each refusal names
+    its fix, and nextok-train init_from / nextok-eval work once given."""
+    d = tmp_path / "hf"
+    random_hf_model(
+        transformers.MixtralConfig,
+        **{**SMALL, "intermediate_size": 16},
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        router_jitter_noise=0.1,
+    ).save_pretrained(d)
+    _tokenizer(False).save(str(d / "tokenizer.json"))
+    (d / "tokenizer_config.json").write_text("{}")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("hello world\n" * 50 + "def foo bar\n" * 50)
+    data = ["data=local_text", f"data.data_files={corpus}", "data.document_unit=line"]
+    data.append("data.val_fraction=0.2")
+    train = [
+        sys.executable,
+        "-m",
+        "nextok.cli.train",
+        f"init_from={d}",
+        *data,
+        "data.batch_size=2",
+        "model.block_size=16",
+        "trainer.max_steps=1",
+        "callbacks.sampling=null",
+        "tasks=[]",
+        f"hydra.run.dir={tmp_path}/run",
+    ]
+
+    def run(*args):
+        return subprocess.run([*args], capture_output=True, text=True, timeout=300)
+
+    _one_line_error(run(*train), "router_jitter_noise=0.1", "model.dropout=0.0")
+    _one_line_error(run(*train, "model.dropout=0.0"), "set data.eos_token='TOKEN'")
+    r = run(*train, "model.dropout=0.0", f"data.eos_token='{EOS}'")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ev = [sys.executable, "-m", "nextok.cli.evaluate", f"ckpt={d}", "data_from=config", *data]
+    _one_line_error(run(*ev, "tasks=[]"), "set data.eos_token='TOKEN'")
+    r = run(*ev, "tasks=[]", f"data.eos_token='{EOS}'", "json=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["loss"] > 0
