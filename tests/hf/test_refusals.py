@@ -237,3 +237,12 @@ def test_train_and_eval_take_the_suggested_fixes(tmp_path):
     r = run(*ev, "tasks=[]", f"data.eos_token='{EOS}'", "json=true")
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout.strip().splitlines()[-1])["loss"] > 0
+
+
+def test_a_tokenizer_larger_than_the_embedding_is_one_line(tmp_path):
+    d = tmp_path / "hf"
+    random_hf_model(transformers.LlamaConfig, **{**SMALL, "vocab_size": 200}).save_pretrained(d)
+    _tokenizer(False).save(str(d / "tokenizer.json"))  # 258 tokens
+    (d / "tokenizer_config.json").write_text(json.dumps({"eos_token": EOS}))
+    with pytest.raises(ValueError, match=r"has 258 tokens but config.json vocab_size=200"):
+        load_checkpoint(d)

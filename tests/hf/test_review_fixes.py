@@ -165,7 +165,12 @@ def test_user_family_is_used_or_refused_never_replaced(tmp_path):
 
 
 def test_export_cli_refuses_an_incompatible_family(tmp_path):
-    d = saved(tmp_path, transformers.LlamaConfig, max_position_embeddings=64, **TINY)
+    d = saved(
+        tmp_path,
+        transformers.LlamaConfig,
+        max_position_embeddings=64,
+        **{**TINY, "vocab_size": 320},
+    )
     _bos_tokenizer(template=False).save(str(d / "tokenizer.json"))
     (d / "tokenizer_config.json").write_text(json.dumps({"eos_token": EOS}))
     r = subprocess.run(
@@ -257,7 +262,7 @@ def _gpt2(tmp_path):
         tmp_path,
         transformers.GPT2Config,
         "g",
-        vocab_size=96,
+        vocab_size=320,  # >= the tokenizer's 258 tokens
         n_embd=32,
         n_layer=1,
         n_head=4,

@@ -167,6 +167,11 @@ def read_hf_folder(
     tok = special = None
     if with_tokenizer and (folder / TOKENIZER_FILE).is_file():
         tok = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        if tok.get_vocab_size() > cfg.vocab_size:
+            raise ValueError(
+                f"{folder}: tokenizer.json has {tok.get_vocab_size()} tokens but config.json "
+                f"vocab_size={cfg.vocab_size}: the ids past it have no embedding"
+            )
         config = load_tokenizer_config(folder)
         special = special_tokens(tok, config, eos=eos, add_bos=add_bos, where=str(folder))
         _warn_if_rebuilt(folder, fam.model_type, config, tok)
