@@ -99,3 +99,33 @@ def test_probe_finds_the_llama_difference():
     tok = Tokenizer.from_str(_llama2_style())
     other = rebuilt(tok, "LlamaTokenizer")
     assert any(tok.encode(p).ids != other.encode(p).ids for p in PROBES)
+
+
+def test_qwen2_folder_with_a_byte_level_bpe_warns(tmp_path, capsys):
+    """transformers builds Qwen2Tokenizer for any qwen2 folder; nextok's model of that rebuild
+    matches it, and a byte-level BPE that it re-splits gets the one-line warning."""
+    from test_export_tokenizer import _tokenizer
+
+    d = tmp_path / "q"
+    random_hf_model(
+        transformers.Qwen2Config,
+        vocab_size=512,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    ).save_pretrained(d)
+    tok = _tokenizer()
+    tok.save(str(d / "tokenizer.json"))
+    (d / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>"}))
+    auto = transformers.AutoTokenizer.from_pretrained(d)
+    assert type(auto).__name__ == "Qwen2Tokenizer"
+    sim = rebuilt(tok, "Qwen2Tokenizer")
+    enc = dict(add_special_tokens=False)
+    assert all(auto(p, **enc).input_ids == sim.encode(p, **enc).ids for p in _paragraphs())
+    capsys.readouterr()
+    load_checkpoint(d)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rebuilds this tokenizer as Qwen2Tokenizer" in err[0], err

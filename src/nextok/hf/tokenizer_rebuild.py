@@ -34,7 +34,12 @@ _QWEN2_PIPELINE = {
                 "behavior": "Isolated",
                 "invert": False,
             },
-            {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False},
+            {
+                "type": "ByteLevel",
+                "add_prefix_space": False,
+                "trim_offsets": True,
+                "use_regex": False,
+            },
         ],
     },
     "model": {
@@ -73,10 +78,9 @@ PROBES = (
 )
 
 
-def _pipeline(tok: Tokenizer) -> dict:
-    """The parts of ``tok`` a rebuilding class replaces, in comparable form (offsets trimming
-    and empty-vs-null affixes do not change ids)."""
-    d = json.loads(tok.to_str())
+def _pipeline(d: dict) -> dict:
+    """The parts of tokenizer JSON ``d`` a rebuilding class replaces, in comparable form
+    (offsets trimming and empty-vs-null affixes do not change ids)."""
     pre = json.loads(json.dumps(d.get("pre_tokenizer")))
     for p in (pre or {}).get("pretokenizers", []):
         p.pop("trim_offsets", None)
@@ -93,7 +97,7 @@ def rebuilt_differs(model_type: str, tok: Tokenizer) -> str | None:
     if model_type not in REBUILT:
         return None
     cls, want = REBUILT[model_type]
-    got = _pipeline(tok)
+    got, want = _pipeline(json.loads(tok.to_str())), _pipeline(want)
     diff = [k for k in want if got[k] != want[k]]
     if not diff:
         return None
