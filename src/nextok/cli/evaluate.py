@@ -59,6 +59,7 @@ def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: 
     from nextok.data.tokenizer import hf_tokenizer_config, save_tokenizer
     from nextok.dtypes import as_dtype
     from nextok.evals.stdlib_task import check_task_specs
+    from nextok.hf import is_hf_folder
     from nextok.io import atomic_write_text
     from nextok.metrics import LossTally, summarize, token_byte_lengths
 
@@ -73,8 +74,12 @@ def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: 
         device=device,
         dtype=dtype,
         block_size=cfg.model.block_size,
-        eos_token=cfg.data.get("eos_token"),
-        add_bos=cfg.data.get("add_bos"),
+        # a folder's special tokens (a .ckpt records its own; data.* then shapes the eval data)
+        **(
+            {"eos_token": cfg.data.get("eos_token"), "add_bos": cfg.data.get("add_bos")}
+            if is_hf_folder(cfg.ckpt)
+            else {}
+        ),
     )
     model, mcfg = loaded.model, loaded.config
     # the held-out split of the run's own data config (tasks like stdlib_next_line follow it)
