@@ -65,9 +65,8 @@ class LlamaLike(Family):
             Field("num_hidden_layers", "n_layer"),
             Field("num_attention_heads", "n_head"),
             Field("num_key_value_heads", "n_kv_head", None, _or_none),  # null: n_head (MHA)
-            Field(
-                "head_dim", "head_dim", self.head_dim_default, _or_none
-            ),  # null: d_model / n_head
+            # missing: the family's default; null: d_model / n_head
+            Field("head_dim", "head_dim", self.head_dim_default, _or_none),
             Field("max_position_embeddings", "block_size", REQUIRED),
             Field("rms_norm_eps", "norm_eps", self.norm_eps_default, float),
             Field("tie_word_embeddings", "tie_embeddings", False, bool),
