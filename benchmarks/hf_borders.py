@@ -4,7 +4,8 @@ lm-eval agreement, each a measured figure (CPU, fp32, random tiny models).
     python benchmarks/hf_borders.py [--families llama,mistral] [--skip-init-from]
 
 Per family: a random ``transformers`` model (a sliding window of 8 < 32 tokens where the family
-has one) saved with ``save_pretrained`` and a nextok byte-level BPE; ``import``: max |logit diff|
+has one) saved with ``save_pretrained`` and a nextok byte-level BPE (qwen2: with Qwen2's
+normaliser and pre-tokenizer, the only tokenizer a qwen2 folder can hold exactly); ``import``: max |logit diff|
 of nextok's import vs transformers; ``init_from``: ``nextok-train init_from=DIR optim.lr=0``
 (2 steps) then ``nextok-export``, transformers on the export vs the source; ``export``: the
 model_type written and transformers on it vs the source; ``tok``: stdlib files (of 40) that
@@ -97,11 +98,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     idx = torch.randint(0, 512, (2, 32))
-    tok = _tokenizer()  # nextok byte-level BPE on stdlib (vocab 400 <= 512)
     print("| family | import | init_from (lr=0) -> export | export | AutoTokenizer | lm-eval |")
     print("|---|---|---|---|---|---|")
     for fam in args.families.split(","):
         cls, kw = cases(transformers)[fam]
+        # a nextok byte-level BPE on stdlib (vocab 400 <= 512); for qwen2 one with Qwen2's own
+        # pipeline (transformers rebuilds a qwen2 folder's tokenizer as Qwen2Tokenizer)
+        tok = _tokenizer(qwen_pipeline=fam == "qwen2")
         tmp = Path(tempfile.mkdtemp(prefix=f"hf_{fam}_"))
         ref = random_hf_model(cls, **kw)
         ref.save_pretrained(tmp / "src")
