@@ -114,16 +114,23 @@ def load_checkpoint(
     dtype: torch.dtype | None = None,
     block_size: int | None = None,
     verify: bool = True,
+    eos_token: str | None = None,
+    add_bos: bool | None = None,
 ) -> LoadedCheckpoint:
     """Rebuild the model (eval mode) and tokenizer from a ``nextok-train`` checkpoint file or a
-    Hugging Face folder; ``block_size`` may shorten the context (e.g. to a Mistral folder's
-    sliding window, where the computation is then exact). ``verify``: check the tensors against
-    the checksums recorded at save time and refuse NaN/inf weights (:mod:`nextok.checkpoint_verify`)."""
+    Hugging Face folder; ``block_size`` may shorten the context (a smaller KV cache). ``verify``:
+    check the tensors against the checksums recorded at save time and refuse NaN/inf weights
+    (:mod:`nextok.checkpoint_verify`); ``eos_token`` / ``add_bos``: a folder's special tokens."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir() and (path / "config.json").is_file():
-        return load_hf_checkpoint(path, device, dtype, block_size, verify)
+        return load_hf_checkpoint(path, device, dtype, block_size, verify, eos_token, add_bos)
+    if eos_token is not None or add_bos is not None:
+        raise ValueError(
+            f"data.eos_token / data.add_bos apply to a Hugging Face folder; {path} records the "
+            "special tokens its run trained with"
+        )
     if path.is_dir() and (path / ".metadata").is_file():
         raise IsADirectoryError(
             f"{path} is a sharded (distributed) checkpoint directory; consolidate it into one file "
@@ -176,17 +183,25 @@ def load_hf_checkpoint(
     dtype: torch.dtype | None = None,
     block_size: int | None = None,
     verify: bool = True,
+    eos_token: str | None = None,
+    add_bos: bool | None = None,
 ) -> LoadedCheckpoint:
-    """A Hugging Face model folder (``config.json`` + safetensors + ``tokenizer.json``)."""
+    """A Hugging Face model folder (``config.json`` + safetensors + ``tokenizer.json``);
+    ``eos_token`` / ``add_bos`` override what its tokenizer config says (``data.*`` keys)."""
     from nextok.hf import build_model, read_hf_folder
 
     # inference: the file's dropout rates do not matter
-    m = read_hf_folder(path, block_size=block_size, dropout=0.0)
+    m = read_hf_folder(path, block_size=block_size, dropout=0.0, eos=eos_token, add_bos=add_bos)
     if verify:
         refuse_nonfinite(m.state_dict, path)
     if m.tokenizer is None:
         raise FileNotFoundError(f"{path / 'tokenizer.json'} not found (the model's tokenizer)")
     model = build_model(m.config, m.state_dict, str(path))
     model.to(device=device, dtype=dtype).eval()
-    meta = {"model_config": m.config.to_dict(), "hf_family": m.family, "init_from": str(path)}
+    meta = {
+        "model_config": m.config.to_dict(),
+        "hf_family": m.family,
+        "hf_generation": m.generation,
+        "init_from": str(path),
+    }
     return LoadedCheckpoint(model, m.tokenizer, m.config, meta, m.special)

@@ -74,6 +74,10 @@ def hf_dir(tmp_path_factory) -> Path:
         for name, p in model.named_parameters():
             if name.endswith("bias"):
                 p.normal_(0, 0.3)  # non-zero q/k/v biases: dropping them would show
+    eos = tok.token_to_id(EOS)
+    model.generation_config = transformers.GenerationConfig(
+        eos_token_id=[eos, 7], do_sample=True, temperature=0.7, top_p=0.9
+    )
     model.save_pretrained(folder, max_shard_size="40KB")  # sharded
     assert (folder / "model.safetensors.index.json").is_file()
     return folder
@@ -140,7 +144,10 @@ def test_init_from_lr0_then_export_gives_back_the_original(tmp_path, hf_dir):
     )
     assert e.returncode == 0, e.stderr
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["model_type"] == "qwen2" and cfg["max_position_embeddings"] == 32
+    # llama, not the imported qwen2: transformers would load a qwen2 folder's tokenizer as
+    # Qwen2Tokenizer (other ids than this Llama-3-style one); attention_bias with o_proj.bias=0
+    # computes the same q/k/v-only biases
+    assert cfg["model_type"] == "llama" and cfg["max_position_embeddings"] == 32
 
     ref = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, attn_implementation="eager")
     back = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager")
@@ -160,7 +167,9 @@ def test_init_from_lr0_then_export_gives_back_the_original(tmp_path, hf_dir):
     assert hf_tok("def f1").input_ids[0] == hf_tok.convert_tokens_to_ids(BOS)
     assert hf_tok.pad_token is not None
     gen = json.loads((out / "generation_config.json").read_text())
-    assert gen["eos_token_id"] == hf_tok.convert_tokens_to_ids(EOS)
+    # the source's generation defaults travel through init_from, training and export
+    assert gen["eos_token_id"] == [hf_tok.convert_tokens_to_ids(EOS), 7]
+    assert (gen["do_sample"], gen["temperature"], gen["top_p"]) == (True, 0.7, 0.9)
     card = (out / "README.md").read_text()
     assert "| tokens trained | 256 |" in card and str(hf_dir) in card  # 2 steps x 4 x 32
     assert "validation loss (latest in the checkpoint)" in card and "at step 1, on " in card

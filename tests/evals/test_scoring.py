@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from eval_helpers import tiny_model, tiny_tokenizer
 
-from nextok.evals import MCExample, evaluate_task, loglikelihoods
-from nextok.evals.scoring import encode_example
+from nextok.data.tokenizer import SpecialTokens
+from nextok.evals import MCExample, context_prefix, evaluate_task, loglikelihoods
+from nextok.evals.scoring import encode_example, task_requests
 
 EXAMPLES = [
     MCExample("def add(a, b):\n", ("    return a + b\n", "    pass\n", "import os\n"), 0),
@@ -152,3 +155,49 @@ def test_rank_shards_add_up_to_the_single_process_score(setup):
     assert sum(p.acc * p.n for p in parts) / n == pytest.approx(full.acc)
     assert sum(p.acc_norm * p.n for p in parts) / n == pytest.approx(full.acc_norm)
     assert sum(p.acc_pmi * p.n for p in parts) / n == pytest.approx(full.acc_pmi)
+
+
+class _Table(torch.nn.Module):
+    """A 'model' whose next-token log-probs depend on the previous token only."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.table = table
+
+    def forward(self, x):  # noqa: ANN001 - the Transformer's (logits, loss) interface
+        return self.table[x], None
+
+
+def _char_tokenizer(chars: str):
+    from tokenizers import Tokenizer, models
+
+    vocab = {"<|endoftext|>": 0, **{ch: i + 1 for i, ch in enumerate(chars)}}
+    return Tokenizer(models.BPE(vocab, [])), vocab
+
+
+def test_acc_norm_divides_by_the_choice_without_its_separator():
+    """lm-eval's acc_norm: log-likelihood / len(choice), the target delimiter (" ") excluded.
+    Here " a" scores -2 and " bbb" -5: per character without the space b wins (-5/3 > -2/1);
+    counting the space, a would (-2/2 > -5/4)."""
+    tok, v = _char_tokenizer("c ab")
+    p = torch.full((5, 5), 1e-3)
+    p[v["c"], v[" "]] = math.exp(-1.0)
+    p[v[" "], v["a"]] = math.exp(-1.0)
+    p[v[" "], v["b"]] = p[v["b"], v["b"]] = math.exp(-4.0 / 3)
+    for row in p:  # normalise each row, keeping the chosen entries exact
+        rest = [j for j in range(5) if row[j] == 1e-3]
+        row[rest] = (1.0 - (row.sum() - 1e-3 * len(rest))) / len(rest)
+    ex = MCExample("c", (" a", " bbb"), 1, prefix=" ")
+    res = evaluate_task(_Table(p.log()), tok, [ex], block_size=8)
+    assert (res.acc, res.acc_norm) == (0.0, 1.0)  # acc: -2 > -5 picks a; acc_norm: -5/3 > -2/1
+
+
+def test_contexts_start_with_the_bos_training_put_first(setup):
+    model, tok = setup
+    eos = tok.token_to_id("<|endoftext|>")
+    assert context_prefix(tok, SpecialTokens(eos="<|endoftext|>")) == []
+    bos = SpecialTokens(eos="<|endoftext|>", bos="<|endoftext|>", add_bos=True)
+    assert context_prefix(tok, bos) == [eos]
+    (ctx, cont), *_ = task_requests(tok, EXAMPLES[:1], context_prefix(tok, bos))
+    plain, conts = encode_example(tok, EXAMPLES[0])
+    assert (ctx, cont) == ([eos, *plain], conts[0])

@@ -214,16 +214,14 @@ def test_unsupported_llama_fields_are_one_line_errors(tmp_path, change, match):
     assert "\n" not in str(err.value)
 
 
-def test_sliding_window_refused_unless_block_fits(tmp_path):
+def test_sliding_window_is_kept_at_any_block_size(tmp_path):
     folder = _saved(tmp_path, "mistral", sliding_window=16)
-    with pytest.raises(ValueError, match="sliding_window=16 .*shorter than the context"):
-        import_hf(folder)
+    assert import_hf(folder).config.sliding_window == 16
     assert import_hf(folder, block_size=16).config.block_size == 16
     q = _saved(
         tmp_path, "qwen2-qkv-bias", use_sliding_window=True, sliding_window=8, max_window_layers=0
     )
-    with pytest.raises(ValueError, match="sliding"):
-        import_hf(q)
+    assert import_hf(q).config.sliding_window == 8
 
 
 def test_gpt2_unsupported_activation_and_scaling(tmp_path):

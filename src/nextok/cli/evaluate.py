@@ -66,6 +66,7 @@ def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: 
     from nextok.data.tokenizer import hf_tokenizer_config, save_tokenizer
     from nextok.dtypes import as_dtype
     from nextok.evals.stdlib_task import check_task_specs
+    from nextok.hf import is_hf_folder
     from nextok.io import atomic_write_text
     from nextok.metrics import LossTally, summarize, token_byte_lengths
 
@@ -81,6 +82,12 @@ def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: 
         dtype=dtype,
         block_size=cfg.model.block_size,
         verify=bool(cfg.get("verify", True)),
+        # a folder's special tokens (a .ckpt records its own; data.* then shapes the eval data)
+        **(
+            {"eos_token": cfg.data.get("eos_token"), "add_bos": cfg.data.get("add_bos")}
+            if is_hf_folder(cfg.ckpt)
+            else {}
+        ),
     )
     model, mcfg = loaded.model, loaded.config
     # the held-out split of the run's own data config (tasks like stdlib_next_line follow it)
@@ -172,7 +179,13 @@ def _info(cfg: DictConfig):
 
 def _tasks(cfg: DictConfig, model, loaded, device) -> dict:
     """Downstream task scores (``tasks`` config: name -> spec); single process."""
-    from nextok.evals import document_start, evaluate_task, load_task, scoring_options
+    from nextok.evals import (
+        context_prefix,
+        document_start,
+        evaluate_task,
+        load_task,
+        scoring_options,
+    )
 
     tasks = cfg.get("tasks")
     specs = OmegaConf.to_container(tasks, resolve=True) if tasks else {}
@@ -186,6 +199,7 @@ def _tasks(cfg: DictConfig, model, loaded, device) -> dict:
             batch_size=int(cfg.task_batch_size),
             device=device,
             start_ids=document_start(loaded.tokenizer, loaded.special),
+            prefix_ids=context_prefix(loaded.tokenizer, loaded.special),
             **scoring_options(name, spec),
         )
         out[name] = res.as_dict()

@@ -23,7 +23,12 @@ def _main(cfg: DictConfig) -> None:
             if not cfg.get(key):
                 raise CliError(f"{key}= is required; {USAGE}")
         check_export_target(cfg.out, cfg.overwrite)  # before the (slow) load
-        loaded = load_checkpoint(cfg.ckpt, verify=bool(cfg.get("verify", True)))
+        loaded = load_checkpoint(
+            cfg.ckpt,
+            verify=bool(cfg.get("verify", True)),
+            eos_token=cfg.data.eos_token,
+            add_bos=cfg.data.add_bos,
+        )
         meta = loaded.meta
         card = {
             "tokens_seen": meta.get("tokens_seen"),
@@ -46,6 +51,7 @@ def _main(cfg: DictConfig) -> None:
                 prefer=meta.get("hf_family"),
                 card=card,
                 overwrite=cfg.overwrite,
+                generation=meta.get("hf_generation"),
             )
         except OSError as err:  # a read-only folder, a full disk
             if isinstance(err, FileNotFoundError | IsADirectoryError):

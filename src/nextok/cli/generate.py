@@ -125,6 +125,8 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
             dtype=dtype,
             block_size=cfg.get("block_size"),
             verify=bool(cfg.get("verify", True)),
+            eos_token=cfg.data.eos_token,
+            add_bos=cfg.data.add_bos,
         )
     except (FileNotFoundError, IsADirectoryError, ValueError) as err:
         raise CliError(str(err)) from err

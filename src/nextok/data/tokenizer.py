@@ -167,7 +167,9 @@ def _prepended(tok: Tokenizer) -> int | None:
     with_special = tok.encode("a", add_special_tokens=True).ids
     plain = tok.encode("a", add_special_tokens=False).ids
     return (
-        with_special[0] if len(with_special) > len(plain) and with_special[0] != plain[0] else None
+        with_special[0]
+        if len(with_special) > len(plain) and with_special[:1] != plain[:1]
+        else None
     )
 
 
@@ -185,12 +187,18 @@ def special_tokens(
     Every token named must exist in the vocabulary; an error says which field is wrong.
     """
     config = config or {}
+    if not tok.encode("a", add_special_tokens=False).ids:
+        raise ValueError(
+            f"{where}: its tokenizer encodes 'a' to no token (no unknown token, no byte fallback), "
+            "so text it cannot encode would be dropped silently; use a tokenizer that encodes "
+            "every text"
+        )
     eos_tok = eos or _content(config.get("eos_token"))
     if eos_tok is None:
         if tok.token_to_id(EOT) is None:
             raise ValueError(
                 f"{where}: no EOS token: its tokenizer_config.json names no eos_token and it has "
-                f"no {EOT}; set data.eos_token to the token that ends a document"
+                f"no {EOT}; set data.eos_token='TOKEN' to the token that ends a document (quoted)"
             )
         eos_tok = EOT
     if tok.token_to_id(eos_tok) is None:

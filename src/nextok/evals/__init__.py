@@ -8,6 +8,7 @@ embedded ``stdlib_next_line``); ``scoring``: batched, data-parallel-sharded ``ac
 from nextok.evals.scoring import (
     METRICS,
     TaskResult,
+    context_prefix,
     document_start,
     evaluate_task,
     loglikelihoods,
@@ -18,6 +19,7 @@ __all__ = [
     "METRICS",
     "MCExample",
     "TaskResult",
+    "context_prefix",
     "document_start",
     "evaluate_task",
     "load_task",

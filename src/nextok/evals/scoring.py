@@ -1,22 +1,23 @@
 """Score multiple-choice examples by log-likelihood: ``acc``, ``acc_norm``, ``acc_pmi``.
 
 Each choice is the continuation of its context; its score is the summed log-probability of the
-continuation's tokens (``acc``: argmax of the sums) and that sum divided by the continuation's
-length in characters (``acc_norm``), the lm-evaluation-harness convention used for
-HellaSwag/ARC/PIQA. ``acc_pmi`` (optional, one more forward per distinct choice; lm-eval's
-``acc_mutual_info``) ranks by log p(choice | context) - log p(choice | document start), the
-document start being the token a training document follows (BOS, else the EOS separator): it
-removes each choice's prior, which dominates the plain sum when the model is weak.
+continuation's tokens (``acc``: argmax of the sums) and that sum divided by the choice's length
+in characters without the task's separator (``acc_norm``: lm-evaluation-harness's, which divides
+by the choice, not by its ``target_delimiter``), the convention used for HellaSwag/ARC/PIQA.
+``acc_pmi`` (optional, one more forward per distinct choice; lm-eval's ``acc_mutual_info``)
+ranks by log p(choice | context) - log p(choice | document start), the document start being the
+token a training document follows (BOS, else the EOS separator): it removes each choice's prior,
+which dominates the plain sum when the model is weak.
 
-Context and continuation are tokenized separately (no special tokens) and concatenated, so every
-choice sees exactly the same context tokens. The boundary must fall where the tokenizer splits
-the joined text too, else the scored tokens are ones the model never saw in training (a
-byte-level BPE merges a newline with the next line's indentation, ``Ċ`` + ``ĠĠĠ`` vs ``ĊĠĠĠ``; a
-space with the next word). So, as lm-eval's ``_encode_pair`` does, whitespace that ends the
-context is moved to the start of every continuation, and tasks should put the separator at the
-start of their choices (``" answer"``, ``"\n    next line"``). A context longer than the model's
-window is cut from the left; a choice longer than the window is scored on its first
-``block_size`` tokens (counted in ``TaskResult.truncated``).
+Tokens as lm-eval's ``hf`` backend makes them from an exported folder, so per-choice scores
+equal lm-eval's: every context starts with the BOS when training put one before every document
+(``context_prefix``; the exported tokenizer adds exactly that); whitespace that ends the context
+is moved to the start of every continuation; the continuation is the joined text's tokens after
+the context's (``_encode_pair``), so they are tokens the model saw in training (a byte-level BPE
+merges a newline with the next line's indentation, ``Ċ`` + ``ĠĠĠ`` vs ``ĊĠĠĠ``). Tasks should put
+the separator at the start of their choices (``" answer"``, ``"\n    next line"``). A context
+longer than the model's window is cut from the left; a choice longer than the window is scored on
+its first ``block_size`` tokens (counted in ``TaskResult.truncated``).
 
 Data parallel: rank ``r`` of ``W`` scores examples ``r, r + W, ...``; the (correct,
 correct_norm, correct_pmi, count) sums are all-reduced, so the result equals the single-process
@@ -63,12 +64,32 @@ class TaskResult:
 
 
 def encode_example(tokenizer: Tokenizer, ex: MCExample) -> tuple[list[int], list[list[int]]]:
-    """Context and choice token ids; whitespace ending the context starts every choice instead."""
+    """Context and choice token ids (lm-eval's ``_encode_pair``): whitespace ending the context
+    starts every choice instead; a choice is the joined text's tokens after the context's (when
+    a token of the joined text spans the boundary, the choice's own tokens instead)."""
     context = ex.context.rstrip() or ex.context
     moved = ex.context[len(context) :]
     ctx = tokenizer.encode(context, add_special_tokens=False).ids
-    conts = [tokenizer.encode(moved + c, add_special_tokens=False).ids for c in ex.choices]
+    conts = []
+    for c in ex.choices:
+        whole = tokenizer.encode(context + moved + c, add_special_tokens=False).ids
+        if whole[: len(ctx)] == ctx:
+            conts.append(whole[len(ctx) :])
+        else:  # a token spans the boundary: lm-eval's split is ill-defined; score the choice alone
+            conts.append(tokenizer.encode(moved + c, add_special_tokens=False).ids)
     return ctx, conts
+
+
+def task_requests(
+    tokenizer: Tokenizer, examples: Sequence[MCExample], prefix_ids: Sequence[int] = ()
+) -> list[tuple[list[int], list[int]]]:
+    """(context, continuation) token ids of every choice of every example, in order; each
+    context starts with ``prefix_ids`` (:func:`context_prefix`)."""
+    requests = []
+    for ex in examples:
+        ctx, conts = encode_example(tokenizer, ex)
+        requests.extend((list(prefix_ids) + ctx, cont) for cont in conts)
+    return requests
 
 
 def _dist_reduce(t: torch.Tensor, op: str) -> torch.Tensor:
@@ -140,6 +161,7 @@ def evaluate_task(
     reduce: Reduce | None = None,
     pmi: bool = False,
     start_ids: Sequence[int] | None = None,
+    prefix_ids: Sequence[int] = (),
 ) -> TaskResult:
     """``acc``/``acc_norm`` (and ``acc_pmi`` if ``pmi``) of ``model`` on ``examples``, sharded
     over ``world_size`` ranks.
@@ -147,13 +169,11 @@ def evaluate_task(
     ``reduce(tensor, op)`` ("sum" / "max") combines ranks; default: ``torch.distributed``.
     ``start_ids``: what a document starts after in training, the unconditional context of
     ``acc_pmi`` (default: the tokenizer's ``<|endoftext|>``, nextok's document separator).
+    ``prefix_ids``: what every context starts with (:func:`context_prefix`).
     """
     reduce = reduce or _dist_reduce
     mine = list(examples)[rank::world_size]
-    requests = []
-    for ex in mine:
-        ctx, conts = encode_example(tokenizer, ex)
-        requests.extend((ctx, cont) for cont in conts)
+    requests = task_requests(tokenizer, mine, prefix_ids)
     n_cond = len(requests)
     uncond: dict[tuple[int, ...], int] = {}  # distinct choice tokens -> index in requests
     if pmi:
@@ -184,7 +204,8 @@ def evaluate_task(
     for ex in mine:
         k = len(ex.choices)
         scores = torch.tensor(ll[pos : pos + k], dtype=torch.float64)
-        lengths = torch.tensor([max(1, len(c)) for c in ex.choices], dtype=torch.float64)
+        skip = len(ex.prefix)
+        lengths = torch.tensor([max(1, len(c) - skip) for c in ex.choices], dtype=torch.float64)
         correct += float(int(scores.argmax()) == ex.gold)
         correct_norm += float(int((scores / lengths).argmax()) == ex.gold)
         if pmi:
@@ -216,6 +237,14 @@ def document_start(tokenizer: Tokenizer, special: SpecialTokens | None) -> list[
     if special is None:
         return None
     return [special.bos_id(tokenizer) if special.add_bos else special.eos_id(tokenizer)]
+
+
+def context_prefix(tokenizer: Tokenizer, special: SpecialTokens | None) -> list[int]:
+    """The BOS when training put one before every document (what the exported tokenizer, hence
+    lm-eval, prepends to a context), else nothing."""
+    if special is None or not special.add_bos:
+        return []
+    return [special.bos_id(tokenizer)]
 
 
 def _default_start(tokenizer: Tokenizer) -> list[int]:

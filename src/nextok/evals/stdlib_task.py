@@ -96,7 +96,7 @@ def stdlib_next_line(
                 others.append(cand)
         gold = int(rng.integers(num_choices))
         choices = others[:gold] + [gold_line] + others[gold:]
-        out.append(MCExample(context, tuple("\n" + c for c in choices), gold))
+        out.append(MCExample(context, tuple("\n" + c for c in choices), gold, "\n"))
     if len(out) < num_examples:
         raise ValueError(
             f"stdlib_next_line: only {len(out)} held-out lines qualify (num_examples="

@@ -47,11 +47,15 @@ RUN_KEYS = ("corpus_only",)  # when a training run scores it (nextok.evals.stdli
 
 @dataclass(frozen=True)
 class MCExample:
-    """One multiple-choice item: the model scores ``context + choices[j]`` for each ``j``."""
+    """One multiple-choice item: the model scores ``context + choices[j]`` for each ``j``.
+
+    ``prefix``: the separator every choice starts with (``choice_prefix``, lm-eval's
+    ``target_delimiter``), not counted in ``acc_norm``'s length."""
 
     context: str
     choices: tuple[str, ...]
     gold: int
+    prefix: str = ""
 
 
 def _field(row: dict, dotted: str, task: str) -> Any:
@@ -150,7 +154,7 @@ def hf_examples(task: str, spec: dict) -> list[MCExample]:
             gold = int(gold_raw)
         if not 0 <= gold < len(choices) or len(choices) < 2:
             raise ValueError(f"task {task}: row {i}: gold {gold} for {len(choices)} choices")
-        out.append(MCExample(context, tuple(prefix + c for c in choices), gold))
+        out.append(MCExample(context, tuple(prefix + c for c in choices), gold, prefix))
     if not out:
         raise ValueError(f"task {task}: no examples")
     return out

@@ -7,19 +7,31 @@ export and import both read these tables, so every field and tensor is described
 
 from __future__ import annotations
 
+from tokenizers import Tokenizer
+
 from nextok.hf.family import Family, UnsupportedConfig, refuse
 from nextok.hf.gpt2 import GPT2
 from nextok.hf.llama import LlamaLike
 from nextok.hf.moe_families import MOE_FAMILIES
+from nextok.hf.tokenizer_rebuild import rebuilt_differs
 from nextok.model import ModelConfig
+
+QWEN3_HEAD_DIM = 128  # Qwen3Config's default (checked by tests/hf/test_refusals.py)
 
 FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (
         LlamaLike("llama", "LlamaForCausalLM", "model.", attn_bias="config", mlp_bias=True),
-        LlamaLike("mistral", "MistralForCausalLM", "model.", attn_bias="none", sliding=True),
-        LlamaLike("qwen2", "Qwen2ForCausalLM", "model.", attn_bias="qkv", sliding=True),
-        LlamaLike("qwen3", "Qwen3ForCausalLM", "model.", qk_norm=True, sliding=True),
+        LlamaLike("mistral", "MistralForCausalLM", "model.", attn_bias="none", sliding="all"),
+        LlamaLike("qwen2", "Qwen2ForCausalLM", "model.", attn_bias="qkv", sliding="qwen"),
+        LlamaLike(
+            "qwen3",
+            "Qwen3ForCausalLM",
+            "model.",
+            qk_norm=True,
+            sliding="qwen",
+            head_dim_default=QWEN3_HEAD_DIM,
+        ),
         GPT2("gpt2", "GPT2LMHeadModel", "transformer."),
         *MOE_FAMILIES.values(),
     )
@@ -29,23 +41,35 @@ FAMILIES: dict[str, Family] = {
 EXPORT_ORDER = ("llama", "qwen2", "qwen3", "gpt2", "mistral", "qwen3_moe", "mixtral")
 
 
+def _why_not(name: str, cfg: ModelConfig, tokenizer: Tokenizer | None) -> str | None:
+    """Why family ``name`` cannot hold ``cfg`` (and ``tokenizer``, as transformers loads it)."""
+    why = FAMILIES[name].why_not(cfg)
+    if why is None and tokenizer is not None:
+        why = rebuilt_differs(name, tokenizer)
+    return why
+
+
 def family_for_export(
-    cfg: ModelConfig, family: str | None = None, prefer: str | None = None
+    cfg: ModelConfig,
+    family: str | None = None,
+    prefer: str | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> Family:
-    """The family to write ``cfg`` as: ``family`` (the user's choice: used or refused),
-    else ``prefer`` (a hint, e.g. the imported family) if it fits, else the first that does."""
+    """The family to write ``cfg`` (and ``tokenizer``) as: ``family`` (the user's choice: used
+    or refused), else ``prefer`` (a hint, e.g. the imported family) if it fits, else the first
+    that does."""
     if family is not None:
         if family not in FAMILIES:
             raise ValueError(f"family={family!r} is not one of {sorted(FAMILIES)}")
-        why = FAMILIES[family].why_not(cfg)
+        why = _why_not(family, cfg, tokenizer)
         if why is not None:
             raise ValueError(f"family={family!r} cannot express this model: it {why}")
         return FAMILIES[family]
-    if prefer is not None and prefer in FAMILIES and FAMILIES[prefer].why_not(cfg) is None:
+    if prefer is not None and prefer in FAMILIES and _why_not(prefer, cfg, tokenizer) is None:
         return FAMILIES[prefer]
     reasons = {}
     for name in EXPORT_ORDER:
-        why = FAMILIES[name].why_not(cfg)
+        why = _why_not(name, cfg, tokenizer)
         if why is None:
             return FAMILIES[name]
         reasons[name] = why

@@ -13,7 +13,9 @@ from nextok.model import ModelConfig
 # (our key, HF keys, how, split sizes): "same" copies, "split" cuts our fused tensor into the HF
 # tensors along dim 0 (qkv -> q/k/v, SwiGLU fc -> gate/up), "t" transposes (GPT-2's Conv1D).
 # "experts" stacks per-expert HF tensors (each group of len(sizes) cut by sizes) into a 3-D bank;
-# "zeros" is a buffer of ours with no HF tensor (it must be zero to export).
+# "zeros" is a buffer of ours with no HF tensor (it must be zero to export); "zeros_out" an HF
+# tensor with no counterpart of ours (written as zeros on export, e.g. Llama's o_proj.bias when
+# only q/k/v have biases).
 Row = tuple[str, tuple[str, ...], str, tuple[int, ...]]
 
 # config.json keys that do not change what the weights compute (bookkeeping, generation

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
+from nextok.console import say
 from nextok.data.tokenizer import (
     TOKENIZER_FILE,
     SpecialTokens,
@@ -29,11 +31,12 @@ from nextok.hf import weights as W
 from nextok.hf.card import model_card
 from nextok.hf.families import family_for_export, family_for_import
 from nextok.hf.family import Family
+from nextok.hf.generation import GENERATION_CONFIG, eos_ids, generation_out, read_generation
+from nextok.hf.tokenizer_rebuild import class_built, probe_differs
 from nextok.io import TEMP_MARK, atomic_write_text
 from nextok.model import ModelConfig, Transformer
 
 CONFIG = "config.json"
-GENERATION_CONFIG = "generation_config.json"
 
 
 def is_hf_folder(path: str | Path) -> bool:
@@ -92,27 +95,31 @@ def export_hf(
     prefer: str | None = None,
     card: dict[str, Any] | None = None,
     overwrite: bool = False,
+    generation: dict[str, Any] | None = None,
 ) -> Path:
     """Write a publishable folder as ``family`` (the user's choice: used or refused), else as
     ``prefer`` (e.g. the imported family) when it fits, else the first family that fits.
 
     ``card`` adds facts to the model card (``tokens_seen``, ``val_loss``, ``val_step``,
     ``train_config``, ``source``). ``overwrite``: see :func:`check_export_target`.
+    ``generation``: the imported model's ``generation_config.json`` (its sampling settings and EOS
+    list are kept).
     """
     torch_dtype = as_dtype(dtype, "dtype")
     out_dir = Path(out_dir)
     check_export_target(out_dir, overwrite)
     cfg = model.config
-    fam = family_for_export(cfg, family, prefer)
+    fam = family_for_export(cfg, family, prefer, tokenizer)
     tensors = W.from_ours(dict(model.state_dict()), fam.rows(cfg))
     out_dir.mkdir(parents=True, exist_ok=True)  # after the refusals: no empty folder left behind
     if tokenizer is not None and special is None:
         special = special_tokens(tokenizer)
     ids = _token_ids(tokenizer, special)
+    ids["eos_token_id"] = eos_ids(generation, ids["eos_token_id"])
     hf_cfg = {**fam.config_out(cfg), **ids, "torch_dtype": dtype_name(torch_dtype)}
     W.write_tensors(tensors, out_dir, torch_dtype, W.parse_size(max_shard_size))
     W.write_json(out_dir / CONFIG, hf_cfg)
-    W.write_json(out_dir / GENERATION_CONFIG, {**ids, "max_length": cfg.block_size})
+    W.write_json(out_dir / GENERATION_CONFIG, generation_out(ids, cfg.block_size, generation))
     if tokenizer is not None and special is not None:
         _write_tokenizer(tokenizer, special, out_dir, cfg.block_size)
     text = model_card(
@@ -157,6 +164,7 @@ class HFModel:
     family: str
     tokenizer: Tokenizer | None
     special: SpecialTokens | None
+    generation: dict[str, Any] | None = None  # generation_config.json, carried to export
 
 
 def read_config(
@@ -181,11 +189,14 @@ def read_hf_folder(
     dropout: float | None = None,
     dtype: torch.dtype | None = torch.float32,
     with_tokenizer: bool = True,
+    eos: str | None = None,
+    add_bos: bool | None = None,
 ) -> HFModel:
     """Config + our state dict (+ tokenizer and its special tokens when the folder has one).
 
     ``block_size`` may shorten the context (a learned position table is cut to it);
-    ``dropout`` replaces the file's dropout fields (0 for inference).
+    ``dropout`` replaces the file's dropout fields (0 for inference); ``eos`` / ``add_bos``
+    (the user's ``data.eos_token`` / ``data.add_bos``) override the tokenizer config.
     """
     folder = Path(folder)
     cfg, fam = read_config(folder, block_size, dropout)
@@ -196,8 +207,29 @@ def read_hf_folder(
     tok = special = None
     if with_tokenizer and (folder / TOKENIZER_FILE).is_file():
         tok = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
-        special = special_tokens(tok, load_tokenizer_config(folder), where=str(folder))
-    return HFModel(cfg, sd, fam.model_type, tok, special)
+        if tok.get_vocab_size() > cfg.vocab_size:
+            raise ValueError(
+                f"{folder}: tokenizer.json has {tok.get_vocab_size()} tokens but config.json "
+                f"vocab_size={cfg.vocab_size}: the ids past it have no embedding"
+            )
+        config = load_tokenizer_config(folder)
+        special = special_tokens(tok, config, eos=eos, add_bos=add_bos, where=str(folder))
+        _warn_if_rebuilt(folder, fam.model_type, config, tok)
+    return HFModel(cfg, sd, fam.model_type, tok, special, read_generation(folder))
+
+
+def _warn_if_rebuilt(folder: Path, model_type: str, config: dict, tok: Tokenizer) -> None:
+    """One line when transformers' AutoTokenizer would encode this folder's text differently
+    (nextok runs tokenizer.json as written: what the model was trained with)."""
+    cls = class_built(model_type, config, tok)
+    text = probe_differs(tok, cls) if cls is not None else None
+    if text is not None:
+        say(
+            f"warning: {folder}: transformers' AutoTokenizer rebuilds this tokenizer as {cls}, "
+            f"which encodes some texts differently from tokenizer.json (e.g. {text!r}); nextok "
+            "uses tokenizer.json as written (what the model was trained with), and exports it so",
+            file=sys.stderr,
+        )
 
 
 def build_model(cfg: ModelConfig, state_dict: dict[str, torch.Tensor], where: str) -> Transformer:

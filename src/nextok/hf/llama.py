@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nextok.hf import sliding
 from nextok.hf.family import (
     REQUIRED,
     Family,
@@ -18,11 +19,6 @@ from nextok.hf.family import (
 from nextok.hf.rope_config import rope_in, rope_out
 from nextok.model import ModelConfig
 
-# transformers' defaults for a missing key (MistralConfig / Qwen2Config / Qwen3Config, checked
-# against the installed transformers by tests/hf/test_review_fixes.py)
-SLIDING_DEFAULTS = {"mistral": 4096, "qwen2": 4096, "qwen3": 4096}
-MAX_WINDOW_LAYERS_DEFAULT = 28
-
 
 def _or_none(value: int | None) -> int | None:
     return value or None  # as transformers: a missing, null or 0 value means "derive it"
@@ -34,30 +30,32 @@ class LlamaLike(Family):
 
     ``attn_bias``: "config" (``attention_bias`` biases q/k/v/o), "qkv" (always q/k/v only,
     Qwen2) or "none" (Mistral). ``mlp_bias``: whether ``mlp_bias`` exists. ``qk_norm``: per-head
-    q/k RMSNorm (Qwen3). ``sliding``: the family has sliding-window fields.
+    q/k RMSNorm (Qwen3). ``sliding``: which layers its sliding-window fields make slide
+    (:mod:`nextok.hf.sliding`; "": the family has no window).
     """
 
     attn_bias: str = "config"
     mlp_bias: bool = False
     qk_norm: bool = False
-    sliding: bool = False
+    sliding: str = ""
     norm_eps_default: float = 1e-6
+    head_dim_default: int | None = None  # a missing head_dim (Qwen3: 128); None: d_model / n_head
 
     def why_not(self, cfg: ModelConfig) -> str | None:
         if (cfg.pos, cfg.norm, cfg.mlp) != ("rope", "rmsnorm", "swiglu"):
             return "needs pos=rope, norm=rmsnorm, mlp=swiglu"
         if cfg.qk_norm != self.qk_norm:
             return f"needs qk_norm={self.qk_norm}"
-        want = {
-            "config": (cfg.qkv_bias, cfg.qkv_bias),
-            "qkv": (True, False),
-            "none": (False, False),
-        }[self.attn_bias]
-        if (cfg.qkv_bias, cfg.attn_out_bias) != want:
-            return f"needs (qkv_bias, attn_out_bias)={want}"
+        if self.attn_bias == "config":  # q/k/v/o biases; a q/k/v-only one writes o_proj.bias=0
+            if cfg.attn_out_bias and not cfg.qkv_bias:
+                return "needs qkv_bias=true when attn_out_bias=true"
+        else:
+            want = {"qkv": (True, False), "none": (False, False)}[self.attn_bias]
+            if (cfg.qkv_bias, cfg.attn_out_bias) != want:
+                return f"needs (qkv_bias, attn_out_bias)={want}"
         if cfg.mlp_bias and not self.mlp_bias:
             return "needs mlp_bias=false"
-        return None
+        return sliding.why_not(cfg, self.sliding)
 
     def fields(self) -> tuple[Field, ...]:
         return (
@@ -67,7 +65,8 @@ class LlamaLike(Family):
             Field("num_hidden_layers", "n_layer"),
             Field("num_attention_heads", "n_head"),
             Field("num_key_value_heads", "n_kv_head", None, _or_none),  # null: n_head (MHA)
-            Field("head_dim", "head_dim", None, _or_none),  # null: d_model / n_head
+            # missing: the family's default; null: d_model / n_head
+            Field("head_dim", "head_dim", self.head_dim_default, _or_none),
             Field("max_position_embeddings", "block_size", REQUIRED),
             Field("rms_norm_eps", "norm_eps", self.norm_eps_default, float),
             Field("tie_word_embeddings", "tie_embeddings", False, bool),
@@ -87,9 +86,7 @@ class LlamaLike(Family):
         if self.mlp_bias:
             out["mlp_bias"] = cfg.mlp_bias
         if self.sliding:
-            out["sliding_window"] = None
-            if self.model_type != "mistral":
-                out["use_sliding_window"] = False
+            out.update(sliding.window_out(cfg, self.sliding))
         return out
 
     def config_in(
@@ -103,10 +100,7 @@ class LlamaLike(Family):
             "attention_dropout",
             "attention_bias",
             "mlp_bias",
-            "sliding_window",
-            "use_sliding_window",
-            "max_window_layers",
-            "layer_types",
+            *sliding.KEYS,
             # nanotron leftovers in SmolLM configs that transformers ignores
             "is_llama_config",
             "rope_interleaved",
@@ -119,7 +113,11 @@ class LlamaLike(Family):
             )
         if c.get("hidden_act", "silu") not in ("silu", "swish"):
             raise refuse(where, "hidden_act", c["hidden_act"], "the SwiGLU MLP uses silu")
-        self._check_window(c, where, args["block_size"], args["n_layer"])
+        window, layers = (
+            sliding.window_in(c, where, self.model_type, self.sliding, args["n_layer"])
+            if self.sliding
+            else (None, None)
+        )
         if dropout is None and float(c.get("attention_dropout") or 0.0) != 0.0:
             raise refuse(
                 where,
@@ -147,49 +145,10 @@ class LlamaLike(Family):
             attn_out_bias=attn_bias if self.attn_bias == "config" else False,
             mlp_bias=bool(c.get("mlp_bias", False)),
             qk_norm=self.qk_norm,
+            sliding_window=window,
+            sliding_layers=layers,
             dropout=float(dropout or 0.0),
         )
-
-    def _check_window(self, c: dict, where: str, block: int, n_layer: int) -> None:
-        """Which layers slide, computed as transformers does (a missing key takes the config
-        class's default); refused when a sliding layer's window is shorter than the context."""
-        if not self.sliding:
-            return
-        layer_types = c.get("layer_types")
-        if self.model_type == "mistral":  # one window for every layer; layer_types not read
-            window = c.get("sliding_window", SLIDING_DEFAULTS["mistral"])
-            sliding = window is not None
-        else:
-            use = bool(c.get("use_sliding_window", False))
-            window = c.get("sliding_window", SLIDING_DEFAULTS[self.model_type]) if use else None
-            first = c.get("max_window_layers", MAX_WINDOW_LAYERS_DEFAULT)
-            if layer_types is None:
-                layer_types = [
-                    "sliding_attention" if window is not None and i >= first else "full_attention"
-                    for i in range(n_layer)
-                ]
-            bad = [t for t in layer_types if t not in ("full_attention", "sliding_attention")]
-            if bad:
-                raise refuse(where, "layer_types", bad[0], "nextok has full causal attention only")
-            sliding = "sliding_attention" in layer_types
-            if sliding and window is None:
-                raise refuse(
-                    where,
-                    "layer_types",
-                    "sliding_attention",
-                    "use_sliding_window is false, so the window those layers use is undefined",
-                )
-        if sliding and window < block:
-            src = "sliding_window" if "sliding_window" in c else "sliding_window (default)"
-            raise refuse(
-                where,
-                src,
-                window,
-                f"it is shorter than the context ({block}); nextok has no sliding-window attention. "
-                f"With model.block_size <= {window} the computation is identical "
-                f"(init_from: model.block_size={window}; nextok-generate/nextok-eval: "
-                f"block_size={window})",
-            )
 
     def rows(self, cfg: ModelConfig) -> list[Row]:
         hd, f = cfg.head_dim, cfg.ffn_dim
@@ -232,6 +191,8 @@ class LlamaLike(Family):
                 )
             if cfg.attn_out_bias:
                 rows.append((p + "attn.proj.bias", (att + "o_proj.bias",), "same", ()))
+            elif cfg.qkv_bias and self.attn_bias == "config":  # attention_bias covers o_proj too
+                rows.append(("", (att + "o_proj.bias",), "zeros_out", (cfg.d_model,)))
             if cfg.qk_norm:
                 rows += [
                     (p + "attn.q_norm.weight", (att + "q_norm.weight",), "same", ()),

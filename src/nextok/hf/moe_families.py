@@ -50,7 +50,6 @@ class MoEFamily(LlamaLike):
         out.update(num_local_experts=cfg.n_experts, num_experts_per_tok=cfg.moe_top_k)
         if self.always_norm:
             out.update(intermediate_size=cfg.moe_ffn_dim, router_jitter_noise=0.0)
-            out.pop("use_sliding_window", None)
         else:
             out.update(
                 moe_intermediate_size=cfg.moe_ffn_dim,
@@ -72,12 +71,15 @@ class MoEFamily(LlamaLike):
         if not n_experts or not top_k:
             raise UnsupportedConfig(f"{where} lacks num_local_experts / num_experts_per_tok")
         if self.always_norm:
-            if float(c.pop("router_jitter_noise", 0.0) or 0.0) != 0.0:
+            jitter = c.pop("router_jitter_noise", 0.0) or 0.0
+            if dropout is None and float(jitter) != 0.0:  # training-only noise in transformers
                 raise refuse(
                     where,
                     "router_jitter_noise",
-                    c.get("router_jitter_noise"),
-                    "nextok routes without noise",
+                    jitter,
+                    "transformers multiplies the router's input by noise in training and nextok "
+                    "trains without it; set model.dropout (e.g. model.dropout=0.0) to train "
+                    "without the noise",
                 )
             expert_width, norm, first_dense = c["intermediate_size"], True, 0
         else:
@@ -97,19 +99,6 @@ class MoEFamily(LlamaLike):
             first_k_dense=first_dense,
             n_shared_experts=0,
         )
-
-    def _check_window(self, c: dict, where: str, block: int, n_layer: int) -> None:
-        if self.model_type != "mixtral":
-            return super()._check_window(c, where, block, n_layer)
-        window = c.get("sliding_window")  # Mixtral, like Mistral: on whenever it is set
-        if window is not None and window < block:
-            raise refuse(
-                where,
-                "sliding_window",
-                window,
-                f"it is shorter than the context ({block}); nextok has no sliding window",
-            )
-        return None
 
     @staticmethod
     def _first_dense(c: dict, where: str) -> int:
@@ -153,13 +142,13 @@ class MoEFamily(LlamaLike):
 MOE_FAMILIES = {
     f.model_type: f
     for f in (
-        MoEFamily("qwen3_moe", "Qwen3MoeForCausalLM", "model.", qk_norm=True, sliding=True),
+        MoEFamily("qwen3_moe", "Qwen3MoeForCausalLM", "model.", qk_norm=True, sliding="qwen_all"),
         MoEFamily(
             "mixtral",
             "MixtralForCausalLM",
             "model.",
             attn_bias="none",
-            sliding=True,
+            sliding="all",
             mlp_key="block_sparse_moe",
             names=("w1", "w3", "w2"),
             dense_first=False,

@@ -50,6 +50,16 @@ def rope_in(c: dict, where: str) -> tuple[float, dict | None]:
     missing = [k for k in _SCALING_KEYS[kind] if params.get(k) is None]
     if missing:
         raise UnsupportedConfig(f"{where}: {field} of rope_type {kind} lacks {missing}")
+    if kind == "llama3" and not float(params["high_freq_factor"]) > float(
+        params["low_freq_factor"]
+    ):
+        raise refuse(
+            where,
+            f"{field}.high_freq_factor",
+            params["high_freq_factor"],
+            f"it must exceed low_freq_factor ({params['low_freq_factor']}): llama3 scaling "
+            "interpolates between the two",
+        )
     return theta, {"type": kind, **{k: params[k] for k in _SCALING_KEYS[kind]}}
 
 

@@ -125,6 +125,9 @@ def from_ours(sd: dict[str, torch.Tensor], rows: list[Row]) -> dict[str, torch.T
     """HF tensors from our state dict (the rows read backwards)."""
     out: dict[str, torch.Tensor] = {}
     for ours, theirs, how, sizes in rows:
+        if how == "zeros_out":  # an HF tensor with no counterpart of ours: zero computes the same
+            out[theirs[0]] = torch.zeros(sizes)
+            continue
         t = sd[ours].detach().cpu()
         if how == "zeros":
             if t.any():

@@ -169,7 +169,11 @@ def _run(
 
 def _start_from(module: LMModule, init: InitSource, ckpt_path: str | None) -> None:
     """Hand ``init_from``'s weights to the module (unless the run resumes a checkpoint)."""
-    module.export_info = {"init_from": init.path, "hf_family": init.hf_family}
+    module.export_info = {
+        "init_from": init.path,
+        "hf_family": init.hf_family,
+        "hf_generation": init.hf_generation,
+    }
     if ckpt_path is None:
         module.init_state, init.state_dict = init.state_dict, {}  # one reference only
     else:

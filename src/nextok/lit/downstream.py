@@ -9,7 +9,14 @@ import torch
 
 from nextok.console import say
 from nextok.distributed.ranks import data_parallel_rank_size
-from nextok.evals import METRICS, document_start, evaluate_task, load_task, scoring_options
+from nextok.evals import (
+    METRICS,
+    context_prefix,
+    document_start,
+    evaluate_task,
+    load_task,
+    scoring_options,
+)
 from nextok.evals.stdlib_task import skipped_for_data
 from nextok.evals.tasks import MCExample
 from nextok.lit.compat import is_accumulating
@@ -83,6 +90,7 @@ class DownstreamEval(L.Callback):
                 world_size=world,
                 reduce=lambda t, op: trainer.strategy.reduce(t, reduce_op=op),
                 start_ids=start,
+                prefix_ids=context_prefix(pl_module.tokenizer, pl_module.special_tokens),
                 **scoring_options(name, self.specs[name]),
             )
             out[name] = res.as_dict()

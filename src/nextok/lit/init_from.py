@@ -32,6 +32,7 @@ class InitSource:
     tokenizer: Tokenizer | None
     special: SpecialTokens | None
     hf_family: str | None  # the imported model_type, preferred again by export
+    hf_generation: dict[str, Any] | None = None  # its generation_config.json, written back too
 
 
 def model_overrides(task_overrides: list[str]) -> list[str]:
@@ -45,9 +46,16 @@ def model_overrides(task_overrides: list[str]) -> list[str]:
     return keys
 
 
-def load_source(path: str, overrides: dict[str, Any], verify: bool = True) -> InitSource:
+def load_source(
+    path: str,
+    overrides: dict[str, Any],
+    verify: bool = True,
+    eos: str | None = None,
+    add_bos: bool | None = None,
+) -> InitSource:
     """Read the weights; ``overrides`` are the user's explicit ``model.*`` values; ``verify``:
-    checksums and finite weights (:func:`nextok.checkpoint.load_checkpoint`)."""
+    checksums and finite weights (:func:`nextok.checkpoint.load_checkpoint`); ``eos`` /
+    ``add_bos`` its ``data.eos_token`` / ``data.add_bos`` (for a Hugging Face folder)."""
     from nextok.checkpoint_verify import refuse_nonfinite
     from nextok.hf import is_hf_folder, read_hf_folder
 
@@ -56,10 +64,14 @@ def load_source(path: str, overrides: dict[str, Any], verify: bool = True) -> In
         raise FileNotFoundError(f"init_from={path} does not exist")
     block = overrides.get("block_size")
     if is_hf_folder(p):
-        m = read_hf_folder(p, block_size=block, dropout=overrides.get("dropout"))
+        m = read_hf_folder(
+            p, block_size=block, dropout=overrides.get("dropout"), eos=eos, add_bos=add_bos
+        )
         if verify:
             refuse_nonfinite(m.state_dict, p)
-        src = InitSource(str(p), m.config, m.state_dict, m.tokenizer, m.special, m.family)
+        src = InitSource(
+            str(p), m.config, m.state_dict, m.tokenizer, m.special, m.family, m.generation
+        )
     elif p.is_dir() and (p / ".metadata").is_file():
         raise ValueError(
             f"init_from={path} is a sharded (distributed) checkpoint folder; consolidate it into "
@@ -84,7 +96,10 @@ def load_source(path: str, overrides: dict[str, Any], verify: bool = True) -> In
             if "pos_emb.weight" in sd:
                 sd["pos_emb.weight"] = sd["pos_emb.weight"][:block].clone()
         special = getattr(ck, "special", None)
-        src = InitSource(str(p), cfg, sd, ck.tokenizer, special, ck.meta.get("hf_family"))
+        meta = ck.meta
+        src = InitSource(
+            str(p), cfg, sd, ck.tokenizer, special, meta.get("hf_family"), meta.get("hf_generation")
+        )
     src.config = _apply_overrides(src.config, overrides, path)
     return src
 
@@ -132,7 +147,14 @@ def prepare_init_from(cfg: DictConfig, model_keys: list[str], run_dir: Path) -> 
         overrides[key[len("model.") :]] = (
             OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
         )
-    source = load_source(str(cfg.init_from), overrides, bool(cfg.get("verify", True)))
+    data = cfg.get("data") or {}
+    source = load_source(
+        str(cfg.init_from),
+        overrides,
+        bool(cfg.get("verify", True)),
+        data.get("eos_token"),
+        data.get("add_bos"),
+    )
     with open_dict(cfg):
         for key, value in source.config.to_dict().items():
             cfg.model[key] = value

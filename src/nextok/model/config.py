@@ -30,6 +30,9 @@ class ModelConfig:
     ``mlp``: ``gelu`` is the tanh approximation (GPT-2's ``gelu_new``), ``gelu_exact`` the erf form.
     ``rope_scaling``: ``None``, ``{type: linear, factor}`` or ``{type: llama3, factor,
     low_freq_factor, high_freq_factor, original_max_position_embeddings}`` (Llama 3.1+).
+    ``sliding_window``: layers in ``sliding_layers`` (null: all) attend only to the last
+    ``sliding_window`` positions, the query's own included (Mistral, Qwen2/3, Gemma-style
+    alternation); null: full causal attention everywhere.
 
     ``mlp="moe"``: Mixture-of-Experts SwiGLU MLPs (:mod:`nextok.model.moe`) in all but the first
     ``first_k_dense`` layers (those stay dense SwiGLU of width ``ffn_dim``): ``n_experts`` routed
@@ -63,6 +66,8 @@ class ModelConfig:
     dropout: float = 0.0
     tie_embeddings: bool = True
     qk_norm: bool = False
+    sliding_window: int | None = None
+    sliding_layers: list[int] | None = None
     init_std: float = 0.02
     n_experts: int = 8
     moe_top_k: int = 2
@@ -89,6 +94,8 @@ class ModelConfig:
                 setattr(self, key, self.bias)
         if self.rope_scaling is not None:
             self.rope_scaling = dict(self.rope_scaling)
+        if self.sliding_layers is not None:
+            self.sliding_layers = list(self.sliding_layers)
         self.validate()
 
     # ------------------------------------------------------------------ validation
@@ -130,6 +137,28 @@ class ModelConfig:
             raise ValueError("model.norm_eps and model.rope_theta must be positive")
         if self.mlp == "moe":
             self._validate_moe()
+        self._validate_sliding()
+
+    def _validate_sliding(self) -> None:
+        w, layers = self.sliding_window, self.sliding_layers
+        if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w <= 0):
+            raise ValueError(f"model.sliding_window must be a positive integer or null, got {w!r}")
+        if layers is None:
+            return
+        if w is None and layers:
+            raise ValueError("model.sliding_layers is set but model.sliding_window is null")
+        bad = [i for i in layers if not isinstance(i, int) or not 0 <= i < self.n_layer]
+        if bad or len(set(layers)) != len(layers):
+            raise ValueError(
+                f"model.sliding_layers must be distinct layer indices in [0, {self.n_layer}), "
+                f"got {layers}"
+            )
+
+    def slides(self, layer_idx: int) -> bool:
+        """Whether layer ``layer_idx`` attends through the sliding window."""
+        if self.sliding_window is None:
+            return False
+        return self.sliding_layers is None or layer_idx in self.sliding_layers
 
     def _validate_moe(self) -> None:
         for key in ("n_experts", "moe_top_k"):

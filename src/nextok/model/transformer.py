@@ -170,17 +170,28 @@ class Transformer(nn.Module):
     # ------------------------------------------------------------------ forward
     @staticmethod
     def _attention_mask(
-        start: int, end: int, valid: torch.Tensor | None, cached: bool, device: torch.device
+        start: int,
+        end: int,
+        valid: torch.Tensor | None,
+        cached: bool,
+        device: torch.device,
+        window: int | None = None,
     ) -> torch.Tensor | None:
         """Boolean (T, S) or (B, 1, T, S) mask, or None when SDPA needs none.
 
         None means: no cache -> ``is_causal`` kernels; one cached decode token -> sees everything.
+        ``window``: each query also sees only the last ``window`` positions (itself included);
+        a window covering the whole sequence is full attention.
         """
-        if valid is None and (not cached or end - start == 1):
+        if window is not None and window >= end:
+            window = None
+        if valid is None and window is None and (not cached or end - start == 1):
             return None
         q_pos = torch.arange(start, end, device=device)
         k_pos = torch.arange(end, device=device)
         mask = k_pos[None, :] <= q_pos[:, None]
+        if window is not None:
+            mask = mask & (k_pos[None, :] > q_pos[:, None] - window)
         if valid is not None:
             # padded keys are hidden; each query still sees itself so no row is all -inf (NaN)
             mask = (mask & valid[:, None, None, :]) | (k_pos[None, :] == q_pos[:, None])
@@ -226,18 +237,26 @@ class Transformer(nn.Module):
             else:
                 positions = torch.arange(start, end, device=idx.device)
 
-        mask = self._attention_mask(start, end, valid, kv_cache is not None, idx.device)
+        cached = kv_cache is not None
+        mask = self._attention_mask(start, end, valid, cached, idx.device)
+        c = self.config
+        window_mask = (
+            self._attention_mask(start, end, valid, cached, idx.device, c.sliding_window)
+            if c.sliding_window is not None
+            else None
+        )
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)
         x = self.drop(x)
         rope = self.rope(positions) if self.rope is not None else None
 
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            m = window_mask if c.slides(i) else mask
             if self.activation_checkpointing and self.training:
-                x = checkpoint(block, x, rope, mask, kv_cache, use_reentrant=False)
+                x = checkpoint(block, x, rope, m, kv_cache, use_reentrant=False)
             else:
-                x = block(x, rope, mask, kv_cache)
+                x = block(x, rope, m, kv_cache)
         if kv_cache is not None:
             kv_cache.seq_len = end
 
