@@ -1,0 +1,48 @@
+"""``nextok-generate quantize=...``: the quantized model generates; what cannot be quantized is
+refused in one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+from test_generate_cli import compose, run_cli, write_checkpoint  # noqa: E402
+
+if importlib.util.find_spec("torchao") is None:
+    pytest.skip("quantization needs torchao (pip install 'nextok[quant]')", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "last.ckpt"
+    model, tok = write_checkpoint(path)
+    return path, model, tok
+
+
+def test_generate_int8_runs_the_quantized_model(ckpt, capsys):
+    from nextok.cli.generate import run
+    from nextok.generation import SamplingParams, generate_text, quantize_model
+
+    path, model, tok = ckpt
+    args = (f"ckpt={path}", "prompt=def", "max_new_tokens=12", "temperature=0", "device=cpu")
+    run(compose(*args, "quantize=int8"))
+    out, err = capsys.readouterr()
+    quantized = quantize_model(write_checkpoint(path.with_name("copy.ckpt"))[0], "int8")
+    want = generate_text(quantized, tok, ["def"], 12, SamplingParams(temperature=0))[0]
+    assert out == f"def{want}\n"
+    assert "(cpu, float32, int8)" in err
+
+
+def test_generate_int4_refusal_is_one_line(ckpt, tmp_path):
+    path, _, _ = ckpt
+    r = run_cli(f"ckpt={path}", "prompt=def ", "quantize=int4", "device=cpu", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr == (
+        "nextok-generate: error: quantize=int4 needs every linear layer's output width to be a "
+        "multiple of 16; lm_head has 300 (vocab_size: pad it, e.g. to a multiple of 64); "
+        "use quantize=int8\n"
+    )
