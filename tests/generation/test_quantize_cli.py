@@ -46,3 +46,21 @@ def test_generate_int4_refusal_is_one_line(ckpt, tmp_path):
         "multiple of 16; lm_head has 300 (vocab_size: pad it, e.g. to a multiple of 64); "
         "use quantize=int8\n"
     )
+
+
+def test_export_refuses_quantize_in_one_line(ckpt, tmp_path):
+    import shutil
+    import subprocess
+
+    path, _, _ = ckpt
+    exe = shutil.which("nextok-export")
+    cmd = [exe] if exe else [sys.executable, "-m", "nextok.cli.export"]
+    r = subprocess.run(
+        [*cmd, f"ckpt={path}", f"out={tmp_path / 'hf'}", "quantize=int8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2
+    assert r.stderr.startswith("nextok-export: error: quantize= is not offered by nextok-export")
+    assert r.stderr.count("\n") == 1 and not (tmp_path / "hf").exists()

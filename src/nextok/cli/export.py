@@ -3,11 +3,20 @@ config, generation config, tokenizer files with the run's special tokens, model 
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from nextok.cli._conf import conf_dir
-from nextok.cli.errors import one_line_errors
+from nextok.cli.errors import CliError, one_line_errors
+
+# A quantized folder is not written: transformers quantizes full-precision weights at load time.
+QUANTIZE_REFUSED = (
+    "quantize= is not offered by nextok-export (the folder holds full-precision weights); "
+    "quantize at load in transformers: from_pretrained(DIR, "
+    "quantization_config=TorchAoConfig(Int8WeightOnlyConfig()))"
+)
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="export")
@@ -45,6 +54,9 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    if any(a.lstrip("+~").split("=", 1)[0] == "quantize" for a in sys.argv[1:]):
+        with one_line_errors("nextok-export"):
+            raise CliError(QUANTIZE_REFUSED)
     _main()
 
 
