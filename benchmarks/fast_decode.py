@@ -63,11 +63,14 @@ def step_seconds(model, prompts, new_tokens: int, decode_step=None) -> float:
     return statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
 
 
-def build(preset: str, need: int) -> Transformer:
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def build(preset: str, need: int, dtype: str = "fp32") -> Transformer:
     base = ModelConfig.from_preset(preset)
     torch.manual_seed(0)
     cfg = ModelConfig.from_preset(preset, block_size=max(base.block_size, need))
-    return Transformer(cfg).eval()
+    return Transformer(cfg).to(DTYPES[dtype]).eval()
 
 
 def variant(model: Transformer, name: str):
@@ -85,11 +88,11 @@ def variant(model: Transformer, name: str):
 
 
 def speed_table(args, preset: str, bandwidth: list[float]) -> None:
-    model = build(preset, args.context + args.new_tokens)
+    model = build(preset, args.context + args.new_tokens, args.dtype)
     cfg = model.config
     print(
         f"\nmodel: preset {preset} (random weights), {model.num_parameters() / 1e6:.1f}M params, "
-        f"{cfg.n_layer} layers, d_model {cfg.d_model}, vocab {cfg.vocab_size}, fp32 on cpu, "
+        f"{cfg.n_layer} layers, d_model {cfg.d_model}, vocab {cfg.vocab_size}, {args.dtype} on cpu, "
         f"{torch.get_num_threads()} threads; prompt {args.context} tokens, "
         f"{args.new_tokens} new tokens, median step of the best of {args.repeats} runs"
     )
@@ -181,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="model dtype")
     p.add_argument("--generate", type=int, default=0, help="also time an N-token generation")
     p.add_argument("--child", nargs=2, metavar=("PRESET", "N"), help=argparse.SUPPRESS)
     p.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)

@@ -37,6 +37,29 @@ def test_generate_int8_runs_the_quantized_model(ckpt, capsys):
     assert "(cpu, float32, int8)" in err
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_generate_int4_notes_the_slow_fp32_path(tmp_path, capsys, dtype):
+    """A vocabulary padded to 320 (a multiple of 16): int4 runs; on fp32 a note says bf16 is fast."""
+    import torch
+
+    from nextok.cli.generate import run
+    from nextok.model import ModelConfig, Transformer
+
+    path = tmp_path / "v320.ckpt"
+    write_checkpoint(path)
+    saved = torch.load(path, weights_only=True)
+    cfg = ModelConfig(vocab_size=320, block_size=64, n_layer=2, n_head=2, d_model=32)
+    saved["state_dict"] = {f"model.{k}": v for k, v in Transformer(cfg).state_dict().items()}
+    saved["nextok"]["model_config"] = cfg.to_dict()
+    torch.save(saved, path)
+    args = (f"ckpt={path}", "prompt=def", "max_new_tokens=4", "temperature=0", "device=cpu")
+    stats = run(compose(*args, "quantize=int4", f"dtype={dtype}"))
+    err = capsys.readouterr().err
+    assert stats["tokens"] == 4 and ", int4)" in err
+    note = "note: quantize=int4 with fp32 activations runs torchao's slow CPU int4 path"
+    assert (note in err) == (dtype == "fp32")
+
+
 def test_generate_int4_refusal_is_one_line(ckpt, tmp_path):
     path, _, _ = ckpt
     r = run_cli(f"ckpt={path}", "prompt=def ", "quantize=int4", "device=cpu", cwd=tmp_path)

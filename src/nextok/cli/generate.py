@@ -111,6 +111,7 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
         make_generator,
         quantize_model,
     )
+    from nextok.generation.quantize import speed_note
 
     if not cfg.ckpt:
         raise CliError("ckpt=PATH is required (a .ckpt file written by nextok-train)")
@@ -134,6 +135,9 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
         quantize_model(model, quantize, device)
     except ValueError as err:
         raise CliError(str(err)) from err
+    note = speed_note(quantize, dtype)
+    if note:
+        print(f"nextok-generate: note: {note}", file=sys.stderr)
     eos, bos = loaded.special.eos, loaded.special.bos if loaded.special.add_bos else None
     try:
         lens = [len(encode_prompt(tokenizer, p, eos=eos, bos=bos)) for p in prompts]

@@ -7,9 +7,10 @@ calls after loading (``nextok-generate``, ``nextok-eval``, the Python API):
 - ``int8``: symmetric int8 weights, one scale per output channel (``Int8WeightOnlyConfig``),
   on any device.
 - ``int4``: asymmetric int4 weights in groups of ``group_size`` input features, on the CPU's
-  tinygemm kernel (``aten._weight_int4pack_mm_for_cpu``, torchao's ``Int4OpaqueTensor``).
-  Other devices are refused: torchao's GPU int4 layouts need extra kernels (``mslk``) or bf16
-  weights, and none was checked here.
+  tinygemm kernel (``aten._weight_int4pack_mm_for_cpu``, torchao's ``Int4OpaqueTensor``). The
+  kernel is fast with bf16 activations only; with fp32 ones it is far slower than the fp32
+  matmul it replaces (:func:`speed_note`). Other devices are refused: torchao's GPU int4
+  layouts need extra kernels (``mslk``) or bf16 weights, and none was checked here.
 
 Every ``nn.Linear`` (the LM head included; a tied embedding table stays unquantized for its
 lookups) is quantized, or the call is refused: torchao skips a layer it cannot quantize with
@@ -65,6 +66,16 @@ def check_quantize(mode: str | None) -> str | None:
     if mode not in QUANTIZE_MODES:
         raise ValueError(f"quantize={mode!r} is not one of null, {', '.join(QUANTIZE_MODES)}")
     return mode
+
+
+def speed_note(mode: str | None, dtype: torch.dtype) -> str | None:
+    """A one-line note when ``mode`` on ``dtype`` weights runs a slow path, else None."""
+    if mode == "int4" and dtype == torch.float32:
+        return (
+            "quantize=int4 with fp32 activations runs torchao's slow CPU int4 path; "
+            "dtype=bf16 uses its fast kernel"
+        )
+    return None
 
 
 def int4_group_size(model: nn.Module) -> int:
