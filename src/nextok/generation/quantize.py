@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from nextok.model.moe import MoE
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -123,7 +125,7 @@ def quantize_model(
         raise ValueError(f"quantize={mode}: the model is already quantized")
     first = next(iter(linears.values())).weight
     device = torch.device(device) if device is not None else first.device
-    experts = [n for n, m in model.named_modules() if type(m).__name__ == "MoE"]
+    experts = [n for n, m in model.named_modules() if isinstance(m, MoE)]
     if experts:
         raise ValueError(
             f"quantize={mode} supports dense models only: the experts of {experts[0]} are not "
