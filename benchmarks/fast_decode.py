@@ -35,7 +35,17 @@ from nextok.generation.quantize import bytes_read_per_step, quantize_model, weig
 from nextok.model import ModelConfig, Transformer
 
 GREEDY = SamplingParams(temperature=0)
-VARIANTS = ("plain", "compiled", "int8", "int4", "int8+compiled", "int4+compiled")
+VARIANTS = (
+    "plain",
+    "compiled",
+    "int8",
+    "int4",
+    "int8+compiled",
+    "int4+compiled",
+    "plain+bf16",
+    "int8+bf16",
+    "int4+bf16",
+)
 
 
 def copy_bandwidth(mib: int = 256, repeats: int = 5) -> float:
@@ -73,13 +83,21 @@ def build(preset: str, need: int, dtype: str = "fp32") -> Transformer:
     return Transformer(cfg).to(DTYPES[dtype]).eval()
 
 
+# Every variant's model compiles Transformer.forward: one code object, so their graphs share
+# dynamo's per-code cache; raise its limit so a later variant is not silently left eager.
+torch._dynamo.config.recompile_limit = 64
+
+
 def variant(model: Transformer, name: str):
-    """(model, decode_step, seconds spent preparing it) for a variant such as ``int8+compiled``."""
+    """(model, decode_step, seconds spent preparing it) for a variant such as ``int8+compiled``
+    (``+bf16``: a bf16 copy of the model, next to the others' ``--dtype``)."""
     t = time.perf_counter()
     parts = name.split("+")
     quant = next((q for q in parts if q.startswith("int")), None)
+    if "bf16" in parts:
+        model = copy.deepcopy(model).to(torch.bfloat16)
     if quant:
-        model = quantize_model(copy.deepcopy(model), quant)
+        model = quantize_model(model if "bf16" in parts else copy.deepcopy(model), quant)
     step = None
     if "compiled" in parts:
         step = compile_decode_step(model)
