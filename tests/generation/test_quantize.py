@@ -137,3 +137,13 @@ def test_moe_and_double_quantization_refused(make_model):
     model = quantize_model(make_model(), "int8")
     with pytest.raises(ValueError, match="already quantized"):
         quantize_model(model, "int8")
+
+
+def test_missing_torchao_is_one_line(make_model, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchao.quantization", None)  # as if not installed
+    with pytest.raises(
+        ValueError, match=r"quantize= needs torchao .*pip install 'nextok\[quant\]'"
+    ):
+        quantize_model(make_model(), "int8")
