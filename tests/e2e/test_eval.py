@@ -164,3 +164,17 @@ def test_eval_errors_are_one_line(tmp_path):
     proc = run_eval(f"ckpt={tmp_path / 'missing.ckpt'}")
     assert proc.returncode == 2
     assert "checkpoint not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_eval_quantized_int8_close_to_full_precision(trained, tmp_path):
+    """quantize=int8 evaluates the torchao-quantized model: same blocks, loss within 1%."""
+    pytest.importorskip("torchao")
+    out = tmp_path / "q.json"
+    common = ["data.batch_size=4", "max_batches=3", f"data.cache_dir={trained['root'] / 'cache'}"]
+    proc = run_eval(f"ckpt={trained['ckpt']}", *common, "tasks=[]", "quantize=int8", f"out={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["quantize"] == "int8" and result["tokens"] == 3 * 4 * 32
+    assert result["loss"] != trained["val_loss"]
+    assert result["loss"] == pytest.approx(trained["val_loss"], rel=0.01)
+    assert f"{trained['ckpt']} (int8)" in proc.stdout

@@ -66,6 +66,7 @@ def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: 
     from nextok.data.tokenizer import hf_tokenizer_config, save_tokenizer
     from nextok.dtypes import as_dtype
     from nextok.evals.stdlib_task import check_task_specs
+    from nextok.generation.quantize import check_quantize, quantize_model
     from nextok.hf import is_hf_folder
     from nextok.io import atomic_write_text
     from nextok.metrics import LossTally, summarize, token_byte_lengths
@@ -76,6 +77,7 @@ def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = as_dtype(cfg.dtype, "dtype")
+    quantize = check_quantize(cfg.get("quantize"))
     loaded = load_checkpoint(
         cfg.ckpt,
         device=device,
@@ -90,6 +92,7 @@ def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: 
         ),
     )
     model, mcfg = loaded.model, loaded.config
+    quantize_model(model, quantize, device)
     # the held-out split of the run's own data config (tasks like stdlib_next_line follow it)
     data_line = choose_data(cfg, loaded.meta, str(cfg.ckpt), overrides, data_group)
     say(data_line, file=_info(cfg))
@@ -154,6 +157,7 @@ def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: 
         raise ValueError(f"the {cfg.split} split produced no batches to evaluate")
     result = {
         "ckpt": str(cfg.ckpt),
+        "quantize": quantize,
         "split": cfg.split,
         "loss": total["loss"],
         "perplexity": total["ppl"],
@@ -223,7 +227,8 @@ def table(results: list[dict]) -> str:
     head = ["ckpt", *cols] + [f"{t}/{m}" for t, m in task_cols]
     rows = []
     for r in results:
-        row = [r["ckpt"]] + [f"{r[c]:.4f}" if c in r else "-" for c in cols]
+        label = r["ckpt"] + (f" ({r['quantize']})" if r.get("quantize") else "")
+        row = [label] + [f"{r[c]:.4f}" if c in r else "-" for c in cols]
         for t, m in task_cols:
             v = r.get("tasks", {}).get(t, {}).get(m)
             row.append(f"{v:.4f}" if v is not None else "-")

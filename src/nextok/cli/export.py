@@ -3,6 +3,8 @@ config, generation config, tokenizer files with the run's special tokens, model 
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -10,6 +12,13 @@ from nextok.cli._conf import conf_dir
 from nextok.cli.errors import CliError, one_line_errors
 
 USAGE = "usage: nextok-export ckpt=PATH out=DIR [dtype=bf16] [max_shard_size=2GB] [overwrite=true]"
+
+# A quantized folder is not written: transformers quantizes full-precision weights at load time.
+QUANTIZE_REFUSED = (
+    "quantize= is not offered by nextok-export (the folder holds full-precision weights); "
+    "quantize at load in transformers: from_pretrained(DIR, "
+    "quantization_config=TorchAoConfig(Int8WeightOnlyConfig()))"
+)
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="export")
@@ -66,6 +75,9 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    if any(a.lstrip("+~").split("=", 1)[0] == "quantize" for a in sys.argv[1:]):
+        with one_line_errors("nextok-export"):
+            raise CliError(QUANTIZE_REFUSED)
     _main()
 
 

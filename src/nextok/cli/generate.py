@@ -109,7 +109,9 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
         encode_prompt,
         generate_text,
         make_generator,
+        quantize_model,
     )
+    from nextok.generation.quantize import speed_note
 
     if not cfg.ckpt:
         raise CliError("ckpt=PATH is required (a .ckpt file written by nextok-train)")
@@ -134,6 +136,14 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CliError(f"cannot load checkpoint {cfg.ckpt}: {first}") from err
     model, tokenizer = loaded.model, loaded.tokenizer
+    quantize = cfg.get("quantize")
+    try:
+        quantize_model(model, quantize, device)
+    except ValueError as err:
+        raise CliError(str(err)) from err
+    note = speed_note(quantize, dtype)
+    if note:
+        print(f"nextok-generate: note: {note}", file=sys.stderr)
     eos, bos = loaded.special.eos, loaded.special.bos if loaded.special.add_bos else None
     try:
         lens = [len(encode_prompt(tokenizer, p, eos=eos, bos=bos)) for p in prompts]
@@ -205,7 +215,7 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
     print(
         f"generated {n_tokens} tokens in {seconds:.2f} s: {rate:.1f} tokens/s "
         f"({device.type}, {str(dtype).removeprefix('torch.')}"
-        f"{', compiled' if cfg.compile else ''})",
+        f"{', compiled' if cfg.compile else ''}{f', {quantize}' if quantize else ''})",
         file=sys.stderr,
     )
     return dict(tokens=n_tokens, seconds=seconds, tokens_per_s=rate)

@@ -5,9 +5,12 @@
 - :mod:`~nextok.generation.loop`: the KV-cached prefill + decode loop (:func:`stream`,
   :func:`generate`) over batches of token-id prompts.
 - :mod:`~nextok.generation.text`: text prompts in, printable text out (:func:`generate_text`).
+- :mod:`~nextok.generation.quantize`: weight-only int8/int4 quantization through torchao
+  (:func:`quantize_model`), a transform applied after loading.
 """
 
 from nextok.generation.loop import check_fits, compile_decode_step, generate, stream
+from nextok.generation.quantize import QUANTIZE_MODES, quantize_model
 from nextok.generation.sampling import (
     GeneratorArg,
     SamplingParams,
@@ -22,6 +25,7 @@ from nextok.generation.text import EOT, TextStream, encode_prompt, generate_text
 
 __all__ = [
     "EOT",
+    "QUANTIZE_MODES",
     "GeneratorArg",
     "SamplingParams",
     "TextStream",
@@ -33,6 +37,7 @@ __all__ = [
     "generate_text",
     "make_generator",
     "min_p_filter",
+    "quantize_model",
     "sample_next",
     "stream",
     "top_k_filter",
