@@ -1,0 +1,180 @@
+"""A paged KV cache: one pool of fixed-size blocks per layer and a block table per sequence.
+
+Memory follows the tokens alive (a sequence holds ``ceil(len / block_size_tokens)`` blocks), a
+finished sequence returns its blocks at once, and :meth:`PagedKVCache.truncate` rolls a sequence
+back by any number of tokens (speculative decoding's rejected drafts). :class:`PagedStep` is one
+forward's view: the new tokens of several sequences end to end, attending over their block
+tables with a plain gather + SDPA (the same code on CPU and GPU).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from nextok.model import AttentionCache, ModelConfig
+from nextok.serving.blocks import BlockAllocator, OutOfBlocks
+
+
+def blocks_for_mb(config: ModelConfig, mb: float, block_size_tokens: int, dtype) -> int:
+    """How many blocks of keys + values fit in ``mb`` MiB."""
+    per_block = block_bytes(config, block_size_tokens, dtype)
+    return int(mb * 2**20 // per_block)
+
+
+def block_bytes(config: ModelConfig, block_size_tokens: int, dtype) -> int:
+    """Bytes of one block in every layer (keys and values)."""
+    elem = torch.empty(0, dtype=dtype).element_size()
+    return 2 * config.n_layer * block_size_tokens * config.n_kv_head * config.head_dim * elem
+
+
+class PagedKVCache:
+    """Key/value pools ``[n_layer, num_blocks, block_size_tokens, n_kv_head, head_dim]`` and the
+    block table and length of every sequence (keyed by an int id)."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        num_blocks: int,
+        block_size_tokens: int = 16,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if not isinstance(block_size_tokens, int) or block_size_tokens < 1:
+            raise ValueError(
+                f"block_size_tokens must be a positive integer, got {block_size_tokens!r}"
+            )
+        self.allocator = BlockAllocator(num_blocks)
+        self.block_size = block_size_tokens
+        shape = (config.n_layer, num_blocks, block_size_tokens, config.n_kv_head, config.head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.tables: dict[int, list[int]] = {}
+        self.lengths: dict[int, int] = {}
+        self.bytes_per_token = block_bytes(config, 1, dtype)
+        self.peak_tokens = 0  # most tokens alive at once (the bytes a perfect cache would hold)
+
+    @property
+    def num_blocks(self) -> int:
+        return self.allocator.num_blocks
+
+    def blocks_needed(self, seq: int, new_len: int) -> int:
+        """Blocks to add so that ``seq`` can hold ``new_len`` tokens."""
+        have = len(self.tables.get(seq, ()))
+        return max(0, math.ceil(new_len / self.block_size) - have)
+
+    def can_grow(self, seq: int, new_len: int) -> bool:
+        return self.blocks_needed(seq, new_len) <= self.allocator.num_free
+
+    def grow(self, seq: int, new_len: int) -> None:
+        """Make room for ``new_len`` tokens (raises :class:`OutOfBlocks`, changing nothing)."""
+        need = self.blocks_needed(seq, new_len)
+        if need > self.allocator.num_free:
+            raise OutOfBlocks(f"sequence {seq} needs {need} more blocks")
+        table = self.tables.setdefault(seq, [])
+        self.lengths.setdefault(seq, 0)
+        table.extend(self.allocator.allocate() for _ in range(need))
+
+    def truncate(self, seq: int, new_len: int) -> None:
+        """Keep the first ``new_len`` tokens of ``seq`` and free the blocks past them."""
+        if not 0 <= new_len <= self.lengths.get(seq, 0):
+            raise ValueError(f"cannot truncate sequence {seq} to {new_len} tokens")
+        table = self.tables[seq]
+        keep = math.ceil(new_len / self.block_size)
+        for block in table[keep:]:
+            self.allocator.free(block)
+        del table[keep:]
+        self.lengths[seq] = new_len
+
+    def free(self, seq: int) -> None:
+        """Return all blocks of ``seq`` (a finished, cancelled or preempted sequence)."""
+        for block in self.tables.pop(seq, []):
+            self.allocator.free(block)
+        self.lengths.pop(seq, None)
+
+    def tokens_alive(self) -> int:
+        return sum(self.lengths.values())
+
+    def step(self, chunks: Sequence[tuple[int, int]], logit_index=None) -> PagedStep:
+        """The view for one forward: ``chunks`` = (sequence, number of new tokens), in the order
+        their tokens are laid end to end. Room must have been made with :meth:`grow`."""
+        return PagedStep(self, chunks, logit_index)
+
+
+class PagedStep(AttentionCache):
+    """One forward over the new tokens of several sequences, laid end to end in a (1, N) batch.
+
+    Every layer writes the new keys/values into their blocks, gathers each sequence's keys
+    through its block table into a padded (B, S) batch and runs SDPA with a mask that lets a
+    query at position p see keys 0..p of its own sequence only.
+    """
+
+    def __init__(self, cache: PagedKVCache, chunks: Sequence[tuple[int, int]], logit_index):
+        self.cache = cache
+        device = cache.k.device
+        bs = cache.block_size
+        starts = [cache.lengths[s] for s, _ in chunks]
+        counts = [n for _, n in chunks]
+        ends = [a + n for a, n in zip(starts, counts)]
+        for (seq, _), end in zip(chunks, ends):
+            if len(cache.tables[seq]) * bs < end:
+                raise ValueError(f"sequence {seq} has no room for {end} tokens; call grow first")
+        positions = [p for a, e in zip(starts, ends) for p in range(a, e)]
+        slots = [
+            cache.tables[seq][p // bs] * bs + p % bs
+            for (seq, _), a, e in zip(chunks, starts, ends)
+            for p in range(a, e)
+        ]
+        B, tq, s_max = len(chunks), max(counts), max(ends)
+        n_blocks = math.ceil(s_max / bs)
+        table = torch.zeros((B, n_blocks), dtype=torch.long)
+        q_index = torch.zeros((B, tq), dtype=torch.long)
+        q_pos = torch.full((B, tq), -1, dtype=torch.long)
+        offset = 0
+        for b, ((seq, n), a) in enumerate(zip(chunks, starts)):
+            t = cache.tables[seq]
+            table[b, : len(t[:n_blocks])] = torch.tensor(t[:n_blocks], dtype=torch.long)
+            q_index[b, :n] = torch.arange(offset, offset + n)
+            q_pos[b, :n] = torch.arange(a, a + n)
+            offset += n
+        k_pos = torch.arange(s_max)
+        # a padding query row (q_pos -1) sees key 0 so that no row is all -inf (NaN); dropped after
+        mask = (k_pos[None, None, :] <= q_pos[:, :, None]) | (k_pos[None, None, :] == 0)
+        valid = q_pos >= 0
+        self.positions = torch.tensor(positions, dtype=torch.long, device=device)[None]
+        self.logit_index = logit_index
+        self._slots = torch.tensor(slots, dtype=torch.long, device=device)
+        self._table = table.to(device)
+        self._q_index = q_index.to(device)
+        self._mask = mask[:, None].to(device)
+        self._out_index = torch.nonzero(valid.flatten()).flatten().to(device)
+        self._s_max = s_max
+        self.n_tokens = len(positions)
+        for (seq, _), e in zip(chunks, ends):
+            cache.lengths[seq] = e
+        cache.peak_tokens = max(cache.peak_tokens, cache.tokens_alive())
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        c = self.cache
+        kv_heads, head_dim = c.k.shape[-2:]
+        k_flat = c.k[layer].view(-1, kv_heads, head_dim)
+        v_flat = c.v[layer].view(-1, kv_heads, head_dim)
+        k_flat[self._slots] = k[0].transpose(0, 1).to(c.k.dtype)
+        v_flat[self._slots] = v[0].transpose(0, 1).to(c.v.dtype)
+        B = self._table.shape[0]
+        keys = c.k[layer][self._table].reshape(B, -1, kv_heads, head_dim)[:, : self._s_max]
+        values = c.v[layer][self._table].reshape(B, -1, kv_heads, head_dim)[:, : self._s_max]
+        n_head = q.shape[1]
+        queries = q[0].transpose(0, 1)[self._q_index].transpose(1, 2)  # (B, H, Tq, D)
+        y = F.scaled_dot_product_attention(
+            queries,
+            keys.transpose(1, 2).to(q.dtype),
+            values.transpose(1, 2).to(q.dtype),
+            attn_mask=self._mask,
+            enable_gqa=n_head != kv_heads,
+        )
+        y = y.transpose(1, 2).reshape(-1, n_head, head_dim)[self._out_index]  # (N, H, D)
+        return y.transpose(0, 1)[None]
