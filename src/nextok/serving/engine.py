@@ -57,7 +57,8 @@ class Request:
 class Output:
     """What one step produced for one sequence.
 
-    ``token`` is None when the step added no token (EOS, cancellation, a prompt-only request).
+    ``token`` is None when the step added no token (EOS, cancellation, a prompt-only request);
+    at EOS ``logprob`` (when asked) is the EOS token's.
     ``text`` is the new printable text (empty without a tokenizer). ``prompt_logprobs``: once,
     when ``echo_logprobs`` was asked, one ``(logprob, top)`` per prompt token (the first is
     ``(None, {})``). ``finish_reason``: ``"stop"`` (EOS or a stop), ``"length"`` or ``"cancelled"``.
@@ -146,6 +147,7 @@ class Engine:
         self.waiting: deque[_Seq] = deque()
         self.running: list[_Seq] = []
         self.preemptions = 0
+        self.cancellations = 0
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._inbox: list[_Seq] = []
@@ -184,6 +186,16 @@ class Engine:
         """Stop ``seq_id`` at the next step and free its blocks (unknown ids are ignored)."""
         with self._lock:
             self._cancelled.add(seq_id)
+
+    def reset(self) -> None:
+        """Drop every sequence and free every block (after a failed step)."""
+        with self._lock:
+            self._inbox.clear()
+            self._cancelled.clear()
+        for seq in (*self.running, *self.waiting):
+            self.cache.free(seq.id)
+        self.running.clear()
+        self.waiting.clear()
 
     @property
     def has_work(self) -> bool:
@@ -262,6 +274,7 @@ class Engine:
             if seq in self.waiting:
                 self.waiting.remove(seq)
             self._finish(seq)
+            self.cancellations += 1
             outputs.append(Output(seq.id, finish_reason="cancelled"))
         plan = self._schedule()
         if not plan:
@@ -321,12 +334,12 @@ class Engine:
             out.finish_reason = "length"
             return
         tok = int(sample_next(row[None], req.sampling, seq.generator, seq.seen)[0])
+        if req.logprobs is not None:  # EOS too: a scorer sees the probability it ended with
+            out.logprob, out.top_logprobs = _logprob(row.log_softmax(-1), tok, req.logprobs)
         if self.eos_id is not None and tok == self.eos_id:
             out.finish_reason = "stop"
             out.text = seq.stream.flush() if seq.stream else ""
             return
-        if req.logprobs is not None:
-            out.logprob, out.top_logprobs = _logprob(row.log_softmax(-1), tok, req.logprobs)
         seq.tokens.append(tok)
         seq.generated.append(tok)
         if seq.seen is not None:
