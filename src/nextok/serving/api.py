@@ -13,114 +13,24 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi import Request as HttpRequest
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from nextok.generation import SamplingParams, encode_prompt
+from nextok.generation import encode_prompt
+from nextok.serving.api_checks import (
+    CHAT_KEYS,
+    COMPLETION_KEYS,
+    DEFAULT_MAX_TOKENS,
+    ApiError,
+    Served,
+    check_keys,
+    int_field,
+    sampling_params,
+    stop_strings,
+)
 from nextok.serving.engine import Output, Request
-from nextok.serving.worker import EngineWorker
-
-DEFAULT_MAX_TOKENS = 16
-# accepted only at their neutral value (the engine has no such rule)
-NEUTRAL = {
-    "best_of": (None, 1),
-    "presence_penalty": (None, 0, 0.0),
-    "frequency_penalty": (None, 0, 0.0),
-    "logit_bias": (None, {}),
-    "suffix": (None, ""),
-    "logprobs_chat": (None, False),
-}
-COMMON = {"model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty"}
-COMMON |= {"stop", "seed", "n", "stream", "user", "stream_options"} | set(NEUTRAL)
-COMPLETION_KEYS = COMMON | {"prompt", "logprobs", "echo"}
-CHAT_KEYS = COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs"}
-
-
-class ApiError(Exception):
-    """A request the server refuses: ``status`` and an OpenAI-style error body."""
-
-    def __init__(self, status: int, message: str, param: str | None = None, code=None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-
-    def response(self) -> JSONResponse:
-        kind = "invalid_request_error" if self.status < 500 else "server_error"
-        if self.status == 401:
-            kind = "authentication_error"
-        body = {"message": self.message, "type": kind, "param": self.param, "code": self.code}
-        return JSONResponse({"error": body}, status_code=self.status)
-
-
-@dataclass
-class Served:
-    """The model behind the API: its worker, tokenizer and the facts requests are checked against."""
-
-    worker: EngineWorker
-    tokenizer: Any
-    name: str
-    block_size: int
-    vocab_limit: int
-    eos: str | None = None
-    bos: str | None = None
-    chat_template: str | None = None
-    api_key: str | None = None
-    created: int = field(default_factory=lambda: int(time.time()))
-
-
-# ---------------------------------------------------------------------------- field checks
-def _int(body: dict, key: str, default, lo: int, hi: int | None = None):
-    value = body.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi and value > hi):
-        span = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ApiError(400, f"'{key}' must be an integer {span}, got {value!r}", key)
-    return value
-
-
-def _number(body: dict, key: str):
-    value = body.get(key)
-    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-        raise ApiError(400, f"'{key}' must be a number, got {value!r}", key)
-    return value
-
-
-def _check_keys(body: dict, allowed: set[str]) -> None:
-    for key, value in body.items():
-        if key not in allowed:
-            raise ApiError(400, f"unsupported parameter '{key}'", key)
-        if key in NEUTRAL and value not in NEUTRAL[key]:
-            raise ApiError(400, f"'{key}' is not supported by this server (got {value!r})", key)
-
-
-def _sampling(body: dict) -> SamplingParams:
-    temperature = _number(body, "temperature")
-    top_k = _int(body, "top_k", None, 0)
-    try:
-        return SamplingParams(
-            temperature=1.0 if temperature is None else float(temperature),
-            top_k=top_k or None,
-            top_p=_number(body, "top_p"),
-            min_p=_number(body, "min_p"),
-            repetition_penalty=_number(body, "repetition_penalty") or 1.0,
-        )
-    except ValueError as err:
-        param = str(err).split(" ", 1)[0]
-        raise ApiError(400, str(err), param if param in body else None) from None
-
-
-def _stop(body: dict) -> list[str]:
-    stop = body.get("stop")
-    if stop is None:
-        return []
-    stops = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops) or len(stops) > 4:
-        raise ApiError(400, "'stop' must be a string or a list of up to 4 strings", "stop")
-    return [s for s in stops if s]
 
 
 # ---------------------------------------------------------------------------- the app
@@ -151,7 +61,7 @@ def build_app(served: Served) -> FastAPI:
             raise ApiError(400, f"the request body is not valid JSON: {err}") from None
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object")
-        _check_keys(body, allowed)
+        check_keys(body, allowed)
         model = body.get("model")
         if model != served.name:
             raise ApiError(
@@ -174,9 +84,9 @@ def build_app(served: Served) -> FastAPI:
         return list(prompt)
 
     def requests_for(body: dict, prompts: list, max_tokens: int, **extra) -> list[Request]:
-        sampling, stop = _sampling(body), _stop(body)
-        seed = _int(body, "seed", None, 0)
-        n = _int(body, "n", 1, 1, 16)
+        sampling, stop = sampling_params(body), stop_strings(body)
+        seed = int_field(body, "seed", None, 0)
+        n = int_field(body, "n", 1, 1, 16)
         out = []
         for p in prompts:
             ids = encode(p)
@@ -288,8 +198,8 @@ def build_app(served: Served) -> FastAPI:
                 "ids or a list of lists of token ids",
                 "prompt",
             )
-        max_tokens = _int(body, "max_tokens", DEFAULT_MAX_TOKENS, 0)
-        logprobs = _int(body, "logprobs", None, 0, 20)
+        max_tokens = int_field(body, "max_tokens", DEFAULT_MAX_TOKENS, 0)
+        logprobs = int_field(body, "logprobs", None, 0, 20)
         echo = body.get("echo", False)
         if not isinstance(echo, bool):
             raise ApiError(400, f"'echo' must be true or false, got {echo!r}", "echo")
@@ -434,7 +344,7 @@ def build_app(served: Served) -> FastAPI:
             )
         prompt = render_chat(served, messages)
         key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-        max_tokens = _int(body, key, None, 1)
+        max_tokens = int_field(body, key, None, 1)
         if max_tokens is None:
             n_prompt = len(encode(prompt))
             max_tokens = max(1, served.block_size - n_prompt)
