@@ -15,7 +15,7 @@ from nextok.special_tokens import EOT
 
 
 class ThreadServer:
-    def __init__(self, model, tokenizer, **engine_kwargs) -> None:
+    def __init__(self, model, tokenizer, name: str = "tiny", **engine_kwargs) -> None:
         engine = Engine(
             model,
             tokenizer=tokenizer,
@@ -26,7 +26,7 @@ class ThreadServer:
         self.served = Served(
             worker=EngineWorker(engine),
             tokenizer=tokenizer,
-            name="tiny",
+            name=name,
             block_size=model.config.block_size,
             vocab_limit=tokenizer.get_vocab_size(),
             eos=EOT,
