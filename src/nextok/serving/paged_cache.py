@@ -104,12 +104,73 @@ class PagedKVCache:
         return PagedStep(self, chunks, logit_index)
 
 
+# a decode joins a group while its length is within this factor of the group's shortest
+GROUP_SLACK = 1.5
+
+
+class _Group:
+    """Sequences whose queries are attended in one SDPA call: all the one-token decodes
+    together (keys padded to the longest), or one prefill chunk alone (no padding)."""
+
+    def __init__(self, tables, starts, counts, offsets, block_size, device) -> None:
+        G, tq = len(tables), max(counts)
+        ends = [a + n for a, n in zip(starts, counts)]
+        self.s_max = max(ends)
+        n_blocks = math.ceil(self.s_max / block_size)
+        table = torch.zeros((G, n_blocks), dtype=torch.long)
+        q_index = torch.zeros((G, tq), dtype=torch.long)
+        q_pos = torch.full((G, tq), -1, dtype=torch.long)
+        for g, (t, a, n, o) in enumerate(zip(tables, starts, counts, offsets)):
+            table[g, : min(len(t), n_blocks)] = torch.tensor(t[:n_blocks], dtype=torch.long)
+            q_index[g, :n] = torch.arange(o, o + n)
+            q_pos[g, :n] = torch.arange(a, a + n)
+        self.table = table.flatten().to(device)
+        self.is_causal = G == 1 and starts[0] == 0 and tq > 1  # a whole prompt: causal kernel
+        self.mask = None
+        if not self.is_causal:
+            k_pos = torch.arange(self.s_max)
+            # a padding query (q_pos -1) sees key 0 so that no row is all -inf (NaN); dropped after
+            mask = (k_pos[None, None, :] <= q_pos[:, :, None]) | (k_pos[None, None, :] == 0)
+            self.mask = mask[:, None].to(device)
+        valid = (q_pos >= 0).flatten()
+        self.q_index = q_index.to(device)
+        self.valid = torch.nonzero(valid).flatten().to(device)  # rows of (G * tq) that are real
+        self.rows = q_index.flatten()[valid].to(device)  # their places among the N new tokens
+
+    def attend(self, q, k_pool, v_pool) -> torch.Tensor:
+        """q (N, H, D) -> the outputs of this group's real queries, (n_valid, H, D)."""
+        G, tq = self.q_index.shape
+        kv_heads, head_dim = k_pool.shape[-2:]
+        n_head = q.shape[1]
+        keys = k_pool.index_select(0, self.table).view(G, -1, kv_heads, head_dim)
+        values = v_pool.index_select(0, self.table).view(G, -1, kv_heads, head_dim)
+        keys = keys[:, : self.s_max].transpose(1, 2).to(q.dtype)  # (G, kv_heads, S, D)
+        values = values[:, : self.s_max].transpose(1, 2).to(q.dtype)
+        queries = q[self.q_index].transpose(1, 2)  # (G, H, Tq, D)
+        if tq == 1:  # decodes: the query heads sharing a KV head become its query rows
+            queries = queries.reshape(G, kv_heads, n_head // kv_heads, head_dim)
+        y = F.scaled_dot_product_attention(
+            queries,
+            keys,
+            values,
+            attn_mask=self.mask,
+            is_causal=self.is_causal,
+            enable_gqa=tq > 1 and n_head != kv_heads,
+        )
+        return (
+            y.reshape(G, n_head, tq, head_dim)
+            .transpose(1, 2)
+            .reshape(-1, n_head, head_dim)[self.valid]
+        )
+
+
 class PagedStep(AttentionCache):
     """One forward over the new tokens of several sequences, laid end to end in a (1, N) batch.
 
     Every layer writes the new keys/values into their blocks, gathers each sequence's keys
-    through its block table into a padded (B, S) batch and runs SDPA with a mask that lets a
-    query at position p see keys 0..p of its own sequence only.
+    through its block table and runs SDPA with a mask that lets a query at position p see keys
+    0..p of its own sequence only: decodes of similar lengths in one padded batch, each prefill
+    chunk alone (so a long chunk never pads every decode row to its length).
     """
 
     def __init__(self, cache: PagedKVCache, chunks: Sequence[tuple[int, int]], logit_index):
@@ -128,30 +189,36 @@ class PagedStep(AttentionCache):
             for (seq, _), a, e in zip(chunks, starts, ends)
             for p in range(a, e)
         ]
-        B, tq, s_max = len(chunks), max(counts), max(ends)
-        n_blocks = math.ceil(s_max / bs)
-        table = torch.zeros((B, n_blocks), dtype=torch.long)
-        q_index = torch.zeros((B, tq), dtype=torch.long)
-        q_pos = torch.full((B, tq), -1, dtype=torch.long)
-        offset = 0
-        for b, ((seq, n), a) in enumerate(zip(chunks, starts)):
-            t = cache.tables[seq]
-            table[b, : len(t[:n_blocks])] = torch.tensor(t[:n_blocks], dtype=torch.long)
-            q_index[b, :n] = torch.arange(offset, offset + n)
-            q_pos[b, :n] = torch.arange(a, a + n)
-            offset += n
-        k_pos = torch.arange(s_max)
-        # a padding query row (q_pos -1) sees key 0 so that no row is all -inf (NaN); dropped after
-        mask = (k_pos[None, None, :] <= q_pos[:, :, None]) | (k_pos[None, None, :] == 0)
-        valid = q_pos >= 0
+        offsets = [0]
+        for n in counts[:-1]:
+            offsets.append(offsets[-1] + n)
+        tables = [cache.tables[seq] for seq, _ in chunks]
+        decodes = sorted((i for i, n in enumerate(counts) if n == 1), key=lambda i: ends[i])
+        groups = [[i] for i, n in enumerate(counts) if n > 1]
+        for i in decodes:  # decodes of similar lengths together: little padding to gather
+            if (
+                groups
+                and counts[groups[-1][0]] == 1
+                and ends[i] <= GROUP_SLACK * ends[groups[-1][0]]
+            ):
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        self._groups = [
+            _Group(
+                [tables[i] for i in g],
+                [starts[i] for i in g],
+                [counts[i] for i in g],
+                [offsets[i] for i in g],
+                bs,
+                device,
+            )
+            for g in groups
+        ]
+        self._in_order = groups[0] == sorted(groups[0])  # one group, rows in token order
         self.positions = torch.tensor(positions, dtype=torch.long, device=device)[None]
         self.logit_index = logit_index
         self._slots = torch.tensor(slots, dtype=torch.long, device=device)
-        self._table = table.to(device)
-        self._q_index = q_index.to(device)
-        self._mask = mask[:, None].to(device)
-        self._out_index = torch.nonzero(valid.flatten()).flatten().to(device)
-        self._s_max = s_max
         self.n_tokens = len(positions)
         for (seq, _), e in zip(chunks, ends):
             cache.lengths[seq] = e
@@ -160,21 +227,14 @@ class PagedStep(AttentionCache):
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         c = self.cache
         kv_heads, head_dim = c.k.shape[-2:]
-        k_flat = c.k[layer].view(-1, kv_heads, head_dim)
-        v_flat = c.v[layer].view(-1, kv_heads, head_dim)
-        k_flat[self._slots] = k[0].transpose(0, 1).to(c.k.dtype)
-        v_flat[self._slots] = v[0].transpose(0, 1).to(c.v.dtype)
-        B = self._table.shape[0]
-        keys = c.k[layer][self._table].reshape(B, -1, kv_heads, head_dim)[:, : self._s_max]
-        values = c.v[layer][self._table].reshape(B, -1, kv_heads, head_dim)[:, : self._s_max]
-        n_head = q.shape[1]
-        queries = q[0].transpose(0, 1)[self._q_index].transpose(1, 2)  # (B, H, Tq, D)
-        y = F.scaled_dot_product_attention(
-            queries,
-            keys.transpose(1, 2).to(q.dtype),
-            values.transpose(1, 2).to(q.dtype),
-            attn_mask=self._mask,
-            enable_gqa=n_head != kv_heads,
-        )
-        y = y.transpose(1, 2).reshape(-1, n_head, head_dim)[self._out_index]  # (N, H, D)
+        k_pool, v_pool = c.k[layer], c.v[layer]
+        k_pool.view(-1, kv_heads, head_dim)[self._slots] = k[0].transpose(0, 1).to(c.k.dtype)
+        v_pool.view(-1, kv_heads, head_dim)[self._slots] = v[0].transpose(0, 1).to(c.v.dtype)
+        q = q[0].transpose(0, 1)  # (N, H, D)
+        if len(self._groups) == 1 and self._in_order:
+            y = self._groups[0].attend(q, k_pool, v_pool)
+        else:
+            y = torch.empty_like(q)
+            for g in self._groups:
+                y[g.rows] = g.attend(q, k_pool, v_pool)
         return y.transpose(0, 1)[None]
