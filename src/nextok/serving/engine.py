@@ -300,6 +300,8 @@ class Engine:
         logits = self.model(idx, kv_cache=step)[0][0].float()
         if len(self.pad_ids):
             logits = logits.index_fill(-1, self.pad_ids, float("-inf"))
+        # greedy rows without a penalty: one argmax for all of them (the same as row by row)
+        argmax = logits.argmax(-1).tolist() if any(_plain_greedy(s) for s in seqs) else None
         for seq in seqs:
             n = plan[seq.id]
             seq_rows = rows[seq.id]
@@ -309,7 +311,8 @@ class Engine:
             if seq.prompt_logprobs is not None and seq_rows:
                 self._prompt_logprobs(seq, logits[seq_rows], first, out)
             if seq.pending == 0:
-                self._sample(seq, logits[seq_rows[-1]], out)
+                pick = argmax[seq_rows[-1]] if argmax and _plain_greedy(seq) else None
+                self._sample(seq, logits[seq_rows[-1]], out, pick)
             if out.finished:
                 self._finish(seq)
             if out.finished or out.token is not None or out.prompt_logprobs is not None:
@@ -328,12 +331,14 @@ class Engine:
         if len(seq.prompt_logprobs) == seq.n_prompt:
             out.prompt_logprobs, seq.prompt_logprobs = seq.prompt_logprobs, None
 
-    def _sample(self, seq: _Seq, row: torch.Tensor, out: Output) -> None:
+    def _sample(self, seq: _Seq, row: torch.Tensor, out: Output, pick: int | None) -> None:
         req = seq.req
         if len(seq.generated) >= req.max_new_tokens:  # a prompt-only request (scoring)
             out.finish_reason = "length"
             return
-        tok = int(sample_next(row[None], req.sampling, seq.generator, seq.seen)[0])
+        if pick is None:
+            pick = int(sample_next(row[None], req.sampling, seq.generator, seq.seen)[0])
+        tok = pick
         if req.logprobs is not None:  # EOS too: a scorer sees the probability it ended with
             out.logprob, out.top_logprobs = _logprob(row.log_softmax(-1), tok, req.logprobs)
         if self.eos_id is not None and tok == self.eos_id:
@@ -364,6 +369,10 @@ class Engine:
                 if o.token is not None and o.seq_id in out:
                     out[o.seq_id].append(o.token)
         return [out[i] for i in ids]
+
+
+def _plain_greedy(seq: _Seq) -> bool:
+    return seq.req.sampling.greedy and seq.seen is None
 
 
 def _logprob(logp: torch.Tensor, token: int, k: int) -> tuple[float, dict[int, float]]:

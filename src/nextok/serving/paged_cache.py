@@ -117,13 +117,12 @@ class _Group:
         ends = [a + n for a, n in zip(starts, counts)]
         self.s_max = max(ends)
         n_blocks = math.ceil(self.s_max / block_size)
-        table = torch.zeros((G, n_blocks), dtype=torch.long)
-        q_index = torch.zeros((G, tq), dtype=torch.long)
-        q_pos = torch.full((G, tq), -1, dtype=torch.long)
-        for g, (t, a, n, o) in enumerate(zip(tables, starts, counts, offsets)):
-            table[g, : min(len(t), n_blocks)] = torch.tensor(t[:n_blocks], dtype=torch.long)
-            q_index[g, :n] = torch.arange(o, o + n)
-            q_pos[g, :n] = torch.arange(a, a + n)
+        table = [(t[:n_blocks] + [0] * n_blocks)[:n_blocks] for t in tables]
+        q_index = [list(range(o, o + n)) + [0] * (tq - n) for n, o in zip(counts, offsets)]
+        q_pos = [list(range(a, a + n)) + [-1] * (tq - n) for a, n in zip(starts, counts)]
+        table = torch.tensor(table, dtype=torch.long)
+        q_index = torch.tensor(q_index, dtype=torch.long)
+        q_pos = torch.tensor(q_pos, dtype=torch.long)
         self.table = table.flatten().to(device)
         self.is_causal = G == 1 and starts[0] == 0 and tq > 1  # a whole prompt: causal kernel
         self.mask = None
