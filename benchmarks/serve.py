@@ -18,6 +18,7 @@ tokens alive then; the static cache's (batch x longest) allocation vs its peak t
 
     python benchmarks/serve.py                    # tiny preset, 64 requests
     python benchmarks/serve.py --requests 16 --max-len 128
+    python benchmarks/serve.py --threads 1 --modes static engine --repeats 3
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-running", type=int, default=64)
     p.add_argument("--modes", nargs="+", default=["one-by-one", "static", "engine"])
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=1, help="interleaved runs; the fastest is kept")
     args = p.parse_args(argv)
     print(
         "command: python "
@@ -170,15 +172,24 @@ def main(argv: list[str] | None = None) -> None:
         f"prompt {sum(len(p) for p, _ in work)} / output {sum(n for _, n in work)} tokens"
     )
     bpt = 2 * cfg.n_layer * cfg.n_kv_head * cfg.head_dim * 4
-    rows = []
-    if "one-by-one" in args.modes:
-        rows.append(one_by_one(model, work))
-    if "static" in args.modes:
-        rows.append(static(model, work, bpt))
-    if "engine" in args.modes:
-        row, engine = engine_run(model, work, args)
-        rows.append(row)
-        print(f"engine: {engine.preemptions} preemptions, pool {engine.cache.num_blocks} blocks")
+    best: dict[str, dict] = {}
+
+    def keep(row):  # the fastest of the repeats: the run least disturbed by other processes
+        if row["mode"] not in best or row["tok_s"] > best[row["mode"]]["tok_s"]:
+            best[row["mode"]] = row
+
+    for _ in range(args.repeats):  # modes interleaved, so a busy spell hits each of them
+        if "one-by-one" in args.modes:
+            keep(one_by_one(model, work))
+        if "static" in args.modes:
+            keep(static(model, work, bpt))
+        if "engine" in args.modes:
+            row, engine = engine_run(model, work, args)
+            keep(row)
+            print(
+                f"engine: {engine.preemptions} preemptions, pool {engine.cache.num_blocks} blocks"
+            )
+    rows = list(best.values())
     print(
         "| mode | output tok/s | TTFT p50 / p99 (s) | per-token p50 / p99 (ms) | peak KV MiB (x tokens alive) |"
     )

@@ -126,22 +126,23 @@ def build_app(served: Served) -> FastAPI:
         return ids, queue
 
     async def outputs(http, ids, queue, poll: bool) -> AsyncIterator[Output]:
-        """The outputs of ``ids`` as they come; cancels what is left if the client goes away."""
+        """The outputs of ``ids`` as they come; cancels what is left if the client goes away
+        (``poll``: watch for that here; a streamed response is cancelled by Starlette)."""
         left = set(ids)
+        watcher = asyncio.create_task(_watch_disconnect(http, queue)) if poll else None
         try:
             while left:
-                try:
-                    item = await asyncio.wait_for(queue.get(), 0.5) if poll else await queue.get()
-                except TimeoutError:
-                    if await http.is_disconnected():
-                        return
-                    continue
+                item = await queue.get()
+                if item is _GONE:
+                    return
                 if isinstance(item, BaseException):
                     raise ApiError(500, f"internal error: {type(item).__name__}: {item}")
                 if item.finished:
                     left.discard(item.seq_id)
                 yield item
         finally:
+            if watcher is not None:
+                watcher.cancel()
             for i in left:
                 served.worker.cancel(i)
 
@@ -431,6 +432,15 @@ def render_chat(served: Served, messages: list[dict]) -> str:
         raise ApiError(
             400, f"the chat template failed on these messages: {err}", "messages"
         ) from None
+
+
+_GONE = object()  # put on a request's queue when its client disconnects
+
+
+async def _watch_disconnect(http: HttpRequest, queue: asyncio.Queue) -> None:
+    while not await http.is_disconnected():
+        await asyncio.sleep(0.5)
+    queue.put_nowait(_GONE)
 
 
 def _reason(o: Output) -> str | None:

@@ -74,5 +74,16 @@ class EngineWorker:
                     self._deliver(seq_id, err, last=True)
                 engine.reset()
                 continue
-            for out in outputs:
-                self._deliver(out.seq_id, out, last=out.finished)
+            batches: dict[asyncio.AbstractEventLoop, list] = {}
+            with self._lock:
+                for out in outputs:
+                    sub = (self._subs.pop if out.finished else self._subs.get)(out.seq_id, None)
+                    if sub is not None:
+                        batches.setdefault(sub[0], []).append((sub[1], out))
+            for loop, items in batches.items():  # one wake-up of each event loop per step
+                loop.call_soon_threadsafe(_put_all, items)
+
+
+def _put_all(items: list[tuple[asyncio.Queue, Output]]) -> None:
+    for queue, out in items:
+        queue.put_nowait(out)
