@@ -133,7 +133,8 @@ def test_malformed_json_is_a_400_and_the_server_lives_on(server, client):
     assert client.completions.create(model="tiny", prompt="x", max_tokens=2).choices
 
 
-def test_disconnect_mid_stream_frees_the_sequence(server):
+@pytest.mark.timeout(60)
+def test_disconnect_mid_stream_frees_the_sequence(server, client):
     engine = server.engine
     before = engine.cancellations
     body = dict(model="tiny", prompt="def ", max_tokens=1000, temperature=0, stream=True)
@@ -146,6 +147,8 @@ def test_disconnect_mid_stream_frees_the_sequence(server):
         assert time.monotonic() < deadline, "the sequence was not cancelled"
         time.sleep(0.02)
     assert engine.cache.allocator.num_used == 0
+    # the engine thread lives on after a sequence its client dropped
+    assert client.completions.create(model="tiny", prompt="x", max_tokens=2).choices
 
 
 def test_bearer_auth(server, client):
