@@ -22,6 +22,15 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "nextok.lit",
         "nextok.cli",
     ),
+    # the serving engine is plain PyTorch over model/ and generation/ (the HTTP server is cli/)
+    "nextok.serving": (
+        "lightning",
+        "hydra",
+        "omegaconf",
+        "nextok.data",
+        "nextok.lit",
+        "nextok.cli",
+    ),
     "nextok.data": ("hydra", "nextok.lit", "nextok.cli"),
     "nextok.distributed": (
         "lightning",

@@ -56,7 +56,8 @@ def check_fits(model: Transformer, prompt_len: int, max_new_tokens: int) -> None
         )
 
 
-def _ends_with(seq: list[int], tails: Sequence[Sequence[int]]) -> bool:
+def ends_with(seq: list[int], tails: Sequence[Sequence[int]]) -> bool:
+    """True when ``seq`` ends with one of the (non-empty) id sequences ``tails``."""
     return any(len(t) and len(seq) >= len(t) and seq[-len(t) :] == list(t) for t in tails)
 
 
@@ -144,7 +145,7 @@ def stream(
                 else:
                     generated[b].append(tok)
                     out.append(tok)
-                    if _ends_with(generated[b], stop) or (stop_fn and stop_fn(b, generated[b])):
+                    if ends_with(generated[b], stop) or (stop_fn and stop_fn(b, generated[b])):
                         done[b] = True
             yield out
             if all(done) or step == max_new_tokens - 1:

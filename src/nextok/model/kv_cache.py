@@ -58,3 +58,22 @@ class KVCache:
             )
         self.valid[:, start:end] = True if attention_mask is None else attention_mask.bool()
         return self.valid[:, :end]
+
+
+class AttentionCache:
+    """A cache that owns key/value storage, positions and masking (serving's paged cache).
+
+    With one, ``Transformer.forward`` takes ``idx`` of shape (1, N): the new tokens of several
+    sequences laid end to end. Positions come from ``positions`` (1, N); each attention layer hands
+    its new queries/keys/values to :meth:`attend`, which stores the keys/values and returns the
+    attention output, so the cache decides which keys each query sees. ``logit_index`` (None: every
+    position) picks the positions that need logits. Training and :class:`KVCache` never take this
+    path, so their numerics are unchanged.
+    """
+
+    positions: torch.Tensor
+    logit_index: torch.Tensor | None = None
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q (1, n_head, N, head_dim), k/v (1, n_kv_head, N, head_dim) -> (1, n_head, N, head_dim)."""
+        raise NotImplementedError

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nextok.model.config import ModelConfig
-from nextok.model.kv_cache import KVCache
+from nextok.model.kv_cache import AttentionCache, KVCache
 from nextok.model.rope import apply_rope
 
 
@@ -39,7 +39,7 @@ class Attention(nn.Module):
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None,
         mask: torch.Tensor | None,
-        kv_cache: KVCache | None,
+        kv_cache: KVCache | AttentionCache | None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split(
@@ -57,6 +57,9 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if isinstance(kv_cache, AttentionCache):
+            y = kv_cache.attend(self.layer_idx, q, k, v)
+            return self.proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)
         # Full causal attention over the sequence itself uses the fused is_causal kernels.

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nextok.model.config import ModelConfig
-from nextok.model.kv_cache import KVCache
+from nextok.model.kv_cache import AttentionCache, KVCache
 from nextok.model.layers import MLP, Attention, norm_layer
 from nextok.model.loss import lm_loss
 from nextok.model.moe import MoE
@@ -197,28 +197,15 @@ class Transformer(nn.Module):
             mask = (mask & valid[:, None, None, :]) | (k_pos[None, :] == q_pos[:, None])
         return mask
 
-    def forward(
+    def _positions_and_mask(
         self,
         idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        *,
-        kv_cache: KVCache | None = None,
-        attention_mask: torch.Tensor | None = None,
-        positions: torch.Tensor | None = None,
-        last_only: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return ``(logits, loss)``; ``loss`` is the mean cross-entropy when ``targets`` is given.
-
-        With targets and ``loss_impl != "plain"`` logits are None: the loss never materialises
-        the whole batch's logits (:mod:`nextok.model.loss`).
-
-        idx: (B, T) token ids. targets: (B, T), -100 = ignored. kv_cache: continue from the
-        cached positions and append these T. attention_mask: (B, T), 0 marks (left) padding;
-        positions then count real tokens only, so a padded row matches its unpadded self.
-        positions: explicit (T,) or (B, T) positions. last_only: LM head on the last position
-        only (prefill/decode need nothing else).
-        """
-        B, T = idx.shape
+        kv_cache: KVCache | None,
+        attention_mask: torch.Tensor | None,
+        positions: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Positions of the new tokens and the attention mask (None: SDPA needs none)."""
+        T = idx.shape[1]
         start = kv_cache.seq_len if kv_cache is not None else 0
         end = start + T
         limit = kv_cache.max_seq_len if kv_cache is not None else self.config.block_size
@@ -239,12 +226,50 @@ class Transformer(nn.Module):
 
         cached = kv_cache is not None
         mask = self._attention_mask(start, end, valid, cached, idx.device)
-        c = self.config
+        window = self.config.sliding_window
         window_mask = (
-            self._attention_mask(start, end, valid, cached, idx.device, c.sliding_window)
-            if c.sliding_window is not None
+            self._attention_mask(start, end, valid, cached, idx.device, window)
+            if window is not None
             else None
         )
+        return positions, mask, window_mask
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        kv_cache: KVCache | AttentionCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return ``(logits, loss)``; ``loss`` is the mean cross-entropy when ``targets`` is given.
+
+        With targets and ``loss_impl != "plain"`` logits are None: the loss never materialises
+        the whole batch's logits (:mod:`nextok.model.loss`).
+
+        idx: (B, T) token ids. targets: (B, T), -100 = ignored. kv_cache: continue from the
+        cached positions and append these T. attention_mask: (B, T), 0 marks (left) padding;
+        positions then count real tokens only, so a padded row matches its unpadded self.
+        positions: explicit (T,) or (B, T) positions. last_only: LM head on the last position
+        only (prefill/decode need nothing else). An :class:`AttentionCache` (B = 1: several
+        sequences' new tokens end to end) supplies positions, masking and ``logit_index`` itself.
+        """
+        B, T = idx.shape
+        external = isinstance(kv_cache, AttentionCache)
+        c = self.config
+        if external:  # the cache lays out the sequences, their positions and masking
+            if c.sliding_window is not None:
+                raise ValueError(
+                    "model.sliding_window: the paged KV cache attends to the whole sequence; "
+                    "sliding-window models are not supported by it"
+                )
+            positions, mask, window_mask = kv_cache.positions, None, None
+        else:
+            positions, mask, window_mask = self._positions_and_mask(
+                idx, kv_cache, attention_mask, positions
+            )
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)
@@ -257,10 +282,12 @@ class Transformer(nn.Module):
                 x = checkpoint(block, x, rope, m, kv_cache, use_reentrant=False)
             else:
                 x = block(x, rope, m, kv_cache)
-        if kv_cache is not None:
-            kv_cache.seq_len = end
+        if isinstance(kv_cache, KVCache):
+            kv_cache.seq_len += T
 
         x = self.norm(x)
+        if external and kv_cache.logit_index is not None:
+            x = x[:, kv_cache.logit_index]
         if last_only:
             x = x[:, -1:, :]
         if targets is not None and self.loss_impl != "plain" and self.lm_head.bias is None:

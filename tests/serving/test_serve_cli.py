@@ -1,0 +1,112 @@
+"""``nextok-serve`` as a process: the real command on a checkpoint file, answered over HTTP;
+SIGTERM lets the request in flight finish, then the process exits 0; bad input is one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from omegaconf import OmegaConf
+
+from nextok.cli._conf import conf_dir
+from nextok.cli.errors import CliError
+from nextok.cli.serve import build
+
+_spec = importlib.util.spec_from_file_location(
+    "generate_cli_test", Path(__file__).resolve().parents[1] / "e2e" / "test_generate_cli.py"
+)
+_gen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_gen)
+
+
+def cli() -> list[str]:
+    exe = shutil.which("nextok-serve")
+    return [exe] if exe else [sys.executable, "-m", "nextok.cli.serve"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "last.ckpt"
+    _gen.write_checkpoint(path, block_size=1024)
+    return path
+
+
+def start(ckpt: Path, port: int, *args: str) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [*cli(), f"ckpt={ckpt}", f"port={port}", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    line = proc.stderr.readline()
+    assert line.startswith("nextok-serve: last.ckpt on http://127.0.0.1:"), line
+    return proc
+
+
+def test_serves_then_drains_on_sigterm(ckpt):
+    port = free_port()
+    proc = start(ckpt, port)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        models = httpx.get(url + "/v1/models").json()["data"]
+        assert [m["id"] for m in models] == ["last.ckpt"]
+        body = dict(model="last.ckpt", prompt="def ", max_tokens=300, temperature=0, stream=True)
+        lines: list[str] = []
+        first = threading.Event()
+
+        def read():
+            with httpx.stream("POST", url + "/v1/completions", json=body, timeout=60) as r:
+                for ln in r.iter_lines():
+                    if ln:
+                        lines.append(ln)
+                        first.set()
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert first.wait(30)
+        proc.send_signal(signal.SIGTERM)
+        reader.join(60)
+        assert proc.wait(60) == 0
+        assert lines[-1] == "data: [DONE]"  # the stream in flight was finished, not cut
+        last = json.loads(lines[-2].removeprefix("data: "))["choices"][0]
+        assert last["finish_reason"] in ("length", "stop")
+        assert "nextok-serve: stopped" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_bad_input_is_one_line(ckpt, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(
+        [*cli(), f"ckpt={tmp_path / 'missing.ckpt'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"nextok-serve: error: checkpoint not found: {tmp_path / 'missing.ckpt'}"
+    ]
+    cfg = OmegaConf.load(Path(conf_dir()) / "serve.yaml")
+    cfg.ckpt, cfg.kv_blocks = str(ckpt), 0
+    with pytest.raises(CliError, match="^num_blocks must be a positive integer, got 0$"):
+        build(cfg)
