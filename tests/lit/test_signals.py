@@ -1,5 +1,5 @@
 """The signal contract phase by phase, with real signals sent to this process (the end-to-end
-runs through ``nextok-train`` are in ``tests/e2e/test_signals.py``)."""
+runs through ``nextok-train`` are in ``tests/e2e/test_signal_phases.py``)."""
 
 from __future__ import annotations
 

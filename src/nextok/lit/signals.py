@@ -1,6 +1,6 @@
 """Ctrl-C / SIGTERM in every phase of a run: stop promptly, save what a resume needs, exit 130/143.
 
-The contract (``nextok-train``; tested in ``tests/e2e/test_signals.py``):
+The contract (``nextok-train``; tested in ``tests/e2e/test_signal_phases.py``):
 
 - during training, the first signal finishes the current optimizer step (never between
   accumulated micro-batches), saves ``last.ckpt`` with the exact mid-epoch data position, and
