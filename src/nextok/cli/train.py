@@ -54,6 +54,7 @@ def main(cfg: DictConfig) -> float | None:
             metrics = run_training(cfg, model_overrides(overrides))
         except StopRequested as e:  # Ctrl-C / SIGTERM in any phase (nextok.lit.signals)
             say(stop_line(e, Path(cfg.run_dir), overrides), all_ranks=True, file=sys.stderr)
+            _ignore_further_signals()
             sys.exit(e.exit_code)
         except (ValueError, FileNotFoundError, TimeoutError):  # bad config or input: status 2
             raise
@@ -80,7 +81,16 @@ def continued_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
 def _exit_on_signal(signum: int, frame: object) -> None:
     """A signal before the run's :class:`~nextok.lit.signals.SignalGuard` is installed, or while
     the stop line is printed: stop at once, with the contract's exit status."""
+    _ignore_further_signals()
     raise SystemExit(128 + signum)
+
+
+def _ignore_further_signals() -> None:
+    """The process is exiting with its signal status: Python's shutdown would reset its handlers
+    to the default, and a late signal would then kill it (exit -2 instead of 130); ignored
+    signals stay ignored through shutdown."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def stop_line(e: StopRequested, run_dir: Path, overrides: list[str]) -> str:
