@@ -12,6 +12,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from nextok.checkpoint_verify import add_checksums
 from nextok.model import ModelConfig, Transformer
 
 CORPUS = [
@@ -43,17 +44,15 @@ def write_checkpoint(path: Path, block_size: int = 64) -> tuple[Transformer, Tok
         vocab_size=tok.get_vocab_size(), block_size=block_size, n_layer=2, n_head=2, d_model=32
     )
     model = Transformer(cfg).eval()
-    torch.save(
-        {
-            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-            "nextok": {
-                "model_config": cfg.to_dict(),
-                "tokenizer_json": tok.to_str(),
-                "tokens_seen": 0,
-            },
+    checkpoint = {
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "nextok": {
+            "model_config": cfg.to_dict(),
+            "tokenizer_json": tok.to_str(),
+            "tokens_seen": 0,
         },
-        path,
-    )
+    }
+    torch.save(add_checksums(checkpoint), path)
     return model, tok
 
 

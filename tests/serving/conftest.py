@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ _spec = importlib.util.spec_from_file_location(
 )
 _gen = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_gen)
+# test modules import it by this name (a bare ``conftest`` is whichever folder's came first)
+sys.modules["generation_fixtures"] = _gen
 tiny_model, train_tokenizer = _gen.tiny_model, _gen.train_tokenizer
 
 

@@ -24,11 +24,10 @@ EXAMPLES = [
 def test_local_completions_choices_equal_nextok_eval(tokenizer, tmp_path):
     lm_eval = pytest.importorskip("lm_eval")
     pytest.importorskip("tenacity")  # lm-eval[api]
+    from generation_fixtures import tiny_model
     from lm_eval.api.instance import Instance
     from lm_eval.models.openai_completions import LocalCompletionsAPI
     from transformers import PreTrainedTokenizerFast
-
-    from conftest import tiny_model
 
     del lm_eval
     model = tiny_model(vocab_size=tokenizer.get_vocab_size())

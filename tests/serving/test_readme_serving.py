@@ -28,7 +28,7 @@ def snippet(marker: str) -> str:
 
 @pytest.fixture(scope="module")
 def server(tokenizer):
-    from conftest import tiny_model
+    from generation_fixtures import tiny_model
 
     model = tiny_model(vocab_size=tokenizer.get_vocab_size())
     with ThreadServer(model, tokenizer, name="last.ckpt") as s:

@@ -60,12 +60,26 @@ def start(ckpt: Path, port: int, *args: str) -> subprocess.Popen:
     return proc
 
 
+def wait_until_up(url: str, seconds: float = 30.0) -> list[dict]:
+    """The start-up line is printed just before uvicorn binds: poll until it answers."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return httpx.get(url + "/v1/models").json()["data"]
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def test_serves_then_drains_on_sigterm(ckpt):
     port = free_port()
     proc = start(ckpt, port)
     try:
         url = f"http://127.0.0.1:{port}"
-        models = httpx.get(url + "/v1/models").json()["data"]
+        models = wait_until_up(url)
         assert [m["id"] for m in models] == ["last.ckpt"]
         body = dict(model="last.ckpt", prompt="def ", max_tokens=300, temperature=0, stream=True)
         lines: list[str] = []

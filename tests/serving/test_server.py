@@ -19,7 +19,7 @@ GREEDY = SamplingParams(temperature=0)
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    from conftest import tiny_model
+    from generation_fixtures import tiny_model
 
     return tiny_model(vocab_size=tokenizer.get_vocab_size(), block_size=1024)
 
