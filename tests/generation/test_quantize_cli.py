@@ -42,6 +42,7 @@ def test_generate_int4_notes_the_slow_fp32_path(tmp_path, capsys, dtype):
     """A vocabulary padded to 320 (a multiple of 16): int4 runs; on fp32 a note says bf16 is fast."""
     import torch
 
+    from nextok.checkpoint_verify import add_checksums
     from nextok.cli.generate import run
     from nextok.model import ModelConfig, Transformer
 
@@ -51,7 +52,7 @@ def test_generate_int4_notes_the_slow_fp32_path(tmp_path, capsys, dtype):
     cfg = ModelConfig(vocab_size=320, block_size=64, n_layer=2, n_head=2, d_model=32)
     saved["state_dict"] = {f"model.{k}": v for k, v in Transformer(cfg).state_dict().items()}
     saved["nextok"]["model_config"] = cfg.to_dict()
-    torch.save(saved, path)
+    torch.save(add_checksums(saved), path)  # the edited tensors get their own checksums
     args = (f"ckpt={path}", "prompt=def", "max_new_tokens=4", "temperature=0", "device=cpu")
     stats = run(compose(*args, "quantize=int4", f"dtype={dtype}"))
     err = capsys.readouterr().err
