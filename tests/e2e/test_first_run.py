@@ -158,7 +158,7 @@ def test_local_folder_run_console_and_train_log(tmp_path):
     assert all(any(d.startswith(p) for d in docs) for p in prompts)
     # console: a short start-up summary, no config tree, no Lightning noise
     assert "_target_" not in out  # the config tree is in config.yaml, not on the console
-    for noise in ("LeafSpec", "litlogger", "v_num", "/-2", "Total Flops"):
+    for noise in ("LeafSpec", "litlogger", "v_num", "/-2", "Total Flops", "`srun`"):
         assert noise not in out, noise
     assert "M training FLOPs per token at block_size 32" in out
     log = (run / "train.log").read_text()

@@ -6,7 +6,8 @@
 - the model summary: Lightning's ``Total FLOPs: 0`` (it counts FLOPs only for an
   ``example_input_array``) is replaced by the model's training FLOPs per token;
 - Lightning's ``LeafSpec`` deprecation warning (raised inside Lightning itself) and its
-  litlogger advertisement are filtered;
+  litlogger advertisement are filtered, and so is its "``srun`` is available but not used" hint
+  outside a Slurm allocation (a machine with Slurm installed is not a Slurm job);
 - ``<run_dir>/train.log`` receives everything the console shows (stdout and stderr, progress
   bar redraws reduced to their final state), not only the Python logging records. In a
   terminal, where the rich bar redraws itself with cursor moves every step, the log gets plain
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
 import sys
 import warnings
@@ -32,8 +34,10 @@ from nextok.lit.compat import format_summary_table, is_accumulating, is_log_step
 
 
 def quiet_lightning() -> None:
-    """Filter the two messages every run printed that say nothing about the run."""
+    """Filter the messages every run printed that say nothing about the run."""
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    if "SLURM_JOB_ID" not in os.environ:  # inside an allocation the hint is a real one
+        warnings.filterwarnings("ignore", message=r"The `srun` command is available")
 
     class _NoAds(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
