@@ -86,7 +86,7 @@ def main() -> None:
     from test_lm_eval_agreement import _lm_eval, _rows
 
     from nextok.checkpoint import load_checkpoint
-    from nextok.data.tokenizer import hf_tokenizer_config, special_tokens
+    from nextok.data.tokenization.tokenizer import hf_tokenizer_config, special_tokens
     from nextok.evals import context_prefix, load_task, loglikelihoods
     from nextok.evals.scoring import task_requests
     from nextok.hf import export_hf, import_hf

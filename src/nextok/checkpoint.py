@@ -26,7 +26,7 @@ from tokenizers import Tokenizer
 from nextok.checkpoint_file import checkpoint_file_problem
 from nextok.checkpoint_verify import META_KEY, refuse_nonfinite, verify_checksums
 from nextok.console import say
-from nextok.data.tokenizer import SpecialTokens, special_tokens
+from nextok.data.tokenization.tokenizer import SpecialTokens, special_tokens
 from nextok.model import ModelConfig, Transformer
 
 

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from nextok.data import MixtureDataModule
-from nextok.data.mixture import MixtureSchedule
+from nextok.data.mixture.schedule import MixtureSchedule
 from nextok.lit.mixture_tokens import MixtureTokens
 
 LOWER = "alpha bravo charlie delta echo foxtrot golf hotel".split()

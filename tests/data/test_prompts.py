@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nextok.data import LMDataModule
 from nextok.data.prompts import document_openings, held_out_prompts
-from nextok.data.tokenizer import train_bpe
+from nextok.data.tokenization.tokenizer import train_bpe
 
 DOCS = [f"Document number {i} talks about topic {i * 7} at some length.\n" * 3 for i in range(40)]
 

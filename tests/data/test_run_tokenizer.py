@@ -1,4 +1,4 @@
-"""nextok.data.run_tokenizer and LMDataModule.prepare_tokenizer: one writer, waiting readers."""
+"""nextok.data.tokenization.run_tokenizer and LMDataModule.prepare_tokenizer: one writer, waiting readers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ import time
 import pytest
 
 from nextok.data import LMDataModule, save_tokenizer, train_bpe
-from nextok.data.run_tokenizer import check_vocab_size, wait_for_file, write_tokenizer_folder
-from nextok.data.tokenizer import SpecialTokens
+from nextok.data.tokenization.run_tokenizer import (
+    check_vocab_size,
+    wait_for_file,
+    write_tokenizer_folder,
+)
+from nextok.data.tokenization.tokenizer import SpecialTokens
 
 
 def _dm(corpus, run_dir, **kw):

@@ -112,7 +112,7 @@ def test_reused_tokenizer_larger_than_configured_vocab(tmp_path, jsonl_corpus):
     ],
 )
 def test_a_bad_tokenizer_json_is_one_line_naming_the_file(tmp_path, content, why):
-    from nextok.data.tokenizer import load_tokenizer
+    from nextok.data.tokenization.tokenizer import load_tokenizer
 
     f = tmp_path / "tokenizer.json"
     f.write_bytes(content)

@@ -48,7 +48,7 @@ def check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 def shared(tmp_path_factory) -> dict[str, Path]:
     """A small BPE tokenizer (vocab 512) and a token cache dir shared by all runs."""
     from nextok.data.sources import stdlib_dataset
-    from nextok.data.tokenizer import save_tokenizer, train_bpe
+    from nextok.data.tokenization.tokenizer import save_tokenizer, train_bpe
 
     root = tmp_path_factory.mktemp("train_e2e")
     ds = stdlib_dataset()

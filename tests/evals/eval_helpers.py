@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nextok.data.sources import stdlib_dataset
-from nextok.data.tokenizer import train_bpe
+from nextok.data.tokenization.tokenizer import train_bpe
 from nextok.model import ModelConfig, Transformer
 
 

@@ -12,7 +12,7 @@ from tokenizers import AddedToken
 
 from nextok.checkpoint import load_checkpoint
 from nextok.data import stdlib_files, train_bpe
-from nextok.data.tokenizer import EOT, SpecialTokens
+from nextok.data.tokenization.tokenizer import EOT, SpecialTokens
 from nextok.evals import context_prefix, evaluate_task, load_task, loglikelihoods
 from nextok.evals.scoring import task_requests
 from nextok.hf import export_hf

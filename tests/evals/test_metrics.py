@@ -11,7 +11,7 @@ from eval_helpers import tiny_tokenizer
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from nextok.data import LMDataModule
-from nextok.data.tokenizer import save_tokenizer
+from nextok.data.tokenization.tokenizer import save_tokenizer
 from nextok.lit import LMModule
 from nextok.metrics import LossTally, bits_per_byte, summarize, token_byte_lengths
 from nextok.model import ModelConfig

@@ -8,7 +8,7 @@ import pytest
 import torch
 from eval_helpers import tiny_model, tiny_tokenizer
 
-from nextok.data.tokenizer import SpecialTokens
+from nextok.data.tokenization.tokenizer import SpecialTokens
 from nextok.evals import MCExample, context_prefix, evaluate_task, loglikelihoods
 from nextok.evals.scoring import encode_example, task_requests
 

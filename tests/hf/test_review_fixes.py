@@ -12,7 +12,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from nextok.checkpoint import load_checkpoint
-from nextok.data.tokenizer import special_tokens
+from nextok.data.tokenization.tokenizer import special_tokens
 from nextok.dtypes import as_dtype, dtype_name
 from nextok.hf import export_hf, import_hf
 from nextok.hf.sliding import MAX_WINDOW_LAYERS_DEFAULT, SLIDING_DEFAULTS

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from nextok.checkpoint import load_checkpoint
 from nextok.data import LMDataModule, train_bpe
 from nextok.data.packing import encode_documents
-from nextok.data.tokenizer import SpecialTokens, load_tokenizer_config, special_tokens
+from nextok.data.tokenization.tokenizer import SpecialTokens, load_tokenizer_config, special_tokens
 from nextok.generation import SamplingParams, encode_prompt, generate_text
 from nextok.hf import export_hf
 from nextok.model import ModelConfig, Transformer

@@ -128,7 +128,7 @@ def test_resume_with_a_garbage_run_dir_tokenizer_is_one_line(tmp_path):
     import torch
 
     from nextok.checkpoint import META_KEY
-    from nextok.data.tokenizer import train_bpe
+    from nextok.data.tokenization.tokenizer import train_bpe
     from nextok.lit.resume import pair_tokenizer
 
     tok = train_bpe(iter(["def f(x):\n    return x\n"] * 20), 300)

@@ -63,7 +63,7 @@ def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: 
     from nextok.checkpoint import load_checkpoint
     from nextok.cli.eval_data import choose_data
     from nextok.console import say
-    from nextok.data.tokenizer import hf_tokenizer_config, save_tokenizer
+    from nextok.data.tokenization.tokenizer import hf_tokenizer_config, save_tokenizer
     from nextok.dtypes import as_dtype
     from nextok.evals.stdlib_task import check_task_specs
     from nextok.generation.quantize import check_quantize, quantize_model

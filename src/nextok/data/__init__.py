@@ -15,7 +15,7 @@ from nextok.data.packing import encode_documents, pack_blocks, token_dtype
 from nextok.data.position import ResumableDataLoader
 from nextok.data.sources import load_source, split_train_val, stdlib_dataset, stdlib_files
 from nextok.data.streaming import StreamingBlockDataset
-from nextok.data.tokenizer import EOT, PAD, load_tokenizer, save_tokenizer, train_bpe
+from nextok.data.tokenization.tokenizer import EOT, PAD, load_tokenizer, save_tokenizer, train_bpe
 
 __all__ = [
     "EOT",
@@ -44,14 +44,14 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """The Lightning data modules on first use only: ``nextok.data.tokenizer`` (used by the
+    """The Lightning data modules on first use only: ``nextok.data.tokenization.tokenizer`` (used by the
     checkpoint loader and the HF export) must not pull in Lightning."""
     if name == "LMDataModule":
         from nextok.data.datamodule import LMDataModule
 
         return LMDataModule
     if name == "MixtureDataModule":
-        from nextok.data.mixture_datamodule import MixtureDataModule
+        from nextok.data.mixture.datamodule import MixtureDataModule
 
         return MixtureDataModule
     raise AttributeError(f"module 'nextok.data' has no attribute {name!r}")

@@ -4,7 +4,7 @@ Constructor arguments are exactly the keys of ``conf/data/*.yaml``. The jobs liv
 modules; this class wires them to Lightning's hooks:
 
 - :meth:`prepare_tokenizer` (once per process, before the model is built: the vocabulary decides
-  its size; :mod:`nextok.data.run_tokenizer`) -> :meth:`prepare_data` (Lightning, one process
+  its size; :mod:`nextok.data.tokenization.run_tokenizer`) -> :meth:`prepare_data` (Lightning, one process
   per node: the token cache, :mod:`nextok.data.cache`) -> :meth:`setup` (every rank: tokenize or
   memory-map the splits) -> ``train_dataloader`` / ``val_dataloader``.
 - ``state_dict``/``load_state_dict``: the exact data position (:mod:`nextok.data.position`).
@@ -22,14 +22,15 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
-from nextok.data import cache, loaders, local_files, run_tokenizer, tokens
+from nextok.data import cache, loaders, local_files, tokens
 from nextok.data.blocks import BlockSampler, TokenBlockDataset
 from nextok.data.documents import Documents, load_documents, tokenizer_training_texts
 from nextok.data.model_check import check_model_fits
 from nextok.data.position import position_state, read_position, trainer_position
 from nextok.data.sources import SOURCES, check_source_keys
 from nextok.data.streaming import StreamingBlockDataset
-from nextok.data.tokenizer import TOKENIZER_FILE, SpecialTokens
+from nextok.data.tokenization import run_tokenizer
+from nextok.data.tokenization.tokenizer import TOKENIZER_FILE, SpecialTokens
 from nextok.distributed.ranks import data_parallel_rank_size, world_size
 from nextok.plain import to_plain
 
@@ -151,7 +152,7 @@ class LMDataModule(L.LightningDataModule):
         ``writer`` (one process: global rank 0) loads ``tokenizer_path``, reuses the run dir's
         ``tokenizer.json`` or trains a BPE, then writes the tokenizer folder into ``save_dir``
         (default ``run_dir``). Other processes wait for the run dir's ``tokenizer.json`` (unless
-        ``tokenizer_path`` names it) and load it. See :mod:`nextok.data.run_tokenizer`."""
+        ``tokenizer_path`` names it) and load it. See :mod:`nextok.data.tokenization.run_tokenizer`."""
         if self.tokenizer is not None:
             return
         if not writer and not self.tokenizer_path and self.tokenizer_file is not None:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from nextok.data.tokenizer import EOT, SpecialTokens
+from nextok.data.tokenization.tokenizer import EOT, SpecialTokens
 from nextok.evals.tasks import MCExample
 
 Reduce = Callable[[torch.Tensor, str], torch.Tensor]

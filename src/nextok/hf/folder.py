@@ -18,7 +18,7 @@ import torch
 from tokenizers import Tokenizer
 
 from nextok.console import say
-from nextok.data.tokenizer import (
+from nextok.data.tokenization.tokenizer import (
     TOKENIZER_FILE,
     SpecialTokens,
     encodes_as_trained,

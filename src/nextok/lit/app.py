@@ -187,7 +187,7 @@ def prepare_data(cfg: DictConfig, run_dir: Path, rank0: bool) -> tuple[Any, Any]
     This is the one place the tokenizer is prepared: rank 0 loads or trains it and writes the run
     dir's tokenizer folder, the other ranks wait for that file (no process group exists yet) and
     load it. Lightning's prepare_data inside fit then finds it there and only fills the token
-    cache (nextok.data.run_tokenizer)."""
+    cache (nextok.data.tokenization.run_tokenizer)."""
     datamodule = instantiate(cfg.data)
     datamodule.prepare_tokenizer(writer=rank0, save_dir=run_dir)
     return datamodule, datamodule.special_tokens

@@ -17,7 +17,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from tokenizers import Tokenizer
 
-from nextok.data.tokenizer import SpecialTokens, encodes_as_trained, hf_tokenizer_config
+from nextok.data.tokenization.tokenizer import (
+    SpecialTokens,
+    encodes_as_trained,
+    hf_tokenizer_config,
+)
 from nextok.io import atomic_write_text
 from nextok.model import ModelConfig
 

@@ -138,7 +138,9 @@ class LMModule(ModelSetup, ValidationHooks, CheckpointHooks, L.LightningModule):
         self.model: Transformer | None = None
         self.moe: MoEMonitor | None = None  # MoE models: aux losses, routing metrics
         self.tokenizer = None  # tokenizers.Tokenizer, set by the app (saved into checkpoints)
-        self.special_tokens = None  # nextok.data.tokenizer.SpecialTokens, set by the app
+        self.special_tokens = (
+            None  # nextok.data.tokenization.tokenizer.SpecialTokens, set by the app
+        )
         # init_from: full (unsharded) weights to start from, loaded in configure_model
         self.init_state: dict[str, torch.Tensor] | None = None
         self.export_info: dict[str, Any] = {}  # e.g. hf_family, init_from, train_config

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 
 from nextok.checkpoint import META_KEY, safe_load, verify_checkpoint
 from nextok.console import say
-from nextok.data.tokenizer import load_tokenizer, save_tokenizer
+from nextok.data.tokenization.tokenizer import load_tokenizer, save_tokenizer
 
 
 def checkpoint_meta(path: str | Path, verify: bool = False) -> dict[str, Any]:

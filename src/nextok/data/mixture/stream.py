@@ -1,4 +1,4 @@
-"""Streaming mixtures: the schedule of :mod:`nextok.data.mixture` over on-the-fly block streams.
+"""Streaming mixtures: the schedule of :mod:`nextok.data.mixture.schedule` over on-the-fly block streams.
 
 Used when a mixture has a streaming source without a cache. Rank ``r`` of ``W`` still reads
 global positions ``g = i * W + r`` (``i``: its sample index) and position ``g`` still comes from
@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from nextok.data.blocks import TokenBlockDataset
-from nextok.data.mixture import MixtureSchedule
+from nextok.data.mixture.schedule import MixtureSchedule
 from nextok.data.streaming import StreamingBlockDataset
 
 

@@ -9,9 +9,9 @@
 Each source is an :class:`LMDataModule` of its own (any source it reads: stdlib, hub, local
 text/json/parquet, streaming or not); keys a source does not set come from the top-level
 ``data.*`` keys. With a streaming source (and no ``cache_dir``) the mixture is an endless stream
-(:mod:`nextok.data.mixture_stream`); otherwise blocks are drawn by index. One tokenizer is trained on all
+(:mod:`nextok.data.mixture.stream`); otherwise blocks are drawn by index. One tokenizer is trained on all
 sources (bytes split by weight) and shared. Training draws blocks by the deterministic schedule of
-:mod:`nextok.data.mixture`; validation keeps one loader per source (``val/loss/<name>``).
+:mod:`nextok.data.mixture.schedule`; validation keeps one loader per source (``val/loss/<name>``).
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from torch.utils.data import DataLoader
 
 from nextok.data.datamodule import LMDataModule
 from nextok.data.loaders import split_val_loader, stream_val_loader
-from nextok.data.mixture import (
+from nextok.data.mixture.schedule import (
     SOURCE_KEYS,
     MixtureBlockDataset,
     MixtureSampler,
     MixtureSchedule,
     normalize_weights,
 )
-from nextok.data.mixture_stream import MixtureStreamDataset
+from nextok.data.mixture.stream import MixtureStreamDataset
 from nextok.distributed.ranks import data_parallel_rank_size
 from nextok.plain import to_plain
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from nextok.data.tokenizer import (
+from nextok.data.tokenization.tokenizer import (
     TOKENIZER_CONFIG_FILE,
     TOKENIZER_FILE,
     SpecialTokens,
