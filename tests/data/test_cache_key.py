@@ -1,7 +1,7 @@
 """nextok.data.cache_key: the key format is an on-disk contract (earlier caches are found again).
 
-The pinned keys were computed with the formula of ``LMDataModule.cache_key`` before it moved
-here (nextok main at 5116c94); a change to the parts or their order fails these tests."""
+The keys are pinned: a change to the parts or their order fails these tests (caches written
+by earlier versions would no longer be found)."""
 
 from __future__ import annotations
 

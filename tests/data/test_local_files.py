@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from nextok.data import LMDataModule
-from nextok.data.local_files import expand_data_files, split_document, text_documents
 from nextok.data.sources import load_source
+from nextok.data.sources.text_files import expand_data_files, split_document, text_documents
 
 TEXT = "first line\nsecond line\n\n\nnext paragraph\n  \nlast\n"
 
@@ -73,7 +73,7 @@ def test_datamodule_keys_and_single_file_hint(tmp_path):
 
 
 def test_flat_files_lists_every_entry_as_given():
-    from nextok.data.local_files import flat_files
+    from nextok.data.sources.text_files import flat_files
 
     assert flat_files("a.txt") == ["a.txt"]
     assert flat_files(["a", "b/*.txt"]) == ["a", "b/*.txt"]

@@ -126,9 +126,10 @@ def test_streaming_resume_replays_to_the_exact_next_batch(tmp_path, corpus):
     ref = [next(it)[0] for _ in range(40)]  # crosses several internal epochs of each shard
     for k in (1, 7, 30):
         dm2 = LMDataModule(**kw)
-        dm2.load_state_dict({"epoch": 0, "batches": k, "batch_size": 3})
         dm2.setup("fit")
-        it = iter(dm2.train_dataloader())
+        loader = dm2.train_dataloader()
+        loader.load_state_dict({"epoch": 0, "batches": k, "batch_size": 3})
+        it = iter(loader)
         for i in range(k, 40):
             assert torch.equal(next(it)[0], ref[i]), (k, i)
 

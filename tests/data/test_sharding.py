@@ -41,11 +41,11 @@ def test_two_ranks_two_workers_equal_single_process_multiset(dm):
     single = _rows(dm.train_dataloader(rank=0, world_size=1))
     n = len(dm.train_dataset())
     assert len(single) == n and len(set(single)) > 0.9 * n
-    dm.num_workers = 2
+    dm.loaders.num_workers = 2
     try:
         per_rank = [_rows(dm.train_dataloader(rank=r, world_size=2, even=False)) for r in range(2)]
     finally:
-        dm.num_workers = 0
+        dm.loaders.num_workers = 0
     assert Counter(per_rank[0] + per_rank[1]) == Counter(single)
     # shards are disjoint block index sets (the same block content may occur twice in a corpus)
     s0 = set(dm.train_sampler(0, 2, even=False))

@@ -8,7 +8,8 @@ import datasets
 import pytest
 
 from nextok.data import LMDataModule, load_source, split_train_val, stdlib_dataset, stdlib_files
-from nextok.data.sources import _is_val_doc, stdlib_root
+from nextok.data.sources.split import _is_val_doc
+from nextok.data.sources.stdlib import stdlib_root
 
 
 def test_stdlib_files_sorted_and_exclude_tests_and_site_packages():

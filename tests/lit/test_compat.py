@@ -237,22 +237,3 @@ def test_subclass_effects_on_a_real_run(tmp_path):
     assert last["global_step"] == 6  # Lightning alone would have left step 4
     rates = logged_steps(logger, "train/tokens_per_sec")
     assert rates and all(v > 0 for v in rates.values())
-
-
-def test_batch_progress_read_by_data_position(tmp_path):
-    """nextok.data.position reads fit_loop.epoch_loop.batch_progress (data/ may not import this
-    module) when a checkpoint is saved, i.e. after a batch: on a real Trainer, 20 batches into
-    16-batch epochs are epoch 1, batch 4 (16 per epoch at an epoch's end: the next epoch)."""
-    from nextok.data.position import trainer_position
-
-    seen = {}
-
-    class P(L.Callback):
-        def on_train_batch_end(self, trainer, *args):
-            total = trainer.fit_loop.epoch_loop.batch_progress.total.processed  # streams count it
-            seen[trainer.global_step] = (trainer_position(trainer, streaming=False), total)
-
-    trainer(tmp_path, max_steps=20, callbacks=[P()]).fit(Tiny())
-    assert seen[3] == ((0, 3), 3)
-    assert seen[16] == ((1, 0), 16)  # the epoch's last batch: resume at the next epoch
-    assert seen[20] == ((1, 4), 20)

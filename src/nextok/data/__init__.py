@@ -1,16 +1,16 @@
 """Data pipeline: documents -> byte-level BPE -> packed (x, y) blocks, sharded and resumable.
 
-One job per module: ``sources`` / ``local_files`` (documents of a source), ``documents`` (train
-and validation sets), ``tokenizer`` (BPE, special tokens), ``run_tokenizer`` (a run's tokenizer,
-shared by its ranks), ``packing`` / ``blocks`` / ``streaming`` (ids -> blocks), ``cache`` /
-``cache_key`` / ``tokens`` (a split's ids, cached on disk), ``loaders`` (samplers and loaders),
-``position`` (exact resume), ``model_check``, ``datamodule`` / ``mixture_datamodule`` (the
-Lightning data modules), ``mixture`` / ``mixture_stream`` (weighted mixing), ``prompts``.
+``sources/`` (one class per kind of corpus: the stdlib corpus, hub datasets, local files;
+train/validation documents), ``tokenization/`` (the BPE and its special tokens, a run's
+tokenizer shared by its ranks, the :class:`TokenEncoder`), ``packing`` / ``blocks`` /
+``streaming`` (ids -> blocks), ``tokens`` / ``cache`` / ``cache_key`` / ``cache_check`` (a
+split's ids, cached on disk), ``loaders`` (samplers and loaders), ``position`` (the training
+loader's resume position), ``model_check``, ``prompts``, ``datamodule`` (the Lightning data
+module) and ``mixture/`` (weighted mixing of sources).
 """
 
 from nextok.data.blocks import BlockSampler, TokenBlockDataset
 from nextok.data.cache import ShardedTokens, build_cache, open_split
-from nextok.data.documents import load_documents
 from nextok.data.packing import encode_documents, pack_blocks, token_dtype
 from nextok.data.position import ResumableDataLoader
 from nextok.data.sources import load_source, split_train_val, stdlib_dataset, stdlib_files
@@ -29,7 +29,6 @@ __all__ = [
     "TokenBlockDataset",
     "build_cache",
     "encode_documents",
-    "load_documents",
     "load_source",
     "load_tokenizer",
     "open_split",

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nextok.data.local_files import flat_files
-from nextok.data.sources import stdlib_root
+from nextok.data.sources.stdlib import stdlib_root
+from nextok.data.sources.text_files import flat_files
 
 LOCAL_SOURCES = ("text", "json", "parquet")
 

@@ -1,13 +1,19 @@
 """``LMDataModule``: documents -> BPE ids -> packed, shifted (x, y) blocks for Lightning.
 
-Constructor arguments are exactly the keys of ``conf/data/*.yaml``. The jobs live in their own
-modules; this class wires them to Lightning's hooks:
+Constructor arguments are exactly the keys of ``conf/data/*.yaml``. They are handed on to the
+collaborators that do the work, each with only what it needs:
 
-- :meth:`prepare_tokenizer` (once per process, before the model is built: the vocabulary decides
-  its size; :mod:`nextok.data.tokenization.run_tokenizer`) -> :meth:`prepare_data` (Lightning, one process
-  per node: the token cache, :mod:`nextok.data.cache`) -> :meth:`setup` (every rank: tokenize or
-  memory-map the splits) -> ``train_dataloader`` / ``val_dataloader``.
-- ``state_dict``/``load_state_dict``: the exact data position (:mod:`nextok.data.position`).
+- a document source (:mod:`nextok.data.sources`: the stdlib corpus, a hub dataset, local files);
+- the run's tokenizer (:mod:`nextok.data.tokenization`), ready before the model is built (the
+  vocabulary decides its size), and its :class:`TokenEncoder`;
+- :class:`TokenSplits` (the splits' ids, in memory or cached on disk) or a
+  :class:`StreamingBlockDataset` (blocks packed on the fly);
+- a :class:`LoaderFactory` (samplers and loaders), whose training loader carries the data
+  position that checkpoints save and resume (:mod:`nextok.data.position`).
+
+Lightning's hooks: :meth:`prepare_data` (one process per node: tokenizer and token cache) ->
+:meth:`setup` (every rank: tokenize or memory-map the splits) -> ``train_dataloader`` /
+``val_dataloader``; :meth:`on_before_batch_transfer` counts the training batches consumed.
 """
 
 from __future__ import annotations
@@ -19,20 +25,25 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
-from nextok.data import cache, loaders, local_files, tokens
+from nextok.data import cache
 from nextok.data.blocks import BlockSampler, TokenBlockDataset
-from nextok.data.documents import Documents, load_documents, tokenizer_training_texts
+from nextok.data.loaders import LoaderFactory
 from nextok.data.model_check import check_model_fits
-from nextok.data.position import position_state, read_position, trainer_position
-from nextok.data.sources import SOURCES, check_source_keys
+from nextok.data.position import ResumableDataLoader
+from nextok.data.sources import DocumentSource, make_source
+from nextok.data.sources.split import Documents
 from nextok.data.streaming import StreamingBlockDataset
 from nextok.data.tokenization import run_tokenizer
+from nextok.data.tokenization.encoder import TokenEncoder
 from nextok.data.tokenization.tokenizer import TOKENIZER_FILE, SpecialTokens
+from nextok.data.tokens import TokenSplits
 from nextok.distributed.ranks import data_parallel_rank_size, world_size
-from nextok.plain import to_plain
+
+Tokens = np.ndarray | cache.ShardedTokens
 
 
 class LMDataModule(L.LightningDataModule):
@@ -75,66 +86,87 @@ class LMDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
     ) -> None:
         super().__init__()
-        for key, value, allowed in (
-            ("document_unit", document_unit, local_files.DOCUMENT_UNITS),
-            ("encoding_errors", encoding_errors, local_files.ENCODING_ERRORS),
-        ):
-            if value not in allowed:
-                raise ValueError(f"data.{key} must be one of {allowed}, got {value!r}")
-        if source not in SOURCES:
-            raise ValueError(f"unknown data.source {source!r}; expected one of {SOURCES}")
-        check_source_keys(source, path=path, name=name, data_files=data_files)
+        self.corpus: DocumentSource = make_source(
+            source,
+            path=path,
+            name=name,
+            data_files=data_files,
+            split=split,
+            val_split=val_split,
+            val_fraction=val_fraction,
+            seed=seed,
+            text_column=text_column,
+            document_unit=document_unit,
+            encoding_errors=encoding_errors,
+            streaming=streaming,
+        )
         if block_size < 1 or batch_size < 1:
             raise ValueError(
                 f"data.block_size and data.batch_size must be >= 1 (got {block_size}, {batch_size})"
             )
-        self.source, self.path, self.name = source, path, name
-        self.data_files = to_plain(data_files)
-        self.split, self.val_split, self.val_fraction = split, val_split, val_fraction
-        self.text_column, self.document_unit = text_column, document_unit
-        self.encoding_errors, self.streaming = encoding_errors, streaming
+        self.loaders = LoaderFactory(
+            batch_size=batch_size,
+            val_batch_size=val_batch_size or batch_size,
+            num_workers=num_workers,
+            pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+            max_val_batches=max_val_batches,
+            sampler_class=self.sampler_class,
+        )
         self.tokenizer_path, self.eos_token, self.add_bos = tokenizer_path, eos_token, add_bos
         self.target_vocab_size = vocab_size
         self.tokenizer_train_bytes, self.add_pad_token = tokenizer_train_bytes, add_pad_token
-        self.block_size, self.batch_size = block_size, batch_size
-        self.val_batch_size = val_batch_size or batch_size
-        self.num_workers, self.shuffle, self.seed = num_workers, shuffle, seed
-        self.drop_last, self.max_val_batches = drop_last, max_val_batches
+        self.run_dir = run_dir
+        self.block_size, self.seed = block_size, seed
         self.encode_batch_docs, self.shuffle_buffer = encode_batch_docs, shuffle_buffer
         self.cache_dir, self.cache_shard_tokens = cache_dir, cache_shard_tokens
-        self.run_dir = run_dir
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
 
         self.tokenizer: Tokenizer | None = None
         self.special: SpecialTokens | None = None
-        self.train_tokens: np.ndarray | cache.ShardedTokens | None = None
-        self.val_tokens: np.ndarray | cache.ShardedTokens | None = None
-        self._docs: tuple[Documents, Documents] | None = None
-        self._resume: tuple[int, int] | None = None  # (epoch, batches consumed in that epoch)
+        self._encoder: TokenEncoder | None = None
+        self.train_tokens: Tokens | None = None
+        self.val_tokens: Tokens | None = None
+
+    # ------------------------------------------------------------------ settings read by the run
+    @property
+    def text_column(self) -> str:
+        return self.corpus.text_column
+
+    @property
+    def batch_size(self) -> int:
+        return self.loaders.batch_size
+
+    @property
+    def val_batch_size(self) -> int:
+        return self.loaders.val_batch_size
+
+    @property
+    def num_workers(self) -> int:
+        return self.loaders.num_workers
+
+    @property
+    def pin_memory(self) -> bool:
+        return self.loaders.pin_memory
+
+    @property
+    def max_val_batches(self) -> int | None:
+        """Validation batches per rank (None: the whole split; the final validation sets it)."""
+        return self.loaders.max_val_batches
+
+    @max_val_batches.setter
+    def max_val_batches(self, value: int | None) -> None:
+        self.loaders.max_val_batches = value
 
     # ------------------------------------------------------------------ documents
     def documents(self) -> tuple[Documents, Documents]:
         """``(train, val)`` documents (loaded once); val is a real split or held-out documents."""
-        if self._docs is None:
-            self._docs = load_documents(
-                self.source,
-                split=self.split,
-                val_split=self.val_split,
-                val_fraction=self.val_fraction,
-                seed=self.seed,
-                text_column=self.text_column,
-                path=self.path,
-                name=self.name,
-                data_files=self.data_files,
-                streaming=self.streaming,
-                document_unit=self.document_unit,
-                encoding_errors=self.encoding_errors,
-            )
-        return self._docs
+        return self.corpus.documents()
 
     def tokenizer_training_texts(self) -> Iterator[str]:
         """What a new BPE is trained on (mixtures: every source by weight)."""
-        return tokenizer_training_texts(self.documents()[0], self.text_column, self.seed)
+        return self.corpus.training_texts()
 
     # ------------------------------------------------------------------ tokenizer
     @property
@@ -195,6 +227,15 @@ class LMDataModule(L.LightningDataModule):
         """Prepended to every document when the tokenizer config asks (``data.add_bos``)."""
         return self.special_tokens.bos_id(self.require_tokenizer())
 
+    @property
+    def encoder(self) -> TokenEncoder:
+        """The tokenizer with the run's EOS and BOS: how every document becomes ids."""
+        if self._encoder is None:
+            self._encoder = TokenEncoder(
+                self.require_tokenizer(), self.eot_id, self.bos_id, self.encode_batch_docs
+            )
+        return self._encoder
+
     def require_tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:
             raise RuntimeError("LMDataModule: call prepare_tokenizer() or setup() first")
@@ -223,6 +264,16 @@ class LMDataModule(L.LightningDataModule):
         check_model_fits(self.vocab_size, self.block_size, vocab_size, block_size)
 
     # ------------------------------------------------------------------ tokens
+    def token_splits(self, corpus: DocumentSource | None = None) -> TokenSplits:
+        """The token ids of ``corpus`` (default: this module's) under the run's encoder."""
+        return TokenSplits(
+            corpus or self.corpus,
+            self.encoder,
+            self.block_size,
+            self.cache_dir,
+            self.cache_shard_tokens,
+        )
+
     def prepare_data(self) -> None:
         """Lightning's once-per-node hook: the tokenizer (if not yet there) and the token cache."""
         self.prepare_tokenizer()
@@ -231,13 +282,14 @@ class LMDataModule(L.LightningDataModule):
 
     def cache_key(self) -> str:
         """The token cache folder for this config and tokenizer (:mod:`nextok.data.cache_key`)."""
-        return tokens.cache_key_of(self)
+        return self.token_splits().key()
 
     def ensure_cache(self) -> Path:
         """Tokenize both splits into ``cache_dir`` unless that cache exists; its folder."""
-        return tokens.ensure_cache(self)
+        return self.token_splits().ensure_cache()
 
     def setup(self, stage: str | None = None) -> None:
+        self._refuse_a_second_batch_counter()
         self._ready_tokenizer()
         self.load_splits(stage)
 
@@ -247,15 +299,16 @@ class LMDataModule(L.LightningDataModule):
         if self.is_streaming:
             self.documents()
             return
+        splits = self.token_splits()
         if stage in (None, "fit") and self.train_tokens is None:
-            self.train_tokens = tokens.split_tokens(self, "train")
+            self.train_tokens = splits.load("train")
         if stage in (None, "fit", "validate") and self.val_tokens is None:
-            self.val_tokens = tokens.split_tokens(self, "val")
+            self.val_tokens = splits.load("val")
 
     @property
     def is_streaming(self) -> bool:
         """Blocks are packed on the fly from an iterable dataset (streaming without a cache)."""
-        return self.streaming and not self.cache_dir
+        return self.corpus.streaming and not self.cache_dir
 
     # ------------------------------------------------------------------ datasets / loaders
     def train_dataset(self) -> TokenBlockDataset:
@@ -273,41 +326,82 @@ class LMDataModule(L.LightningDataModule):
             return data_parallel_rank_size(self.trainer)
         return rank, world_size
 
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
     def train_sampler(
         self, rank: int | None = None, world_size: int | None = None, even: bool | None = None
     ) -> BlockSampler:
         """This rank's block order. ``even`` (default: when world_size > 1) trims to equal shards."""
         rank, world_size = self._ranks(rank, world_size)
-        return loaders.train_sampler(self, len(self.train_dataset()), rank, world_size, even)
+        n = len(self.train_dataset())
+        return self.loaders.train_sampler(n, rank, world_size, even, self._epoch())
+
+    def block_stream(
+        self, corpus: DocumentSource, which: str, rank: int, world_size: int
+    ) -> StreamingBlockDataset:
+        """The on-the-fly block stream of one split of ``corpus`` for one rank."""
+        train, val = corpus.documents()
+        is_train = which == "train"
+        enc = self.encoder
+        return StreamingBlockDataset(
+            train if is_train else val,
+            enc.tokenizer,
+            self.block_size,
+            text_column=corpus.text_column,
+            rank=rank,
+            world_size=world_size,
+            batch_size=self.batch_size if is_train else self.val_batch_size,
+            shuffle_buffer=self.shuffle_buffer if (is_train and self.loaders.shuffle) else 0,
+            seed=self.seed,
+            infinite=is_train,
+            encode_batch_docs=enc.batch_docs,
+            eos_id=enc.eos_id,
+            bos_id=enc.bos_id,
+        )
 
     def streaming_dataset(
         self, which: str = "train", rank: int | None = None, world_size: int | None = None
     ) -> StreamingBlockDataset:
         """The on-the-fly (iterable) block stream for ``streaming: true`` without a cache."""
-        return loaders.block_stream(self, which, *self._ranks(rank, world_size))
+        return self.block_stream(self.corpus, which, *self._ranks(rank, world_size))
 
     def train_dataloader(
         self, rank: int | None = None, world_size: int | None = None, even: bool | None = None
-    ) -> DataLoader:
+    ) -> ResumableDataLoader:
         """Training batches for one rank (from the trainer / torch.distributed unless given)."""
-        return loaders.train_loader(self, *self._ranks(rank, world_size), even)
+        rank, world_size = self._ranks(rank, world_size)
+        if self.is_streaming:
+            return self.loaders.stream_train_loader(
+                self.streaming_dataset("train", rank, world_size)
+            )
+        ds = self.train_dataset()
+        return self.loaders.train_loader(ds, rank, world_size, even, self._epoch())
 
     def val_dataloader(self) -> DataLoader:
-        return loaders.val_loader(self, *data_parallel_rank_size(self.trainer))
+        rank, world_size = data_parallel_rank_size(self.trainer)
+        if self.is_streaming:
+            return self.loaders.stream_val_loader(self.streaming_dataset("val", rank, world_size))
+        return self.loaders.val_loader(self.val_dataset(), rank, world_size)
 
-    # ------------------------------------------------------------------ exact resume
-    def state_dict(self) -> dict[str, Any]:
-        """Data position saved in Lightning checkpoints: epoch and batches consumed in it."""
-        if self.trainer is None:
-            epoch, batches = self._resume or (0, 0)
-        else:
-            epoch, batches = trainer_position(self.trainer, self.is_streaming)
-        return position_state(epoch, batches, self.seed, self.batch_size)
+    # ------------------------------------------------------------------ data position
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Lightning hands every batch to this hook just before the model gets it: a training
+        batch counts as consumed in the training loader's position."""
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
+            loader = trainer.train_dataloader
+            if isinstance(loader, ResumableDataLoader):
+                loader.consumed()
+        return batch
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._resume = read_position(state_dict, self.batch_size)
-
-    @property
-    def resume_position(self) -> tuple[int, int] | None:
-        """``(epoch, batches)`` to resume from, once a checkpoint's state was loaded."""
-        return self._resume
+    def _refuse_a_second_batch_counter(self) -> None:
+        """Lightning calls a LightningModule's ``on_before_batch_transfer`` instead of the data
+        module's: the data position would then stop counting, and a resume would repeat data."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if module is not None and is_overridden("on_before_batch_transfer", module):
+            raise ValueError(
+                f"{type(module).__name__} overrides on_before_batch_transfer, which replaces "
+                "LMDataModule's (it counts the batches a checkpoint resumes after); move the "
+                "batch change into training_step"
+            )

@@ -1,18 +1,19 @@
-"""The exact data position, saved in checkpoints so a resumed run reads the next batch it would
-have read (with or without DataLoader workers).
+"""The exact data position: the training loader's own state, saved in checkpoints so a resumed
+run reads the next batch it would have read (with or without DataLoader workers).
 
-The position is ``(epoch, batches consumed in that epoch)``, taken from the trainer's batch
-counter, not from the loader: a loader's workers prefetch ahead of training, so what a loader
-has produced is not what training has used. The samplers and streams replay it exactly
-(:meth:`nextok.data.blocks.BlockSampler.set_resume`, ``skip_batches`` of the streams).
-Lightning saves ``state_dict()`` of a stateful training loader and restores it before iterating,
-which is all :class:`ResumableDataLoader` adds to ``torch.utils.data.DataLoader``.
+The position is ``(epoch, batches training consumed in that epoch)``. A loader's workers, and
+the trainer's own look-ahead, fetch batches before training uses them, so what a loader has
+produced is not what training has used: the data module calls :meth:`ResumableDataLoader.consumed`
+once for every training batch as it is handed to the model. Lightning saves ``state_dict()`` of
+a stateful training loader and hands it back to ``load_state_dict`` before iterating; the
+sampler (:meth:`nextok.data.blocks.BlockSampler.set_resume`) or the stream (``skip_batches``)
+then replays the position exactly. A stream is one endless epoch (epoch 0).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 from torch.utils.data import DataLoader
 
@@ -23,19 +24,7 @@ log = logging.getLogger(__name__)
 STATE_VERSION = 1
 
 
-def trainer_position(trainer: Any, streaming: bool) -> tuple[int, int]:
-    """``(epoch, batches)`` training has consumed; a checkpoint saved at an epoch's end resumes
-    at the start of the next. A stream is one endless epoch, counted in total batches."""
-    epoch = trainer.current_epoch
-    progress = trainer.fit_loop.epoch_loop.batch_progress
-    batches = progress.total.processed if streaming else progress.current.processed
-    n = trainer.num_training_batches
-    if isinstance(n, int) and batches >= n:
-        epoch, batches = epoch + 1, 0
-    return int(epoch), int(batches)
-
-
-def position_state(epoch: int, batches: int, seed: int, batch_size: int) -> dict[str, Any]:
+def position_state(epoch: int, batches: int, seed: int | None, batch_size: int) -> dict[str, Any]:
     """The checkpoint entry (its keys are part of the checkpoint format)."""
     return {
         "version": STATE_VERSION,
@@ -53,37 +42,41 @@ def read_position(state: dict[str, Any], batch_size: int) -> tuple[int, int]:
     return int(state["epoch"]), int(state["batches"])
 
 
-def apply_position(loader: DataLoader, epoch: int, batches: int) -> None:
-    """Make ``loader`` start after ``batches`` batches of ``epoch``."""
-    if hasattr(loader.dataset, "skip_batches"):  # a stream (one source or a mixture)
-        loader.dataset.skip_batches = batches
-    elif isinstance(loader.sampler, BlockSampler):
-        loader.sampler.set_epoch(epoch)
-        loader.sampler.set_resume(epoch, batches * loader.batch_size)
-
-
-class PositionOwner(Protocol):
-    """What :class:`ResumableDataLoader` needs of its data module."""
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None: ...
-
-    @property
-    def resume_position(self) -> tuple[int, int] | None: ...
-
-
 class ResumableDataLoader(DataLoader):
-    """A DataLoader whose position lives in Lightning checkpoints, via its data module."""
+    """A training DataLoader that knows how many of its batches training consumed."""
 
-    def __init__(self, datamodule: PositionOwner, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._datamodule = datamodule
+        self.epoch, self.batches = 0, 0
+
+    def _current_epoch(self) -> int:
+        """The epoch being iterated: the sampler's (the trainer sets it), 0 for a stream."""
+        return self.sampler.epoch if isinstance(self.sampler, BlockSampler) else 0
+
+    def consumed(self) -> None:
+        """Training took one more batch of the current epoch."""
+        epoch = self._current_epoch()
+        if epoch != self.epoch:
+            self.epoch, self.batches = epoch, 0
+        self.batches += 1
+
+    def position(self) -> tuple[int, int]:
+        """``(epoch, batches)`` to resume at; after an epoch's last batch: the next epoch."""
+        if isinstance(self.sampler, BlockSampler) and self.batches >= len(self):
+            return self.epoch + 1, 0
+        return self.epoch, self.batches
+
+    def _seed(self) -> int | None:
+        return getattr(self.sampler, "seed", getattr(self.dataset, "seed", None))
 
     def state_dict(self) -> dict[str, Any]:
-        return self._datamodule.state_dict()
+        return position_state(*self.position(), self._seed(), self.batch_size)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._datamodule.load_state_dict(state_dict)
-        epoch, batches = self._datamodule.resume_position
-        apply_position(self, epoch, batches)
+        """Start after the saved position's batches (the one route a resume takes)."""
+        self.epoch, self.batches = read_position(state_dict, self.batch_size)
+        if isinstance(self.sampler, BlockSampler):
+            self.sampler.set_epoch(self.epoch)
+            self.sampler.set_resume(self.epoch, self.batches * self.batch_size)
+        else:  # a stream (one source or a mixture): one endless epoch
+            self.dataset.skip_batches = self.batches

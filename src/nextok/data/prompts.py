@@ -1,8 +1,7 @@
 """Sample prompts from the corpus itself: the first few tokens of held-out documents.
 
-Fixed prompts such as ``def `` only suit Python; on any other corpus the end-of-run samples
-said little. The beginnings of validation documents are in-domain for every corpus and were
-never trained on.
+The beginnings of validation documents are in-domain for every corpus (a fixed prompt such as
+``def `` suits only Python) and are never trained on.
 """
 
 from __future__ import annotations

@@ -1,94 +1,77 @@
-"""A split's token ids: encoded in memory, or once into the on-disk cache and memory-mapped.
+"""``TokenSplits``: a source's train and validation token ids under one encoder.
 
-Functions of a data module (``datamodule``: its config, documents and tokenizer); the cache
-format is :mod:`nextok.data.cache`, its key :mod:`nextok.data.cache_key`.
+Encoded in memory, or once into the on-disk cache (:mod:`nextok.data.cache`, keyed by
+:mod:`nextok.data.cache_key`) and memory-mapped from there.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from nextok.data import cache
 from nextok.data.cache_key import cache_key
-from nextok.data.documents import Documents
-from nextok.data.packing import encode_stream, token_dtype
-from nextok.data.sources import iter_texts
+from nextok.data.sources.base import DocumentSource
+from nextok.data.tokenization.encoder import TokenEncoder
 
 log = logging.getLogger(__name__)
 
-# the data-module arguments that decide the token ids (with the tokenizer): the cache key's parts
-KEY_FIELDS = (
-    "source",
-    "path",
-    "name",
-    "data_files",
-    "split",
-    "val_split",
-    "val_fraction",
-    "seed",
-    "text_column",
-    "document_unit",
-    "encoding_errors",
-)
+SPLITS = ("train", "val")
 
 
-def encode(datamodule: Any, docs: Documents) -> Iterator[np.ndarray]:
-    """Chunks of token ids of ``docs``, each document followed by the EOS (and led by the BOS)."""
-    dm = datamodule
-    tok = dm.require_tokenizer()
-    texts = iter_texts(docs, dm.text_column, dm.encode_batch_docs)
-    return encode_stream(tok, texts, dm.eot_id, token_dtype(dm.vocab_size), dm.bos_id)
+class TokenSplits:
+    """The ``train``/``val`` ids of ``source`` encoded by ``encoder``, each at least one block."""
 
+    def __init__(
+        self,
+        source: DocumentSource,
+        encoder: TokenEncoder,
+        block_size: int,
+        cache_dir: str | None = None,
+        cache_shard_tokens: int = 100_000_000,
+    ) -> None:
+        self.source, self.encoder, self.block_size = source, encoder, block_size
+        self.cache_dir, self.cache_shard_tokens = cache_dir, cache_shard_tokens
 
-def cache_key_of(datamodule: Any) -> str:
-    """The cache folder name for the data module's config and tokenizer."""
-    dm = datamodule
-    return cache_key(
-        **{k: getattr(dm, k) for k in KEY_FIELDS},
-        tokenizer_json=dm.require_tokenizer().to_str(),
-        eos_id=dm.eot_id,
-        bos_id=dm.bos_id,
-    )
+    def key(self) -> str:
+        """The cache folder name for this source's settings and the encoder."""
+        return cache_key(**self.source.key_parts(), **self.encoder.key_parts())
 
+    def _encode(self, which: str):
+        train, val = self.source.documents()
+        return self.encoder.encode(train if which == "train" else val, self.source.text_column)
 
-def ensure_cache(datamodule: Any) -> Path:
-    """Tokenize both splits into ``cache_dir`` unless that cache exists; return its folder."""
-    dm = datamodule
-    key = cache_key_of(dm)
-    for p in cache.remove_stale_temp_dirs(dm.cache_dir):
-        log.info("removed %s (the temp dir of a cache build that was killed)", p)
-    if not cache.cache_exists(dm.cache_dir, key):
-        train, val = dm.documents()
-        d = cache.build_cache(
-            dm.cache_dir,
-            key,
-            {"train": encode(dm, train), "val": encode(dm, val)},
-            token_dtype(dm.vocab_size),
-            shard_tokens=dm.cache_shard_tokens,
-            info={"source": dm.source, "path": dm.path, "name": dm.name},
-        )
-        log.info("tokenized cache written to %s", d)
-    return Path(dm.cache_dir).expanduser() / key
+    def ensure_cache(self) -> Path:
+        """Tokenize both splits into ``cache_dir`` unless that cache exists; its folder."""
+        key = self.key()
+        for p in cache.remove_stale_temp_dirs(self.cache_dir):
+            log.info("removed %s (the temp dir of a cache build that was killed)", p)
+        if not cache.cache_exists(self.cache_dir, key):
+            src = self.source
+            d = cache.build_cache(
+                self.cache_dir,
+                key,
+                {which: self._encode(which) for which in SPLITS},
+                self.encoder.dtype,
+                shard_tokens=self.cache_shard_tokens,
+                info={"source": src.kind, "path": src.path, "name": src.name},
+            )
+            log.info("tokenized cache written to %s", d)
+        return Path(self.cache_dir).expanduser() / key
 
-
-def split_tokens(datamodule: Any, which: str) -> np.ndarray | cache.ShardedTokens:
-    """All token ids of the ``train`` or ``val`` split; an error when not one block's worth."""
-    dm = datamodule
-    if dm.cache_dir:
-        tokens = cache.open_split(dm.cache_dir, ensure_cache(dm).name, which, dm.vocab_size)
-    else:
-        train, val = dm.documents()
-        chunks = list(encode(dm, train if which == "train" else val))
-        dtype = token_dtype(dm.vocab_size)
-        tokens = np.concatenate(chunks) if chunks else np.empty(0, dtype=dtype)
-    if len(tokens) < dm.block_size + 1:
-        raise ValueError(
-            f"the {which} split has {len(tokens)} tokens, fewer than one block of block_size+1="
-            f"{dm.block_size + 1}; use more data or a smaller block_size"
-        )
-    return tokens
+    def load(self, which: str) -> np.ndarray | cache.ShardedTokens:
+        """All ids of the ``train`` or ``val`` split; an error when not one block's worth."""
+        if self.cache_dir:
+            key = self.ensure_cache().name
+            tokens = cache.open_split(self.cache_dir, key, which, self.encoder.vocab_size)
+        else:
+            chunks = list(self._encode(which))
+            tokens = np.concatenate(chunks) if chunks else np.empty(0, dtype=self.encoder.dtype)
+        if len(tokens) < self.block_size + 1:
+            raise ValueError(
+                f"the {which} split has {len(tokens)} tokens, fewer than one block of block_size+1="
+                f"{self.block_size + 1}; use more data or a smaller block_size"
+            )
+        return tokens

@@ -11,11 +11,9 @@ Subclasses that override private hooks (``ModelCheckpoint``, ``ThroughputMonitor
 rely on in :data:`OVERRIDDEN_PRIVATE_HOOKS`; the compat test checks those hooks exist and that
 the subclasses' effects still show on a real run.
 
-Two Lightning internals are read outside ``lit/`` (packages that may not import this module):
+One Lightning internal is read outside ``lit/`` (a package that may not import this module):
 :mod:`nextok.distributed.ranks` reads a ``ModelParallelStrategy``'s ``_tensor_parallel_size``
-(checked against the real strategy by the compat test) and :mod:`nextok.data.position` reads
-``trainer.fit_loop.epoch_loop.batch_progress`` (checked on a real Trainer by
-``tests/data/test_position.py``).
+(checked against the real strategy by the compat test).
 """
 
 from __future__ import annotations

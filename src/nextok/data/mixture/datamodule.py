@@ -6,12 +6,13 @@
       code: {weight: 0.7, source: stdlib}
       prose: {weight: 0.3, source: text, data_files: /data/books/*.txt}
 
-Each source is an :class:`LMDataModule` of its own (any source it reads: stdlib, hub, local
+Each source is a :class:`~nextok.data.sources.DocumentSource` of its own (stdlib, hub, local
 text/json/parquet, streaming or not); keys a source does not set come from the top-level
 ``data.*`` keys. With a streaming source (and no ``cache_dir``) the mixture is an endless stream
-(:mod:`nextok.data.mixture.stream`); otherwise blocks are drawn by index. One tokenizer is trained on all
-sources (bytes split by weight) and shared. Training draws blocks by the deterministic schedule of
-:mod:`nextok.data.mixture.schedule`; validation keeps one loader per source (``val/loss/<name>``).
+(:mod:`nextok.data.mixture.stream`); otherwise blocks are drawn by index. One tokenizer is
+trained on all sources (bytes split by weight) and encodes them all. Training draws blocks by
+the deterministic schedule of :mod:`nextok.data.mixture.schedule`; validation keeps one loader
+per source (``val/loss/<name>``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
-from nextok.data.datamodule import LMDataModule
-from nextok.data.loaders import split_val_loader, stream_val_loader
+from nextok.data.blocks import TokenBlockDataset
+from nextok.data.datamodule import LMDataModule, Tokens
 from nextok.data.mixture.schedule import (
     SOURCE_KEYS,
     MixtureBlockDataset,
@@ -31,8 +32,12 @@ from nextok.data.mixture.schedule import (
     normalize_weights,
 )
 from nextok.data.mixture.stream import MixtureStreamDataset
+from nextok.data.sources import DocumentSource, make_source
 from nextok.distributed.ranks import data_parallel_rank_size
 from nextok.plain import to_plain
+
+# the top-level keys a source's settings default to
+_SOURCE_DEFAULTS = (*SOURCE_KEYS, "seed", "document_unit", "encoding_errors")
 
 
 class MixtureDataModule(LMDataModule):
@@ -57,9 +62,11 @@ class MixtureDataModule(LMDataModule):
                 "data.sources must map source names to {weight: ..., source: ..., ...} "
                 f"(got {sources!r})"
             )
-        shared = {k: v for k, v in kwargs.items() if k not in ("run_dir", "tokenizer_path")}
+        base = self.corpus
+        shared = {k: getattr(base, k) for k in _SOURCE_DEFAULTS if k != "source"}
+        shared["source"] = base.kind
         self.names: list[str] = []
-        self.children: list[LMDataModule] = []
+        self.sources: list[DocumentSource] = []
         weights = []
         for name, spec in sources.items():
             spec = dict(spec or {})
@@ -73,68 +80,71 @@ class MixtureDataModule(LMDataModule):
                     f"{list(SOURCE_KEYS)}"
                 )
             try:
-                child = LMDataModule(**{**shared, **spec})
+                self.sources.append(make_source(**{**shared, **spec}))
             except ValueError as err:  # name the source (its keys are data.sources.<name>.*)
                 raise ValueError(f"data.sources.{name}: {err}") from err
             self.names.append(str(name))
-            self.children.append(child)
         self.weights = normalize_weights(weights, self.names)
         self.schedule = MixtureSchedule(self.weights, self.seed, mixture_chunk)
+        self.train_parts: list[Tokens | None] = [None] * len(self.sources)
+        self.val_parts: list[Tokens | None] = [None] * len(self.sources)
 
     @property
     def val_names(self) -> list[str]:
         """Validation groups, in the order of :meth:`val_dataloader`'s loaders."""
         return list(self.names)
 
+    def _streams(self, corpus: DocumentSource) -> bool:
+        return corpus.streaming and not self.cache_dir
+
     @property
     def is_streaming(self) -> bool:
         """A source streams without a cache: the mixture is then an endless stream too."""
-        return any(c.is_streaming for c in getattr(self, "children", ()))
+        return any(self._streams(c) for c in getattr(self, "sources", ()))
 
     # ------------------------------------------------------------------ tokenizer / tokens
     def tokenizer_training_texts(self) -> Iterator[str]:
         """Each source's texts up to its weight's share of ``tokenizer_train_bytes``."""
-        for child, w in zip(self.children, self.weights):
+        for corpus, w in zip(self.sources, self.weights):
             budget = None if self.tokenizer_train_bytes is None else w * self.tokenizer_train_bytes
             seen = 0
-            for text in child.tokenizer_training_texts():
+            for text in corpus.training_texts():
                 if budget is not None and seen >= budget:
                     break
                 seen += len(text.encode("utf-8", "replace"))
                 yield text
 
-    def _share_tokenizer(self) -> None:
-        """Every source encodes with the mixture's tokenizer and special tokens (EOS/BOS)."""
-        special = self.special_tokens
-        for child in self.children:
-            child.tokenizer, child.special = self.tokenizer, special
-
-    def prepare_tokenizer(self, *args: Any, **kwargs: Any) -> None:
-        """One tokenizer for all sources (see :meth:`LMDataModule.prepare_tokenizer`)."""
-        super().prepare_tokenizer(*args, **kwargs)
-        self._share_tokenizer()
-
     def prepare_data(self) -> None:
         self.prepare_tokenizer()
         if self.cache_dir:
-            for child in self.children:
-                child.ensure_cache()
+            for corpus in self.sources:
+                self.token_splits(corpus).ensure_cache()
 
-    def setup(self, stage: str | None = None) -> None:
-        self._ready_tokenizer()
-        self._share_tokenizer()
-        for name, child in zip(self.names, self.children):
+    def load_splits(self, stage: str | None) -> None:
+        """Every source's splits (see :meth:`LMDataModule.load_splits`), errors named by source."""
+        for i, (name, corpus) in enumerate(zip(self.names, self.sources)):
             try:
-                child.load_splits(stage)
+                if self._streams(corpus):
+                    corpus.documents()
+                    continue
+                splits = self.token_splits(corpus)
+                if stage in (None, "fit") and self.train_parts[i] is None:
+                    self.train_parts[i] = splits.load("train")
+                if stage in (None, "fit", "validate") and self.val_parts[i] is None:
+                    self.val_parts[i] = splits.load("val")
             except ValueError as e:
                 raise ValueError(f"data.sources.{name}: {e}") from e
 
     # ------------------------------------------------------------------ datasets / loaders
+    def _part(self, i: int, which: str) -> TokenBlockDataset:
+        parts = self.train_parts if which == "train" else self.val_parts
+        if parts[i] is None:
+            self.setup("fit" if which == "train" else "validate")
+        return TokenBlockDataset(parts[i], self.block_size)
+
     def train_dataset(self) -> MixtureBlockDataset:
-        if any(c.train_tokens is None for c in self.children):
-            self.setup("fit")
         return MixtureBlockDataset(
-            [c.train_dataset() for c in self.children], self.schedule, self.seed
+            [self._part(i, "train") for i in range(len(self.sources))], self.schedule, self.seed
         )
 
     def streaming_dataset(
@@ -144,12 +154,12 @@ class MixtureDataModule(LMDataModule):
         if which != "train":
             raise ValueError("a mixture validates per source (see val_dataloader)")
         rank, world_size = self._ranks(rank, world_size)
-        ds = MixtureStreamDataset(
+        return MixtureStreamDataset(
             [
-                c.streaming_dataset("train", rank, world_size)
-                if c.is_streaming
-                else c.train_dataset()
-                for c in self.children
+                self.block_stream(c, "train", rank, world_size)
+                if self._streams(c)
+                else self._part(i, "train")
+                for i, c in enumerate(self.sources)
             ],
             self.schedule,
             rank=rank,
@@ -157,35 +167,17 @@ class MixtureDataModule(LMDataModule):
             batch_size=self.batch_size,
             seed=self.seed,
         )
-        if self.resume_position is not None:
-            ds.skip_batches = self.resume_position[1]
-        return ds
 
     def val_dataloader(self) -> list[DataLoader]:
         """One sequential loader per source (each capped by ``max_val_batches``)."""
-        if any(c.val_tokens is None and not c.is_streaming for c in self.children):
-            self.setup("validate")
         rank, world = data_parallel_rank_size(self.trainer)
         loaders = []
-        for child in self.children:
-            if child.is_streaming:
-                stream = child.streaming_dataset("val", rank, world)
-                loaders.append(
-                    stream_val_loader(
-                        stream, self.val_batch_size, self.max_val_batches, self.pin_memory
-                    )
-                )
+        for i, corpus in enumerate(self.sources):
+            if self._streams(corpus):
+                stream = self.block_stream(corpus, "val", rank, world)
+                loaders.append(self.loaders.stream_val_loader(stream))
             else:
-                loaders.append(
-                    split_val_loader(
-                        child.val_dataset(),
-                        rank,
-                        world,
-                        self.val_batch_size,
-                        self.max_val_batches,
-                        self.pin_memory,
-                    )
-                )
+                loaders.append(self.loaders.val_loader(self._part(i, "val"), rank, world))
         return loaders
 
     # ------------------------------------------------------------------ accounting
@@ -199,8 +191,10 @@ class MixtureDataModule(LMDataModule):
         if self.is_streaming:  # one endless epoch
             counts = self.schedule.counts(batches * self.batch_size * world)
             return {n: int(c) * self.block_size for n, c in zip(self.names, counts)}
-        per_rank = sum(c.train_dataset().n_blocks for c in self.children) // world
-        used = (per_rank // self.batch_size) * self.batch_size if self.drop_last else per_rank
+        per_rank = sum(self.source_blocks().values()) // world
+        used = (
+            (per_rank // self.batch_size) * self.batch_size if self.loaders.drop_last else per_rank
+        )
         counts = 0
         for e in range(epoch + 1):
             take = used if e < epoch else min(used, batches * self.batch_size)
@@ -212,4 +206,4 @@ class MixtureDataModule(LMDataModule):
 
     def source_blocks(self) -> dict[str, int]:
         """Training blocks available per source (one nominal epoch is their sum)."""
-        return {n: len(c.train_dataset()) for n, c in zip(self.names, self.children)}
+        return {n: len(self._part(i, "train")) for i, n in enumerate(self.names)}

@@ -1,11 +1,10 @@
 """Local files as documents: folders expanded recursively, text files split into a chosen unit.
 
-``datasets``' ``text`` builder makes every *line* a document, so a corpus of files became
-thousands of one-line documents (blank lines included) and the model learned to end every line
-with ``<|endoftext|>``. Here a text file is one document by default (as the stdlib corpus is),
-or its blank-line paragraphs, or its non-blank lines (``data.document_unit``). Files are decoded
-as UTF-8; a file that is not UTF-8 is named with the byte offset of the first bad byte, unless
-``data.encoding_errors=replace`` turns bad bytes into U+FFFD.
+A text file is one document by default (as in the stdlib corpus), or its blank-line paragraphs,
+or its non-blank lines (``data.document_unit``); ``datasets``' own ``text`` builder would make
+every line a document, blank ones included. Files are decoded as UTF-8; a file that is not UTF-8
+is named with the byte offset of the first bad byte, unless ``data.encoding_errors=replace``
+turns bad bytes into U+FFFD.
 """
 
 from __future__ import annotations
