@@ -173,3 +173,16 @@ def test_a_location_key_the_source_ignores_is_refused(kw, message):
     with pytest.raises(ValueError) as err:
         LMDataModule(**kw)
     assert str(err.value).startswith(message)
+
+
+def test_each_source_kind_is_its_own_class_with_its_location_keys(jsonl_corpus):
+    from nextok.data.sources import HubSource, LocalFilesSource, StdlibSource, make_source
+
+    assert type(make_source("stdlib")) is StdlibSource
+    assert type(make_source("hub", path="org/name")) is HubSource
+    for kind in ("text", "json", "parquet"):
+        src = make_source(kind, data_files=str(jsonl_corpus))
+        assert type(src) is LocalFilesSource and src.kind == kind
+    assert StdlibSource.location_keys == () and LocalFilesSource.location_keys == ("data_files",)
+    train, val = make_source("json", data_files=str(jsonl_corpus), val_fraction=0.1).documents()
+    assert len(train) + len(val) == 120 and len(val) == 12
