@@ -125,6 +125,12 @@ def test_a_module_that_replaces_the_batch_counter_is_refused(tmp_path, jsonl_cor
         def on_before_batch_transfer(self, batch, dataloader_idx):
             return batch
 
-    dm = LMDataModule(source="json", data_files=str(jsonl_corpus), vocab_size=300, block_size=16)
+        def validation_step(self, batch, batch_idx):
+            return None
+
+    kw = dict(source="json", data_files=str(jsonl_corpus), vocab_size=300, block_size=16)
     with pytest.raises(ValueError, match="Transforms overrides on_before_batch_transfer"):
-        _trainer(1).fit(Transforms(), datamodule=dm)
+        _trainer(1).fit(Transforms(), datamodule=LMDataModule(**kw))
+    # validation alone reads no training position: the module may keep its hook
+    validate = L.Trainer(accelerator="cpu", logger=False, limit_val_batches=1)
+    validate.validate(Transforms(), datamodule=LMDataModule(**kw), verbose=False)

@@ -289,7 +289,8 @@ class LMDataModule(L.LightningDataModule):
         return self.token_splits().ensure_cache()
 
     def setup(self, stage: str | None = None) -> None:
-        self._refuse_a_second_batch_counter()
+        if stage == "fit":
+            self._refuse_a_second_batch_counter()
         self._ready_tokenizer()
         self.load_splits(stage)
 
