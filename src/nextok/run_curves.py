@@ -23,7 +23,7 @@ METRICS: dict[str, str] = {
     "train/loss": "train loss",
     "val/loss": "val loss (fixed subset)",
     "val/bpb": "val bits per byte",
-    "train/lr": "learning rate",
+    "train/lr": "learning rate (train/lr: first param group)",
 }
 VAL_TOKENS = "val/tokens"
 _VERSION = re.compile(r"version_(\d+)$")
