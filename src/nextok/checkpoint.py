@@ -134,7 +134,7 @@ def load_checkpoint(
     if path.is_dir() and (path / ".metadata").is_file():
         raise IsADirectoryError(
             f"{path} is a sharded (distributed) checkpoint directory; consolidate it into one file "
-            f"first: nextok-consolidate {path} (README: 'FSDP (FSDP2, ...)')"
+            f"first: nextok-consolidate {path} (docs/distributed.md: 'FSDP')"
         )
     if path.is_dir():
         raise IsADirectoryError(

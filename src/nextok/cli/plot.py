@@ -1,8 +1,8 @@
 """``nextok-plot``: the training curves of one or several runs in one PNG, from their CSV logs.
 
-    nextok-plot runs/default/2026-12-05_18-00-00                       # -> curves.png
-    nextok-plot runs/adamw/* runs/muon/* out=docs/img/adamw_vs_muon.png
-    python -m nextok.cli.plot ...                                      # same without the script
+    nextok-plot runs/default/2026-12-05_18-00-00              # -> curves.png
+    nextok-plot runs/adamw runs/muon out=adamw_vs_muon.png    # two runs, one figure
+    python -m nextok.cli.plot ...                             # same without the script
 
 Four panels (train loss, val loss, val bits per byte, learning rate), one line per run in each
 panel that run logged; the end-of-run validation on the whole held-out split is a separate
