@@ -60,3 +60,9 @@ def test_readme_links_name_existing_pages():
     missing = {link for link in links if not (ROOT / link).is_file()}
     # written by other parts of the project; the site shows a placeholder until they land
     assert missing <= {"docs/serving.md", "docs/fast-decoding.md"}, missing
+
+
+def test_readme_stays_a_front_door():
+    """Topic text belongs in docs/: the README keeps to what a first visit needs."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines; move a section into docs/"
