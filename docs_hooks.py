@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 from pathlib import Path
 
@@ -21,7 +22,7 @@ OWNED_ELSEWHERE = {
     "serving.md": ("Serving (`nextok-serve`)", "serving"),
     "fast-decoding.md": ("Fast decoding", "fast-decoding"),
 }
-_OUTSIDE = re.compile(r"\[([^\]]+)\]\((?:\.\./)+([^)#\s]+)(#[^)\s]*)?\)")
+_LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)#\s]+)(#[^)\s]*)?\)")
 
 
 def home_page(readme: str) -> str:
@@ -42,10 +43,25 @@ def on_files(files: Files, config) -> Files:
     return files
 
 
-def _outside(match: re.Match) -> str:
-    text, path = match.group(1), match.group(2)
-    return f"[{text}](index.md)" if path == "README.md" else f"{text} (`{path}`)"
+def outside_links(markdown: str, page_uri: str) -> str:
+    """Links of the page at ``page_uri`` (relative to ``docs/``) whose target lies outside
+    ``docs/``: the README becomes the home page, any other file its path in code font."""
+    folder = posixpath.dirname(page_uri)
+
+    def fix(match: re.Match) -> str:
+        bang, text, target = match.group(1), match.group(2), match.group(3)
+        if "://" in target or target.startswith(("/", "mailto:")):
+            return match.group(0)
+        path = posixpath.normpath(posixpath.join(folder, target))
+        if not path.startswith("../"):
+            return match.group(0)  # a page or image of the site: mkdocs checks it
+        repo_path = path.removeprefix("../")
+        if repo_path == "README.md" and not bang:
+            return f"[{text}]({posixpath.relpath('index.md', folder or '.')})"
+        return f"{text} (`{repo_path}`)"
+
+    return _LINK.sub(fix, markdown)
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
-    return _OUTSIDE.sub(_outside, markdown)
+    return outside_links(markdown, page.file.src_uri)

@@ -37,6 +37,25 @@ def test_site_builds_strictly(tmp_path):
     assert "nextok-plot" in home and 'href="tutorials/own-text/"' in home  # the README, linked in
     assert (tmp_path / "site" / "api" / "index.html").read_text().count("nextok.model.Transformer")
     assert (tmp_path / "site" / "img" / "adamw_vs_muon.png").is_file()
+    # a tutorial (one folder down) keeps its links to pages and images one level up
+    compare = (tmp_path / "site" / "tutorials" / "compare-recipes" / "index.html").read_text()
+    assert 'src="../../img/adamw_vs_muon.png"' in compare
+    assert 'href="../../results/#figure-adamw-vs-muon-300-steps"' in compare
+
+
+def test_links_out_of_docs_become_the_home_page_or_a_path():
+    sys.path.insert(0, str(ROOT))
+    try:
+        from docs_hooks import outside_links
+    finally:
+        sys.path.remove(str(ROOT))
+    page = "[a](../results.md#x) ![i](../img/a.png) [r](../../README.md#y) [s](../../src/x.py)"
+    assert outside_links(page, "tutorials/t.md") == (
+        "[a](../results.md#x) ![i](../img/a.png) [r](../index.md) s (`src/x.py`)"
+    )
+    assert outside_links("[r](../README.md#p) [m](model.md)", "architecture.md") == (
+        "[r](index.md) [m](model.md)"
+    )
 
 
 @pytest.mark.slow
