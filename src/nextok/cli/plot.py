@@ -119,7 +119,7 @@ def plot_runs(runs: list[Path], out: Path) -> list[PlottedLine]:
         for ax, metric in zip(axes.flat, METRICS, strict=True)
         for line in ax.lines
     ]
-    atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=90, pil_kwargs={"optimize": True}))
+    atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=80, pil_kwargs={"optimize": True}))
     plt.close(fig)
     return drawn
 
