@@ -58,7 +58,6 @@ def test_links_out_of_docs_become_the_home_page_or_a_path():
     )
 
 
-@pytest.mark.slow
 def test_a_broken_link_or_anchor_fails_the_build(tmp_path):
     copy = tmp_path / "repo"
     shutil.copytree(ROOT / "docs", copy / "docs")
