@@ -191,3 +191,24 @@ def test_prompt_only_request_scores_without_generating(make_model):
     outs = engine.step()
     assert len(outs) == 1 and outs[0].finish_reason == "length" and outs[0].token is None
     assert len(outs[0].prompt_logprobs) == 9 and not engine.has_work
+
+
+def test_rows_with_different_sampling_rules_in_one_step_each_equal_alone(make_model):
+    """One step samples every row in one call with per-row parameters: greedy, temperature,
+    top-k, top-p, min-p and repetition penalty mixed in a batch, each as generated alone."""
+    model = make_model()
+    rules = [
+        GREEDY,
+        SamplingParams(temperature=0.7),
+        SamplingParams(temperature=1.3, top_k=5),
+        SamplingParams(temperature=0.9, top_p=0.5),
+        SamplingParams(temperature=1.0, min_p=0.2),
+        SamplingParams(temperature=0, repetition_penalty=1.5),
+        SAMPLE,
+    ]
+    ps = prompts()
+    expect = [alone(model, p, 15, r, seed=7 + i) for i, (p, r) in enumerate(zip(ps, rules))]
+    got = Engine(model).generate(
+        [Request(p, 15, r, seed=7 + i) for i, (p, r) in enumerate(zip(ps, rules))]
+    )
+    assert got == expect
