@@ -113,12 +113,14 @@ def build_app(served: Served) -> FastAPI:
                 )
         return out
 
-    async def run(http: HttpRequest, reqs: list[Request]) -> tuple[list[int], asyncio.Queue]:
+    async def run(
+        http: HttpRequest, reqs: list[Request], stream: bool
+    ) -> tuple[list[int], asyncio.Queue]:
         queue: asyncio.Queue = asyncio.Queue()
         ids: list[int] = []
         try:
             for r in reqs:
-                ids.append(served.worker.submit(r, queue))
+                ids.append(served.worker.submit(r, queue, stream))
         except ValueError as err:
             for i in ids:
                 served.worker.cancel(i)
@@ -215,7 +217,7 @@ def build_app(served: Served) -> FastAPI:
             echo_logprobs=echo and logprobs is not None,
         )
         n = len(reqs) // len(prompts)
-        ids, queue = await run(http, reqs)
+        ids, queue = await run(http, reqs, bool(stream))
         index = {sid: i for i, sid in enumerate(ids)}
         rid, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
         head = (
@@ -350,7 +352,7 @@ def build_app(served: Served) -> FastAPI:
             n_prompt = len(encode(prompt))
             max_tokens = max(1, served.block_size - n_prompt)
         reqs = requests_for(body, [prompt], max_tokens)
-        ids, queue = await run(http, reqs)
+        ids, queue = await run(http, reqs, bool(body.get("stream", False)))
         index = {sid: i for i, sid in enumerate(ids)}
         rid, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
 
