@@ -106,6 +106,8 @@ class Engine:
 
     Pool size: ``kv_blocks`` blocks of ``block_size_tokens`` tokens, or as many as fit in
     ``kv_cache_mb`` MiB (default: room for ``max_running`` full-length sequences).
+    ``prefix_sharing``: a prompt starting with full blocks another sequence has computed
+    holds those blocks instead of computing them again.
     ``add``/``cancel`` may be called from any thread; ``step`` from one thread at a time.
     """
 
@@ -121,9 +123,12 @@ class Engine:
         tokenizer: Tokenizer | None = None,
         eos_id: int | None = None,
         vocab_limit: int | None = None,
+        prefix_sharing: bool = True,
     ) -> None:
         if kv_blocks is not None and kv_cache_mb is not None:
             raise ValueError("give kv_blocks or kv_cache_mb, not both")
+        if not isinstance(prefix_sharing, bool):
+            raise ValueError(f"prefix_sharing must be true or false, got {prefix_sharing!r}")
         for name, value in (
             ("max_tokens_per_step", max_tokens_per_step),
             ("max_running", max_running),
@@ -144,6 +149,7 @@ class Engine:
             kv_blocks = max_running * -(-c.block_size // block_size_tokens)
         self.cache = PagedKVCache(c, kv_blocks, block_size_tokens, w.dtype, w.device)
         self.max_tokens_per_step, self.max_running = max_tokens_per_step, max_running
+        self.prefix_sharing = prefix_sharing
         self.tokenizer, self.eos_id = tokenizer, eos_id
         self.pad_ids = torch.arange(vocab_limit or self.vocab, self.vocab, device=self.device)
         self.waiting: deque[_Seq] = deque()
@@ -246,15 +252,28 @@ class Engine:
                 budget -= n
         while self.waiting and budget and len(self.running) < self.max_running:
             seq = self.waiting[0]
-            if not cache.can_grow(seq.id, len(seq.tokens)):  # admit only when the prompt fits
+            shared = self._shared_prefix(seq)
+            need = -(-len(seq.tokens) // cache.block_size) - len(shared)
+            if need > cache.allocator.num_free:  # admit only when the prompt fits
                 break
             self.waiting.popleft()
             self.running.append(seq)
+            if shared:
+                cache.adopt(seq.id, shared)
+                seq.computed = cache.lengths[seq.id]
             n = min(seq.pending, budget)
-            cache.grow(seq.id, n)
+            cache.grow(seq.id, seq.computed + n)
             plan[seq.id] = n
             budget -= n
         return plan
+
+    def _shared_prefix(self, seq: _Seq) -> list[int]:
+        """Registered blocks holding ``seq``'s leading full blocks; its last token is always
+        computed (its logits pick the first new token), and a request scoring its prompt
+        computes every position."""
+        if not self.prefix_sharing or seq.prompt_logprobs is not None:
+            return []
+        return self.cache.match_prefix(seq.tokens, (len(seq.tokens) - 1) // self.cache.block_size)
 
     def _fit(self, seq: _Seq, n: int) -> int:
         """The most of ``n`` tokens the free blocks give ``seq`` room for."""
@@ -309,6 +328,8 @@ class Engine:
             seq_rows = rows[seq.id]
             first = seq.computed
             seq.computed += n
+            if self.prefix_sharing:
+                self.cache.register(seq.id, seq.tokens, seq.n_prompt)
             out = Output(seq.id)
             if seq.prompt_logprobs is not None and seq_rows:
                 self._prompt_logprobs(seq, logits[seq_rows], first, out)

@@ -2,7 +2,13 @@
 
 Memory follows the tokens alive (a sequence holds ``ceil(len / block_size_tokens)`` blocks), a
 finished sequence returns its blocks at once, and :meth:`PagedKVCache.truncate` rolls a sequence
-back by any number of tokens (speculative decoding's rejected drafts). :class:`PagedStep` is one
+back by any number of tokens (speculative decoding's rejected drafts).
+
+Prefix sharing: a full block of prompt tokens, once computed, is registered under the exact
+token prefix it ends (the tuple of all tokens from position 0, so a match is never a hash
+collision); a later sequence whose prompt starts with that prefix holds the same block instead
+of computing it again. A shared block is never written: a sequence writes only past its shared
+blocks, and a roll-back into a shared or registered block copies it first. :class:`PagedStep` is one
 forward's view: the new tokens of several sequences end to end, attending over their block
 tables with a plain gather + SDPA (the same code on CPU and GPU).
 """
@@ -56,6 +62,10 @@ class PagedKVCache:
         self.lengths: dict[int, int] = {}
         self.bytes_per_token = block_bytes(config, 1, dtype)
         self.peak_tokens = 0  # most tokens alive at once (the bytes a perfect cache would hold)
+        self._prefixes: dict[tuple[int, ...], int] = {}  # token prefix -> the block ending it
+        self._prefix_of: dict[int, tuple[int, ...]] = {}  # registered block -> its prefix
+        self._registered: dict[int, int] = {}  # sequence -> its leading blocks registered
+        self.shared_blocks = 0  # blocks a sequence took from the registry instead of computing
 
     @property
     def num_blocks(self) -> int:
@@ -84,16 +94,73 @@ class PagedKVCache:
             raise ValueError(f"cannot truncate sequence {seq} to {new_len} tokens")
         table = self.tables[seq]
         keep = math.ceil(new_len / self.block_size)
-        for block in table[keep:]:
-            self.allocator.free(block)
+        full = new_len // self.block_size
+        tail = table[keep - 1] if keep > full else None
+        if tail is not None and self.allocator.refs(tail) == 1 and tail not in self._prefix_of:
+            tail = None  # the kept tail block is this sequence's own: written again in place
+        if tail is not None and keep == len(table) and not self.allocator.num_free:
+            raise OutOfBlocks(f"sequence {seq} needs a block to copy its shared tail block")
+        self._release(table[keep:])
         del table[keep:]
         self.lengths[seq] = new_len
+        self._registered[seq] = min(self._registered.get(seq, 0), full)
+        if tail is not None:  # copy on write: others keep reading the shared block
+            copy = self.allocator.allocate()
+            self.kv[:, copy] = self.kv[:, tail]
+            self._release([tail])
+            table[-1] = copy
 
     def free(self, seq: int) -> None:
         """Return all blocks of ``seq`` (a finished, cancelled or preempted sequence)."""
-        for block in self.tables.pop(seq, []):
-            self.allocator.free(block)
+        self._release(self.tables.pop(seq, []))
         self.lengths.pop(seq, None)
+        self._registered.pop(seq, None)
+
+    def _release(self, blocks: Sequence[int]) -> None:
+        for block in blocks:
+            if self.allocator.free(block):
+                self._prefixes.pop(self._prefix_of.pop(block, None), None)
+
+    # ------------------------------------------------------------------ prefix sharing
+    @property
+    def registered_blocks(self) -> int:
+        """Blocks offered for sharing now (each is held by at least one sequence)."""
+        return len(self._prefixes)
+
+    def match_prefix(self, tokens: Sequence[int], max_blocks: int) -> list[int]:
+        """The registered blocks that hold ``tokens``' leading full blocks (at most
+        ``max_blocks``), in order; nothing is taken yet (see :meth:`adopt`)."""
+        bs, found = self.block_size, []
+        for i in range(min(max_blocks, len(tokens) // bs)):
+            block = self._prefixes.get(tuple(tokens[: (i + 1) * bs]))
+            if block is None:
+                break
+            found.append(block)
+        return found
+
+    def adopt(self, seq: int, blocks: Sequence[int]) -> None:
+        """Start the empty sequence ``seq`` on ``blocks`` from :meth:`match_prefix`."""
+        if self.tables.get(seq):
+            raise ValueError(f"sequence {seq} already holds blocks")
+        for block in blocks:
+            self.allocator.share(block)
+        self.tables[seq] = list(blocks)
+        self.lengths[seq] = len(blocks) * self.block_size
+        self._registered[seq] = len(blocks)
+        self.shared_blocks += len(blocks)
+
+    def register(self, seq: int, tokens: Sequence[int], upto: int) -> None:
+        """Offer the full blocks of ``seq`` within its first ``upto`` computed ``tokens`` (its
+        prompt) for sharing; a prefix another block already holds keeps that block."""
+        bs, table = self.block_size, self.tables[seq]
+        done = self._registered.get(seq, 0)
+        last = min(upto, self.lengths[seq]) // bs
+        for i in range(done, last):
+            key = tuple(tokens[: (i + 1) * bs])
+            if key not in self._prefixes and table[i] not in self._prefix_of:
+                self._prefixes[key] = table[i]
+                self._prefix_of[table[i]] = key
+        self._registered[seq] = max(done, last)
 
     def tokens_alive(self) -> int:
         return sum(self.lengths.values())
