@@ -34,6 +34,8 @@ def alone(model, prompt, n, sampling=GREEDY, seed=None):
         {},
         dict(pos="learned", norm="layernorm", mlp="gelu", n_kv_head=4),
         dict(n_kv_head=1, qk_norm=True),
+        dict(sliding_window=6),  # every layer sees the last 6 positions only
+        dict(sliding_window=5, sliding_layers=[1]),  # one sliding layer, one full
     ],
 )
 @pytest.mark.parametrize("kv_blocks,block_tokens,step_tokens", [(None, 16, 256), (40, 4, 7)])
@@ -162,8 +164,14 @@ def test_stop_strings_and_eos_as_generate_text(make_model, tokenizer):
     assert "stop" in reasons.values()
 
 
-def test_prompt_and_token_logprobs_equal_a_full_forward(make_model):
-    model = make_model()
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, dict(sliding_window=4), dict(sliding_window=3, sliding_layers=[0])],
+)
+def test_prompt_and_token_logprobs_equal_a_full_forward(make_model, overrides):
+    """Every position's log-probabilities, over prefill chunks and decodes: sliding-window
+    layers see only the last ``sliding_window`` positions, as in the model's own forward."""
+    model = make_model(**overrides)
     p = prompts((13,))[0]
     engine = Engine(model, max_tokens_per_step=5)  # the prompt is scored over three chunks
     sid = engine.add(Request(p, 3, GREEDY, logprobs=2, echo_logprobs=True))

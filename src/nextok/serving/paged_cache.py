@@ -61,6 +61,9 @@ class PagedKVCache:
         self.tables: dict[int, list[int]] = {}
         self.lengths: dict[int, int] = {}
         self.bytes_per_token = block_bytes(config, 1, dtype)
+        # sliding-window layers mask keys older than the window (their blocks are kept)
+        self.window = config.sliding_window
+        self.sliding = [config.slides(i) for i in range(config.n_layer)]
         self.peak_tokens = 0  # most tokens alive at once (the bytes a perfect cache would hold)
         self._prefixes: dict[tuple[int, ...], int] = {}  # token prefix -> the block ending it
         self._prefix_of: dict[int, tuple[int, ...]] = {}  # registered block -> its prefix
@@ -177,10 +180,11 @@ GROUP_SLACK = 1.5
 
 class _Group:
     """Queries attended in one SDPA call: one-token decodes of similar lengths (keys padded to
-    the longest, masked), or one prefill chunk alone. Index tensors and the additive mask are
-    built once per step and shared by every layer."""
+    the longest, masked), or one prefill chunk alone. Index tensors and the additive masks (full
+    attention, and the sliding window's when the model has one) are built once per step and
+    shared by every layer."""
 
-    def __init__(self, members, table, starts, counts, offsets, bs, device) -> None:
+    def __init__(self, members, table, starts, counts, offsets, bs, device, window) -> None:
         G, tq = len(members), counts[members[0]]
         ends = [starts[i] + counts[i] for i in members]
         self.size, self.tq = G, tq
@@ -191,21 +195,28 @@ class _Group:
         self.blocks = None
         if not self.direct:
             self.blocks = table[members, : self.n_blocks].flatten()
-        self.mask = None
+        self.mask = self.window_mask = None
+        k_pos = torch.arange(self.s_max)
         if tq == 1:  # decodes: key j is seen while j < end
             self.tokens = torch.tensor([offsets[i] for i in members], device=device)
+            end = torch.tensor(ends)[:, None]
             if min(ends) != self.s_max:
-                k_pos = torch.arange(self.s_max)
-                seen = k_pos[None, :] < torch.tensor(ends)[:, None]
-                self.mask = _additive(seen[:, None, None], device)
-        elif not self.direct:  # a later chunk of a prompt: causal from its start
-            q_pos = torch.arange(starts[members[0]], self.s_max)
-            seen = torch.arange(self.s_max)[None, :] <= q_pos[:, None]
-            self.mask = _additive(seen[None, None], device)
+                self.mask = _additive((k_pos[None, :] < end)[:, None, None], device)
+            if window is not None:  # ... and j >= end - window
+                seen = (k_pos[None, :] < end) & (k_pos[None, :] >= end - window)
+                self.window_mask = _additive(seen[:, None, None], device)
+        else:  # a prompt chunk: causal from its start (the causal kernel for a first chunk)
+            q_pos = torch.arange(starts[members[0]], self.s_max)[:, None]
+            if not self.direct:
+                self.mask = _additive((k_pos[None, :] <= q_pos)[None, None], device)
+            if window is not None:
+                seen = (k_pos[None, :] <= q_pos) & (k_pos[None, :] > q_pos - window)
+                self.window_mask = _additive(seen[None, None], device)
 
-    def attend(self, q, kv_group, new_kv) -> torch.Tensor:
+    def attend(self, q, kv_group, new_kv, sliding: bool = False) -> torch.Tensor:
         """q (N, H, D); kv_group: this group's gathered blocks (G * n_blocks, bs, 2, kvh, D)
-        or None (direct); new_kv: the step's new (N, 2, kvh, D). -> (G * tq, H, D)."""
+        or None (direct); new_kv: the step's new (N, 2, kvh, D); sliding: a sliding-window
+        layer. -> (G * tq, H, D)."""
         n_head, head_dim = q.shape[1:]
         if self.direct:
             kv = new_kv[self.offset : self.offset + self.tq][None].to(q.dtype)
@@ -219,8 +230,14 @@ class _Group:
         else:
             queries = q[self.offset : self.offset + self.tq].transpose(0, 1)[None]
             gqa = n_head != kv_heads
+        mask = self.window_mask if sliding else self.mask
         y = F.scaled_dot_product_attention(
-            queries, keys, values, attn_mask=self.mask, is_causal=self.direct, enable_gqa=gqa
+            queries,
+            keys,
+            values,
+            attn_mask=mask,
+            is_causal=mask is None and self.direct,
+            enable_gqa=gqa,
         )
         if self.tq == 1:
             return y.reshape(self.size, n_head, head_dim)
@@ -239,7 +256,7 @@ class PagedStep(AttentionCache):
     The slot of every new token comes from the block tables in a few tensor ops. Every layer
     writes the new keys/values into their slots (one scatter), gathers the blocks the step reads
     (one gather) and runs SDPA per group with a mask that lets a query at position p see keys
-    0..p of its own sequence only: decodes of similar lengths in one padded batch, each prefill
+    0..p of its own sequence only (p-window+1..p in a sliding-window layer): decodes of similar lengths in one padded batch, each prefill
     chunk alone (so a long chunk never pads every decode row to its length; a chunk that starts
     a prompt attends to its own new keys, with no gather).
     """
@@ -272,7 +289,9 @@ class PagedStep(AttentionCache):
                 last.append(i)
             else:
                 groups.append([i])
-        self._groups = [_Group(g, table, starts, counts, offsets, bs, device) for g in groups]
+        self._groups = [
+            _Group(g, table, starts, counts, offsets, bs, device, cache.window) for g in groups
+        ]
         gathered = [g.blocks for g in self._groups if g.blocks is not None]
         self._blocks = torch.cat(gathered).to(device) if gathered else None
         self._tokens_in_order = len(groups) == 1 and groups[0] == sorted(groups[0])
@@ -290,8 +309,9 @@ class PagedStep(AttentionCache):
         pool.view(-1, *pool.shape[2:]).index_copy_(0, self._slots, new_kv)
         gathered = None if self._blocks is None else pool.index_select(0, self._blocks)
         q = q[0].transpose(0, 1)  # (N, H, D)
+        sliding = self.cache.sliding[layer]
         if self._tokens_in_order:
-            return self._groups[0].attend(q, gathered, new_kv).transpose(0, 1)[None]
+            return self._groups[0].attend(q, gathered, new_kv, sliding).transpose(0, 1)[None]
         y = torch.empty_like(q)
         at = 0
         for g in self._groups:
@@ -299,7 +319,7 @@ class PagedStep(AttentionCache):
             if g.blocks is not None:
                 part = gathered[at : at + len(g.blocks)]
                 at += len(g.blocks)
-            out = g.attend(q, part, new_kv)
+            out = g.attend(q, part, new_kv, sliding)
             if g.tq == 1:
                 y.index_copy_(0, g.tokens, out)
             else:
