@@ -1,5 +1,5 @@
-"""The README's serving examples (the ``openai`` client and ``curl``), run as written against a
-real server; only the port is changed to a free one."""
+"""The serving page's examples (``docs/serving.md``: the ``openai`` client and ``curl``), run as
+written against a real server; only the port is changed to a free one."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from server_helpers import ThreadServer
 
 from nextok.generation import SamplingParams, generate_text
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
 
 
 def snippet(marker: str) -> str:
-    text = README.read_text()
+    text = DOC.read_text()
     found = re.search(rf"<!-- {marker} -->\n```\w+\n(.*?)```", text, re.S)
-    assert found, f"README has no block after <!-- {marker} -->"
+    assert found, f"{DOC.name} has no block after <!-- {marker} -->"
     return found.group(1)
 
 
@@ -40,7 +40,7 @@ def test_readme_openai_example(server, tokenizer):
     code = snippet("serve-python").replace("127.0.0.1:8000", f"127.0.0.1:{s.port}")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(code, "README serve-python", "exec"), {})
+        exec(compile(code, "docs/serving.md serve-python", "exec"), {})
     want = generate_text(model, tokenizer, ["def fib(n):"], 32, SamplingParams(temperature=0))[0]
     assert out.getvalue().startswith(want + "\n")
 
