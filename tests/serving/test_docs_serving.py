@@ -1,5 +1,5 @@
-"""The serving page's examples (``docs/serving.md``: the ``openai`` client and ``curl``), run as
-written against a real server; only the port is changed to a free one."""
+"""The serving examples (the ``openai`` client and ``curl``, in ``docs/serving.md`` and again in the
+README), run as written against a real server; only the port is changed to a free one."""
 
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ from server_helpers import ThreadServer
 
 from nextok.generation import SamplingParams, generate_text
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "serving.md"
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = pytest.mark.parametrize("doc", ["docs/serving.md", "README.md"])
 
 
-def snippet(marker: str) -> str:
-    text = DOC.read_text()
+def snippet(doc: str, marker: str) -> str:
+    text = (ROOT / doc).read_text()
     found = re.search(rf"<!-- {marker} -->\n```\w+\n(.*?)```", text, re.S)
-    assert found, f"{DOC.name} has no block after <!-- {marker} -->"
+    assert found, f"{doc} has no block after <!-- {marker} -->"
     return found.group(1)
 
 
@@ -35,20 +36,22 @@ def server(tokenizer):
         yield s, model
 
 
-def test_readme_openai_example(server, tokenizer):
+@DOCS
+def test_openai_example(server, tokenizer, doc):
     s, model = server
-    code = snippet("serve-python").replace("127.0.0.1:8000", f"127.0.0.1:{s.port}")
+    code = snippet(doc, "serve-python").replace("127.0.0.1:8000", f"127.0.0.1:{s.port}")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(code, "docs/serving.md serve-python", "exec"), {})
+        exec(compile(code, f"{doc} serve-python", "exec"), {})
     want = generate_text(model, tokenizer, ["def fib(n):"], 32, SamplingParams(temperature=0))[0]
     assert out.getvalue().startswith(want + "\n")
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_readme_curl_example(server, tokenizer):
+@DOCS
+def test_curl_example(server, tokenizer, doc):
     s, model = server
-    cmd = snippet("serve-curl").replace("127.0.0.1:8000", f"127.0.0.1:{s.port}")
+    cmd = snippet(doc, "serve-curl").replace("127.0.0.1:8000", f"127.0.0.1:{s.port}")
     r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     body = json.loads(r.stdout)
