@@ -61,10 +61,17 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "nextok.io": ("lightning", "hydra", "omegaconf", "torch", "nextok"),
     "nextok.special_tokens": ("lightning", "hydra", "omegaconf", "torch", "nextok"),
     "nextok.plain": ("lightning", "hydra", "torch", "nextok"),
-    # checkpoint safety: plain Python / PyTorch, usable by every command and by lit/
-    "nextok.checkpoint_file": ("lightning", "hydra", "omegaconf", "torch", "nextok"),
-    "nextok.checkpoint_verify": ("lightning", "hydra", "omegaconf", "nextok"),
-    "nextok.checkpoint_dcp": ("lightning", "hydra", "omegaconf", "nextok.lit", "nextok.cli"),
+    # checkpoints are plain PyTorch below the Lightning glue: usable by every command and by lit/
+    "nextok.checkpoint": (
+        "lightning",
+        "hydra",
+        "omegaconf",
+        "nextok.lit",
+        "nextok.run",
+        "nextok.cli",
+    ),
+    # what a file is not, before torch reads it: plain Python
+    "nextok.checkpoint.file": ("lightning", "hydra", "omegaconf", "torch", "nextok"),
 }
 
 

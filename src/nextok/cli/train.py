@@ -95,7 +95,7 @@ def _ignore_further_signals() -> None:
 
 def stop_line(e: StopRequested, run_dir: Path, overrides: list[str]) -> str:
     """What a signal left behind, and the command that continues the run (shell-quoted)."""
-    from nextok.lit.resume import find_resume_checkpoint
+    from nextok.checkpoint.resume import find_resume_checkpoint
 
     if not run_dir.exists():
         return f"{e}; nothing was saved (the new run dir {run_dir} was removed)"

@@ -3,7 +3,7 @@
 Kept apart from the Hydra entry point (``nextok.cli.train``) so it can be called with any
 ``DictConfig`` (tests, notebooks): :func:`run_training`. The pieces live by job:
 :mod:`nextok.lit.run_config` (what the config decides: vocabulary, accumulation, saved config),
-:mod:`nextok.lit.resume` (which checkpoint, and its tokenizer), :mod:`nextok.lit.init_from`,
+:mod:`nextok.checkpoint.resume` (which checkpoint, and its tokenizer), :mod:`nextok.lit.init_from`,
 :mod:`nextok.lit.build` (loggers, callbacks, Trainer) and :mod:`nextok.lit.finish` (the summary).
 """
 
@@ -18,6 +18,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from nextok.checkpoint.resume import pair_tokenizer, resolve_ckpt_path
 from nextok.console import is_rank_zero, say
 from nextok.distributed.ranks import data_parallel_size
 from nextok.lit.build import build_loggers, build_trainer
@@ -28,7 +29,6 @@ from nextok.lit.finish import summary, validate_whole_split
 from nextok.lit.init_from import InitSource, prepare_init_from
 from nextok.lit.module import LMModule
 from nextok.lit.preset_notice import run_preset_notice
-from nextok.lit.resume import pair_tokenizer, resolve_ckpt_path
 from nextok.lit.run_config import (
     accumulation,
     print_config,
@@ -80,7 +80,7 @@ def _run(
     guard: SignalGuard,
 ) -> dict[str, float]:
     init = prepare_init_from(cfg, model_overrides or [], run_dir) if cfg.get("init_from") else None
-    ckpt_path = resolve_ckpt_path(cfg, run_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.get("resume"), run_dir)
     if rank0:
         if cfg.get("print_config", False):
             print_config(cfg)

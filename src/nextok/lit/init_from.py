@@ -56,7 +56,7 @@ def load_source(
     """Read the weights; ``overrides`` are the user's explicit ``model.*`` values; ``verify``:
     checksums and finite weights (:func:`nextok.checkpoint.load_checkpoint`); ``eos`` /
     ``add_bos`` its ``data.eos_token`` / ``data.add_bos`` (for a Hugging Face folder)."""
-    from nextok.checkpoint_verify import refuse_nonfinite
+    from nextok.checkpoint.verify import refuse_nonfinite
     from nextok.hf import is_hf_folder, read_hf_folder
 
     p = Path(path)
@@ -84,17 +84,11 @@ def load_source(
         )
     else:
         from nextok.checkpoint import load_checkpoint
+        from nextok.checkpoint.format import shorten_context
 
         ck = load_checkpoint(p, verify=verify)
-        cfg, sd = ck.config, dict(ck.model.state_dict())
-        if block is not None:
-            if block > cfg.block_size:
-                raise ValueError(
-                    f"init_from: model.block_size={block} exceeds the checkpoint's {cfg.block_size}"
-                )
-            cfg = ModelConfig.from_dict({**cfg.to_dict(), "block_size": block})
-            if "pos_emb.weight" in sd:
-                sd["pos_emb.weight"] = sd["pos_emb.weight"][:block].clone()
+        sd = dict(ck.model.state_dict())
+        cfg = shorten_context(ck.config, sd, block, f"init_from={path}")
         special = getattr(ck, "special", None)
         meta = ck.meta
         src = InitSource(

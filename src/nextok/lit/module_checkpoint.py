@@ -1,16 +1,14 @@
 """What the LMModule adds to a checkpoint and checks when loading one: the ``nextok`` entry of the
-checkpoint contract (:mod:`nextok.checkpoint`: model config, tokenizer, special tokens, data config,
+checkpoint contract (:mod:`nextok.checkpoint.format`: model config, tokenizer, special tokens, data config,
 tokens seen, last validation, export info) and every RNG's state (so a resumed run continues bit for bit)."""
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
-import numpy as np
 import torch
 
-from nextok.checkpoint import META_KEY
+from nextok.checkpoint.format import META_KEY, rng_state, set_rng_state
 from nextok.model import ModelConfig
 
 
@@ -18,7 +16,7 @@ class CheckpointHooks:
     """``on_save_checkpoint``/``on_load_checkpoint`` of :class:`~nextok.lit.module.LMModule`."""
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Add the checkpoint contract's ``nextok`` entry (see :mod:`nextok.checkpoint`)."""
+        """Add the checkpoint contract's ``nextok`` entry (see :mod:`nextok.checkpoint.format`)."""
         self._sync_point()  # never save weights poisoned by a non-finite loss (policy stop)
         self._refuse_nonfinite_weights()  # nor any NaN/inf weight, whatever the policy
         meta: dict[str, Any] = {
@@ -87,44 +85,3 @@ class CheckpointHooks:
         self.tokens_seen = int(meta.get("tokens_seen", 0))
         if "rng" in meta:
             set_rng_state(meta["rng"])
-
-
-def rng_state() -> dict[str, Any]:
-    """Every global RNG (torch, CUDA, Python, NumPy) as plain containers and tensors, so a
-    checkpoint holding it loads with ``torch.load(weights_only=True)``."""
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": {
-            "kind": np_state[0],
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` saved (CUDA only with the same number of devices)."""
-    torch.set_rng_state(state["torch"])
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy"]
-    np.random.set_state(
-        (
-            n["kind"],
-            n["keys"].numpy().astype(np.uint32),
-            n["pos"],
-            n["has_gauss"],
-            n["cached_gaussian"],
-        )
-    )
-    if "cuda" in state and torch.cuda.is_available():
-        cuda = state["cuda"]
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)

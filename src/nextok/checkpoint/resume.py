@@ -1,42 +1,25 @@
-"""Resuming a run: which checkpoint (``ckpt_path`` / ``resume=auto``), and its weights must meet
-the tokenizer they were trained with.
+"""Which checkpoint a run resumes (``ckpt_path`` / ``resume=auto``), and the tokenizer its
+weights were trained with.
 
 A run dir can hold another run's ``tokenizer.json`` (two runs in one dir), and ``ckpt_path=``
-into a new run dir used to train a fresh tokenizer: either way the old weights met other token
-ids, silently (val loss 6.40 -> 7.42). Every checkpoint embeds its tokenizer
-(``checkpoint["nextok"]["tokenizer_json"]``), so before any data work the resumed run takes that
-one: it is written to the run dir when the dir has none, and a different one already there (or
-given as ``data.tokenizer_path``) is refused with one line.
+into a new run dir would otherwise train a fresh tokenizer: either way the old weights would meet
+other token ids, silently. Every checkpoint embeds its tokenizer (``nextok.tokenizer_json``), so
+before any data work the resumed run takes that one: it is written to the run dir when the dir
+has none, and a different one already there (or given as ``data.tokenizer_path``) is refused
+with one line.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from omegaconf import DictConfig
 from tokenizers import Tokenizer
 
-from nextok.checkpoint import META_KEY, safe_load, verify_checkpoint
+from nextok.checkpoint.format import CHECKPOINT_DIR
+from nextok.checkpoint.load import checkpoint_meta
 from nextok.console import say
 from nextok.data.tokenizer import load_tokenizer, save_tokenizer
-
-
-def checkpoint_meta(path: str | Path, verify: bool = False) -> dict[str, Any]:
-    """The ``nextok`` entry of a checkpoint file or sharded folder (loaded with weights_only; a
-    folder's DCP ``.metadata`` through the restricted unpickler of :mod:`nextok.checkpoint_dcp`).
-    ``verify``: a file's tensors must match their checksums and its weights be finite."""
-    from nextok.checkpoint_dcp import read_sharded_meta
-
-    path = Path(path)
-    ckpt = read_sharded_meta(path) if path.is_dir() else safe_load(path)
-    if verify and not path.is_dir() and isinstance(ckpt, dict):
-        verify_checkpoint(ckpt, path)
-    meta = ckpt.get(META_KEY) if isinstance(ckpt, dict) else None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path} is not a nextok checkpoint (no '{META_KEY}' entry)")
-    return meta
 
 
 def _canonical(tokenizer_json: str) -> str:
@@ -48,13 +31,13 @@ def pair_tokenizer(
     ckpt_path: str | Path, run_dir: Path, tokenizer_path: str | None, verify: bool = True
 ) -> bool:
     """Make the run use the checkpoint's tokenizer, or raise ``ValueError`` in one line
-    (``verify``: see :func:`checkpoint_meta`).
+    (``verify``: see :func:`~nextok.checkpoint.load.checkpoint_meta`).
 
     Returns True when the checkpoint's tokenizer was written to ``<run_dir>/tokenizer.json``."""
     meta = checkpoint_meta(ckpt_path, verify)
     embedded = meta.get("tokenizer_json")
     if not embedded:
-        return False  # an old checkpoint without one: nothing to check against
+        return False  # a checkpoint without one: nothing to check against
     mine = _canonical(embedded)
     existing = Path(tokenizer_path) if tokenizer_path else run_dir / "tokenizer.json"
     if existing.is_dir():  # a Hugging Face folder (init_from, data.tokenizer_path)
@@ -70,9 +53,6 @@ def pair_tokenizer(
         return False
     save_tokenizer(Tokenizer.from_str(embedded), run_dir / "tokenizer.json")
     return True
-
-
-CHECKPOINT_DIR = "checkpoints"
 
 
 def find_resume_checkpoint(run_dir: Path) -> Path | None:
@@ -110,10 +90,9 @@ def find_resume_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
-def resolve_ckpt_path(cfg: DictConfig, run_dir: Path) -> str | None:
+def resolve_ckpt_path(ckpt_path: str | None, resume: object, run_dir: Path) -> str | None:
     """The checkpoint to resume from: ``ckpt_path`` if given, else (``resume=auto``) the newest one
     in the run dir, else None (a fresh run)."""
-    ckpt_path, resume = cfg.get("ckpt_path"), cfg.get("resume")
     if ckpt_path is not None:
         if not Path(ckpt_path).exists():
             raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")

@@ -1,15 +1,12 @@
-"""Load what a training checkpoint holds: model weights, model config and tokenizer.
+"""Safe loading: what a checkpoint file or folder holds (model weights, model config, tokenizer),
+with ``torch.load(weights_only=True)`` only.
 
-Checkpoints written by ``nextok-train`` are Lightning ``.ckpt`` files whose ``state_dict`` keys
-start with ``model.`` (the LightningModule's :class:`Transformer`) and which carry a ``nextok``
-entry: ``{"model_config": dict, "tokenizer_json": str, "tokens_seen": int, ...}``. So
-``generate``, ``eval`` and ``export`` need nothing but the file. A Hugging Face model folder
-loads through the same function (:func:`load_hf_checkpoint`).
-
-``data_config`` (since nextok-eval's ``data_from``): the run's resolved ``data`` config as a plain
-dict (secret-looking values redacted), so ``nextok-eval`` scores the held-out split the model was
-trained without; checkpoints without it (older ones, Hugging Face folders) still load, and
-nextok-eval then uses its ``data`` group and says so (:mod:`nextok.cli.eval_data`).
+The file's format is :mod:`nextok.checkpoint.format`; ``generate``, ``eval`` and ``export`` need
+nothing but the file. A Hugging Face model folder loads through the same function
+(:func:`load_hf_checkpoint`). ``data_config`` (the run's resolved ``data`` config, secrets
+redacted) lets ``nextok-eval`` score the held-out split the model was trained without;
+checkpoints without it (older ones, Hugging Face folders) still load, and nextok-eval then uses
+its ``data`` group and says so (:mod:`nextok.cli.eval_data`).
 """
 
 from __future__ import annotations
@@ -23,8 +20,14 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from nextok.checkpoint_file import checkpoint_file_problem
-from nextok.checkpoint_verify import META_KEY, refuse_nonfinite, verify_checksums
+from nextok.checkpoint.file import checkpoint_file_problem
+from nextok.checkpoint.format import (
+    DCP_METADATA,
+    META_KEY,
+    model_state_dict,
+    shorten_context,
+)
+from nextok.checkpoint.verify import refuse_nonfinite, verify_checksums
 from nextok.console import say
 from nextok.data.tokenizer import SpecialTokens, special_tokens
 from nextok.model import ModelConfig, Transformer
@@ -97,17 +100,6 @@ def verify_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
     refuse_nonfinite(model_state_dict(ckpt.get("state_dict") or {}), path)
 
 
-def model_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip the LightningModule's ``model.`` prefix (and torch.compile's ``_orig_mod.``)."""
-    out = {}
-    for key, value in state_dict.items():
-        if not key.startswith("model."):
-            continue
-        key = key[len("model.") :].replace("_orig_mod.", "")
-        out[key] = value
-    return out
-
-
 def load_checkpoint(
     path: str | Path,
     device: str | torch.device = "cpu",
@@ -120,7 +112,7 @@ def load_checkpoint(
     """Rebuild the model (eval mode) and tokenizer from a ``nextok-train`` checkpoint file or a
     Hugging Face folder; ``block_size`` may shorten the context (a smaller KV cache). ``verify``:
     check the tensors against the checksums recorded at save time and refuse NaN/inf weights
-    (:mod:`nextok.checkpoint_verify`); ``eos_token`` / ``add_bos``: a folder's special tokens."""
+    (:mod:`nextok.checkpoint.verify`); ``eos_token`` / ``add_bos``: a folder's special tokens."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -131,7 +123,7 @@ def load_checkpoint(
             f"data.eos_token / data.add_bos apply to a Hugging Face folder; {path} records the "
             "special tokens its run trained with"
         )
-    if path.is_dir() and (path / ".metadata").is_file():
+    if path.is_dir() and (path / DCP_METADATA).is_file():
         raise IsADirectoryError(
             f"{path} is a sharded (distributed) checkpoint directory; consolidate it into one file "
             f"first: nextok-consolidate {path} (README: 'FSDP (FSDP2, ...)')"
@@ -153,14 +145,7 @@ def load_checkpoint(
     if verify:
         verify_checkpoint(ckpt, path)
     state = model_state_dict(ckpt["state_dict"])
-    if block_size is not None and block_size != config.block_size:
-        if block_size > config.block_size:
-            raise ValueError(
-                f"block_size={block_size} exceeds {path}'s model.block_size={config.block_size}"
-            )
-        config = ModelConfig.from_dict({**config.to_dict(), "block_size": block_size})
-        if "pos_emb.weight" in state:
-            state["pos_emb.weight"] = state["pos_emb.weight"][:block_size]
+    config = shorten_context(config, state, block_size, str(path))
     model = Transformer(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [
@@ -205,3 +190,19 @@ def load_hf_checkpoint(
         "init_from": str(path),
     }
     return LoadedCheckpoint(model, m.tokenizer, m.config, meta, m.special)
+
+
+def checkpoint_meta(path: str | Path, verify: bool = False) -> dict[str, Any]:
+    """The ``nextok`` entry of a checkpoint file or sharded folder (loaded with weights_only; a
+    folder's DCP ``.metadata`` through the restricted unpickler of :mod:`nextok.checkpoint.dcp`).
+    ``verify``: a file's tensors must match their checksums and its weights be finite."""
+    from nextok.checkpoint.dcp import read_sharded_meta
+
+    path = Path(path)
+    ckpt = read_sharded_meta(path) if path.is_dir() else safe_load(path)
+    if verify and not path.is_dir() and isinstance(ckpt, dict):
+        verify_checkpoint(ckpt, path)
+    meta = ckpt.get(META_KEY) if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} is not a nextok checkpoint (no '{META_KEY}' entry)")
+    return meta

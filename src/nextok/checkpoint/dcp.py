@@ -21,10 +21,8 @@ import torch
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
-from nextok.checkpoint import UnsafeCheckpointError, safe_load
-
-META_PT = "meta.pt"  # Lightning's ModelParallelStrategy: the non-tensor part of a sharded folder
-DCP_METADATA = ".metadata"
+from nextok.checkpoint.format import DCP_METADATA, META_PT
+from nextok.checkpoint.load import UnsafeCheckpointError, safe_load
 
 _DCP_CLASSES = {
     "torch.distributed.checkpoint.metadata": {

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 import xxhash
 
-META_KEY = "nextok"  # the checkpoint contract's entry (its home; nextok.checkpoint re-exports it)
+from nextok.checkpoint.format import META_KEY
+
 CHECKSUMS = "checksums"
 ALGORITHM = "xxh3_64"
 _SKIP = (META_KEY, CHECKSUMS)  # the checksums themselves
