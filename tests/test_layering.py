@@ -61,6 +61,16 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "nextok.io": ("lightning", "hydra", "omegaconf", "torch", "nextok"),
     "nextok.special_tokens": ("lightning", "hydra", "omegaconf", "torch", "nextok"),
     "nextok.plain": ("lightning", "hydra", "torch", "nextok"),
+    # optimizers and schedules are plain PyTorch (the LightningModule only calls build_optimizer)
+    "nextok.optim": (
+        "lightning",
+        "hydra",
+        "omegaconf",
+        "nextok.data",
+        "nextok.lit",
+        "nextok.run",
+        "nextok.cli",
+    ),
     # checkpoints are plain PyTorch below the Lightning glue: usable by every command and by lit/
     "nextok.checkpoint": (
         "lightning",
@@ -162,3 +172,50 @@ def test_special_token_literals_have_one_home() -> None:
         if isinstance(node, ast.Constant) and node.value in (EOT, PAD)
     ]
     assert not copies, "import EOT/PAD from nextok.special_tokens instead:\n" + "\n".join(copies)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """nextok module -> the nextok modules it imports (a package stands for its ``__init__``)."""
+    modules = {module_name(p): p for p in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        graph[name] = {
+            target
+            for _, target in imports_of(path, containing_package(path))
+            if target in modules and target != name
+        }
+    return graph
+
+
+def import_cycle(graph: dict[str, set[str]], start: str) -> list[str] | None:
+    """One import path from ``start`` back to itself, or None."""
+    stack, seen = [(start, [start])], set()
+    while stack:
+        node, path = stack.pop()
+        for nxt in graph.get(node, ()):
+            if nxt == start:
+                return [*path, start]
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, [*path, nxt]))
+    return None
+
+
+@pytest.mark.parametrize("package", ["nextok.optim", "nextok.checkpoint"])
+def test_no_import_cycles(package: str) -> None:
+    """No module of these packages reaches itself through imports (Muon once imported a private
+    helper of the AdamW module, which imported Muon back)."""
+    graph = _module_graph()
+    cycles = [
+        " -> ".join(c)
+        for m in sorted(graph)
+        if m == package or m.startswith(package + ".")
+        if (c := import_cycle(graph, m))
+    ]
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_cycle_finder_sees_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert import_cycle(graph, "a") == ["a", "b", "c", "a"]
+    assert import_cycle(graph, "d") is None

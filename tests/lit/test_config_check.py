@@ -95,6 +95,28 @@ def test_moved_sampling_target_still_works(capsys):
         check_config(_cfg(old, "callbacks.sampling.max_new_tokens=many"))
 
 
+@pytest.mark.parametrize(
+    "node, old, new",
+    [
+        ("optim", "nextok.lit.optim.AdamWConfig", "nextok.optim.AdamWConfig"),
+        ("optim", "nextok.lit.muon.MuonConfig", "nextok.optim.MuonConfig"),
+        ("schedule", "nextok.lit.optim.ScheduleConfig", "nextok.optim.ScheduleConfig"),
+    ],
+)
+def test_moved_optim_targets_still_work(capsys, node, old, new):
+    """A config naming the optimizer/schedule classes where they lived in lit/ (a saved run
+    config resumed with resume=auto) still builds them, with a notice naming the new home."""
+    from hydra.utils import instantiate
+
+    from nextok.lit.compat import locate
+
+    extra = ("optim=muon",) if "Muon" in old else ()
+    cfg = _cfg(*extra, f"{node}._target_={old}")
+    check_config(cfg)
+    assert isinstance(instantiate(cfg[node]), locate(new))
+    assert f"{node}._target_: {old} moved to {new}" in capsys.readouterr().out
+
+
 def test_sampling_callback_state_key_is_unchanged_by_the_move():
     """Lightning restores a callback's checkpointed state by its ``state_key`` (the class name):
     checkpoints written while the callback lived in lit/sampling.py resume into it."""

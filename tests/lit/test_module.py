@@ -8,7 +8,8 @@ from tokenizers import Tokenizer, models
 from torch.utils.data import DataLoader, TensorDataset
 
 from nextok.checkpoint import load_checkpoint
-from nextok.lit import AdamWConfig, LMModule, NonFiniteLossError, ScheduleConfig
+from nextok.lit import LMModule, NonFiniteLossError
+from nextok.optim import AdamWConfig, ScheduleConfig
 from quiet_trainer import quiet_trainer
 
 VOCAB, BLOCK = 64, 16

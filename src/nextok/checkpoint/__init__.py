@@ -3,7 +3,8 @@
 - ``format``: the ``nextok`` entry, ``meta.pt``, the ``model.`` prefix, a shorter context, RNG state
 - ``file``: what a file given as a checkpoint is not (text, empty, truncated), before torch reads it
 - ``verify``: per-tensor checksums recorded at save time, finite weights
-- ``load``: weights-only loading of files and Hugging Face folders (``load_checkpoint``)
+- ``safe``: ``torch.load(weights_only=True)`` with one-line refusals (``safe_load``)
+- ``load``: the model, config and tokenizer of a file or Hugging Face folder (``load_checkpoint``)
 - ``save``: atomic writes (``atomic_torch_save``)
 - ``dcp``: reading sharded (FSDP2) folders without running code from them
 - ``resume``: which checkpoint a run resumes, and the tokenizer paired with its weights
@@ -13,13 +14,12 @@
 from nextok.checkpoint.format import CHECKPOINT_DIR, META_KEY, META_PT, model_state_dict
 from nextok.checkpoint.load import (
     LoadedCheckpoint,
-    UnsafeCheckpointError,
     checkpoint_meta,
     load_checkpoint,
     load_hf_checkpoint,
-    safe_load,
     verify_checkpoint,
 )
+from nextok.checkpoint.safe import UnsafeCheckpointError, safe_load
 from nextok.checkpoint.save import atomic_torch_save
 
 __all__ = [

@@ -22,7 +22,7 @@ from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 from nextok.checkpoint.format import DCP_METADATA, META_PT
-from nextok.checkpoint.load import UnsafeCheckpointError, safe_load
+from nextok.checkpoint.safe import UnsafeCheckpointError, safe_load
 
 _DCP_CLASSES = {
     "torch.distributed.checkpoint.metadata": {

@@ -11,7 +11,6 @@ its ``data`` group and says so (:mod:`nextok.cli.eval_data`).
 
 from __future__ import annotations
 
-import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +19,13 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from nextok.checkpoint.file import checkpoint_file_problem
 from nextok.checkpoint.format import (
     DCP_METADATA,
     META_KEY,
     model_state_dict,
     shorten_context,
 )
+from nextok.checkpoint.safe import safe_load
 from nextok.checkpoint.verify import refuse_nonfinite, verify_checksums
 from nextok.console import say
 from nextok.data.tokenizer import SpecialTokens, special_tokens
@@ -53,39 +52,6 @@ class LoadedCheckpoint:
                     raise ValueError(
                         f"the checkpoint records no special tokens and its tokenizer gives none: {err}"
                     ) from None
-
-
-class UnsafeCheckpointError(ValueError):
-    """A file that only loads by running arbitrary code (``torch.load(weights_only=False)``)."""
-
-
-def safe_load(path: str | Path) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU: tensors and plain containers only.
-
-    A pickle that asks for anything else (a class, a function: a crafted file can run code this
-    way) is refused with one line; it is never loaded with ``weights_only=False``.
-    """
-    problem = checkpoint_file_problem(path)
-    if problem is not None:
-        raise ValueError(f"cannot load checkpoint {path}: {problem}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, KeyError, OSError) as err:  # a damaged archive
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot load checkpoint {path}: damaged ({first[:200]})") from err
-    except pickle.UnpicklingError as err:
-        lines = [ln.strip() for ln in str(err).strip().splitlines()]
-        why = next((ln for ln in lines if "GLOBAL" in ln), None)
-        if why is None:  # not a pickle of anything: a truncated or foreign file
-            raise ValueError(
-                f"cannot load checkpoint {path}: not a PyTorch checkpoint file"
-            ) from err
-        why = why.split("WeightsUnpickler error:")[-1].split(" was not an allowed")[0].strip()
-        raise UnsafeCheckpointError(
-            f"refusing to load {path}: it holds objects other than tensors and plain containers "
-            f"({why}); nextok loads checkpoints with torch.load(weights_only=True) only, since "
-            "unpickling anything else can run code"
-        ) from err
 
 
 def verify_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:

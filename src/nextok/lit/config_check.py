@@ -106,11 +106,20 @@ def check_node(name: str, node: Any) -> None:
 # keep working, with a notice naming the new path
 MOVED_TARGETS = {
     "nextok.lit.sampling.SamplingCallback": "nextok.lit.sample_callback.SamplingCallback",
+    "nextok.lit.optim.AdamWConfig": "nextok.optim.AdamWConfig",
+    "nextok.lit.optim.ScheduleConfig": "nextok.optim.ScheduleConfig",
+    "nextok.lit.muon.MuonConfig": "nextok.optim.MuonConfig",
 }
 
 
 def upgrade_moved_targets(cfg: DictConfig) -> None:
     """Point ``_target_`` values that name a moved class at its new home (in place)."""
+    for name in NODES:
+        node = cfg.get(name)
+        old = node.get("_target_") if isinstance(node, DictConfig) else None
+        if old in MOVED_TARGETS:
+            node._target_ = MOVED_TARGETS[old]
+            say(f"{name}._target_: {old} moved to {node._target_}; update your config")
     for group in GROUPS:
         for key, node in (cfg.get(group) or {}).items():
             old = node.get("_target_") if isinstance(node, DictConfig) else None
@@ -129,7 +138,7 @@ def check_tasks(cfg: DictConfig) -> None:
 
 
 # optimizer configs whose own __post_init__ checks values (ranges, choices): built here once
-OPTIM_CONFIGS = ("nextok.lit.optim.AdamWConfig", "nextok.lit.muon.MuonConfig")
+OPTIM_CONFIGS = ("nextok.optim.AdamWConfig", "nextok.optim.MuonConfig")
 
 
 def check_optim_values(node: Any) -> None:

@@ -24,17 +24,17 @@ from nextok.lit.module_checkpoint import CheckpointHooks
 from nextok.lit.module_model import ModelSetup
 from nextok.lit.module_validation import ValidationHooks
 from nextok.lit.moe_monitor import MoEMonitor
-from nextok.lit.muon import MuonConfig
-from nextok.lit.optim import (
+from nextok.metrics import LossTally
+from nextok.model import ModelConfig, Transformer
+from nextok.model.loss import LOSS_IMPLS
+from nextok.optim import (
     AdamWConfig,
+    MuonConfig,
     ScheduleConfig,
     build_optimizer,
     make_schedule,
     optim_config,
 )
-from nextok.metrics import LossTally
-from nextok.model import ModelConfig, Transformer
-from nextok.model.loss import LOSS_IMPLS
 from nextok.runtime import configure_cuda, describe_attention
 
 COMPILE_MODES = ("blocks", "model")
@@ -56,7 +56,7 @@ class LMModule(ModelSetup, ValidationHooks, CheckpointHooks, L.LightningModule):
     Args:
         model_config: the Transformer's :class:`ModelConfig` (or its dict).
         optim: :class:`AdamWConfig` (peak lr, betas, weight decay groups, grad clipping) or
-            :class:`~nextok.lit.muon.MuonConfig` (Muon for hidden matrices, AdamW for the rest).
+            :class:`~nextok.optim.MuonConfig` (Muon for hidden matrices, AdamW for the rest).
         schedule: :class:`ScheduleConfig` (warm-up then constant / cosine / WSD).
         compile: ``torch.compile`` the model (state-dict keys are unchanged).
         compile_mode: ``blocks`` (each block separately: quick to compile, FSDP-friendly) or

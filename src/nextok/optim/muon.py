@@ -12,7 +12,7 @@ two inner optimizers' groups (the same dicts), so one ``LambdaLR`` schedule scal
 own peak lr, and its ``state_dict`` is the standard single-optimizer format (checkpoints and exact
 resume need nothing special).
 
-The Muon half is :class:`nextok.lit.muon_update.Muon` (``torch.optim.Muon``'s update, with the
+The Muon half is :class:`nextok.optim.newton_schulz.Muon` (``torch.optim.Muon``'s update, with the
 Newton-Schulz dtype as a choice and 3-D expert banks).
 """
 
@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from nextok.lit.muon_update import NS_DTYPES, Muon, run_closure
-from nextok.lit.optim import IMPLEMENTATIONS, AdamWConfig, _impl_kwargs, param_groups
 from nextok.model.moe import MoE
+from nextok.optim.adamw import IMPLEMENTATIONS, AdamWConfig, impl_kwargs, param_groups
+from nextok.optim.newton_schulz import NS_DTYPES, Muon, run_closure
 
 ADJUST_LR = ("original", "match_rms_adamw")
 
@@ -94,7 +94,7 @@ class MuonConfig:
             raise ValueError(f"optim.grad_clip must be >= 0 or null, got {self.grad_clip}")
 
     def adamw_config(self) -> AdamWConfig:
-        """The AdamW half, for :func:`nextok.lit.optim.param_groups`."""
+        """The AdamW half, for :func:`nextok.optim.adamw.param_groups`."""
         return AdamWConfig(
             lr=self.adamw_lr,
             betas=self.adamw_betas,
@@ -205,6 +205,6 @@ def build_muon(model: nn.Module, cfg: MuonConfig) -> MuonAdamW:
         lr=cfg.adamw_lr,
         betas=cfg.adamw_betas,
         eps=cfg.adamw_eps,
-        **_impl_kwargs(params, cfg.implementation),
+        **impl_kwargs(params, cfg.implementation),
     )
     return MuonAdamW(muon, adamw)
