@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from nextok.checkpoint.resume import find_resume_checkpoint, resolve_ckpt_path
 from nextok.cli._conf import conf_dir
 from nextok.lit.callbacks import unigram_loss
-from nextok.lit.run_config import accumulation, pad_vocab, redact, resolve_model_config
+from nextok.run.config import accumulation, pad_vocab, redact, resolve_model_config
 
 EXPERIMENTS = sorted(p.stem for p in (Path(conf_dir()) / "experiment").glob("*.yaml"))
 

@@ -67,7 +67,7 @@ def test_vocab_padding_default_is_128(n, padded):
     from omegaconf import OmegaConf
 
     from nextok.cli._conf import conf_dir
-    from nextok.lit.run_config import pad_vocab, resolve_model_config  # noqa: F401
+    from nextok.run.config import pad_vocab, resolve_model_config  # noqa: F401
 
     multiple = OmegaConf.load(f"{conf_dir()}/train.yaml").pad_vocab_multiple_of
     assert multiple == 128 and pad_vocab(n, multiple) == padded

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nextok.lit import LMModule, NonFiniteLossError
 from nextok.lit.callbacks import ProgressBar, RichProgressBar
-from nextok.lit.host_syncs import HostSyncCounter
+from nextok.lit.callbacks.host_syncs import HostSyncCounter
 from nextok.optim import AdamWConfig, ScheduleConfig
 from quiet_trainer import quiet_trainer
 

@@ -1,4 +1,4 @@
-"""Safe loading: what a checkpoint file or folder holds (model weights, model config, tokenizer),
+"""The model, config and tokenizer a checkpoint file or Hugging Face folder holds, loaded
 with ``torch.load(weights_only=True)`` only.
 
 The file's format is :mod:`nextok.checkpoint.format`; ``generate``, ``eval`` and ``export`` need

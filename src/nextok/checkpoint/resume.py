@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer
 
@@ -20,6 +21,50 @@ from nextok.checkpoint.format import CHECKPOINT_DIR
 from nextok.checkpoint.load import checkpoint_meta
 from nextok.console import say
 from nextok.data.tokenizer import load_tokenizer, save_tokenizer
+
+# data keys that only say how this machine reads the data: a resume may change them
+MACHINE_LOCAL = {
+    "data.num_workers",
+    "data.cache_dir",
+    "data.cache_shard_tokens",
+    "data.pin_memory",
+    "data.val_batch_size",
+    "data.max_val_batches",
+    "data.encode_batch_docs",
+    "data.run_dir",
+}
+ABSENT = object()  # a key one side of a comparison does not have
+
+
+def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b.c": value}`` for every leaf of a plain config (lists are leaves)."""
+    if not isinstance(node, dict) or (prefix and not node):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        out.update(leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def show_value(value: Any) -> str:
+    """A config value for a one-line error (``(absent)`` for a missing key)."""
+    return "(absent)" if value is ABSENT else repr(value)
+
+
+def check_same_data(recorded: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse, in one line naming the key, to resume a checkpoint on other data than the data
+    config it recorded (``ckpt_path=`` into a new run dir takes the command's data config)."""
+    before, now = leaves(recorded, "data"), leaves(current, "data")
+    for path in sorted(set(before) | set(now)):
+        old, new = before.get(path, ABSENT), now.get(path, ABSENT)
+        if path in MACHINE_LOCAL or path == "data.tokenizer_path" or old == new:
+            continue
+        raise ValueError(
+            f"{path}={show_value(new)} differs from the data the checkpoint was trained on "
+            f"({path}={show_value(old)}, recorded in it); a resume keeps the data config: pass the "
+            "run's data settings (resume=auto in its run dir does), or start a new run "
+            "(init_from=<the checkpoint>)"
+        )
 
 
 def _canonical(tokenizer_json: str) -> str:

@@ -2,18 +2,18 @@
 
 Lightning's public API has no way to ask some things nextok needs (is this batch a log step? is
 this micro-batch accumulating?). Reaching into its internals is the price; this module keeps that
-price in one place. When Lightning changes, ``tests/lit/test_compat.py`` (which calls every
+price in one place. When Lightning changes, ``tests/lit/test_lightning_private.py`` (which calls every
 function here on a real Trainer) fails and names the accessor to fix, instead of a training run
 misbehaving quietly. Checked against lightning 2.6.
 
 Subclasses that override private hooks (``ModelCheckpoint``, ``ThroughputMonitor`` in
-:mod:`nextok.lit.callbacks`, the rich progress bar in :mod:`nextok.lit.terminal`) list what they
-rely on in :data:`OVERRIDDEN_PRIVATE_HOOKS`; the compat test checks those hooks exist and that
+:mod:`nextok.lit.callbacks`, the rich progress bar in :mod:`nextok.lit.callbacks.progress`) list what they
+rely on in :data:`OVERRIDDEN_PRIVATE_HOOKS`; the test checks those hooks exist and that
 the subclasses' effects still show on a real run.
 
 Two Lightning internals are read outside ``lit/`` (packages that may not import this module):
 :mod:`nextok.distributed.ranks` reads a ``ModelParallelStrategy``'s ``_tensor_parallel_size``
-(checked against the real strategy by the compat test) and :mod:`nextok.data.position` reads
+(checked against the real strategy by the test) and :mod:`nextok.data.position` reads
 ``trainer.fit_loop.epoch_loop.batch_progress`` (checked on a real Trainer by
 ``tests/data/test_position.py``).
 """

@@ -1,6 +1,6 @@
 """The run directory's life around one training process (rank 0).
 
-- one process at a time (:class:`~nextok.lit.run_lock.RunDirLock`);
+- one process at a time (:class:`~nextok.run.lock.RunDirLock`);
 - temp files a killed process left (``checkpoints/.last.ckpt.tmp-<random>`` from an atomic save cut
   by ``kill -9``) are removed at the next start, under the lock, so nobody is writing them;
 - a run that fails before training starts leaves no run dir behind when the dir was new (Hydra
@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from nextok.console import say
-from nextok.lit.run_lock import LOCK_FILE, RunDirLock
+from nextok.run.lock import LOCK_FILE, RunDirLock
 
 HYDRA_ONLY = {".hydra", "train.log", LOCK_FILE}  # what a run dir holds before the app wrote to it
 

@@ -1,4 +1,4 @@
-"""nextok.lit.compat against the installed Lightning: every accessor on a real tiny Trainer.
+"""nextok.lit.lightning_private against the installed Lightning: every accessor on a real tiny Trainer.
 
 Each test checks what nextok relies on (the value means what nextok thinks it means), not only
 that an attribute exists: when Lightning changes an internal, the test naming the accessor fails.
@@ -21,7 +21,7 @@ from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch.utils.data import DataLoader, TensorDataset
 
 from nextok.checkpoint.resume import find_resume_checkpoint
-from nextok.lit import compat
+from nextok.lit import lightning_private as private
 from nextok.lit.callbacks import ModelCheckpoint, ThroughputMonitor
 from quiet_trainer import quiet_trainer
 
@@ -60,12 +60,12 @@ class Probe(L.Callback):
             dict(
                 batch=batch_idx,
                 step=trainer.global_step,
-                accumulating=compat.is_accumulating(trainer),
-                log_step=compat.should_update_logs(trainer),
+                accumulating=private.is_accumulating(trainer),
+                log_step=private.should_update_logs(trainer),
             )
         )
-        if compat.should_update_logs(trainer):
-            compat.log_metrics(trainer, {"probe/sent": float(trainer.global_step)})
+        if private.should_update_logs(trainer):
+            private.log_metrics(trainer, {"probe/sent": float(trainer.global_step)})
 
 
 def trainer(tmp_path, **kw) -> L.Trainer:
@@ -105,7 +105,7 @@ def test_is_log_step_covers_fast_dev_run(tmp_path):
 
     class P(L.Callback):
         def on_train_batch_end(self, trainer, *args):
-            seen.append((compat.should_update_logs(trainer), compat.is_log_step(trainer)))
+            seen.append((private.should_update_logs(trainer), private.is_log_step(trainer)))
 
     t = trainer(tmp_path, fast_dev_run=2, callbacks=[P()], log_every_n_steps=50)
     t.fit(Tiny())
@@ -115,7 +115,7 @@ def test_is_log_step_covers_fast_dev_run(tmp_path):
 
 def test_set_max_steps_after_the_trainer_is_built(tmp_path):
     t = trainer(tmp_path, max_steps=10)
-    compat.set_max_steps(t, 3)
+    private.set_max_steps(t, 3)
     assert t.max_steps == 3
     t.fit(Tiny())
     assert t.global_step == 3
@@ -124,19 +124,19 @@ def test_set_max_steps_after_the_trainer_is_built(tmp_path):
 def test_hpc_save_path_is_where_resume_auto_looks(tmp_path):
     t = trainer(tmp_path, max_steps=2)
     t.fit(Tiny())
-    path = compat.hpc_save_path(t)
+    path = private.hpc_save_path(t)
     assert path == str(tmp_path / "hpc_ckpt_1.ckpt")
     t.save_checkpoint(path)
     assert find_resume_checkpoint(tmp_path) == tmp_path / "hpc_ckpt_1.ckpt"
-    assert compat.hpc_save_path(t) == str(tmp_path / "hpc_ckpt_2.ckpt")  # the next requeue
+    assert private.hpc_save_path(t) == str(tmp_path / "hpc_ckpt_2.ckpt")  # the next requeue
 
 
 def test_cluster_environment(tmp_path, monkeypatch):
     for var in ("SLURM_NTASKS", "SLURM_JOB_NAME", "SLURM_JOB_ID"):
         monkeypatch.delenv(var, raising=False)
-    assert isinstance(compat.cluster_environment(trainer(tmp_path)), LightningEnvironment)
+    assert isinstance(private.cluster_environment(trainer(tmp_path)), LightningEnvironment)
     slurm = SLURMEnvironment(auto_requeue=False)
-    assert compat.cluster_environment(trainer(tmp_path, plugins=[slurm])) is slurm
+    assert private.cluster_environment(trainer(tmp_path, plugins=[slurm])) is slurm
 
 
 def test_tensor_parallel_size_read_by_distributed_ranks():
@@ -153,20 +153,20 @@ def test_tensor_parallel_size_read_by_distributed_ranks():
 
 def test_attached_trainer(tmp_path):
     module = Tiny()
-    assert compat.attached_trainer(module) is None
+    assert private.attached_trainer(module) is None
     with pytest.raises(RuntimeError):
         module.trainer  # noqa: B018 - the public property refuses, hence the accessor
     t = trainer(tmp_path, max_steps=1)
     t.fit(module)
-    assert compat.attached_trainer(module) is t
+    assert private.attached_trainer(module) is t
 
 
 def test_progress_bar_settings():
     tqdm = TQDMProgressBar(refresh_rate=3, process_position=1, leave=True)
-    assert compat.tqdm_bar_settings(tqdm) == (3, 1, True)
-    assert TQDMProgressBar(*compat.tqdm_bar_settings(tqdm))._leave is True
+    assert private.tqdm_bar_settings(tqdm) == (3, 1, True)
+    assert TQDMProgressBar(*private.tqdm_bar_settings(tqdm))._leave is True
     rich = RichProgressBar(refresh_rate=2, leave=True, console_kwargs={"width": 50})
-    rate, leave, theme, console = compat.rich_bar_settings(rich)
+    rate, leave, theme, console = private.rich_bar_settings(rich)
     assert (rate, leave, theme, console) == (2, True, rich.theme, {"width": 50})
 
 
@@ -180,17 +180,17 @@ def test_format_summary_table_is_lightnings_layout():
         summary.total_flops,
         *summary._get_summary_data(),
     )
-    assert compat.format_summary_table(*args) == str(summary)
+    assert private.format_summary_table(*args) == str(summary)
 
 
 def test_locate():
-    assert compat.locate("nextok.lit.callbacks.ThroughputMonitor") is ThroughputMonitor
-    assert compat.locate("torch.nn.Linear") is torch.nn.Linear
+    assert private.locate("nextok.lit.callbacks.ThroughputMonitor") is ThroughputMonitor
+    assert private.locate("torch.nn.Linear") is torch.nn.Linear
     with pytest.raises(ImportError):
-        compat.locate("nextok.no_such_module.Thing")
+        private.locate("nextok.no_such_module.Thing")
 
 
-@pytest.mark.parametrize("cls_path", sorted(compat.OVERRIDDEN_PRIVATE_HOOKS))
+@pytest.mark.parametrize("cls_path", sorted(private.OVERRIDDEN_PRIVATE_HOOKS))
 def test_overridden_private_hooks_exist(tmp_path, cls_path):
     module, _, name = cls_path.rpartition(".")
     cls = getattr(importlib.import_module(module), name)
@@ -198,7 +198,7 @@ def test_overridden_private_hooks_exist(tmp_path, cls_path):
         instance = cls(batch_size_fn=len)
     else:
         instance = cls()
-    for member in compat.OVERRIDDEN_PRIVATE_HOOKS[cls_path]:
+    for member in private.OVERRIDDEN_PRIVATE_HOOKS[cls_path]:
         assert hasattr(instance, member), f"{cls_path}.{member} is gone"
 
 

@@ -39,7 +39,7 @@ class CheckpointHooks:
     def _refuse_nonfinite_weights(self) -> None:
         """Raise :class:`NonFiniteLossError` instead of saving NaN/inf weights (one host sync per
         checkpoint; every rank checks its own shards)."""
-        from nextok.lit.loss_guard import NonFiniteLossError
+        from nextok.lit.module.loss_guard import NonFiniteLossError
 
         names, flags = [], []
         for name, t in self.model.state_dict().items():
@@ -79,7 +79,7 @@ class CheckpointHooks:
                 f"{diff}; resume with the same model.* settings"
             )
         if self.data_config is not None and meta.get("data_config"):
-            from nextok.lit.resume_config import check_same_data
+            from nextok.checkpoint.resume import check_same_data
 
             check_same_data(meta["data_config"], self.data_config)
         self.tokens_seen = int(meta.get("tokens_seen", 0))

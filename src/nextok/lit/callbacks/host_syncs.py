@@ -29,7 +29,8 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from nextok.console import say
 from nextok.io import atomic_write_text
-from nextok.lit.compat import is_log_step
+from nextok.lit.callbacks.base import AfterBatch
+from nextok.lit.lightning_private import is_log_step
 
 SYNC_METHODS = ("item", "__bool__", "__float__", "__int__", "tolist", "numpy", "cpu")
 EXCLUDED_PATHS = ("/torch/optim/", "/torch/utils/data/", "/nextok/data/")
@@ -42,7 +43,7 @@ class _StepSyncs:
     where: dict[str, int] = field(default_factory=dict)
 
 
-class HostSyncCounter(L.Callback):
+class HostSyncCounter(AfterBatch):
     """Counts host syncs per optimizer step; prints a summary and writes ``host_syncs.json``.
 
     Args:
@@ -116,14 +117,7 @@ class HostSyncCounter(L.Callback):
             self._steps[step] = _StepSyncs(kinds={"first"} if not self._steps else set())
         self._current = self._steps[step]
 
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
+    def after_batch(self, trainer: L.Trainer, pl_module: L.LightningModule, batch_idx: int) -> None:
         if self._current is not None and is_log_step(trainer):
             self._current.kinds.add("log")
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from nextok.console import say
-from nextok.lit.compat import attached_trainer
+from nextok.lit.lightning_private import attached_trainer
 from nextok.metrics import LossTally, summarize, token_byte_lengths
 
 

@@ -19,11 +19,12 @@ from nextok.evals import (
 )
 from nextok.evals.stdlib_task import skipped_for_data
 from nextok.evals.tasks import MCExample
-from nextok.lit.compat import is_accumulating
+from nextok.lit.callbacks.base import AfterBatch
+from nextok.lit.lightning_private import is_accumulating
 from nextok.plain import to_plain
 
 
-class DownstreamEval(L.Callback):
+class DownstreamEval(AfterBatch):
     """Score ``tasks`` every ``every_n_steps`` optimizer steps and/or at the end of training.
 
     Logs ``eval/<task>/acc``, ``eval/<task>/acc_norm`` (and ``eval/<task>/acc_pmi`` for tasks
@@ -108,14 +109,7 @@ class DownstreamEval(L.Callback):
         self._last_step = trainer.global_step
         return out
 
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
+    def after_batch(self, trainer: L.Trainer, pl_module: L.LightningModule, batch_idx: int) -> None:
         n = self.every_n_steps
         step = trainer.global_step
         if (

@@ -18,9 +18,8 @@ from omegaconf import DictConfig
 
 from nextok.console import is_rank_zero
 from nextok.io import atomic_write_text
-from nextok.lit.callbacks import ModelCheckpoint
+from nextok.lit.callbacks import ModelCheckpoint, ModelSummaryWithFlops, RunProgressBar
 from nextok.lit.checkpoint_io import AtomicCheckpointIO
-from nextok.lit.terminal import ModelSummaryWithFlops, RunProgressBar
 
 WANDB_ID_FILE = "wandb_run_id.txt"
 

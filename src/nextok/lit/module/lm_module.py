@@ -3,8 +3,8 @@
 This file holds the training step, the optimizer and the hyperparameters; the module's other jobs
 are mixins beside it: building the Transformer in ``configure_model`` (not ``__init__``, so a
 model-parallel strategy can build it on the meta device and shard it before weights are
-materialised; :mod:`nextok.lit.module_model`), validation metrics
-(:mod:`nextok.lit.module_validation`) and the checkpoint entry (:mod:`nextok.lit.module_checkpoint`).
+materialised; :mod:`nextok.lit.module.model_setup`), validation metrics
+(:mod:`nextok.lit.module.validation`) and the checkpoint entry (:mod:`nextok.lit.module.checkpoint_hooks`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,17 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from nextok.console import say
 from nextok.distributed.ranks import data_parallel_size
-from nextok.lit.compat import attached_trainer, is_log_step
-from nextok.lit.loss_guard import NONFINITE_POLICIES, LossGuard, NonFiniteLossError, clear_guard
-from nextok.lit.module_checkpoint import CheckpointHooks
-from nextok.lit.module_model import ModelSetup
-from nextok.lit.module_validation import ValidationHooks
-from nextok.lit.moe_monitor import MoEMonitor
+from nextok.lit.lightning_private import attached_trainer, is_log_step
+from nextok.lit.module.checkpoint_hooks import CheckpointHooks
+from nextok.lit.module.loss_guard import (
+    NONFINITE_POLICIES,
+    LossGuard,
+    NonFiniteLossError,
+    clear_guard,
+)
+from nextok.lit.module.model_setup import ModelSetup
+from nextok.lit.module.moe_monitor import MoEMonitor
+from nextok.lit.module.validation import ValidationHooks
 from nextok.metrics import LossTally
 from nextok.model import ModelConfig, Transformer
 from nextok.model.loss import LOSS_IMPLS
@@ -64,7 +69,7 @@ class LMModule(ModelSetup, ValidationHooks, CheckpointHooks, L.LightningModule):
         activation_checkpointing: recompute each block's activations in the backward pass.
         on_nonfinite: what a NaN/inf loss does: ``stop`` (raise, naming the step, at the next
             log step / validation / checkpoint), ``skip`` (drop that optimizer step) or
-            ``ignore`` (:mod:`nextok.lit.loss_guard`; no host sync per step).
+            ``ignore`` (:mod:`nextok.lit.module.loss_guard`; no host sync per step).
         loss_impl: the training loss (:mod:`nextok.model.loss`): ``auto`` (Liger's fused kernel on
             CUDA when installed, else ``chunked``), ``chunked`` (never the whole batch's logits)
             or ``plain`` (full fp32 logits).

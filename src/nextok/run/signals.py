@@ -29,7 +29,8 @@ from typing import Any
 
 import lightning as L
 
-from nextok.lit.compat import cluster_environment, is_accumulating
+from nextok.lit.callbacks.base import AfterBatch
+from nextok.lit.lightning_private import cluster_environment, is_accumulating
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -123,7 +124,7 @@ class SignalGuard:
         return StopRequested(self.signum, "train", self.step)
 
 
-class GracefulStop(L.Callback):
+class GracefulStop(AfterBatch):
     """Tell the guard the phase; turn a recorded signal into a save-and-stop at a step boundary.
 
     Put it first among the callbacks: its ``on_train_end`` must run before the samples and tasks
@@ -152,14 +153,7 @@ class GracefulStop(L.Callback):
         if not trainer.training:  # trainer.validate(): Lightning registered its handler again
             self.guard.reinstall()
 
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
+    def after_batch(self, trainer: L.Trainer, pl_module: L.LightningModule, batch_idx: int) -> None:
         if is_accumulating(trainer):
             return
         self.guard.step = trainer.global_step

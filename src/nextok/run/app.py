@@ -2,9 +2,9 @@
 
 Kept apart from the Hydra entry point (``nextok.cli.train``) so it can be called with any
 ``DictConfig`` (tests, notebooks): :func:`run_training`. The pieces live by job:
-:mod:`nextok.lit.run_config` (what the config decides: vocabulary, accumulation, saved config),
-:mod:`nextok.checkpoint.resume` (which checkpoint, and its tokenizer), :mod:`nextok.lit.init_from`,
-:mod:`nextok.lit.build` (loggers, callbacks, Trainer) and :mod:`nextok.lit.finish` (the summary).
+:mod:`nextok.run.config` (what the config decides: vocabulary, accumulation, saved config),
+:mod:`nextok.checkpoint.resume` (which checkpoint, and its tokenizer), :mod:`nextok.run.init_from`,
+:mod:`nextok.run.build` (loggers, callbacks, Trainer) and :mod:`nextok.run.finish` (the summary).
 """
 
 from __future__ import annotations
@@ -21,24 +21,25 @@ from omegaconf import DictConfig, OmegaConf
 from nextok.checkpoint.resume import pair_tokenizer, resolve_ckpt_path
 from nextok.console import is_rank_zero, say
 from nextok.distributed.ranks import data_parallel_size
-from nextok.lit.build import build_loggers, build_trainer
 from nextok.lit.callbacks import UnigramBaseline
-from nextok.lit.compat import set_max_steps
-from nextok.lit.config_check import check_config
-from nextok.lit.finish import summary, validate_whole_split
-from nextok.lit.init_from import InitSource, prepare_init_from
+from nextok.lit.lightning_private import set_max_steps
 from nextok.lit.module import LMModule
-from nextok.lit.preset_notice import run_preset_notice
-from nextok.lit.run_config import (
+from nextok.run.build import build_loggers, build_trainer
+from nextok.run.config import (
     accumulation,
     print_config,
     redact,
     resolve_model_config,
     save_config,
 )
-from nextok.lit.run_dir import RunState, run_dir_session
-from nextok.lit.signals import GracefulStop, SignalGuard
-from nextok.lit.terminal import quiet_lightning, tee_console
+from nextok.run.config_check import check_config
+from nextok.run.finish import summary, validate_whole_split
+from nextok.run.init_from import InitSource, prepare_init_from
+from nextok.run.preset_notice import run_preset_notice
+from nextok.run.quiet import quiet_lightning
+from nextok.run.run_dir import RunState, run_dir_session
+from nextok.run.signals import GracefulStop, SignalGuard
+from nextok.tee import tee_console
 
 
 def run_training(cfg: DictConfig, model_overrides: list[str] | None = None) -> dict[str, float]:
@@ -53,7 +54,7 @@ def run_training(cfg: DictConfig, model_overrides: list[str] | None = None) -> d
     quiet_lightning()
     run_dir = Path(cfg.run_dir)
     rank0 = is_rank_zero()
-    # the guard first: a signal in any later phase stops the run as nextok.lit.signals says
+    # the guard first: a signal in any later phase stops the run as nextok.run.signals says
     with SignalGuard() as guard, run_dir_session(run_dir, rank0) as state:
         check_config(cfg)
         restore = tee_console(run_dir) if rank0 else None

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
 import torch
 
-from nextok.lit.compat import should_update_logs
+from nextok.lit.callbacks.base import AfterBatch
+from nextok.lit.lightning_private import should_update_logs
 
 
-class MixtureTokens(L.Callback):
+class MixtureTokens(AfterBatch):
     """Logs ``train/tokens/<name>`` (all ranks together) at log steps when the data is a mixture.
 
     The counts come from the mixture's deterministic schedule and the batch position, so they are
@@ -18,14 +17,7 @@ class MixtureTokens(L.Callback):
     mixture (no ``tokens_per_source`` on the datamodule) it does nothing.
     """
 
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
+    def after_batch(self, trainer: L.Trainer, pl_module: L.LightningModule, batch_idx: int) -> None:
         counts = getattr(trainer.datamodule, "tokens_per_source", None)
         if counts is None or not should_update_logs(trainer):
             return

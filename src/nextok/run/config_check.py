@@ -19,9 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from nextok.console import say
 from nextok.evals.stdlib_task import check_task_specs
-from nextok.lit.compat import locate
-from nextok.lit.value_ranges import check_value_ranges
+from nextok.lit.lightning_private import locate
 from nextok.model import ModelConfig
+from nextok.run.value_ranges import check_value_ranges
 
 # top-level nodes built from _target_ (callbacks and loggers are dicts of such nodes)
 NODES = ("model", "data", "module", "optim", "schedule", "trainer")
@@ -105,7 +105,12 @@ def check_node(name: str, node: Any) -> None:
 # _target_ paths that moved: configs written before (a user's own yaml, a copied run config)
 # keep working, with a notice naming the new path
 MOVED_TARGETS = {
-    "nextok.lit.sampling.SamplingCallback": "nextok.lit.sample_callback.SamplingCallback",
+    "nextok.lit.sampling.SamplingCallback": "nextok.lit.callbacks.SamplingCallback",
+    "nextok.lit.sample_callback.SamplingCallback": "nextok.lit.callbacks.SamplingCallback",
+    "nextok.lit.downstream.DownstreamEval": "nextok.lit.callbacks.DownstreamEval",
+    "nextok.lit.host_syncs.HostSyncCounter": "nextok.lit.callbacks.HostSyncCounter",
+    "nextok.lit.mixture_tokens.MixtureTokens": "nextok.lit.callbacks.MixtureTokens",
+    "nextok.lit.slurm.SlurmRequeue": "nextok.lit.callbacks.SlurmRequeue",
     "nextok.lit.optim.AdamWConfig": "nextok.optim.AdamWConfig",
     "nextok.lit.optim.ScheduleConfig": "nextok.optim.ScheduleConfig",
     "nextok.lit.muon.MuonConfig": "nextok.optim.MuonConfig",
@@ -156,7 +161,7 @@ def check_optim_values(node: Any) -> None:
 
 def check_config(cfg: DictConfig) -> None:
     """Types of every constructor argument, the ranges of the run's numeric values
-    (:mod:`nextok.lit.value_ranges`), then the model config itself (before any data work)."""
+    (:mod:`nextok.run.value_ranges`), then the model config itself (before any data work)."""
     upgrade_moved_targets(cfg)
     for name in NODES:
         check_node(name, cfg.get(name))

@@ -26,7 +26,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from nextok.console import say
-from nextok.lit.compat import hpc_save_path
+from nextok.lit.lightning_private import hpc_save_path
 
 
 def in_slurm_job() -> bool:

@@ -16,6 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from nextok.checkpoint.resume import ABSENT, MACHINE_LOCAL, leaves, show_value
+
 # what a resume cannot change (a different run: start one, with init_from=<checkpoint>)
 FIXED = (
     "data",
@@ -25,41 +27,19 @@ FIXED = (
     "global_batch_tokens",
     "pad_vocab_multiple_of",
 )
-# keys of those that only say how this machine reads the data
-MACHINE_LOCAL = {
-    "data.num_workers",
-    "data.cache_dir",
-    "data.cache_shard_tokens",
-    "data.pin_memory",
-    "data.val_batch_size",
-    "data.max_val_batches",
-    "data.encode_batch_docs",
-    "data.run_dir",
-}
 FROM_COMMAND = ("resume", "ckpt_path", "print_config", "run_dir")  # never taken from the saved run
-_ABSENT = object()
-
-
-def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a.b.c": value}`` for every leaf of a plain config (lists are leaves)."""
-    if not isinstance(node, dict) or (prefix and not node):
-        return {prefix: node}
-    out: dict[str, Any] = {}
-    for k, v in node.items():
-        out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
 
 
 def _set(tree: dict, path: str, value: Any) -> None:
-    """Set (or with ``_ABSENT`` remove) a dotted key; a leaf on the way becomes a node."""
+    """Set (or with ``ABSENT`` remove) a dotted key; a leaf on the way becomes a node."""
     *parents, last = path.split(".")
     for p in parents:
         if not isinstance(tree.get(p), dict):
-            if value is _ABSENT:
+            if value is ABSENT:
                 return  # already gone with its parent (e.g. a node the command set to null)
             tree[p] = {}
         tree = tree[p]
-    if value is _ABSENT:
+    if value is ABSENT:
         tree.pop(last, None)
     else:
         tree[last] = value
@@ -100,8 +80,8 @@ def resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, l
         raise ValueError(f"{saved_path}: not a config mapping; cannot resume")
     new = OmegaConf.to_container(cfg, resolve=True)
     old_dir = str(saved.get("run_dir") or "")
-    flat_saved = {k: _relocate(v, old_dir, str(cfg.run_dir)) for k, v in _leaves(saved).items()}
-    flat_new = _leaves(new)
+    flat_saved = {k: _relocate(v, old_dir, str(cfg.run_dir)) for k, v in leaves(saved).items()}
+    flat_new = leaves(new)
     explicit = override_keys(overrides)
     result = {k: v for k, v in saved.items() if k not in FROM_COMMAND}
     for key in FROM_COMMAND:
@@ -109,7 +89,7 @@ def resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, l
             result[key] = new[key]
     kept: list[str] = []
     for path in sorted(set(flat_new) | set(flat_saved)):
-        value, before = flat_new.get(path, _ABSENT), flat_saved.get(path, _ABSENT)
+        value, before = flat_new.get(path, ABSENT), flat_saved.get(path, ABSENT)
         if path.split(".")[0] in FROM_COMMAND:
             continue
         if value == before:
@@ -118,39 +98,19 @@ def resumed_config(cfg: DictConfig, overrides: list[str]) -> tuple[DictConfig, l
         if any(path == k or path.startswith(k + ".") for k in explicit):
             if path.split(".")[0] in FIXED and path not in MACHINE_LOCAL:
                 raise ValueError(
-                    f"{path}={_show(value)} would change the run in {run_dir}: it was trained "
-                    f"with {path}={_show(before)} ({saved_path}); a resume keeps the data and "
+                    f"{path}={show_value(value)} would change the run in {run_dir}: it was trained "
+                    f"with {path}={show_value(before)} ({saved_path}); a resume keeps the data and "
                     "model config: drop that override, or start a new run (init_from=<its "
                     "checkpoint> to start from these weights)"
                 )
             _set(result, path, value)
-        elif before is _ABSENT and (above := _leaf_above(path, flat_saved)) is not None:
+        elif before is ABSENT and (above := _leaf_above(path, flat_saved)) is not None:
             if above not in kept:  # the saved run set this node as a whole (e.g. to null)
                 kept.append(above)
-        elif before is _ABSENT:
+        elif before is ABSENT:
             _set(result, path, value)  # a key the saved run did not have yet
         else:
             kept.append(path)
     out = OmegaConf.create(result)
     OmegaConf.set_struct(out, True)
     return out, kept
-
-
-def _show(value: Any) -> str:
-    return "(absent)" if value is _ABSENT else repr(value)
-
-
-def check_same_data(recorded: dict[str, Any], current: dict[str, Any]) -> None:
-    """Refuse, in one line naming the key, to resume a checkpoint on other data than the data
-    config it recorded (``ckpt_path=`` into a new run dir takes the command's data config)."""
-    before, now = _leaves(recorded, "data"), _leaves(current, "data")
-    for path in sorted(set(before) | set(now)):
-        old, new = before.get(path, _ABSENT), now.get(path, _ABSENT)
-        if path in MACHINE_LOCAL or path == "data.tokenizer_path" or old == new:
-            continue
-        raise ValueError(
-            f"{path}={_show(new)} differs from the data the checkpoint was trained on "
-            f"({path}={_show(old)}, recorded in it); a resume keeps the data config: pass the "
-            "run's data settings (resume=auto in its run dir does), or start a new run "
-            "(init_from=<the checkpoint>)"
-        )

@@ -7,8 +7,8 @@ import contextlib
 
 import torch
 
-from nextok.lit.compat import attached_trainer
-from nextok.lit.moe_monitor import MoEMonitor
+from nextok.lit.lightning_private import attached_trainer
+from nextok.lit.module.moe_monitor import MoEMonitor
 from nextok.model import Transformer
 
 
