@@ -34,7 +34,7 @@ from nextok.run.config import (
 )
 from nextok.run.config_check import check_config
 from nextok.run.finish import summary, validate_whole_split
-from nextok.run.init_from import InitSource, prepare_init_from
+from nextok.run.init_from import prepare_init_from
 from nextok.run.preset_notice import run_preset_notice
 from nextok.run.quiet import quiet_lightning
 from nextok.run.run_dir import RunState, run_dir_session
@@ -102,20 +102,31 @@ def _run(
     model_config = resolve_model_config(cfg, datamodule.vocab_size)
     datamodule.validate_model(model_config.vocab_size, model_config.block_size)
 
-    module: LMModule = instantiate(
-        cfg.module,
+    export_info: dict[str, Any] = {}
+    if init is not None:
+        export_info.update(
+            init_from=init.path, hf_family=init.hf_family, hf_generation=init.hf_generation
+        )
+        if ckpt_path is not None:
+            say(f"init_from ignored: resuming from {ckpt_path}")
+    if rank0:
+        export_info["train_config"] = redact(OmegaConf.to_container(cfg, resolve=True))
+    init_state = None
+    if init is not None and ckpt_path is None:
+        init_state, init.state_dict = init.state_dict, {}  # one reference only
+    build_module = instantiate(cfg.module, _partial_=True)  # the config's values, then ours
+    module: LMModule = build_module(
         model_config=model_config,
         optim=instantiate(cfg.optim),
         schedule=instantiate(cfg.schedule),
         seed=cfg.seed,
+        tokenizer=datamodule.tokenizer,
+        special_tokens=special,
+        data_config=redact(OmegaConf.to_container(cfg.data, resolve=True)),
+        export_info=export_info,
+        init_state=init_state,
+        val_scope=periodic_val_scope(datamodule),
     )
-    module.tokenizer = datamodule.tokenizer
-    module.special_tokens = special
-    module.data_config = redact(OmegaConf.to_container(cfg.data, resolve=True))
-    if init is not None:
-        _start_from(module, init, ckpt_path)
-    if rank0:
-        module.export_info["train_config"] = redact(OmegaConf.to_container(cfg, resolve=True))
     loggers = build_loggers(cfg, run_dir)
     # Ctrl-C / SIGTERM: finish the step, save last.ckpt, exit 130/143; the run dir is kept once
     # training has begun (start-up lasts until the first batch: data setup errors still count)
@@ -150,7 +161,6 @@ def _run(
     for lg in trainer.loggers:
         lg.log_hyperparams(hparams)
 
-    module.val_scope = periodic_val_scope(datamodule)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if guard.signum is not None:  # recorded by the guard but not yet acted on
         raise guard.stop_now()
@@ -166,19 +176,6 @@ def _run(
         for k, v in trainer.callback_metrics.items()
         if getattr(v, "numel", lambda: 1)() == 1
     }
-
-
-def _start_from(module: LMModule, init: InitSource, ckpt_path: str | None) -> None:
-    """Hand ``init_from``'s weights to the module (unless the run resumes a checkpoint)."""
-    module.export_info = {
-        "init_from": init.path,
-        "hf_family": init.hf_family,
-        "hf_generation": init.hf_generation,
-    }
-    if ckpt_path is None:
-        module.init_state, init.state_dict = init.state_dict, {}  # one reference only
-    else:
-        say(f"init_from ignored: resuming from {ckpt_path}")
 
 
 # ---------------------------------------------------------------------- data

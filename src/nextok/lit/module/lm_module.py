@@ -78,6 +78,18 @@ class LMModule(ModelSetup, ValidationHooks, CheckpointHooks, L.LightningModule):
         compile_backend: ``torch.compile`` backend (``inductor``; ``aot_eager``/``eager`` to debug).
         seed: base seed; the global RNG is re-seeded from (seed, step, rank) before every step,
             so dropout masks do not depend on where a run was resumed.
+
+    What the run hands over (keyword-only, not hyperparameters; all saved into checkpoints
+    except ``init_state`` and ``val_scope``):
+        tokenizer: the run's ``tokenizers.Tokenizer`` (bytes per token for bits/byte).
+        special_tokens: its :class:`~nextok.data.tokenizer.SpecialTokens`.
+        data_config: the run's resolved ``data`` config (secrets redacted): a resume on other
+            data is refused, and ``nextok-eval`` rebuilds the held-out split from it.
+        export_info: what the exported model card records (``init_from``, ``hf_family``,
+            ``hf_generation``, ``train_config``).
+        init_state: full (unsharded) weights to start from (``init_from``), loaded in
+            ``configure_model`` and then dropped.
+        val_scope: what the periodic validations cover, printed with each.
     """
 
     def __init__(
@@ -94,6 +106,13 @@ class LMModule(ModelSetup, ValidationHooks, CheckpointHooks, L.LightningModule):
         loss_chunk_rows: int | None = None,
         tf32: bool = True,
         compile_backend: str = "inductor",
+        *,
+        tokenizer: Any = None,
+        special_tokens: Any = None,
+        data_config: dict[str, Any] | None = None,
+        export_info: dict[str, Any] | None = None,
+        init_state: dict[str, torch.Tensor] | None = None,
+        val_scope: str | None = None,
     ) -> None:
         super().__init__()
         self.model_config = _as_config(ModelConfig, model_config)
@@ -142,13 +161,11 @@ class LMModule(ModelSetup, ValidationHooks, CheckpointHooks, L.LightningModule):
         )
         self.model: Transformer | None = None
         self.moe: MoEMonitor | None = None  # MoE models: aux losses, routing metrics
-        self.tokenizer = None  # tokenizers.Tokenizer, set by the app (saved into checkpoints)
-        self.special_tokens = None  # nextok.data.tokenizer.SpecialTokens, set by the app
-        # init_from: full (unsharded) weights to start from, loaded in configure_model
-        self.init_state: dict[str, torch.Tensor] | None = None
-        self.export_info: dict[str, Any] = {}  # e.g. hf_family, init_from, train_config
-        # the run's resolved ``data`` config, set by the app: nextok-eval rebuilds its val split
-        self.data_config: dict[str, Any] | None = None
+        self.tokenizer = tokenizer
+        self.special_tokens = special_tokens
+        self.init_state = init_state
+        self.export_info: dict[str, Any] = dict(export_info or {})
+        self.data_config = data_config
         # (loss, step, what it covered, tokens) of the latest validation, for the model card
         self._last_val: tuple[torch.Tensor, int, str | None, int] | None = None
         self.tokens_seen = 0
@@ -159,7 +176,7 @@ class LMModule(ModelSetup, ValidationHooks, CheckpointHooks, L.LightningModule):
         self._val_names: list[str] | None = None
         self._token_bytes: torch.Tensor | None = None
         # what validation covers, printed with each val/loss ("a fixed subset of ...", set by the app)
-        self.val_scope: str | None = None
+        self.val_scope = val_scope
 
     # ------------------------------------------------------------------ training
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
