@@ -1,4 +1,4 @@
-"""Cost of the per-tensor checkpoint checksums (``nextok.checkpoint_verify``) next to
+"""Cost of the per-tensor checkpoint checksums (``nextok.checkpoint.verify``) next to
 ``torch.save`` itself, interleaved: save, checksum, verify, for ``--rounds`` rounds (minimum of
 each), on a tiny model and a GPT-2-small-shaped one (162M parameters, untied, fp32).
 
@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from nextok.checkpoint_verify import CHECKSUMS, add_checksums, verify_checksums
+from nextok.checkpoint.verify import CHECKSUMS, add_checksums, verify_checksums
 from nextok.model import ModelConfig, Transformer
 
 SHAPES = {

@@ -39,8 +39,8 @@ import loss_memory  # noqa: E402 - the sibling benchmarks
 import optimizer_step  # noqa: E402
 
 from nextok.generation import SamplingParams, compile_decode_step, stream  # noqa: E402
-from nextok.lit.optim import AdamWConfig, build_adamw  # noqa: E402
 from nextok.model import ModelConfig, Transformer  # noqa: E402
+from nextok.optim import AdamWConfig, build_adamw  # noqa: E402
 
 # Dense (no sparsity) bf16 tensor-core peak per device, FLOP/s (vendor data sheets, SXM parts).
 # The first key found in the device name wins (PCIe parts are slower than SXM ones).
@@ -206,7 +206,8 @@ def lightning_loop(cfg: ModelConfig, batch: int, setup: Setup) -> float:
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
-    from nextok.lit import LMModule, ScheduleConfig
+    from nextok.lit import LMModule
+    from nextok.optim import ScheduleConfig
 
     xs, ys = zip(
         *learnable_batches(cfg.vocab_size, batch, cfg.block_size, setup.warmup + setup.steps)

@@ -23,9 +23,8 @@ from collections.abc import Callable
 
 import torch
 
-from nextok.lit.muon import MuonConfig, build_muon
-from nextok.lit.optim import AdamWConfig, build_adamw
 from nextok.model import ModelConfig, Transformer
+from nextok.optim import AdamWConfig, MuonConfig, build_adamw, build_muon
 
 
 def timed(fn: Callable[[], object], steps: int, device: torch.device) -> float:

@@ -11,6 +11,10 @@ output length (no EOS). The three modes run in one process on the same model:
 - static: one ``generate`` call over all prompts (left-padded, one contiguous cache, the batch
   lasts as long as its longest row; a finished row still computes until then);
 - engine: :class:`nextok.serving.Engine` (paged KV cache, continuous batching).
+- hf: the same weights exported with :func:`nextok.hf.export_hf` and loaded by ``transformers``;
+  one batched ``generate`` (left-padded, greedy, to the longest output; a row's own tokens count).
+- hf-cb: ``transformers``' continuous batching (the manager behind ``generate_batch``), each
+  request with its own ``max_new_tokens``; timestamps from its ``record_timestamps``.
 
 TTFT counts from the arrival (t=0); per-token latency is the interval between a request's
 consecutive tokens. Peak KV memory: the engine's blocks in use at its peak vs the bytes of the
@@ -19,6 +23,7 @@ tokens alive then; the static cache's (batch x longest) allocation vs its peak t
     python benchmarks/serve.py                    # tiny preset, 64 requests
     python benchmarks/serve.py --requests 16 --max-len 128
     python benchmarks/serve.py --threads 1 --modes static engine --repeats 3
+    python benchmarks/serve.py --set d_model=512 n_layer=8 n_head=8 --modes static engine hf
 """
 
 from __future__ import annotations
@@ -141,9 +146,98 @@ def engine_run(model, work, args) -> tuple[dict, Engine]:
     return summarize("engine", seconds, [stamps[i] for i in ids], kv, alive_at_peak * bpt), engine
 
 
+def export(model, folder: str):
+    """The model as a ``transformers`` model (through a Hugging Face folder), fp32, eval."""
+    from transformers import AutoModelForCausalLM
+
+    from nextok.hf import export_hf
+
+    export_hf(model, folder)
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def hf_batched(hf, work) -> dict:
+    """One left-padded batched ``generate``; a logits processor stamps each step."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    lengths = [n for _, n in work]
+    width = max(len(p) for p, _ in work)
+    ids = torch.zeros(len(work), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for b, (p, _) in enumerate(work):
+        ids[b, width - len(p) :], mask[b, width - len(p) :] = torch.tensor(p), 1
+    steps: list[float] = []
+
+    class Stamp(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            steps.append(time.perf_counter() - t0)
+            return scores
+
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        hf.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max(lengths),
+            min_new_tokens=max(lengths),  # no early EOS: every row runs its drawn length
+            do_sample=False,
+            pad_token_id=0,
+            logits_processor=LogitsProcessorList([Stamp()]),
+        )
+    seconds = time.perf_counter() - t0
+    return summarize("transformers generate", seconds, [steps[:n] for n in lengths])
+
+
+def hf_continuous(hf, work, args) -> dict:
+    """``transformers``' continuous-batching manager, one request per prompt; its pool and
+    step budget sized as the engine's (left to itself on CPU it sizes them from free memory)."""
+    from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    config = GenerationConfig(do_sample=False, max_new_tokens=max(n for _, n in work))
+    page = 256
+    sizes = ContinuousBatchingConfig(
+        page_size=page,
+        num_blocks=args.max_running * -(-hf.config.max_position_embeddings // page),
+        max_batch_tokens=args.step_tokens,
+        max_requests_per_batch=args.max_running,
+    )
+    t0 = time.perf_counter()
+    with (
+        torch.inference_mode(),
+        hf.continuous_batching_context_manager(
+            generation_config=config,
+            continuous_batching_config=sizes,
+            block=True,
+            timeout=5,
+            warmup=False,
+        ) as manager,
+    ):
+        rids = [
+            manager.add_request(p, max_new_tokens=n, record_timestamps=True, eos_token_id=-1)
+            for p, n in work
+        ]
+        results = {}
+        while len(results) < len(rids):
+            r = manager.get_result(timeout=1)
+            if r is not None and r.is_finished():
+                results[r.request_id] = r
+            elif r is None and not manager.is_running():
+                raise RuntimeError("transformers' continuous batching stopped")
+    seconds = time.perf_counter() - t0
+    stamps = []
+    for rid, (_, n) in zip(rids, work):
+        got = results[rid]
+        if got.error or len(got.generated_tokens) != n:
+            raise RuntimeError(f"request {rid}: {got.error or len(got.generated_tokens)} tokens")
+        stamps.append([t - t0 for t in got.timestamps])
+    return summarize("transformers continuous batching", seconds, stamps)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="tiny")
+    p.add_argument("--set", nargs="*", default=[], help="model config overrides KEY=INT")
     p.add_argument("--requests", type=int, default=64)
     p.add_argument("--min-len", type=int, default=16)
     p.add_argument("--max-len", type=int, default=256)
@@ -162,7 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     base = ModelConfig.from_preset(args.preset)
-    cfg = ModelConfig.from_preset(args.preset, block_size=max(base.block_size, 2 * args.max_len))
+    sets = {k: int(v) for k, v in (a.split("=", 1) for a in args.set)}
+    block = max(base.block_size, 2 * args.max_len)
+    cfg = ModelConfig.from_preset(args.preset, **{"block_size": block, **sets})
     torch.manual_seed(0)
     model = Transformer(cfg).eval()
     work = workload(args.requests, args.min_len, args.max_len, args.seed)
@@ -173,6 +269,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     bpt = 2 * cfg.n_layer * cfg.n_kv_head * cfg.head_dim * 4
     best: dict[str, dict] = {}
+    hf = None
+    if {"hf", "hf-cb"} & set(args.modes):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            hf = export(model, folder)
 
     def keep(row):  # the fastest of the repeats: the run least disturbed by other processes
         if row["mode"] not in best or row["tok_s"] > best[row["mode"]]["tok_s"]:
@@ -189,6 +291,10 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"engine: {engine.preemptions} preemptions, pool {engine.cache.num_blocks} blocks"
             )
+        if "hf" in args.modes:
+            keep(hf_batched(hf, work))
+        if "hf-cb" in args.modes:
+            keep(hf_continuous(hf, work, args))
     rows = list(best.values())
     print(
         "| mode | output tok/s | TTFT p50 / p99 (s) | per-token p50 / p99 (ms) | peak KV MiB (x tokens alive) |"
@@ -202,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     by = {r["mode"]: r["tok_s"] for r in rows}
     if "engine" in by:
-        for other in ("static batch", "one-by-one"):
+        for other in ("static batch", "one-by-one", "transformers generate"):
             if other in by:
                 print(f"engine / {other} throughput: {by['engine'] / by[other]:.2f}x")
 

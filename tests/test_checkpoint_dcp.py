@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from nextok.checkpoint import UnsafeCheckpointError
-from nextok.checkpoint_dcp import load_dcp, load_sharded_training_state, read_dcp_metadata
-from nextok.cli.consolidate import consolidate
+from nextok.checkpoint.consolidate import consolidate
+from nextok.checkpoint.dcp import load_dcp, load_sharded_training_state, read_dcp_metadata
 from sharded_payload import Payload, save_dcp, sharded_folder
 
 

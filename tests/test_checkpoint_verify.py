@@ -7,10 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nextok.checkpoint import load_checkpoint
-from nextok.checkpoint_verify import CHECKSUMS, add_checksums, tensor_checksum, verify_checksums
-from nextok.lit.checkpoint_io import atomic_torch_save
-from nextok.lit.resume import checkpoint_meta
+from nextok.checkpoint import atomic_torch_save, checkpoint_meta, load_checkpoint
+from nextok.checkpoint.verify import CHECKSUMS, add_checksums, tensor_checksum, verify_checksums
 from nextok.model import ModelConfig, Transformer
 
 

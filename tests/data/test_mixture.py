@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from nextok.data import MixtureDataModule
 from nextok.data.mixture.schedule import MixtureSchedule
-from nextok.lit.mixture_tokens import MixtureTokens
+from nextok.lit.callbacks.mixture_tokens import MixtureTokens
 
 LOWER = "alpha bravo charlie delta echo foxtrot golf hotel".split()
 UPPER = "ZULU YANKEE XRAY WHISKEY VICTOR UNIFORM TANGO SIERRA".split()

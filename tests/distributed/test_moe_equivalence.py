@@ -10,7 +10,7 @@ import torch
 from dist_helpers import QUIET, TINY_MODEL, data_overrides, eval_loss, run_train
 
 from nextok.checkpoint import load_checkpoint
-from nextok.cli.consolidate import consolidate
+from nextok.checkpoint.consolidate import consolidate
 
 K, GLOBAL_BATCH, TOL = 3, 4, 1e-5
 MOE = [

@@ -17,7 +17,7 @@ import pytest
 from dist_helpers import QUIET, TINY_MODEL, data_overrides, eval_loss, run_train
 
 from nextok.checkpoint import load_checkpoint
-from nextok.cli.consolidate import consolidate
+from nextok.checkpoint.consolidate import consolidate
 
 K, K2 = 3, 5  # compare after K steps; the FSDP run is then resumed to K2
 GLOBAL_BATCH = 4  # sequences per optimizer step, on every world size

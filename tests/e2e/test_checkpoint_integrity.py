@@ -8,7 +8,7 @@ import pytest
 import torch
 from first_run_helpers import cli, ok, one_line_error, tiny_args
 
-from nextok.checkpoint_verify import CHECKSUMS
+from nextok.checkpoint.verify import CHECKSUMS
 
 
 def _finite(path) -> bool:

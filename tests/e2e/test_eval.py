@@ -16,9 +16,10 @@ import torch
 from nextok.data import LMDataModule
 from nextok.data.sources import stdlib_dataset
 from nextok.data.tokenization.tokenizer import save_tokenizer, train_bpe
-from nextok.lit import AdamWConfig, LMModule, ScheduleConfig
+from nextok.lit import LMModule
 from nextok.lit.checkpoint_io import AtomicCheckpointIO
 from nextok.model import ModelConfig
+from nextok.optim import AdamWConfig, ScheduleConfig
 
 
 def eval_cmd() -> list[str]:

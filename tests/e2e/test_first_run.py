@@ -12,7 +12,7 @@ import torch
 from first_run_helpers import cli, ok, one_line_error, tiny_args
 
 from nextok.checkpoint import UnsafeCheckpointError, load_checkpoint
-from nextok.cli.consolidate import consolidate
+from nextok.checkpoint.consolidate import consolidate
 from sharded_payload import save_dcp
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from nextok.checkpoint_verify import add_checksums
+from nextok.checkpoint.verify import add_checksums
 from nextok.model import ModelConfig, Transformer
 
 CORPUS = [

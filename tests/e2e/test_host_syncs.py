@@ -1,6 +1,6 @@
 """A real ``nextok-train`` run has no host-device sync per optimizer step outside log steps.
 
-The counter (``debug=host_syncs``, :mod:`nextok.lit.host_syncs`) wraps the tensor methods that
+The counter (``debug=host_syncs``, :mod:`nextok.lit.callbacks.host_syncs`) wraps the tensor methods that
 copy values to the host and attributes each call to its optimizer step.
 """
 

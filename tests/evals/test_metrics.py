@@ -131,7 +131,7 @@ def _train_and_validate(tmp_path, vocab: int, steps: int) -> dict[str, float]:
     dm.prepare_data()
     dm.setup("fit")
     cfg = ModelConfig(vocab_size=vocab, block_size=64, n_layer=2, n_head=4, d_model=64)
-    from nextok.lit import AdamWConfig, ScheduleConfig
+    from nextok.optim import AdamWConfig, ScheduleConfig
 
     module = LMModule(
         cfg, optim=AdamWConfig(lr=3e-3), schedule=ScheduleConfig(name="cosine", warmup_steps=20)

@@ -9,7 +9,8 @@ import pytest
 import yaml
 from eval_helpers import tiny_tokenizer
 
-from nextok.data.sources import _is_val_doc, split_train_val, stdlib_dataset
+from nextok.data.sources import split_train_val, stdlib_dataset
+from nextok.data.sources.split import _is_val_doc
 from nextok.evals import load_task, scoring_options
 from nextok.evals.scoring import encode_example
 
@@ -133,7 +134,7 @@ def test_stdlib_next_line_skips_passages_seen_in_training(monkeypatch):
         for d in range(10)
     ]
     ds = datasets.Dataset.from_dict({"text": docs, "path": [f"f{d}.py" for d in range(10)]})
-    monkeypatch.setattr("nextok.data.sources.stdlib_dataset", lambda: ds)
+    monkeypatch.setattr("nextok.data.sources.stdlib.stdlib_dataset", lambda: ds)
     train, _ = split_train_val(ds, 0.2, 1337)
     seen_in_training = "\x00".join(train["text"])
     examples = load_task("x", {"kind": "stdlib_next_line", "val_fraction": 0.2, "num_examples": 15})

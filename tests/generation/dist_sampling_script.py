@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import train_tokenizer  # noqa: E402
 from nextok.generation import SamplingParams, generate_text, make_generator  # noqa: E402
-from nextok.lit.sample_callback import SamplingCallback  # noqa: E402
+from nextok.lit.callbacks.sampling import SamplingCallback  # noqa: E402
 from nextok.model import ModelConfig, Transformer  # noqa: E402
 
 PROMPTS = ["def ", "import os"]

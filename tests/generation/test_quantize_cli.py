@@ -42,7 +42,7 @@ def test_generate_int4_notes_the_slow_fp32_path(tmp_path, capsys, dtype):
     """A vocabulary padded to 320 (a multiple of 16): int4 runs; on fp32 a note says bf16 is fast."""
     import torch
 
-    from nextok.checkpoint_verify import add_checksums
+    from nextok.checkpoint.verify import add_checksums
     from nextok.cli.generate import run
     from nextok.model import ModelConfig, Transformer
 

@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from nextok.generation import SamplingParams, generate_text, make_generator
-from nextok.lit.sample_callback import SamplingCallback
+from nextok.lit.callbacks.sampling import SamplingCallback
 
 PROMPTS = ["def ", "import "]
 
@@ -214,7 +214,7 @@ def test_callback_logs_to_wandb_table_and_mlflow_artifact(
 
 
 def test_unsharded_model_is_an_eager_copy_when_blocks_are_compiled(make_model):
-    from nextok.lit.sample_callback import unsharded_model
+    from nextok.lit.callbacks.sampling import unsharded_model
 
     model = make_model()
     assert unsharded_model(model, True) is model and unsharded_model(model, False) is None

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from nextok.checkpoint import load_checkpoint
 from nextok.hf import import_hf
 from nextok.hf.families import QWEN3_HEAD_DIM
-from nextok.lit.init_from import load_source
+from nextok.run.init_from import load_source
 from tiny_models import logits, random_hf_model
 
 transformers = pytest.importorskip("transformers")

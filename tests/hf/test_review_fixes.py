@@ -291,7 +291,7 @@ def test_gpt2_unequal_dropouts_load_for_inference(tmp_path):
 
 
 def test_init_from_passes_the_dropout_override(tmp_path):
-    from nextok.lit.init_from import load_source
+    from nextok.run.init_from import load_source
 
     d = _gpt2(tmp_path)
     assert load_source(str(d), {"dropout": 0.2}).config.dropout == 0.2

@@ -7,10 +7,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from nextok.checkpoint.resume import find_resume_checkpoint, resolve_ckpt_path
 from nextok.cli._conf import conf_dir
 from nextok.lit.callbacks import unigram_loss
-from nextok.lit.resume import find_resume_checkpoint, resolve_ckpt_path
-from nextok.lit.run_config import accumulation, pad_vocab, redact, resolve_model_config
+from nextok.run.config import accumulation, pad_vocab, redact, resolve_model_config
 
 EXPERIMENTS = sorted(p.stem for p in (Path(conf_dir()) / "experiment").glob("*.yaml"))
 
@@ -48,18 +48,17 @@ def test_accumulation_from_global_batch():
 
 
 def test_resume_auto(tmp_path):
-    cfg = OmegaConf.create({"ckpt_path": None, "resume": "auto"})
-    assert resolve_ckpt_path(cfg, tmp_path) is None  # nothing yet: fresh start
+    assert resolve_ckpt_path(None, "auto", tmp_path) is None  # nothing yet: fresh start
     ckpts = tmp_path / "checkpoints"
     ckpts.mkdir()
     (ckpts / "best-step000010.ckpt").write_bytes(b"x")
     (ckpts / "last.ckpt").write_bytes(b"x")
     assert find_resume_checkpoint(tmp_path) == ckpts / "last.ckpt"
-    assert resolve_ckpt_path(cfg, tmp_path) == str(ckpts / "last.ckpt")
+    assert resolve_ckpt_path(None, "auto", tmp_path) == str(ckpts / "last.ckpt")
     with pytest.raises(FileNotFoundError, match="ckpt_path"):
-        resolve_ckpt_path(OmegaConf.create({"ckpt_path": "/nope.ckpt", "resume": None}), tmp_path)
+        resolve_ckpt_path("/nope.ckpt", None, tmp_path)
     with pytest.raises(ValueError, match="resume"):
-        resolve_ckpt_path(OmegaConf.create({"ckpt_path": None, "resume": "yes"}), tmp_path)
+        resolve_ckpt_path(None, "yes", tmp_path)
 
 
 def test_redact_secrets():
@@ -99,27 +98,26 @@ def test_unigram_loss():
 
 def test_resume_auto_starts_fresh_only_when_there_is_provably_no_checkpoint(tmp_path):
     """Issue 19 point 7: a ``checkpoints`` that is a file made resume=auto start fresh."""
-    cfg = OmegaConf.create({"ckpt_path": None, "resume": "auto"})
     ckpts = tmp_path / "checkpoints"
     ckpts.mkdir()
-    assert resolve_ckpt_path(cfg, tmp_path) is None  # an empty folder: fresh
+    assert resolve_ckpt_path(None, "auto", tmp_path) is None  # an empty folder: fresh
     (ckpts / "best-step000010.ckpt").write_bytes(b"x")
     with pytest.raises(ValueError, match=r"holds checkpoints \(best-step000010.ckpt\) but no last"):
-        resolve_ckpt_path(cfg, tmp_path)
+        resolve_ckpt_path(None, "auto", tmp_path)
     (ckpts / "best-step000010.ckpt").unlink()
     ckpts.rmdir()
     ckpts.write_text("not a folder")
     with pytest.raises(ValueError, match="checkpoints is not a folder"):
-        resolve_ckpt_path(cfg, tmp_path)
+        resolve_ckpt_path(None, "auto", tmp_path)
     ckpts.unlink()
     ckpts.symlink_to(tmp_path / "gone")
     with pytest.raises(ValueError, match="is a broken link"):
-        resolve_ckpt_path(cfg, tmp_path)
+        resolve_ckpt_path(None, "auto", tmp_path)
     ckpts.unlink()
     ckpts.mkdir()
     (ckpts / "last.ckpt").symlink_to(tmp_path / "gone.ckpt")  # an entry that cannot be read
     with pytest.raises(ValueError, match="resume=auto: cannot read .*last.ckpt"):
-        resolve_ckpt_path(cfg, tmp_path)
+        resolve_ckpt_path(None, "auto", tmp_path)
 
 
 def test_resume_with_a_garbage_run_dir_tokenizer_is_one_line(tmp_path):
@@ -128,8 +126,8 @@ def test_resume_with_a_garbage_run_dir_tokenizer_is_one_line(tmp_path):
     import torch
 
     from nextok.checkpoint import META_KEY
+    from nextok.checkpoint.resume import pair_tokenizer
     from nextok.data.tokenization.tokenizer import train_bpe
-    from nextok.lit.resume import pair_tokenizer
 
     tok = train_bpe(iter(["def f(x):\n    return x\n"] * 20), 300)
     ckpt = tmp_path / "last.ckpt"

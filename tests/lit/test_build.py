@@ -1,4 +1,4 @@
-"""nextok.lit.build: config nodes -> loggers, callbacks, Trainer."""
+"""nextok.run.build: config nodes -> loggers, callbacks, Trainer."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import open_dict
 
 from nextok.cli._conf import conf_dir
-from nextok.lit.build import build_loggers, build_trainer, console_callbacks, wandb_run_id
+from nextok.lit.callbacks import ModelSummaryWithFlops, RunProgressBar
 from nextok.lit.checkpoint_io import AtomicCheckpointIO
-from nextok.lit.terminal import ModelSummaryWithFlops, RunProgressBar
+from nextok.run.build import build_loggers, build_trainer, console_callbacks, wandb_run_id
 
 
 def _cfg(tmp_path, *overrides: str):
@@ -91,14 +91,14 @@ def test_terminal_tee_logs_plain_lines(tmp_path):
     second line, a log record behind the bar) leaves plain lines in the log; other text stays."""
     import io
 
-    from nextok.lit.terminal import _Tee
+    from nextok.tee import Tee
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
     log = io.StringIO()
-    tee = _Tee(Terminal(), log)
+    tee = Tee(Terminal(), log)
     bar = "\x1b[2KEpoch 0    \x1b[35m\u2501\u2501\u2578\x1b[0m 3/20 0:00:01 \x1b[3mloss: 6.2\x1b[0m"
     tee.write("[nextok] run dir: x\n")
     tee.write(bar + "\n" + " " * 40 + "loss: 6.223\n")

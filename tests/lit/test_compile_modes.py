@@ -9,8 +9,9 @@ import pytest
 import torch
 from test_hot_path import Data, trainer  # same folder helpers
 
-from nextok.lit import AdamWConfig, LMModule, ScheduleConfig
+from nextok.lit import LMModule
 from nextok.model import ModelConfig
+from nextok.optim import AdamWConfig, ScheduleConfig
 
 
 class Frames(L.Callback):

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from nextok.cli._conf import conf_dir
-from nextok.lit.config_check import check_config, matches
+from nextok.run.config_check import check_config, matches
 
 
 def _cfg(*overrides: str):
@@ -84,21 +84,55 @@ def test_moved_sampling_target_still_works(capsys):
     callback (with a notice), and its checks still apply."""
     from hydra.utils import instantiate
 
-    from nextok.lit.sample_callback import SamplingCallback
+    from nextok.lit.callbacks.sampling import SamplingCallback
 
     old = "callbacks.sampling._target_=nextok.lit.sampling.SamplingCallback"
     cfg = _cfg(old)
     check_config(cfg)
     assert isinstance(instantiate(cfg.callbacks.sampling), SamplingCallback)
-    assert "moved to nextok.lit.sample_callback.SamplingCallback" in capsys.readouterr().out
+    assert "moved to nextok.lit.callbacks.SamplingCallback" in capsys.readouterr().out
     with pytest.raises(ValueError, match="max_new_tokens='many' is not an integer"):
         check_config(_cfg(old, "callbacks.sampling.max_new_tokens=many"))
+
+
+@pytest.mark.parametrize(
+    "node, old, new",
+    [
+        ("optim", "nextok.lit.optim.AdamWConfig", "nextok.optim.AdamWConfig"),
+        ("optim", "nextok.lit.muon.MuonConfig", "nextok.optim.MuonConfig"),
+        ("schedule", "nextok.lit.optim.ScheduleConfig", "nextok.optim.ScheduleConfig"),
+    ],
+)
+def test_moved_optim_targets_still_work(capsys, node, old, new):
+    """A config naming the optimizer/schedule classes where they lived in lit/ (a saved run
+    config resumed with resume=auto) still builds them, with a notice naming the new home."""
+    from hydra.utils import instantiate
+
+    from nextok.lit.lightning_private import locate
+
+    extra = ("optim=muon",) if "Muon" in old else ()
+    cfg = _cfg(*extra, f"{node}._target_={old}")
+    check_config(cfg)
+    assert isinstance(instantiate(cfg[node]), locate(new))
+    assert f"{node}._target_: {old} moved to {new}" in capsys.readouterr().out
+
+
+def test_every_moved_target_names_a_class_that_exists():
+    """Each old path is no longer importable and its new path is: the shim is needed and
+    points somewhere real."""
+    from nextok.lit.lightning_private import locate
+    from nextok.run.config_check import MOVED_TARGETS
+
+    for old, new in MOVED_TARGETS.items():
+        assert callable(locate(new)), new
+        with pytest.raises(ImportError):
+            locate(old)
 
 
 def test_sampling_callback_state_key_is_unchanged_by_the_move():
     """Lightning restores a callback's checkpointed state by its ``state_key`` (the class name):
     checkpoints written while the callback lived in lit/sampling.py resume into it."""
-    from nextok.lit.sample_callback import SamplingCallback
+    from nextok.lit.callbacks.sampling import SamplingCallback
 
     assert SamplingCallback().state_key == "SamplingCallback"
 
@@ -174,7 +208,7 @@ def test_the_stdlib_task_runs_by_default_only_with_its_corpus(overrides, skipped
 def test_a_named_model_preset_changed_by_the_experiment_is_reported(overrides, explicit, notice):
     from omegaconf import OmegaConf
 
-    from nextok.lit.preset_notice import preset_notice
+    from nextok.run.preset_notice import preset_notice
 
     with initialize_config_dir(conf_dir(), version_base="1.3"):
         cfg = compose(

@@ -6,8 +6,8 @@ import torch
 
 from nextok.data import LMDataModule
 from nextok.lit import LMModule
-from nextok.lit.optim import _impl_kwargs
 from nextok.model import ModelConfig
+from nextok.optim.adamw import impl_kwargs
 from nextok.runtime import configure_cuda, describe_attention, sdpa_backend
 
 CFG = ModelConfig(vocab_size=64, block_size=16, n_layer=1, n_head=4, n_kv_head=2, d_model=32)
@@ -51,10 +51,10 @@ def test_sdpa_backend_is_torch_dispatchers_choice():
 
 
 def test_fused_adamw_is_chosen_for_cuda_parameters():
-    assert _impl_kwargs([torch.zeros(1)], "auto") == {"foreach": True}
+    assert impl_kwargs([torch.zeros(1)], "auto") == {"foreach": True}
     # what the choice reads of a parameter: its device (no CUDA tensor can be made here)
     on_cuda = type("Param", (), {"device": torch.device("cuda"), "data": None})()
-    assert _impl_kwargs([on_cuda], "auto") == {"fused": True}
+    assert impl_kwargs([on_cuda], "auto") == {"fused": True}
 
 
 def test_pinned_memory_follows_cuda(tmp_path):
@@ -67,7 +67,7 @@ def test_vocab_padding_default_is_128(n, padded):
     from omegaconf import OmegaConf
 
     from nextok.cli._conf import conf_dir
-    from nextok.lit.run_config import pad_vocab, resolve_model_config  # noqa: F401
+    from nextok.run.config import pad_vocab, resolve_model_config  # noqa: F401
 
     multiple = OmegaConf.load(f"{conf_dir()}/train.yaml").pad_vocab_multiple_of
     assert multiple == 128 and pad_vocab(n, multiple) == padded

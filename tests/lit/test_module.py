@@ -8,7 +8,8 @@ from tokenizers import Tokenizer, models
 from torch.utils.data import DataLoader, TensorDataset
 
 from nextok.checkpoint import load_checkpoint
-from nextok.lit import AdamWConfig, LMModule, NonFiniteLossError, ScheduleConfig
+from nextok.lit import LMModule, NonFiniteLossError
+from nextok.optim import AdamWConfig, ScheduleConfig
 from quiet_trainer import quiet_trainer
 
 VOCAB, BLOCK = 64, 16
@@ -148,11 +149,12 @@ def test_nonfinite_loss_skip_drops_the_update(tmp_path, tiny_config):
 
 def test_checkpoint_contract(tmp_path, tiny_config):
     """on_save_checkpoint writes what nextok.checkpoint.load_checkpoint needs."""
-    module = _module(tiny_config)
     # nextok's own tokenizers always hold <|endoftext|>: the EOS of a checkpoint that records no
     # special tokens (one whose tokenizer has no EOS at all is refused in one line: below)
     vocab = {f"t{i}": i for i in range(63)} | {"<|endoftext|>": 63}
-    module.tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
+    # what the run hands over comes in through the constructor
+    module = _module(tiny_config, tokenizer=tokenizer, export_info={"init_from": "/src"})
     trainer = make_trainer(tmp_path, max_steps=2, limit_val_batches=0)
     trainer.fit(module, datamodule=CountingData())
     path = tmp_path / "m.ckpt"
@@ -160,6 +162,7 @@ def test_checkpoint_contract(tmp_path, tiny_config):
     ckpt = torch.load(path, weights_only=True)  # plain containers only
     assert ckpt["nextok"]["tokens_seen"] == 2 * 4 * 16
     assert "data_config" not in ckpt["nextok"]  # only what the app handed over (below)
+    assert ckpt["nextok"]["init_from"] == "/src"  # export info, for the model card
     assert all(k.startswith("model.") for k in ckpt["state_dict"])
     loaded = load_checkpoint(path)
     assert loaded.config == tiny_config

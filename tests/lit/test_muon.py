@@ -11,11 +11,11 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, TensorDataset
 
-from nextok.lit import LMModule, ScheduleConfig
-from nextok.lit.muon import MuonAdamW, MuonConfig, build_muon, muon_param_groups
-from nextok.lit.muon_update import Muon, newton_schulz, ns_dtype_for
-from nextok.lit.optim import AdamWConfig, make_schedule, optim_config
+from nextok.lit import LMModule
 from nextok.model import ModelConfig, Transformer
+from nextok.optim import AdamWConfig, ScheduleConfig, make_schedule, optim_config
+from nextok.optim.muon import MuonAdamW, MuonConfig, build_muon, muon_param_groups
+from nextok.optim.newton_schulz import Muon, newton_schulz, ns_dtype_for
 from quiet_trainer import quiet_trainer
 from tiny_models import tiny_moe_config
 
@@ -320,7 +320,7 @@ import os, torch, torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Shard, distribute_tensor
-from nextok.lit.muon_update import Muon
+from nextok.optim.newton_schulz import Muon
 os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["PORT"])
 dist.init_process_group("gloo", rank=0, world_size=1)
 mesh = init_device_mesh("cpu", (1,))

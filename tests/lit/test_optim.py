@@ -3,14 +3,14 @@ import math
 import pytest
 import torch
 
-from nextok.lit.optim import (
+from nextok.model import ModelConfig, Transformer
+from nextok.optim import (
     AdamWConfig,
     ScheduleConfig,
     build_adamw,
     make_schedule,
     param_groups,
 )
-from nextok.model import ModelConfig, Transformer
 
 
 def _ids(params):

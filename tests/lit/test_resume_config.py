@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from nextok.cli._conf import conf_dir
-from nextok.lit.resume_config import resumed_config
-from nextok.lit.run_config import save_config
+from nextok.run.config import save_config
+from nextok.run.resume_config import resumed_config
 
 RUN = [
     "data=local_text",

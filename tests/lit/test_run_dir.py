@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from nextok.lit.run_dir import run_dir_session
-from nextok.lit.run_lock import LOCK_FILE, RunDirLock, RunDirLocked
+from nextok.run.lock import LOCK_FILE, RunDirLock, RunDirLocked
+from nextok.run.run_dir import run_dir_session
 
 
 def test_live_lock_refused_dead_lock_taken_over(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from nextok.cli.train import resume_command
-from nextok.lit.signals import SignalGuard, StopRequested
+from nextok.run.signals import SignalGuard, StopRequested
 
 
 def _send(sig: int) -> None:

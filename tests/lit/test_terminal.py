@@ -7,7 +7,7 @@ import warnings
 import pytest
 from lightning.fabric.plugins.environments import SLURMEnvironment
 
-from nextok.lit.terminal import quiet_lightning
+from nextok.run.quiet import quiet_lightning
 
 
 @pytest.fixture

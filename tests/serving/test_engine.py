@@ -34,6 +34,8 @@ def alone(model, prompt, n, sampling=GREEDY, seed=None):
         {},
         dict(pos="learned", norm="layernorm", mlp="gelu", n_kv_head=4),
         dict(n_kv_head=1, qk_norm=True),
+        dict(sliding_window=6),  # every layer sees the last 6 positions only
+        dict(sliding_window=5, sliding_layers=[1]),  # one sliding layer, one full
     ],
 )
 @pytest.mark.parametrize("kv_blocks,block_tokens,step_tokens", [(None, 16, 256), (40, 4, 7)])
@@ -162,8 +164,14 @@ def test_stop_strings_and_eos_as_generate_text(make_model, tokenizer):
     assert "stop" in reasons.values()
 
 
-def test_prompt_and_token_logprobs_equal_a_full_forward(make_model):
-    model = make_model()
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, dict(sliding_window=4), dict(sliding_window=3, sliding_layers=[0])],
+)
+def test_prompt_and_token_logprobs_equal_a_full_forward(make_model, overrides):
+    """Every position's log-probabilities, over prefill chunks and decodes: sliding-window
+    layers see only the last ``sliding_window`` positions, as in the model's own forward."""
+    model = make_model(**overrides)
     p = prompts((13,))[0]
     engine = Engine(model, max_tokens_per_step=5)  # the prompt is scored over three chunks
     sid = engine.add(Request(p, 3, GREEDY, logprobs=2, echo_logprobs=True))
@@ -191,3 +199,24 @@ def test_prompt_only_request_scores_without_generating(make_model):
     outs = engine.step()
     assert len(outs) == 1 and outs[0].finish_reason == "length" and outs[0].token is None
     assert len(outs[0].prompt_logprobs) == 9 and not engine.has_work
+
+
+def test_rows_with_different_sampling_rules_in_one_step_each_equal_alone(make_model):
+    """One step samples every row in one call with per-row parameters: greedy, temperature,
+    top-k, top-p, min-p and repetition penalty mixed in a batch, each as generated alone."""
+    model = make_model()
+    rules = [
+        GREEDY,
+        SamplingParams(temperature=0.7),
+        SamplingParams(temperature=1.3, top_k=5),
+        SamplingParams(temperature=0.9, top_p=0.5),
+        SamplingParams(temperature=1.0, min_p=0.2),
+        SamplingParams(temperature=0, repetition_penalty=1.5),
+        SAMPLE,
+    ]
+    ps = prompts()
+    expect = [alone(model, p, 15, r, seed=7 + i) for i, (p, r) in enumerate(zip(ps, rules))]
+    got = Engine(model).generate(
+        [Request(p, 15, r, seed=7 + i) for i, (p, r) in enumerate(zip(ps, rules))]
+    )
+    assert got == expect

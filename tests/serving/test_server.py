@@ -110,6 +110,8 @@ def test_models_and_health(client, server):
         (dict(model="tiny", prompt="x", frobnicate=1), 400, "frobnicate"),
         (dict(model="tiny", prompt="x", temperature=-1), 400, "temperature"),
         (dict(model="tiny", prompt=[[1, 99999]]), 400, "prompt"),
+        (dict(model="tiny", prompt="x", stream="false"), 400, "stream"),  # never read as true
+        (dict(model="tiny", prompt="x", echo=1), 400, "echo"),
         (dict(model="tiny", messages=[{"role": "user", "content": "hi"}]), 400, "messages"),
     ],
 )

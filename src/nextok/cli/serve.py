@@ -26,6 +26,7 @@ ENGINE_KEYS = (
     "block_size_tokens",
     "max_tokens_per_step",
     "max_running",
+    "prefix_sharing",
 )
 
 

@@ -26,7 +26,7 @@ from nextok.cli.errors import EXIT_BAD_INPUT, CliError, one_line_errors
 from nextok.console import say
 
 if TYPE_CHECKING:
-    from nextok.lit.signals import StopRequested
+    from nextok.run.signals import StopRequested
 
 PROG = "nextok-train"
 
@@ -37,11 +37,11 @@ def main(cfg: DictConfig) -> float | None:
         signal.signal(sig, _exit_on_signal)
     from hydra.core.hydra_config import HydraConfig
 
-    from nextok.lit.app import run_training  # heavy imports after Hydra has parsed the command line
-    from nextok.lit.init_from import model_overrides
     from nextok.lit.module import NonFiniteLossError
-    from nextok.lit.run_lock import RunDirLocked
-    from nextok.lit.signals import StopRequested
+    from nextok.run.app import run_training  # heavy imports after Hydra has parsed the command line
+    from nextok.run.init_from import model_overrides
+    from nextok.run.lock import RunDirLocked
+    from nextok.run.signals import StopRequested
 
     with one_line_errors(
         PROG,
@@ -52,7 +52,7 @@ def main(cfg: DictConfig) -> float | None:
         cfg = continued_config(cfg, overrides)
         try:
             metrics = run_training(cfg, model_overrides(overrides))
-        except StopRequested as e:  # Ctrl-C / SIGTERM in any phase (nextok.lit.signals)
+        except StopRequested as e:  # Ctrl-C / SIGTERM in any phase (nextok.run.signals)
             say(stop_line(e, Path(cfg.run_dir), overrides), all_ranks=True, file=sys.stderr)
             _ignore_further_signals()
             sys.exit(e.exit_code)
@@ -65,8 +65,8 @@ def main(cfg: DictConfig) -> float | None:
 
 def continued_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     """``resume=auto`` in a run dir with a saved config: that config, as the command changed it
-    (:mod:`nextok.lit.resume_config`); otherwise ``cfg``."""
-    from nextok.lit.resume_config import resumed_config
+    (:mod:`nextok.run.resume_config`); otherwise ``cfg``."""
+    from nextok.run.resume_config import resumed_config
 
     resumed, kept = resumed_config(cfg, overrides)
     if resumed is not cfg:
@@ -79,7 +79,7 @@ def continued_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
-    """A signal before the run's :class:`~nextok.lit.signals.SignalGuard` is installed, or while
+    """A signal before the run's :class:`~nextok.run.signals.SignalGuard` is installed, or while
     the stop line is printed: stop at once, with the contract's exit status."""
     _ignore_further_signals()
     raise SystemExit(128 + signum)
@@ -95,7 +95,7 @@ def _ignore_further_signals() -> None:
 
 def stop_line(e: StopRequested, run_dir: Path, overrides: list[str]) -> str:
     """What a signal left behind, and the command that continues the run (shell-quoted)."""
-    from nextok.lit.resume import find_resume_checkpoint
+    from nextok.checkpoint.resume import find_resume_checkpoint
 
     if not run_dir.exists():
         return f"{e}; nothing was saved (the new run dir {run_dir} was removed)"

@@ -1,6 +1,5 @@
-"""Lightning integration: the LightningModule, optimizer/schedules, callbacks, checkpoint IO."""
+"""Lightning integration: the LightningModule, callbacks, strategy, checkpoint IO."""
 
 from nextok.lit.module import LMModule, NonFiniteLossError
-from nextok.lit.optim import AdamWConfig, ScheduleConfig
 
-__all__ = ["AdamWConfig", "LMModule", "NonFiniteLossError", "ScheduleConfig"]
+__all__ = ["LMModule", "NonFiniteLossError"]

@@ -59,12 +59,12 @@ class FSDP2Strategy(ModelParallelStrategy):
         }
 
     def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> Any:
-        """A sharded folder loads through :mod:`nextok.checkpoint_dcp` (its metadata and values
+        """A sharded folder loads through :mod:`nextok.checkpoint.dcp` (its metadata and values
         never run code); a single file goes to Lightning (``weights_only``)."""
         path = Path(self.broadcast(checkpoint_path))
         if not path.is_dir():
             return super().load_checkpoint(checkpoint_path, weights_only=weights_only)
-        from nextok.checkpoint_dcp import load_sharded_training_state
+        from nextok.checkpoint.dcp import load_sharded_training_state
 
         assert self.lightning_module is not None
         return load_sharded_training_state(

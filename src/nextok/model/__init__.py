@@ -1,8 +1,7 @@
 """Pure-PyTorch decoder-only transformer. Imports neither Lightning nor Hydra."""
 
-from nextok.model.config import ModelConfig
+from nextok.model.config import PRESETS, ModelConfig
 from nextok.model.kv_cache import AttentionCache, KVCache
-from nextok.model.presets import PRESETS
 from nextok.model.transformer import Transformer
 
 __all__ = ["PRESETS", "AttentionCache", "KVCache", "ModelConfig", "Transformer"]

@@ -7,6 +7,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from nextok.model.presets import PRESET_ARGS
+
 NORMS = ("rmsnorm", "layernorm")
 POSITIONS = ("rope", "learned")
 MLPS = ("swiglu", "gelu", "gelu_exact", "relu2", "moe")
@@ -229,8 +231,6 @@ class ModelConfig:
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
         """Build a config from a named preset, with keyword overrides."""
-        from nextok.model.presets import PRESET_ARGS  # the table builds ModelConfigs itself
-
         if name not in PRESET_ARGS:
             raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESET_ARGS)}")
         # from the preset's own arguments, so derived fields (head_dim, biases) follow overrides
@@ -247,3 +247,7 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# every preset as a config (the table itself: nextok.model.presets)
+PRESETS: dict[str, ModelConfig] = {name: ModelConfig.from_preset(name) for name in PRESET_ARGS}

@@ -66,7 +66,8 @@ class AttentionCache:
     With one, ``Transformer.forward`` takes ``idx`` of shape (1, N): the new tokens of several
     sequences laid end to end. Positions come from ``positions`` (1, N); each attention layer hands
     its new queries/keys/values to :meth:`attend`, which stores the keys/values and returns the
-    attention output, so the cache decides which keys each query sees. ``logit_index`` (None: every
+    attention output, so the cache decides which keys each query sees (a sliding-window layer's
+    window included). ``logit_index`` (None: every
     position) picks the positions that need logits. Training and :class:`KVCache` never take this
     path, so their numerics are unchanged.
     """

@@ -1,4 +1,6 @@
-"""Named model presets, as data: the constructor arguments of each :class:`ModelConfig`.
+"""Named model presets, as data: the constructor arguments of each
+:class:`~nextok.model.config.ModelConfig` (which builds them: ``ModelConfig.from_preset``,
+``nextok.model.PRESETS``). Plain data, importing nothing, so the config class can read it.
 
 ``conf/model/*.yaml`` mirror these field for field (tests/model/test_presets_conf.py).
 """
@@ -6,8 +8,6 @@
 from __future__ import annotations
 
 from typing import Any
-
-from nextok.model.config import ModelConfig
 
 PRESET_ARGS: dict[str, dict[str, Any]] = {
     # A few seconds per step on a laptop CPU: the default run's model.
@@ -97,5 +97,3 @@ PRESET_ARGS: dict[str, dict[str, Any]] = {
         tie_embeddings=True,
     ),
 }
-
-PRESETS: dict[str, ModelConfig] = {name: ModelConfig(**a) for name, a in PRESET_ARGS.items()}

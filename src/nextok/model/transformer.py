@@ -260,11 +260,6 @@ class Transformer(nn.Module):
         external = isinstance(kv_cache, AttentionCache)
         c = self.config
         if external:  # the cache lays out the sequences, their positions and masking
-            if c.sliding_window is not None:
-                raise ValueError(
-                    "model.sliding_window: the paged KV cache attends to the whole sequence; "
-                    "sliding-window models are not supported by it"
-                )
             positions, mask, window_mask = kv_cache.positions, None, None
         else:
             positions, mask, window_mask = self._positions_and_mask(

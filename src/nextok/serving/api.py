@@ -25,6 +25,7 @@ from nextok.serving.api_checks import (
     DEFAULT_MAX_TOKENS,
     ApiError,
     Served,
+    bool_field,
     check_keys,
     int_field,
     sampling_params,
@@ -113,12 +114,14 @@ def build_app(served: Served) -> FastAPI:
                 )
         return out
 
-    async def run(http: HttpRequest, reqs: list[Request]) -> tuple[list[int], asyncio.Queue]:
+    async def run(
+        http: HttpRequest, reqs: list[Request], stream: bool
+    ) -> tuple[list[int], asyncio.Queue]:
         queue: asyncio.Queue = asyncio.Queue()
         ids: list[int] = []
         try:
             for r in reqs:
-                ids.append(served.worker.submit(r, queue))
+                ids.append(served.worker.submit(r, queue, stream))
         except ValueError as err:
             for i in ids:
                 served.worker.cancel(i)
@@ -201,10 +204,8 @@ def build_app(served: Served) -> FastAPI:
             )
         max_tokens = int_field(body, "max_tokens", DEFAULT_MAX_TOKENS, 0)
         logprobs = int_field(body, "logprobs", None, 0, 20)
-        echo = body.get("echo", False)
-        if not isinstance(echo, bool):
-            raise ApiError(400, f"'echo' must be true or false, got {echo!r}", "echo")
-        stream = body.get("stream", False)
+        echo = bool_field(body, "echo")
+        stream = bool_field(body, "stream")
         if max_tokens == 0 and not echo:
             raise ApiError(400, "'max_tokens' may be 0 only with echo (scoring)", "max_tokens")
         reqs = requests_for(
@@ -215,7 +216,7 @@ def build_app(served: Served) -> FastAPI:
             echo_logprobs=echo and logprobs is not None,
         )
         n = len(reqs) // len(prompts)
-        ids, queue = await run(http, reqs)
+        ids, queue = await run(http, reqs, stream)
         index = {sid: i for i, sid in enumerate(ids)}
         rid, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
         head = (
@@ -349,12 +350,13 @@ def build_app(served: Served) -> FastAPI:
         if max_tokens is None:
             n_prompt = len(encode(prompt))
             max_tokens = max(1, served.block_size - n_prompt)
+        stream = bool_field(body, "stream")
         reqs = requests_for(body, [prompt], max_tokens)
-        ids, queue = await run(http, reqs)
+        ids, queue = await run(http, reqs, stream)
         index = {sid: i for i, sid in enumerate(ids)}
         rid, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
 
-        if body.get("stream", False):
+        if stream:
 
             async def events():
                 started = set()

@@ -70,6 +70,17 @@ def int_field(body: dict, key: str, default, lo: int, hi: int | None = None):
     return value
 
 
+def bool_field(body: dict, key: str) -> bool:
+    """A true/false field (absent or null: false); a string such as "false" is refused, never
+    read as true."""
+    value = body.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ApiError(400, f"'{key}' must be true or false, got {value!r}", key)
+    return value
+
+
 def number_field(body: dict, key: str):
     value = body.get(key)
     if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):

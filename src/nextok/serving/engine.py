@@ -8,8 +8,9 @@ prompt + the tokens it already produced (its sampling generator is not rewound, 
 is the one it would have produced uninterrupted). A request that could never fit the pool is
 refused when it is added, so nothing is ever truncated.
 
-Sampling uses :mod:`nextok.generation.sampling` row by row with the request's own
-``SamplingParams`` and seeded generator: a request's draws never depend on its batch companions.
+All rows of a step are sampled in one call (:func:`nextok.serving.sampling.sample_rows`), each
+with its request's own ``SamplingParams`` and seeded generator: a request's draws never depend
+on its batch companions.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from nextok.generation import SamplingParams, TextStream, check_fits, make_generator, sample_next
+from nextok.generation import SamplingParams, TextStream, check_fits, make_generator
 from nextok.generation.loop import ends_with
 from nextok.serving.paged_cache import PagedKVCache, blocks_for_mb
+from nextok.serving.sampling import sample_rows
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -104,6 +106,8 @@ class Engine:
 
     Pool size: ``kv_blocks`` blocks of ``block_size_tokens`` tokens, or as many as fit in
     ``kv_cache_mb`` MiB (default: room for ``max_running`` full-length sequences).
+    ``prefix_sharing``: a prompt starting with full blocks another sequence has computed
+    holds those blocks instead of computing them again.
     ``add``/``cancel`` may be called from any thread; ``step`` from one thread at a time.
     """
 
@@ -119,9 +123,12 @@ class Engine:
         tokenizer: Tokenizer | None = None,
         eos_id: int | None = None,
         vocab_limit: int | None = None,
+        prefix_sharing: bool = True,
     ) -> None:
         if kv_blocks is not None and kv_cache_mb is not None:
             raise ValueError("give kv_blocks or kv_cache_mb, not both")
+        if not isinstance(prefix_sharing, bool):
+            raise ValueError(f"prefix_sharing must be true or false, got {prefix_sharing!r}")
         for name, value in (
             ("max_tokens_per_step", max_tokens_per_step),
             ("max_running", max_running),
@@ -142,6 +149,7 @@ class Engine:
             kv_blocks = max_running * -(-c.block_size // block_size_tokens)
         self.cache = PagedKVCache(c, kv_blocks, block_size_tokens, w.dtype, w.device)
         self.max_tokens_per_step, self.max_running = max_tokens_per_step, max_running
+        self.prefix_sharing = prefix_sharing
         self.tokenizer, self.eos_id = tokenizer, eos_id
         self.pad_ids = torch.arange(vocab_limit or self.vocab, self.vocab, device=self.device)
         self.waiting: deque[_Seq] = deque()
@@ -244,15 +252,28 @@ class Engine:
                 budget -= n
         while self.waiting and budget and len(self.running) < self.max_running:
             seq = self.waiting[0]
-            if not cache.can_grow(seq.id, len(seq.tokens)):  # admit only when the prompt fits
+            shared = self._shared_prefix(seq)
+            need = -(-len(seq.tokens) // cache.block_size) - len(shared)
+            if need > cache.allocator.num_free:  # admit only when the prompt fits
                 break
             self.waiting.popleft()
             self.running.append(seq)
+            if shared:
+                cache.adopt(seq.id, shared)
+                seq.computed = cache.lengths[seq.id]
             n = min(seq.pending, budget)
-            cache.grow(seq.id, n)
+            cache.grow(seq.id, seq.computed + n)
             plan[seq.id] = n
             budget -= n
         return plan
+
+    def _shared_prefix(self, seq: _Seq) -> list[int]:
+        """Registered blocks holding ``seq``'s leading full blocks; its last token is always
+        computed (its logits pick the first new token), and a request scoring its prompt
+        computes every position."""
+        if not self.prefix_sharing or seq.prompt_logprobs is not None:
+            return []
+        return self.cache.match_prefix(seq.tokens, (len(seq.tokens) - 1) // self.cache.block_size)
 
     def _fit(self, seq: _Seq, n: int) -> int:
         """The most of ``n`` tokens the free blocks give ``seq`` room for."""
@@ -300,19 +321,35 @@ class Engine:
         logits = self.model(idx, kv_cache=step)[0][0].float()
         if len(self.pad_ids):
             logits = logits.index_fill(-1, self.pad_ids, float("-inf"))
-        # greedy rows without a penalty: one argmax for all of them (the same as row by row)
-        argmax = logits.argmax(-1).tolist() if any(_plain_greedy(s) for s in seqs) else None
+        stepped: list[tuple[_Seq, Output]] = []
+        to_sample: list[tuple[_Seq, int, Output]] = []
         for seq in seqs:
             n = plan[seq.id]
             seq_rows = rows[seq.id]
             first = seq.computed
             seq.computed += n
+            if self.prefix_sharing:
+                self.cache.register(seq.id, seq.tokens, seq.n_prompt)
             out = Output(seq.id)
             if seq.prompt_logprobs is not None and seq_rows:
                 self._prompt_logprobs(seq, logits[seq_rows], first, out)
             if seq.pending == 0:
-                pick = argmax[seq_rows[-1]] if argmax and _plain_greedy(seq) else None
-                self._sample(seq, logits[seq_rows[-1]], out, pick)
+                if len(seq.generated) >= seq.req.max_new_tokens:  # prompt-only (scoring)
+                    out.finish_reason = "length"
+                else:
+                    to_sample.append((seq, seq_rows[-1], out))
+            stepped.append((seq, out))
+        if to_sample:  # every row in one call; the one host sync of the step reads the ids
+            at = torch.tensor([r for _, r, _ in to_sample], device=self.device)
+            picked = sample_rows(
+                logits.index_select(0, at),
+                [s.req.sampling for s, _, _ in to_sample],
+                [s.generator for s, _, _ in to_sample],
+                [s.seen for s, _, _ in to_sample],
+            ).tolist()
+            for (seq, r, out), tok in zip(to_sample, picked):
+                self._accept(seq, logits[r], out, tok)
+        for seq, out in stepped:
             if out.finished:
                 self._finish(seq)
             if out.finished or out.token is not None or out.prompt_logprobs is not None:
@@ -331,14 +368,9 @@ class Engine:
         if len(seq.prompt_logprobs) == seq.n_prompt:
             out.prompt_logprobs, seq.prompt_logprobs = seq.prompt_logprobs, None
 
-    def _sample(self, seq: _Seq, row: torch.Tensor, out: Output, pick: int | None) -> None:
+    def _accept(self, seq: _Seq, row: torch.Tensor, out: Output, tok: int) -> None:
+        """Record the sampled ``tok`` (logits ``row``) and decide whether ``seq`` ends."""
         req = seq.req
-        if len(seq.generated) >= req.max_new_tokens:  # a prompt-only request (scoring)
-            out.finish_reason = "length"
-            return
-        if pick is None:
-            pick = int(sample_next(row[None], req.sampling, seq.generator, seq.seen)[0])
-        tok = pick
         if req.logprobs is not None:  # EOS too: a scorer sees the probability it ended with
             out.logprob, out.top_logprobs = _logprob(row.log_softmax(-1), tok, req.logprobs)
         if self.eos_id is not None and tok == self.eos_id:
@@ -369,10 +401,6 @@ class Engine:
                 if o.token is not None and o.seq_id in out:
                     out[o.seq_id].append(o.token)
         return [out[i] for i in ids]
-
-
-def _plain_greedy(seq: _Seq) -> bool:
-    return seq.req.sampling.greedy and seq.seen is None
 
 
 def _logprob(logp: torch.Tensor, token: int, k: int) -> tuple[float, dict[int, float]]:

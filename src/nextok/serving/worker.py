@@ -3,6 +3,11 @@
 The HTTP handlers (:mod:`nextok.serving.api`) submit requests and await their outputs; one
 thread owns the model and runs :meth:`Engine.step` while there is work, so many clients share
 each forward.
+
+The event loop is woken as little as possible: at most once per step, and a request that is not
+streamed gets its outputs in one delivery when it ends. Each wake-up makes the event loop take
+the GIL for the handlers' Python work while the engine thread waits for it (up to the
+interpreter's switch interval) before its next step could start.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ class EngineWorker:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._subs: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        # seq id -> (loop, queue, outputs held back until the end; None: streamed)
+        self._subs: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Queue, list | None]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
@@ -35,12 +41,13 @@ class EngineWorker:
         self._wake.set()
         self._thread.join()
 
-    def submit(self, request: Request, queue: asyncio.Queue) -> int:
-        """Queue ``request`` (``ValueError`` if the engine refuses it)."""
+    def submit(self, request: Request, queue: asyncio.Queue, stream: bool = True) -> int:
+        """Queue ``request`` (``ValueError`` if the engine refuses it). ``stream``: each step's
+        output as it comes; else all of them at once when the sequence ends."""
         loop = asyncio.get_running_loop()
         with self._lock:
             seq_id = self.engine.add(request)
-            self._subs[seq_id] = (loop, queue)
+            self._subs[seq_id] = (loop, queue, None if stream else [])
         self._wake.set()
         return seq_id
 
@@ -55,7 +62,7 @@ class EngineWorker:
         with self._lock:
             sub = self._subs.pop(seq_id, None) if last else self._subs.get(seq_id)
         if sub is not None:
-            loop, queue = sub
+            loop, queue, _ = sub
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
     def _run(self) -> None:
@@ -78,8 +85,15 @@ class EngineWorker:
             with self._lock:
                 for out in outputs:
                     sub = (self._subs.pop if out.finished else self._subs.get)(out.seq_id, None)
-                    if sub is not None:
-                        batches.setdefault(sub[0], []).append((sub[1], out))
+                    if sub is None:
+                        continue
+                    loop, queue, held = sub
+                    if held is None:
+                        batches.setdefault(loop, []).append((queue, out))
+                    else:
+                        held.append(out)
+                        if out.finished:
+                            batches.setdefault(loop, []).extend((queue, o) for o in held)
             for loop, items in batches.items():  # one wake-up of each event loop per step
                 loop.call_soon_threadsafe(_put_all, items)
 
