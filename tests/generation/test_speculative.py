@@ -34,6 +34,17 @@ def prompts(n: int, vocab: int, seed: int = 0) -> list[list[int]]:
     return out
 
 
+def context_model(make_model, **kw):
+    """A tiny model whose next token depends on the whole context: O(1) random weights (the
+    default 0.02 init makes a random model's output hinge on the last token alone, so a wrong
+    cache or position would go unnoticed)."""
+    model = make_model(**kw)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_((1.0 if "norm" in name else 0.0) + 0.4 * torch.randn_like(p))
+    return model
+
+
 def proposers(make_model, target):
     near = copy.deepcopy(target)  # a draft that agrees often but not always
     with torch.no_grad():
@@ -42,7 +53,7 @@ def proposers(make_model, target):
     return {
         "same": DraftModel(copy.deepcopy(target), 4),
         "near": DraftModel(near, 3),
-        "other": DraftModel(make_model(seed=7, n_layer=1), 5),
+        "other": DraftModel(context_model(make_model, seed=7, n_layer=1), 5),
         "lookup": PromptLookup(4, 3),
         "lookup1": PromptLookup(2, 1),
     }
@@ -50,7 +61,7 @@ def proposers(make_model, target):
 
 @pytest.mark.parametrize("name", ["same", "near", "other", "lookup", "lookup1"])
 def test_greedy_equals_plain_alone_and_batched(make_model, name):
-    target = make_model()
+    target = context_model(make_model)
     proposer = proposers(make_model, target)[name]
     ps = prompts(24, target.config.vocab_size)
     plain = generate(target, ps, 20, GREEDY)
@@ -62,18 +73,21 @@ def test_greedy_equals_plain_alone_and_batched(make_model, name):
     assert generate(target, ps[:5], 20, GREEDY, proposer=proposer) == plain[:5]
 
 
-def test_rows_accepting_different_counts(make_model):
-    """A batch where one row's lookup always hits and another's never can: both exact."""
-    target = make_model()
+@pytest.mark.parametrize("max_new", [30, 52])
+def test_rows_accepting_different_counts(make_model, max_new):
+    """Rows whose lookups hit differently: exact with room for holes in the cache (30 new
+    tokens) and without (52: prompt + new tokens fill block_size, every row keeps the least)."""
+    target = context_model(make_model)
     ps = [[1, 2, 3] * 4, [50, 51, 52, 53]]
-    plain = generate(target, ps, 30, GREEDY)
+    plain = generate(target, ps, max_new, GREEDY)
     proposer = PromptLookup(5, 2)
-    assert generate(target, ps, 30, GREEDY, proposer=proposer) == plain
+    assert generate(target, ps, max_new, GREEDY, proposer=proposer) == plain
+    assert proposer.stats["accepted"] > 0
 
 
 @pytest.mark.parametrize("name", ["same", "near", "lookup"])
 def test_max_new_tokens_and_stops_exact(make_model, name):
-    target = make_model()
+    target = context_model(make_model)
     ps = prompts(8, target.config.vocab_size, seed=3)
     for n in (1, 2, 3, 7):
         proposer = proposers(make_model, target)[name]
