@@ -142,7 +142,7 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
         quantize_model(model, quantize, device)
     except ValueError as err:
         raise CliError(str(err)) from err
-    note = speed_note(quantize, dtype)
+    note = speed_note(quantize, dtype, bool(cfg.compile), device.type)
     if note:
         print(f"nextok-generate: note: {note}", file=sys.stderr)
     proposer = make_proposer(cfg, loaded, device, dtype, quantize)
