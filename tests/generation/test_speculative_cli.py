@@ -93,3 +93,20 @@ def test_refusals_name_the_key(ckpt, tmp_path):
     padded = edited(ckpt, tmp_path / "padded.ckpt", bigger_vocab)  # same tokenizer, padded rows
     stats = run(compose(*base, f"draft={padded}", "temperature=0"), {"prompt": ["def "]})
     assert stats["tokens"] == 4
+
+
+def test_hugging_face_folder_as_draft(ckpt, tmp_path, capsys):
+    """The target exported to a Hugging Face folder drafts for itself: every token accepted."""
+    from nextok.checkpoint import load_checkpoint
+    from nextok.cli.generate import run
+    from nextok.hf.folder import export_hf
+
+    loaded = load_checkpoint(ckpt)
+    folder = export_hf(loaded.model, tmp_path / "hf", loaded.tokenizer, loaded.special)
+    literal = {"prompt": ["def "]}
+    run(compose(f"ckpt={ckpt}", *ARGS[2:], "device=cpu"), literal)
+    plain = capsys.readouterr().out
+    run(compose(f"ckpt={ckpt}", *ARGS[2:], "device=cpu", f"draft={folder}"), literal)
+    out, err = capsys.readouterr()
+    assert out == plain
+    assert f"draft={folder}: accepted " in err and "(100.0%)" in err
