@@ -91,7 +91,8 @@ def stream(
     ``proposer`` (:class:`~nextok.generation.DraftModel` or
     :class:`~nextok.generation.PromptLookup`) turns on speculative decoding
     (:mod:`nextok.generation.speculative`): the same output distribution, token for token the
-    same greedy output.
+    same greedy output; a batched row may then also yield ``None`` at a position where another
+    row accepted more tokens than it did.
     """
     params = SamplingParams() if sampling is None else sampling
     if not isinstance(params, SamplingParams):
