@@ -32,7 +32,9 @@ def make_proposer(cfg: DictConfig, loaded: Any, device: Any, dtype: Any, quantiz
     except ValueError as err:
         raise CliError(str(err)) from err
     try:
-        other = load_checkpoint(draft, device=device, dtype=dtype, verify=bool(cfg.get("verify", True)))
+        other = load_checkpoint(
+            draft, device=device, dtype=dtype, verify=bool(cfg.get("verify", True))
+        )
     except (FileNotFoundError, IsADirectoryError, ValueError) as err:
         raise CliError(f"draft={draft}: {err}") from err
     except Exception as err:  # e.g. not a torch file at all
