@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from test_generate_cli import compose, run_cli, write_checkpoint  # noqa: E402
 
-from nextok.checkpoint_verify import add_checksums  # noqa: E402
+from nextok.checkpoint.verify import add_checksums  # noqa: E402
 from nextok.cli.errors import CliError  # noqa: E402
 
 

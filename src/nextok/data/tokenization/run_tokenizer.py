@@ -1,7 +1,7 @@
 """A run's tokenizer: obtained once, written into the run dir, shared by every rank.
 
 The vocabulary decides the model's size, so the tokenizer is ready before the model is built
-(:meth:`nextok.data.LMDataModule.prepare_tokenizer`, called once by ``nextok.lit.app``). One
+(:meth:`nextok.data.LMDataModule.prepare_tokenizer`, called once by ``nextok.run.app``). One
 *writer* (global rank 0) loads ``data.tokenizer_path``, reuses ``<run_dir>/tokenizer.json`` or
 trains a BPE, and writes the run dir's tokenizer folder; every other rank waits for
 ``tokenizer.json`` to appear and loads it. Waiting on a file needs no process group (none exists
