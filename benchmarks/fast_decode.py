@@ -45,6 +45,8 @@ VARIANTS = (
     "plain+bf16",
     "int8+bf16",
     "int4+bf16",
+    "plain+bf16+compiled",
+    "int8+bf16+compiled",
 )
 
 
@@ -100,8 +102,14 @@ def variant(model: Transformer, name: str):
         model = quantize_model(model if "bf16" in parts else copy.deepcopy(model), quant)
     step = None
     if "compiled" in parts:
+        from torch._dynamo.utils import counters
+
+        before = counters["inductor"]["woq_matcher_count"]
         step = compile_decode_step(model)
         step_seconds(model, prompts_for(model, 1, 8), 4, step)  # compile outside the timed runs
+        woq = counters["inductor"]["woq_matcher_count"] - before
+        if quant == "int8":  # inductor's weight-only-int8 rewrite to aten._weight_int8pack_mm
+            print(f"  {name}: {woq} linear(s) rewritten to aten._weight_int8pack_mm by inductor")
     return model, step, time.perf_counter() - t
 
 
@@ -145,6 +153,52 @@ def speed_table(args, preset: str, bandwidth: list[float]) -> None:
                 f"| {name} | {batch} | {weight_bytes(m) / 1e6:.1f} | {read / 1e6:.1f} "
                 f"| {s * 1e3:.2f} | {batch / s:.1f} | {ratio} | {read / s / 1e9:.2f} |"
             )
+
+
+def int8_kernels(rounds: int = 20, k: int = 768, n: int = 3072, copies: int = 16) -> None:
+    """One (k -> n) linear at batch 1: fp32, torchao int8 (what ``quantize=int8`` runs),
+    ``aten._weight_int8pack_mm`` with fp32 and bf16 activations, bf16. Each call takes the next
+    of ``copies`` weight sets (150 MB in fp32), so weights come from memory, not a cache, as in
+    decoding; medians of interleaved rounds."""
+    torch.manual_seed(0)
+    ws = [torch.randn(n, k) * 0.02 for _ in range(copies)]
+    qs = []
+    for w in ws:
+        lin = torch.nn.Sequential(torch.nn.Linear(k, n, bias=False)).requires_grad_(False)
+        lin[0].weight.copy_(w)
+        qs.append(quantize_model(lin, "int8")[0].weight)
+    packed = [(q.qdata, q.scale.flatten(), q.scale.flatten().bfloat16()) for q in qs]
+    wbs = [w.bfloat16() for w in ws]
+    x = torch.randn(1, k)
+    xb = x.bfloat16()
+    F = torch.nn.functional
+    int8pack = torch.ops.aten._weight_int8pack_mm
+    fns = {
+        "fp32 F.linear": lambda i: F.linear(x, ws[i]),
+        "torchao int8, fp32 activations": lambda i: F.linear(x, qs[i]),
+        "torchao int8, bf16 activations": lambda i: F.linear(xb, qs[i]),
+        "aten._weight_int8pack_mm, fp32": lambda i: int8pack(x, packed[i][0], packed[i][1]),
+        "aten._weight_int8pack_mm, bf16": lambda i: int8pack(xb, packed[i][0], packed[i][2]),
+        "bf16 F.linear": lambda i: F.linear(xb, wbs[i]),
+    }
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                t = time.perf_counter()
+                for i in range(copies):
+                    fn(i)
+                times[name].append((time.perf_counter() - t) / copies)
+    base = statistics.median(times["fp32 F.linear"])
+    print(
+        f"\none {k}x{n} linear, batch 1, {copies} weight copies cycled: median of {rounds} rounds"
+    )
+    print("| op | us | x vs fp32 | weight GB/s |")
+    print("|---|---:|---:|---:|")
+    for name in fns:
+        m = statistics.median(times[name])
+        size = k * n * (4 if "fp32 F" in name else 2 if "bf16 F" in name else 1)
+        print(f"| {name} | {m * 1e6:.0f} | {base / m:.2f}x | {size / m / 1e9:.2f} |")
 
 
 def generate_once(preset: str, new_tokens: int, compiled: bool) -> None:
@@ -204,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="model dtype")
     p.add_argument("--generate", type=int, default=0, help="also time an N-token generation")
+    p.add_argument("--int8-kernels", action="store_true", help="also time the int8 linear ops")
     p.add_argument("--child", nargs=2, metavar=("PRESET", "N"), help=argparse.SUPPRESS)
     p.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -228,6 +283,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     if args.generate:
         compile_table(args)
+    if args.int8_kernels:
+        int8_kernels()
     print(f"load: {os.getloadavg()[0]:.2f} (1-min average at the end)")
 
 

@@ -35,6 +35,19 @@ def test_generate_int8_runs_the_quantized_model(ckpt, capsys):
     want = generate_text(quantized, tok, ["def"], 12, SamplingParams(temperature=0))[0]
     assert out == f"def{want}\n"
     assert "(cpu, float32, int8)" in err
+    assert "note: quantize=int8 on the CPU dequantizes every weight on every call" in err
+
+
+def test_int8_note_names_the_fast_route():
+    """Only bf16 activations in a compiled step reach aten._weight_int8pack_mm on the CPU."""
+    import torch
+
+    from nextok.generation.quantize import speed_note
+
+    assert "dtype=bf16 compile=true" in speed_note("int8", torch.float32, compiled=True)
+    assert "dtype=bf16 compile=true" in speed_note("int8", torch.bfloat16)
+    assert speed_note("int8", torch.bfloat16, compiled=True) is None
+    assert speed_note("int8", torch.float32, device_type="cuda") is None
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])

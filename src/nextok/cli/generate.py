@@ -16,6 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nextok.cli._conf import conf_dir
+from nextok.cli.draft import acceptance_note, make_proposer
 from nextok.cli.errors import CliError, one_line_errors
 from nextok.cli.literal_args import read_prompt_file, split_literal_args, unescape
 
@@ -141,9 +142,10 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
         quantize_model(model, quantize, device)
     except ValueError as err:
         raise CliError(str(err)) from err
-    note = speed_note(quantize, dtype)
+    note = speed_note(quantize, dtype, bool(cfg.compile), device.type)
     if note:
         print(f"nextok-generate: note: {note}", file=sys.stderr)
+    proposer = make_proposer(cfg, loaded, device, dtype, quantize)
     eos, bos = loaded.special.eos, loaded.special.bos if loaded.special.add_bos else None
     try:
         lens = [len(encode_prompt(tokenizer, p, eos=eos, bos=bos)) for p in prompts]
@@ -159,6 +161,12 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
     except (TypeError, ValueError) as err:
         raise CliError(str(err)) from err
     options = dict(sampling=sampling, stop=[unescape(s) for s in stops], eos=eos, bos=bos)
+    if proposer is not None:
+        if cfg.compile:
+            raise CliError("compile=true compiles the plain decode step; drop it with draft=...")
+        if sampling.repetition_penalty != 1.0:
+            raise CliError("repetition_penalty is not supported with draft=...; set it to 1.0")
+        options["proposer"] = proposer
     generator = make_generator(cfg.seed, device)
     out = sys.stdout
 
@@ -218,6 +226,8 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
         f"{', compiled' if cfg.compile else ''}{f', {quantize}' if quantize else ''})",
         file=sys.stderr,
     )
+    if proposer is not None:
+        print(acceptance_note(cfg.draft, proposer), file=sys.stderr)
     return dict(tokens=n_tokens, seconds=seconds, tokens_per_s=rate)
 
 

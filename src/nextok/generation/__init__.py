@@ -7,9 +7,13 @@
 - :mod:`~nextok.generation.text`: text prompts in, printable text out (:func:`generate_text`).
 - :mod:`~nextok.generation.quantize`: weight-only int8/int4 quantization through torchao
   (:func:`quantize_model`), a transform applied after loading.
+- :mod:`~nextok.generation.proposers` / :mod:`~nextok.generation.speculative`: speculative
+  decoding (``stream(..., proposer=DraftModel(draft, 4))`` or ``PromptLookup(4, 3)``): a
+  proposer guesses tokens, :func:`verify` accepts a prefix by the rejection rule.
 """
 
 from nextok.generation.loop import check_fits, compile_decode_step, generate, stream
+from nextok.generation.proposers import DraftModel, PromptLookup, Proposal, Proposer
 from nextok.generation.quantize import QUANTIZE_MODES, quantize_model
 from nextok.generation.sampling import (
     GeneratorArg,
@@ -21,10 +25,15 @@ from nextok.generation.sampling import (
     top_k_filter,
     top_p_filter,
 )
+from nextok.generation.speculative import verify
 from nextok.generation.text import EOT, TextStream, encode_prompt, generate_text
 
 __all__ = [
     "EOT",
+    "DraftModel",
+    "PromptLookup",
+    "Proposal",
+    "Proposer",
     "QUANTIZE_MODES",
     "GeneratorArg",
     "SamplingParams",
@@ -42,4 +51,5 @@ __all__ = [
     "stream",
     "top_k_filter",
     "top_p_filter",
+    "verify",
 ]

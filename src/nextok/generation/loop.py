@@ -28,6 +28,7 @@ import torch
 from nextok.generation.sampling import GeneratorArg, SamplingParams, sample_next
 
 if TYPE_CHECKING:
+    from nextok.generation.proposers import Proposer
     from nextok.model import Transformer
 
 
@@ -75,6 +76,7 @@ def stream(
     use_cache: bool = True,
     decode_step: Callable | None = None,
     vocab_limit: int | None = None,
+    proposer: Proposer | None = None,
 ) -> Iterator[list[int | None]]:
     """Generate step by step, yielding each row's new token (``None`` once a row is done).
 
@@ -86,6 +88,11 @@ def stream(
     reference the cache is tested against). ``decode_step`` replaces ``model`` for the one-token
     cached steps (e.g. :func:`compile_decode_step`). ``vocab_limit`` forbids ids >= it: a model
     whose vocabulary was padded past the tokenizer's (for matmul speed) never emits the padding.
+    ``proposer`` (:class:`~nextok.generation.DraftModel` or
+    :class:`~nextok.generation.PromptLookup`) turns on speculative decoding
+    (:mod:`nextok.generation.speculative`): the same output distribution, token for token the
+    same greedy output; a batched row may then also yield ``None`` at a position where another
+    row accepted more tokens than it did.
     """
     params = SamplingParams() if sampling is None else sampling
     if not isinstance(params, SamplingParams):
@@ -124,6 +131,27 @@ def stream(
 
     was_training = model.training
     model.eval()
+    if proposer is not None:
+        from nextok.generation.speculative import speculative_stream, validate
+
+        validate(params, use_cache, decode_step)
+        try:
+            yield from speculative_stream(
+                model,
+                proposer,
+                idx,
+                attention_mask,
+                max_new_tokens,
+                params,
+                eos_id=eos_id,
+                generator=generator,
+                vocab=vocab,
+                banned=pad_ids,
+                is_done=lambda row, b: ends_with(row, stop) or bool(stop_fn and stop_fn(b, row)),
+            )
+        finally:
+            model.train(was_training)
+        return
     try:
         cache = model.make_kv_cache(B, max_seq_len=t0 + max_new_tokens) if use_cache else None
         logits, _ = model(idx, kv_cache=cache, attention_mask=attention_mask, last_only=True)

@@ -5,7 +5,8 @@ weight mean more tokens per second. :func:`quantize_model` is a model transform 
 calls after loading (``nextok-generate``, ``nextok-eval``, the Python API):
 
 - ``int8``: symmetric int8 weights, one scale per output channel (``Int8WeightOnlyConfig``),
-  on any device.
+  on any device. On the CPU it is slower than unquantized weights unless the decode step is
+  compiled with bf16 activations (:func:`speed_note`).
 - ``int4``: asymmetric int4 weights in groups of ``group_size`` input features, on the CPU's
   tinygemm kernel (``aten._weight_int4pack_mm_for_cpu``, torchao's ``Int4OpaqueTensor``). The
   kernel is fast with bf16 activations only; with fp32 ones it is far slower than the fp32
@@ -70,12 +71,26 @@ def check_quantize(mode: str | None) -> str | None:
     return mode
 
 
-def speed_note(mode: str | None, dtype: torch.dtype) -> str | None:
-    """A one-line note when ``mode`` on ``dtype`` weights runs a slow path, else None."""
+def speed_note(
+    mode: str | None, dtype: torch.dtype, compiled: bool = False, device_type: str = "cpu"
+) -> str | None:
+    """A one-line note when ``mode`` on ``dtype`` weights runs a slow path, else None.
+
+    int8 on the CPU: torchao's ``Int8Tensor`` linear converts the whole int8 weight to the
+    activation dtype on every call, then runs a float matmul (more memory traffic than the
+    float weights); the CPU int8 kernel ``aten._weight_int8pack_mm`` is reached only through
+    inductor's weight-only-int8 rewrite, which needs bf16 activations (compiled, dtype=bf16).
+    """
     if mode == "int4" and dtype == torch.float32:
         return (
             "quantize=int4 with fp32 activations runs torchao's slow CPU int4 path; "
             "dtype=bf16 uses its fast kernel"
+        )
+    if mode == "int8" and device_type == "cpu" and not (compiled and dtype == torch.bfloat16):
+        return (
+            "quantize=int8 on the CPU dequantizes every weight on every call (slower than "
+            "unquantized weights); dtype=bf16 compile=true reaches the int8 kernel "
+            "(aten._weight_int8pack_mm)"
         )
     return None
 

@@ -129,6 +129,30 @@ def _draw(probs: torch.Tensor, generator: GeneratorArg) -> torch.Tensor:
     return (probs / noise).argmax(dim=-1)
 
 
+def next_token_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """The distribution a (non-greedy) draw samples from: temperature, top-k, top-p, min-p,
+    softmax over the last dimension of ``logits`` (any leading shape)."""
+    logits = logits.float() / params.temperature
+    logits = top_k_filter(logits, params.top_k)
+    logits = top_p_filter(logits, params.top_p)
+    logits = min_p_filter(logits, params.min_p)
+    return logits.softmax(dim=-1)
+
+
+def draw(probs: torch.Tensor, generator: GeneratorArg = None) -> torch.Tensor:
+    """One categorical draw per row of ``probs`` (B, V); see :func:`_draw`."""
+    return _draw(probs, generator)
+
+
+def uniform(rows: int, n: int, generator: GeneratorArg, device: torch.device) -> torch.Tensor:
+    """(rows, n) uniform draws in [0, 1); a sequence of generators gives each row its own."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand(rows, n, generator=generator, device=device)
+    if len(generator) != rows:
+        raise ValueError(f"got {len(generator)} generators for a batch of {rows} rows")
+    return torch.stack([torch.rand(n, generator=g, device=device) for g in generator])
+
+
 def sample_next(
     logits: torch.Tensor,
     params: SamplingParams,
@@ -141,11 +165,7 @@ def sample_next(
         logits = apply_repetition_penalty(logits, seen, params.repetition_penalty)
     if params.greedy:
         return logits.argmax(dim=-1)
-    logits = logits / params.temperature
-    logits = top_k_filter(logits, params.top_k)
-    logits = top_p_filter(logits, params.top_p)
-    logits = min_p_filter(logits, params.min_p)
-    return _draw(logits.softmax(dim=-1), generator)
+    return _draw(next_token_probs(logits, params), generator)
 
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator | None:

@@ -38,6 +38,28 @@ class KVCache:
     def max_seq_len(self) -> int:
         return self.k.shape[3]
 
+    def truncate(self, seq_len: int) -> None:
+        """Keep the first ``seq_len`` positions (speculative decoding drops rejected tokens).
+
+        The stale keys/values past ``seq_len`` stay in memory and are overwritten by the next
+        forward; nothing reads past ``seq_len``.
+        """
+        if not 0 <= seq_len <= self.seq_len:
+            raise ValueError(f"cannot truncate a cache of {self.seq_len} positions to {seq_len}")
+        self.seq_len = seq_len
+
+    def mark_valid(self, valid: torch.Tensor) -> None:
+        """Set which of the first ``valid.shape[1]`` positions are real tokens (B, n bool):
+        speculative decoding turns a row's rejected positions into holes, hidden like padding."""
+        n = valid.shape[1]
+        if self.valid is None and bool(valid.all()):
+            return
+        if self.valid is None:
+            self.valid = torch.ones(
+                self.batch_size, self.max_seq_len, dtype=torch.bool, device=self.k.device
+            )
+        self.valid[:, :n] = valid
+
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,281 @@
+"""Speculative decoding on CPU: acceptance and tokens/s against plain KV-cached decoding and
+against ``transformers``' assisted generation on the exported pair, greedy, batch 1.
+
+1. Train (skipped when ``WORK/{target,draft}/checkpoints/last.ckpt`` exist): an 8-layer target
+   (d_model 256) and a 2-layer draft (d_model 128) on the default corpus (the stdlib sources) with
+   ``nextok-train`` (4 x 512-token sequences a step, constant learning rate after 10 warm-up
+   steps), both at once (one thread each), each bounded by ``--train-steps`` and
+   ``--train-minutes``; the draft uses the target's tokenizer. Both are exported with
+   ``nextok-export`` for ``transformers``.
+2. Decode: prompts are the first ``--prompt-tokens`` tokens of held-out stdlib files (the run's
+   validation split); every variant generates ``--new-tokens`` tokens from each prompt (EOS
+   ignored), the variants interleaved prompt by prompt, ``--repeats`` rounds, the fastest round
+   of each variant reported. nextok's speculative variants are checked token for token against
+   nextok's plain output; transformers' against its own greedy output.
+
+    python benchmarks/speculative.py --work /tmp/specbench
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from fast_decode import copy_bandwidth  # benchmarks/ is on sys.path when run as a script
+
+from nextok.checkpoint import load_checkpoint
+from nextok.data.sources import _is_val_doc, stdlib_files
+from nextok.generation import (
+    DraftModel,
+    PromptLookup,
+    SamplingParams,
+    compile_decode_step,
+    generate,
+    quantize_model,
+)
+from nextok.generation.quantize import bytes_read_per_step, weight_bytes
+
+GREEDY = SamplingParams(temperature=0)
+SHAPES = {
+    "target": "model.n_layer=8 model.d_model=256 model.n_head=4 model.n_kv_head=2",
+    "draft": "model.n_layer=2 model.d_model=128 model.n_head=4 model.n_kv_head=2",
+}
+
+
+def exe(name: str) -> list[str]:
+    found = shutil.which(name)
+    return [found] if found else [sys.executable, "-m", f"nextok.cli.{name.split('-')[1]}"]
+
+
+def train(work: Path, steps: int, minutes: float, block: int) -> None:
+    """Both models trained at once, one thread each; the draft waits for the target's tokenizer."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    common = [
+        f"model.block_size={block}",
+        "data.batch_size=4",  # small steps: more updates from the few tokens a short run sees
+        "schedule=constant",
+        "schedule.warmup_steps=10",
+        f"trainer.max_steps={steps}",
+        f"trainer.max_time=00:00:{int(minutes):02d}:{int(minutes % 1 * 60):02d}",
+        f"trainer.val_check_interval={steps}",
+        "callbacks.last_checkpoint.every_n_train_steps=50",
+        "callbacks.sampling=null",
+        "tasks=[]",
+    ]
+    procs = []
+    for name in ("target", "draft"):
+        if (work / name / "checkpoints" / "last.ckpt").is_file():
+            continue
+        args = [*exe("nextok-train"), f"name=spec_{name}", *SHAPES[name].split(), *common]
+        args.append(f"hydra.run.dir={work / name}")
+        if name == "draft":
+            tok = work / "target" / "tokenizer.json"
+            while not tok.is_file() and procs and procs[0].poll() is None:
+                time.sleep(2)
+            args.append(f"data.tokenizer_path={tok}")
+        print("$", shlex.join(args), flush=True)
+        log = open(work / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
+        procs.append(subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT))
+    for p in procs:
+        if p.wait() != 0:
+            sys.exit(f"training failed: see {work}/*.log")
+    for name in ("target", "draft"):
+        out = work / f"{name}_hf"
+        if not (out / "config.json").is_file():
+            ckpt = work / name / "checkpoints" / "last.ckpt"
+            subprocess.run([*exe("nextok-export"), f"ckpt={ckpt}", f"out={out}"], check=True)
+
+
+def held_out(tokenizer, n: int, total: int) -> list[list[int]]:
+    """The first ``total`` tokens of the first ``n`` held-out stdlib files that long."""
+    rows = []
+    for path in stdlib_files():
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if not _is_val_doc(text, 0.01, 1337):
+            continue
+        ids = tokenizer.encode(text).ids
+        if len(ids) >= total:
+            rows.append(ids[:total])
+        if len(rows) == n:
+            break
+    return rows
+
+
+@torch.inference_mode()
+def perplexity(model, rows: list[list[int]]) -> float:
+    """exp(mean next-token cross-entropy) over ``rows``, in the model's dtype."""
+    idx = torch.tensor(rows)
+    logits, _ = model(idx[:, :-1])
+    loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), idx[:, 1:].flatten())
+    return float(loss.exp())
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", type=Path, required=True, help="run folders and exports go here")
+    p.add_argument("--train-steps", type=int, default=2000)
+    p.add_argument("--train-minutes", type=float, default=20.0)
+    p.add_argument("--block", type=int, default=512)
+    p.add_argument("--prompts", type=int, default=6)
+    p.add_argument("--prompt-tokens", type=int, default=320)
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--k", type=int, default=4, help="num_speculative_tokens")
+    p.add_argument("--ngram", type=int, default=3, help="prompt_lookup_max_ngram")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--variants", nargs="*", default=None, help="default: all")
+    p.add_argument("--no-hf", action="store_true", help="skip transformers' variants")
+    args = p.parse_args(argv)
+    print("$ python benchmarks/speculative.py", shlex.join(sys.argv[1:] if argv is None else argv))
+    args.work.mkdir(parents=True, exist_ok=True)
+    train(args.work, args.train_steps, args.train_minutes, args.block)
+    torch.set_num_threads(args.threads)
+    print(f"load before: {os.getloadavg()[0]:.1f}; torch threads {args.threads}", flush=True)
+
+    loaded = load_checkpoint(args.work / "target" / "checkpoints" / "last.ckpt")
+    target, tok = loaded.model, loaded.tokenizer
+    draft = load_checkpoint(args.work / "draft" / "checkpoints" / "last.ckpt").model
+    total = args.prompt_tokens + args.new_tokens
+    rows = held_out(tok, args.prompts, total)
+    prompts = [r[: args.prompt_tokens] for r in rows]
+    n = args.new_tokens
+    k = args.k
+
+    def nextok(model, proposer=None, step=None):
+        def run(prompt):
+            if proposer is not None:
+                proposer.stats.update(proposed=0, accepted=0)
+                out = generate(model, [prompt], n, GREEDY, proposer=proposer)[0]
+                run.stats[0] += proposer.stats["proposed"]
+                run.stats[1] += proposer.stats["accepted"]
+                return out
+            return generate(model, [prompt], n, GREEDY, decode_step=step)[0]
+
+        run.stats = [0, 0]
+        return run
+
+    int4_target = quantize_model(copy.deepcopy(target).to(torch.bfloat16), "int4")
+    int4_draft = quantize_model(copy.deepcopy(draft).to(torch.bfloat16), "int4")
+    int8_target = quantize_model(copy.deepcopy(target), "int8")
+    variants = {
+        "plain": (nextok(target), target, "plain"),
+        "compiled": (nextok(target, step=compile_decode_step(target)), target, "plain"),
+        "int8": (nextok(int8_target), int8_target, "int8"),
+        "int4 (bf16)": (nextok(int4_target), int4_target, "int4 (bf16)"),
+        f"draft k={k}": (nextok(target, DraftModel(draft, k)), target, "plain"),
+        f"prompt lookup k={k}": (nextok(target, PromptLookup(k, args.ngram)), target, "plain"),
+        f"int4 + draft k={k}": (
+            nextok(int4_target, DraftModel(int4_draft, k)),
+            int4_target,
+            "int4 (bf16)",
+        ),
+        f"int4 + prompt lookup k={k}": (
+            nextok(int4_target, PromptLookup(k, args.ngram)),
+            int4_target,
+            "int4 (bf16)",
+        ),
+    }
+    if not args.no_hf:
+        variants.update(hf_variants(args.work, n, k, args.ngram))
+    if args.variants:
+        variants = {
+            name: v for name, v in variants.items() if name.split(" k=")[0] in args.variants
+        }
+
+    for fn, _, _ in variants.values():  # warm-up (and compilation) outside the timing
+        fn(prompts[0][:16])
+        if hasattr(fn, "stats"):
+            fn.stats[:] = [0, 0]
+    best = {name: float("inf") for name in variants}
+    outputs: dict[str, list] = {}
+    for r in range(args.repeats):
+        seconds = dict.fromkeys(variants, 0.0)
+        for prompt in prompts:
+            for name, (fn, _, _) in variants.items():
+                t = time.perf_counter()
+                out = fn(prompt)
+                seconds[name] += time.perf_counter() - t
+                if r == 0:
+                    outputs.setdefault(name, []).append(out)
+        for name in variants:
+            best[name] = min(best[name], seconds[name])
+        print(f"round {r + 1}: load {os.getloadavg()[0]:.1f}", flush=True)
+
+    bandwidth = copy_bandwidth()
+    ppl = {id(m): perplexity(m, rows) for m in (target, int8_target, int4_target)}
+    tokens = n * len(prompts)
+    print(
+        f"\n{len(prompts)} held-out stdlib files: {args.prompt_tokens}-token prompts, {n} new "
+        f"tokens each, greedy, batch 1; best of {args.repeats} interleaved rounds"
+    )
+    print(
+        "| variant | tokens/s | x vs plain | acceptance | ppl change | same tokens as | weight MB "
+        "| read MB/token | GB/s |"
+    )
+    print("|---|---:|---:|---:|---:|---|---:|---:|---:|")
+    base = ppl[id(target)]
+    for name, (fn, model, reference) in variants.items():
+        rate = tokens / best[name]
+        stats = getattr(fn, "stats", None)
+        acc = f"{100 * stats[1] / stats[0]:.0f}%" if stats and stats[0] else "-"
+        same = outputs[name] == outputs.get(reference, outputs[name])
+        change = f"{100 * (ppl[id(model)] / base - 1):+.2f}%" if id(model) in ppl else "-"
+        read = bytes_read_per_step(model)
+        print(
+            f"| {name} | {rate:.1f} | {rate / (tokens / best['plain']):.2f}x | {acc} | {change} "
+            f"| {reference if same else 'DIFFERENT from ' + reference} "
+            f"| {weight_bytes(model) / 1e6:.1f} | {read / 1e6:.1f} | {read * rate / 1e9:.2f} |"
+        )
+    print(
+        f"held-out perplexity (the {len(rows)} files' first {total} tokens): fp32 {base:.2f}; "
+        f"draft read MB/token {bytes_read_per_step(draft) / 1e6:.1f}; "
+        f"copy bandwidth {bandwidth / 1e9:.2f} GB/s (256 MiB copy_, read + write)"
+    )
+    print(f"load after: {os.getloadavg()[0]:.1f}")
+
+
+def hf_variants(work: Path, n: int, k: int, ngram: int) -> dict:
+    """transformers: plain greedy, assisted by the draft, prompt lookup (its ``generate``)."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    target = transformers.AutoModelForCausalLM.from_pretrained(work / "target_hf").eval()
+    draft = transformers.AutoModelForCausalLM.from_pretrained(work / "draft_hf").eval()
+    common = dict(do_sample=False, max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
+
+    def run(**extra):
+        def fn(prompt):
+            idx = torch.tensor([prompt])
+            with torch.inference_mode():
+                out = target.generate(idx, attention_mask=torch.ones_like(idx), **common, **extra)
+            return out[0, len(prompt) :].tolist()
+
+        return fn
+
+    assisted = dict(
+        assistant_model=draft,
+        num_assistant_tokens=k,
+        num_assistant_tokens_schedule="constant",
+        assistant_confidence_threshold=0.0,
+    )
+    return {
+        "transformers plain": (run(), target, "transformers plain"),
+        f"transformers assisted k={k}": (run(**assisted), target, "transformers plain"),
+        f"transformers prompt lookup k={k}": (
+            run(prompt_lookup_num_tokens=k, max_matching_ngram_size=ngram),
+            target,
+            "transformers plain",
+        ),
+    }
+
+
+if __name__ == "__main__":
+    main()
