@@ -1,4 +1,4 @@
-"""Issue 19 points 12, 19 and 20 through the real commands: a text file or a truncated file as a
+"""Through the real commands: a text file or a truncated file as a
 checkpoint, a missing ``ckpt=``/``out=``, and an export into someone's folder are each one line."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import os
 import subprocess
 
 import pytest
-from first_run_helpers import cli, one_line_error
-from test_generate_cli import write_checkpoint
+
+from helpers.checkpoints import write_checkpoint
+from helpers.cli import cli, one_line_error
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-from first_run_helpers import cli, ok, one_line_error, tiny_args
 
+from helpers.cli import cli, ok, one_line_error, tiny_args
 from nextok.checkpoint import META_KEY, safe_load
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from e2e_helpers import console_cmd
 
+from helpers.cli import console_cmd
 from nextok.checkpoint import load_checkpoint
 
 transformers = pytest.importorskip("transformers")

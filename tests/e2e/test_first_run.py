@@ -1,4 +1,4 @@
-"""What a new user meets after the first run (issue 9): the final validation figure, nextok-eval
+"""What a new user meets after the first run: the final validation figure, nextok-eval
 reproducing it, safe checkpoint loading, and nextok-generate taking any text as typed."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import re
 
 import pytest
 import torch
-from first_run_helpers import cli, ok, one_line_error, tiny_args
 
+from helpers.cli import cli, ok, one_line_error, tiny_args
+from helpers.sharded_payload import save_dcp
 from nextok.checkpoint import UnsafeCheckpointError, load_checkpoint
 from nextok.cli.consolidate import consolidate
-from sharded_payload import save_dcp
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from e2e_helpers import console_cmd
+from helpers.cli import console_cmd
 
 
 def test_generate_on_a_checkpoint_written_by_nextok_train(tmp_path: Path):

@@ -20,10 +20,10 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch.utils.data import DataLoader, TensorDataset
 
+from helpers.trainer import quiet_trainer
 from nextok.lit import compat
 from nextok.lit.callbacks import ModelCheckpoint, ThroughputMonitor
 from nextok.lit.resume import find_resume_checkpoint
-from quiet_trainer import quiet_trainer
 
 
 class Tiny(L.LightningModule):

@@ -6,10 +6,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
+from helpers.trainer import quiet_trainer
 from nextok.lit import AdamWConfig, LMModule, NonFiniteLossError, ScheduleConfig
 from nextok.lit.callbacks import ProgressBar, RichProgressBar
 from nextok.lit.host_syncs import HostSyncCounter
-from quiet_trainer import quiet_trainer
 
 VOCAB, BLOCK = 64, 16
 

@@ -7,9 +7,9 @@ from lightning.pytorch.loggers import CSVLogger
 from tokenizers import Tokenizer, models
 from torch.utils.data import DataLoader, TensorDataset
 
+from helpers.trainer import quiet_trainer
 from nextok.checkpoint import load_checkpoint
 from nextok.lit import AdamWConfig, LMModule, NonFiniteLossError, ScheduleConfig
-from quiet_trainer import quiet_trainer
 
 VOCAB, BLOCK = 64, 16
 
