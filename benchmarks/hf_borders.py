@@ -28,7 +28,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests"))  # helpers
 sys.path.insert(0, str(ROOT / "tests" / "evals"))
 sys.path.insert(0, str(ROOT / "tests" / "hf"))
 
@@ -85,12 +85,12 @@ def main() -> None:
     from test_export_tokenizer import _texts, _tokenizer
     from test_lm_eval_agreement import _lm_eval, _rows
 
+    from helpers.tiny_models import random_hf_model
     from nextok.checkpoint import load_checkpoint
     from nextok.data.tokenization.tokenizer import hf_tokenizer_config, special_tokens
     from nextok.evals import context_prefix, load_task, loglikelihoods
     from nextok.evals.scoring import task_requests
     from nextok.hf import export_hf, import_hf
-    from tiny_models import random_hf_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--families", default=",".join(cases(transformers)))

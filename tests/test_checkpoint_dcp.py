@@ -9,10 +9,10 @@ import pickle
 import pytest
 import torch
 
+from helpers.sharded_payload import Payload, save_dcp, sharded_folder
 from nextok.checkpoint import UnsafeCheckpointError
 from nextok.checkpoint.consolidate import consolidate
 from nextok.checkpoint.dcp import load_dcp, load_sharded_training_state, read_dcp_metadata
-from sharded_payload import Payload, save_dcp, sharded_folder
 
 
 def test_crafted_metadata_is_refused_without_running(tmp_path):

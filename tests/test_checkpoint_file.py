@@ -1,5 +1,4 @@
-"""Issue 19 point 19: a file that is not a checkpoint is named for what it is not, in one line,
-by the one shared loader (``safe_load``) every entry point uses."""
+"""A file that is not a checkpoint is named for what it is not, in one line, by the one shared loader (``safe_load``) every entry point uses."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 19 point 5 (and 4, load side): per-tensor checksums recorded at save time are verified on
+"""Per-tensor checksums recorded at save time are verified on
 load, with a one-line refusal naming the tensor; old checkpoints load after a note; NaN weights
 are refused; ``verify=False`` skips both."""
 

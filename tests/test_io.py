@@ -49,7 +49,7 @@ def test_atomic_save_for_writers_that_take_a_file_name(tmp_path):
     assert f.read_bytes() == b"new" and os.listdir(tmp_path) == ["model.safetensors"]
 
 
-# ---------------------------------------------------------------- planted symlinks (issue 19.2)
+# ---------------------------------------------------------------- planted symlinks
 def _outside(tmp_path):
     victim = tmp_path / "outside" / "victim.txt"
     victim.parent.mkdir()

@@ -1,11 +1,12 @@
-"""Fixtures for the data tests; the corpus builders live in data_helpers.py."""
+"""Fixtures for the data tests; the corpus builders live in helpers/corpora.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from data_helpers import make_docs, write_jsonl
+
+from helpers.corpora import make_docs, write_jsonl
 
 
 @pytest.fixture(scope="session")

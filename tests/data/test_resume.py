@@ -61,7 +61,7 @@ def _trainer(max_steps: int, callbacks=(), root: Path | None = None) -> L.Traine
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    from data_helpers import make_docs, write_jsonl
+    from helpers.corpora import make_docs, write_jsonl
 
     # few docs -> a short epoch, so N steps cross epoch boundaries
     return write_jsonl(tmp_path_factory.mktemp("corpus") / "docs.jsonl", make_docs(25, seed=3))

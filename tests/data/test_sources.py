@@ -76,7 +76,7 @@ def test_held_out_validation_streaming_uses_content_hash(docs):
 
 
 def test_val_split_from_data_files(tmp_path, docs):
-    from data_helpers import write_jsonl
+    from helpers.corpora import write_jsonl
 
     tr = write_jsonl(tmp_path / "train.jsonl", docs[:80])
     va = write_jsonl(tmp_path / "val.jsonl", docs[80:])

@@ -1,11 +1,12 @@
-"""Fixtures for the multi-process tests (helpers live in dist_helpers.py)."""
+"""Fixtures for the multi-process tests (helpers live in helpers/distributed.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from dist_helpers import write_corpus
+
+from helpers.distributed import write_corpus
 
 
 @pytest.fixture(scope="session")

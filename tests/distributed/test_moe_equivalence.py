@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dist_helpers import QUIET, TINY_MODEL, data_overrides, eval_loss, run_train
 
+from helpers.distributed import QUIET, TINY_MODEL, data_overrides, eval_loss, run_train
 from nextok.checkpoint import load_checkpoint
 from nextok.checkpoint.consolidate import consolidate
 

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from dist_helpers import QUIET, TINY_MODEL, data_overrides, eval_loss, run_train
 
+from helpers.distributed import QUIET, TINY_MODEL, data_overrides, eval_loss, run_train
 from nextok.checkpoint import load_checkpoint
 from nextok.checkpoint.consolidate import consolidate
 

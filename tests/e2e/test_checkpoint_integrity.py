@@ -1,4 +1,4 @@
-"""Issue 19 points 4 and 5 through the real commands: an ``optim.lr=1e6`` run never writes a
+"""Through the real commands: an ``optim.lr=1e6`` run never writes a
 checkpoint of non-finite weights, and a checkpoint with a flipped byte or NaN weights is refused
 in one line by generate, eval, export and resume."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from first_run_helpers import cli, ok, one_line_error, tiny_args
 
+from helpers.cli import cli, ok, one_line_error, tiny_args
 from nextok.checkpoint.verify import CHECKSUMS
 
 

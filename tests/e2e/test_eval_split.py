@@ -7,30 +7,21 @@ import json
 
 import pytest
 import torch
-from first_run_helpers import cli, ok, one_line_error, tiny_args
 
+from helpers.cli import cli, ok, one_line_error
 from nextok.checkpoint import META_KEY, safe_load
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A tiny real run holding out 3% of the files (the data group's default: 1%)."""
-    root = tmp_path_factory.mktemp("eval_split")
-    cache = root / "cache"
-    ok(
-        cli(
-            "nextok-train",
-            *tiny_args(root / "run", None, "data.val_fraction=0.03", f"data.cache_dir={cache}"),
-        )
-    )
+def run(tiny_run):
+    """The shared tiny run (tests/e2e/conftest.py): 3% of the files held out (the data group's
+    default: 1%), and its final whole-split validation (logged last)."""
     rows = []
-    for f in sorted((root / "run").glob("csv/version_*/metrics.csv")):
+    for f in sorted(tiny_run["dir"].glob("csv/version_*/metrics.csv")):
         rows += [r for r in csv.DictReader(f.open()) if r.get("val/loss")]
-    final = rows[-1]  # the final whole-split validation is logged last
+    final = rows[-1]
     return {
-        "root": root,
-        "ckpt": root / "run" / "checkpoints" / "last.ckpt",
-        "cache": cache,
+        **tiny_run,
         "loss": float(final["val/loss"]),
         "tokens": int(float(final["val/tokens"])),
     }

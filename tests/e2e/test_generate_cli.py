@@ -3,69 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from nextok.checkpoint.verify import add_checksums
-from nextok.model import ModelConfig, Transformer
-
-CORPUS = [
-    "def add(a, b):\n    return a + b\n",
-    "import os\nimport sys\n",
-    "class Point:\n    def __init__(self, x):\n        self.x = x\n",
-] * 30
-
-
-def _tokenizer() -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS, trainer)
-    return tok
-
-
-def write_checkpoint(path: Path, block_size: int = 64) -> tuple[Transformer, Tokenizer]:
-    """A checkpoint following the contract in nextok.checkpoint (as nextok-train writes it)."""
-    tok = _tokenizer()
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        vocab_size=tok.get_vocab_size(), block_size=block_size, n_layer=2, n_head=2, d_model=32
-    )
-    model = Transformer(cfg).eval()
-    checkpoint = {
-        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-        "nextok": {
-            "model_config": cfg.to_dict(),
-            "tokenizer_json": tok.to_str(),
-            "tokens_seen": 0,
-        },
-    }
-    torch.save(add_checksums(checkpoint), path)
-    return model, tok
-
-
-def cli() -> list[str]:
-    exe = shutil.which("nextok-generate")
-    return [exe] if exe else [sys.executable, "-m", "nextok.cli.generate"]
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [*cli(), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120
-    )
+from helpers.checkpoints import write_checkpoint
+from helpers.cli import cli, compose
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +22,8 @@ def test_generate_streams_text_and_reports_speed(ckpt, tmp_path):
     from nextok.generation import SamplingParams, generate_text, make_generator
 
     path, model, tok = ckpt
-    r = run_cli(
+    r = cli(
+        "nextok-generate",
         f"ckpt={path}",
         "prompt=def ",
         "max_new_tokens=20",
@@ -104,16 +48,6 @@ def test_generate_streams_text_and_reports_speed(ckpt, tmp_path):
     assert os.listdir(tmp_path) == []  # no outputs/ or .hydra/ littered into the working dir
 
 
-def compose(*overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from nextok.cli._conf import conf_dir
-
-    with initialize_config_dir(conf_dir(), version_base="1.3"):
-        return hydra_compose("generate", overrides=list(overrides))
-
-
 def test_prompt_file_and_num_samples(ckpt, tmp_path, capsys):
     from nextok.cli.generate import run
 
@@ -121,7 +55,14 @@ def test_prompt_file_and_num_samples(ckpt, tmp_path, capsys):
     pf = tmp_path / "prompts.txt"
     pf.write_text("import \nclass Point:\\n    def \n")
     stats = run(
-        compose(f"ckpt={path}", f"prompt_file={pf}", "num_samples=2", "max_new_tokens=8", "seed=0")
+        compose(
+            "generate",
+            f"ckpt={path}",
+            f"prompt_file={pf}",
+            "num_samples=2",
+            "max_new_tokens=8",
+            "seed=0",
+        )
     )
     out = capsys.readouterr().out
     assert out.count("--- prompt ") == 4
@@ -130,7 +71,7 @@ def test_prompt_file_and_num_samples(ckpt, tmp_path, capsys):
 
 
 def test_missing_checkpoint_is_one_clear_line(tmp_path):
-    r = run_cli("ckpt=/nope/missing.ckpt", cwd=tmp_path)
+    r = cli("nextok-generate", "ckpt=/nope/missing.ckpt", cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr == "nextok-generate: error: checkpoint not found: /nope/missing.ckpt\n"
 
@@ -157,7 +98,7 @@ def test_bad_input_is_a_clear_error(ckpt, args, msg):
     if "ckpt=PATH" not in msg:
         args = [f"ckpt={path}", *args]
     with pytest.raises(CliError) as err:
-        run(compose(*args))
+        run(compose("generate", *args))
     assert msg in str(err.value) and "\n" not in str(err.value)
 
 
@@ -168,10 +109,10 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.ckpt"
     bad.write_text("not a checkpoint")
     with pytest.raises(CliError, match=f"cannot load checkpoint {bad}"):
-        run(compose(f"ckpt={bad}"))
+        run(compose("generate", f"ckpt={bad}"))
     torch.save({"state_dict": {}}, bad)
     with pytest.raises(CliError, match="is not a nextok checkpoint"):
-        run(compose(f"ckpt={bad}"))
+        run(compose("generate", f"ckpt={bad}"))
 
 
 def test_bf16_on_cpu(ckpt, capsys):
@@ -179,7 +120,14 @@ def test_bf16_on_cpu(ckpt, capsys):
 
     path, _, _ = ckpt
     stats = run(
-        compose(f"ckpt={path}", 'prompt="import "', "max_new_tokens=6", "dtype=bf16", "device=cpu")
+        compose(
+            "generate",
+            f"ckpt={path}",
+            'prompt="import "',
+            "max_new_tokens=6",
+            "dtype=bf16",
+            "device=cpu",
+        )
     )
     captured = capsys.readouterr()
     assert captured.out.startswith("import ") and "cpu, bfloat16" in captured.err
@@ -193,9 +141,9 @@ def test_compiled_decode_step_gives_the_same_text(ckpt, capsys):
 
     path, _, _ = ckpt
     args = (f"ckpt={path}", 'prompt="def "', "max_new_tokens=12", "temperature=0")
-    run(compose(*args))
+    run(compose("generate", *args))
     eager = capsys.readouterr().out
-    run(compose(*args, "compile=true"))
+    run(compose("generate", *args, "compile=true"))
     captured = capsys.readouterr()
     assert captured.out == eager and "compiled the decode step" in captured.err
 
@@ -210,10 +158,10 @@ def test_escaped_newlines_in_prompt_and_stop_strings(ckpt, capsys):
         "max_new_tokens=24",
         "temperature=0",
     )
-    run(compose(*args))
+    run(compose("generate", *args))
     full = capsys.readouterr().out
     assert full.startswith("class Point:\n    def ")
     new = full[len("class Point:\n    def ") : -1]
     stop = new[8:11]
-    run(compose(*args, f"stop=[{stop!r}]"))
+    run(compose("generate", *args, f"stop=[{stop!r}]"))
     assert capsys.readouterr().out == "class Point:\n    def " + new[: new.index(stop)] + "\n"

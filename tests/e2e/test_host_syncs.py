@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 
-from e2e_helpers import console_cmd
+from helpers.cli import console_cmd
 
 
 def test_train_run_has_no_host_sync_per_step(tmp_path):

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from e2e_helpers import console_cmd
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+from helpers.cli import console_cmd
 
 transformers = pytest.importorskip("transformers")
 

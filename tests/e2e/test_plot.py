@@ -9,9 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from e2e_helpers import console_cmd
-from first_run_helpers import ENV, cli, ok, one_line_error, tiny_args
 
+from helpers.cli import ENV, cli, console_cmd, ok, one_line_error, tiny_args
 from nextok.cli.plot import plot_runs
 
 pytest.importorskip("matplotlib")

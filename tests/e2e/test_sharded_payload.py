@@ -1,12 +1,12 @@
-"""Issue 19 point 1: a crafted sharded checkpoint folder runs nothing through any entry point
+"""A crafted sharded checkpoint folder runs nothing through any entry point
 (real CLIs); each refuses in one line naming the file."""
 
 from __future__ import annotations
 
 import pytest
-from first_run_helpers import cli, one_line_error
 
-from sharded_payload import sharded_folder
+from helpers.cli import cli, one_line_error
+from helpers.sharded_payload import sharded_folder
 
 
 @pytest.mark.parametrize(

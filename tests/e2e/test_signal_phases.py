@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from e2e_helpers import console_cmd
-from first_run_helpers import ENV, tiny_args
 from omegaconf import OmegaConf
+
+from helpers.cli import ENV, console_cmd, tiny_args
 
 QUICK = ["callbacks.sampling=null", "tasks=[]"]
 TOKENIZER = {"tokenizer training": ["data.tokenizer_train_bytes=4000000"], "caching": []}

@@ -9,39 +9,31 @@ from __future__ import annotations
 import csv
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers.cli import console_cmd, metrics, ok
 from nextok.checkpoint import load_checkpoint
 
 EXPERIMENTS = ["default", "tinystories", "gpt2_small_fineweb", "llama_1b"]
 DEBUGS = ["fast_dev_run", "overfit", "profiler"]
 
 
-def train_cmd() -> list[str]:
-    exe = shutil.which("nextok-train")
-    return [exe] if exe else [sys.executable, "-m", "nextok.train"]
-
-
 def run_train(args: list[str], timeout: float = 240, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     return subprocess.run(
-        [*train_cmd(), *args], capture_output=True, text=True, timeout=timeout, env=env, **kw
+        [*console_cmd("nextok-train"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        **kw,
     )
-
-
-def check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, (
-        f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    )
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -83,20 +75,10 @@ def tiny(shared: dict[str, Path], run_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-def metrics(run_dir: Path, key: str = "train/loss") -> dict[int, str]:
-    """step -> value (as written) over all CSV versions of a run (a resume adds a version)."""
-    out: dict[int, str] = {}
-    for f in sorted((run_dir / "csv").glob("version_*/metrics.csv")):
-        for row in csv.DictReader(f.open()):
-            if row.get(key):
-                out[int(row["step"])] = row[key]
-    return out
-
-
 # ---------------------------------------------------------------------------- smoke
 def test_smoke_all_loggers_checkpoints_samples(shared, tmp_path):
     run = tmp_path / "run"
-    proc = check(
+    proc = ok(
         run_train(
             tiny(
                 # length as a token budget, batch as a global batch: 2048 / (8 x 32) = 8 optimizer steps
@@ -164,7 +146,7 @@ def test_smoke_all_loggers_checkpoints_samples(shared, tmp_path):
 def uninterrupted(shared) -> dict[int, str]:
     """A 12-step reference run (2 dataloader workers)."""
     run = shared["root"] / "ref"
-    check(
+    ok(
         run_train(
             tiny(
                 shared, run, "trainer.max_steps=12", "data.num_workers=2", "callbacks.sampling=null"
@@ -184,9 +166,9 @@ def test_exact_resume_matches_uninterrupted(shared, uninterrupted, tmp_path):
         "callbacks.sampling=null",
         "callbacks.last_checkpoint.every_n_train_steps=100",
     )
-    check(run_train([*base, "trainer.max_steps=5"]))
+    ok(run_train([*base, "trainer.max_steps=5"]))
     assert sorted(metrics(run)) == list(range(5))
-    proc = check(run_train([*base, "trainer.max_steps=12", "resume=auto"]))
+    proc = ok(run_train([*base, "trainer.max_steps=12", "resume=auto"]))
     assert "resuming from" in proc.stdout
     assert "exists and is not empty" not in proc.stdout + proc.stderr  # expected when resuming
     assert len(list((run / "csv").glob("version_*"))) == 2
@@ -194,8 +176,13 @@ def test_exact_resume_matches_uninterrupted(shared, uninterrupted, tmp_path):
         assert metrics(run, key) == ref, key  # exact string equality of the logged floats
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume(shared, uninterrupted, tmp_path):
-    """Kill -9 mid-training; resume=auto loses only the steps since the last checkpoint."""
+    """Kill -9 mid-training; resume=auto loses only the steps since the last checkpoint.
+
+    Slow (two runs, one killed). Fast coverage of its parts: the resume itself is
+    test_exact_resume_matches_uninterrupted; the dead process's lock and temp files are
+    tests/lit/test_run_dir.py (taken over, cleaned)."""
     run = tmp_path / "run"
     base = tiny(
         shared,
@@ -208,7 +195,7 @@ def test_sigkill_then_resume(shared, uninterrupted, tmp_path):
     )
     env = {**os.environ, "WANDB_MODE": "offline"}
     proc = subprocess.Popen(
-        [*train_cmd(), *base, "trainer.max_steps=100000"],
+        [*console_cmd("nextok-train"), *base, "trainer.max_steps=100000"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -227,7 +214,7 @@ def test_sigkill_then_resume(shared, uninterrupted, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     saved_step = torch.load(last, weights_only=False, map_location="cpu")["global_step"]
     assert 2 <= saved_step < 12
-    check(run_train([*base, "trainer.max_steps=12", "resume=auto"]))
+    ok(run_train([*base, "trainer.max_steps=12", "resume=auto"]))
     resumed = {}
     for f in sorted((run / "csv").glob("version_*/metrics.csv")):
         resumed = {
@@ -240,7 +227,7 @@ def test_sigkill_then_resume(shared, uninterrupted, tmp_path):
 # ---------------------------------------------------------------------------- config / debug
 def test_fast_dev_run(shared, tmp_path):
     run = tmp_path / "run"
-    proc = check(run_train(tiny(shared, run, "debug=fast_dev_run")))
+    proc = ok(run_train(tiny(shared, run, "debug=fast_dev_run")))
     assert "=== samples at step 1 ===" in proc.stdout
     assert not list(run.glob("checkpoints/*.ckpt"))  # fast_dev_run writes no checkpoints
 
@@ -249,7 +236,7 @@ def test_fast_dev_run(shared, tmp_path):
     "choice", [f"experiment={e}" for e in EXPERIMENTS] + [f"debug={d}" for d in DEBUGS]
 )
 def test_configs_compose(choice):
-    proc = check(run_train([choice, "--cfg", "job"], timeout=120))
+    proc = ok(run_train([choice, "--cfg", "job"], timeout=120))
     assert "_target_: nextok.lit.LMModule" in proc.stdout
     if choice.startswith("experiment="):
         assert f"name: {choice.split('=')[1]}" in proc.stdout
@@ -278,19 +265,14 @@ def test_bad_value_is_a_one_line_error(shared, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize(
-    "override, message",
-    [
-        ("trainer.max_steps=0", "trainer.max_steps=0: expected -1 (no step limit) or a positive"),
-        ("data.num_workers=-1", "data.num_workers=-1: expected 0 (load in the main process)"),
-    ],
-)
-def test_out_of_range_value_is_refused_before_any_work(tmp_path, override, message):
-    """The default run (it trains its own tokenizer): refused before that, leaving no run dir."""
+def test_out_of_range_value_is_refused_before_any_work(tmp_path):
+    """The default run (it trains its own tokenizer): refused before that, leaving no run dir.
+    Every key's range and message is checked in-process: tests/lit/test_config_check.py."""
     run = tmp_path / "run"
-    proc = run_train([f"hydra.run.dir={run}", override], timeout=120)
+    proc = run_train([f"hydra.run.dir={run}", "trainer.max_steps=0"], timeout=120)
     assert proc.returncode == 2
     [line] = proc.stderr.strip().splitlines()
+    message = "trainer.max_steps=0: expected -1 (no step limit) or a positive"
     assert line.startswith(f"nextok-train: error: {message}")
     assert "tokenizer" not in proc.stdout
     assert not run.exists()
@@ -306,7 +288,7 @@ def test_a_run_on_other_data_skips_the_stdlib_task(shared, tmp_path):
     for i, f in enumerate(stdlib_files()[:40]):
         (corpus / f"{i}.txt").write_text(f.read_text(encoding="utf-8"), encoding="utf-8")
     args = [a for a in tiny(shared, tmp_path / "run", "trainer.max_steps=2") if a != "tasks=[]"]
-    proc = check(
+    proc = ok(
         run_train(
             [*args, "data=local_text", f"data.data_files={corpus}", "callbacks.sampling=null"]
         )
@@ -319,7 +301,7 @@ def test_a_named_preset_changed_by_the_experiment_is_reported(shared, tmp_path):
     """``model=gpt2_small`` under the default experiment trains with its block_size of 128:
     the start-up summary says so and how to keep the preset's 1024."""
     args = [a for a in tiny(shared, tmp_path / "run") if a != "model.block_size=32"]
-    proc = check(
+    proc = ok(
         run_train([*args, "model=gpt2_small", "trainer.max_steps=1", "callbacks.sampling=null"])
     )
     assert (
@@ -380,7 +362,9 @@ def test_train_log_stays_plain_in_a_terminal(shared, tmp_path):
     args = [*args, "trainer.log_every_n_steps=4", "callbacks.sampling=null"]
     leader, follower = pty.openpty()
     env = {**os.environ, "WANDB_MODE": "offline", "COLUMNS": "120", "TERM": "xterm"}
-    proc = subprocess.Popen([*train_cmd(), *args], stdout=follower, stderr=follower, env=env)
+    proc = subprocess.Popen(
+        [*console_cmd("nextok-train"), *args], stdout=follower, stderr=follower, env=env
+    )
     os.close(follower)
     shown = b""
     while True:  # drain the terminal, or the child blocks on a full pty
@@ -405,7 +389,7 @@ def test_train_log_stays_plain_in_a_terminal(shared, tmp_path):
 @pytest.mark.slow
 def test_max_time_is_honoured(shared, tmp_path):
     run = tmp_path / "run"
-    proc = check(
+    proc = ok(
         run_train(
             tiny(
                 shared,
@@ -426,7 +410,7 @@ def test_max_time_is_honoured(shared, tmp_path):
 @pytest.mark.slow
 def test_ddp_sim_two_cpu_processes(shared, tmp_path):
     run = tmp_path / "run"
-    proc = check(
+    proc = ok(
         run_train(
             tiny(
                 shared,
@@ -447,7 +431,7 @@ def test_ddp_sim_two_cpu_processes(shared, tmp_path):
 def test_default_run_beats_unigram_in_under_5_minutes(tmp_path):
     """`nextok-train` with no arguments (only the run dir set): the documented default run."""
     t0 = time.monotonic()
-    proc = check(run_train([f"hydra.run.dir={tmp_path / 'run'}"], timeout=400))
+    proc = ok(run_train([f"hydra.run.dir={tmp_path / 'run'}"], timeout=400))
     wall = time.monotonic() - t0
     val = float(metrics(tmp_path / "run", "val/loss")[max(metrics(tmp_path / "run", "val/loss"))])
     base = float(next(iter(metrics(tmp_path / "run", "baseline/unigram_loss").values())))

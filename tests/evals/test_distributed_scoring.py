@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from eval_helpers import tiny_model, tiny_tokenizer
 
+from helpers.evals import tiny_model, tiny_tokenizer
 from nextok.evals import evaluate_task, load_task, scoring_options
 
 HERE = Path(__file__).parent

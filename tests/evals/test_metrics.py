@@ -7,9 +7,9 @@ import math
 import lightning as L
 import pytest
 import torch
-from eval_helpers import tiny_tokenizer
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+from helpers.evals import tiny_tokenizer
 from nextok.data import LMDataModule
 from nextok.data.tokenization.tokenizer import save_tokenizer
 from nextok.lit import LMModule

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-from eval_helpers import tiny_model, tiny_tokenizer
 
+from helpers.evals import tiny_model, tiny_tokenizer
 from nextok.data.tokenization.tokenizer import SpecialTokens
 from nextok.evals import MCExample, context_prefix, evaluate_task, loglikelihoods
 from nextok.evals.scoring import encode_example, task_requests

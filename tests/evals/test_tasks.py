@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from eval_helpers import tiny_tokenizer
 
+from helpers.evals import tiny_tokenizer
 from nextok.data.sources import split_train_val, stdlib_dataset
 from nextok.data.sources.split import _is_val_doc
 from nextok.evals import load_task, scoring_options

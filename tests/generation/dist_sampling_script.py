@@ -16,8 +16,8 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
-sys.path.insert(0, os.path.dirname(__file__))
-from conftest import train_tokenizer  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/
+from helpers.generation import train_tokenizer  # noqa: E402
 from nextok.generation import SamplingParams, generate_text, make_generator  # noqa: E402
 from nextok.lit.callbacks.sampling import SamplingCallback  # noqa: E402
 from nextok.model import ModelConfig, Transformer  # noqa: E402

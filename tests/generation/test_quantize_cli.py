@@ -4,13 +4,11 @@ refused in one line."""
 from __future__ import annotations
 
 import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from test_generate_cli import compose, run_cli, write_checkpoint  # noqa: E402
+from helpers.checkpoints import write_checkpoint
+from helpers.cli import cli, compose
 
 if importlib.util.find_spec("torchao") is None:
     pytest.skip("quantization needs torchao (pip install 'nextok[quant]')", allow_module_level=True)
@@ -29,7 +27,7 @@ def test_generate_int8_runs_the_quantized_model(ckpt, capsys):
 
     path, model, tok = ckpt
     args = (f"ckpt={path}", "prompt=def", "max_new_tokens=12", "temperature=0", "device=cpu")
-    run(compose(*args, "quantize=int8"))
+    run(compose("generate", *args, "quantize=int8"))
     out, err = capsys.readouterr()
     quantized = quantize_model(write_checkpoint(path.with_name("copy.ckpt"))[0], "int8")
     want = generate_text(quantized, tok, ["def"], 12, SamplingParams(temperature=0))[0]
@@ -67,7 +65,7 @@ def test_generate_int4_notes_the_slow_fp32_path(tmp_path, capsys, dtype):
     saved["nextok"]["model_config"] = cfg.to_dict()
     torch.save(add_checksums(saved), path)  # the edited tensors get their own checksums
     args = (f"ckpt={path}", "prompt=def", "max_new_tokens=4", "temperature=0", "device=cpu")
-    stats = run(compose(*args, "quantize=int4", f"dtype={dtype}"))
+    stats = run(compose("generate", *args, "quantize=int4", f"dtype={dtype}"))
     err = capsys.readouterr().err
     assert stats["tokens"] == 4 and ", int4)" in err
     note = "note: quantize=int4 with fp32 activations runs torchao's slow CPU int4 path"
@@ -76,7 +74,14 @@ def test_generate_int4_notes_the_slow_fp32_path(tmp_path, capsys, dtype):
 
 def test_generate_int4_refusal_is_one_line(ckpt, tmp_path):
     path, _, _ = ckpt
-    r = run_cli(f"ckpt={path}", "prompt=def ", "quantize=int4", "device=cpu", cwd=tmp_path)
+    r = cli(
+        "nextok-generate",
+        f"ckpt={path}",
+        "prompt=def ",
+        "quantize=int4",
+        "device=cpu",
+        cwd=tmp_path,
+    )
     assert r.returncode == 2
     assert r.stderr == (
         "nextok-generate: error: quantize=int4 needs every linear layer's output width to be a "
@@ -86,18 +91,8 @@ def test_generate_int4_refusal_is_one_line(ckpt, tmp_path):
 
 
 def test_export_refuses_quantize_in_one_line(ckpt, tmp_path):
-    import shutil
-    import subprocess
-
     path, _, _ = ckpt
-    exe = shutil.which("nextok-export")
-    cmd = [exe] if exe else [sys.executable, "-m", "nextok.cli.export"]
-    r = subprocess.run(
-        [*cmd, f"ckpt={path}", f"out={tmp_path / 'hf'}", "quantize=int8"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = cli("nextok-export", f"ckpt={path}", f"out={tmp_path / 'hf'}", "quantize=int8")
     assert r.returncode == 2
     assert r.stderr.startswith("nextok-export: error: quantize= is not offered by nextok-export")
     assert r.stderr.count("\n") == 1 and not (tmp_path / "hf").exists()

@@ -3,17 +3,15 @@ draft with another tokenizer (or a bad key) refused in one line."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from test_generate_cli import compose, run_cli, write_checkpoint  # noqa: E402
-
-from nextok.checkpoint.verify import add_checksums  # noqa: E402
-from nextok.cli.errors import CliError  # noqa: E402
+from helpers.checkpoints import write_checkpoint
+from helpers.cli import cli, compose
+from nextok.checkpoint.verify import add_checksums
+from nextok.cli.errors import CliError
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +58,14 @@ def test_draft_with_another_tokenizer_is_one_line(ckpt, tmp_path):
         )
 
     other = edited(ckpt, tmp_path / "other.ckpt", swap_two_tokens)
-    r = run_cli(f"ckpt={ckpt}", "prompt=def ", "device=cpu", f"draft={other}", cwd=tmp_path)
+    r = cli(
+        "nextok-generate",
+        f"ckpt={ckpt}",
+        "prompt=def ",
+        "device=cpu",
+        f"draft={other}",
+        cwd=tmp_path,
+    )
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1
     assert r.stderr.startswith(

@@ -1,6 +1,5 @@
-"""export_hf writes only into its own folder: planted symlinks at the old predictable temp names
-are never followed (issue 19 point 2), and a folder that is not a previous export is refused
-(point 12)."""
+"""export_hf writes only into its own folder: planted symlinks at predictable temp names are
+never followed, and a folder that is not a previous export is refused."""
 
 from __future__ import annotations
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from tokenizers import Regex, normalizers, pre_tokenizers
 
+from helpers.tiny_models import logits, tiny_moe_config
 from nextok.data import stdlib_files, train_bpe
 from nextok.hf import export_hf
 from nextok.hf.tokenizer_rebuild import _QWEN2_SPLIT
 from nextok.model import ModelConfig, Transformer
-from tiny_models import logits, tiny_moe_config
 
 transformers = pytest.importorskip("transformers")
 

@@ -12,8 +12,8 @@ import json
 import pytest
 import torch
 
+from helpers.tiny_models import logits, random_hf_model
 from nextok.hf import export_hf, import_hf
-from tiny_models import logits, random_hf_model
 
 transformers = pytest.importorskip("transformers")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from tiny_models import random_hf_model
+from helpers.tiny_models import random_hf_model
 
 transformers = pytest.importorskip("transformers")
 

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
+from helpers.tiny_models import logits, random_hf_model, tiny_moe_config
 from nextok.hf import export_hf, hf_family, import_hf
 from nextok.model import Transformer
-from tiny_models import logits, random_hf_model, tiny_moe_config
 
 transformers = pytest.importorskip("transformers")
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+from helpers.tiny_models import logits, random_hf_model
 from nextok.checkpoint import load_checkpoint
 from nextok.hf import import_hf
 from nextok.hf.families import QWEN3_HEAD_DIM
 from nextok.run.init_from import load_source
-from tiny_models import logits, random_hf_model
 
 transformers = pytest.importorskip("transformers")
 

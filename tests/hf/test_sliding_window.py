@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
+from helpers.tiny_models import logits, random_hf_model
 from nextok.generation import SamplingParams, generate
 from nextok.hf import export_hf, import_hf
 from nextok.model import ModelConfig, Transformer
-from tiny_models import logits, random_hf_model
 
 transformers = pytest.importorskip("transformers")
 

@@ -10,11 +10,11 @@ from functools import cache
 import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
 
+from helpers.tiny_models import random_hf_model
 from nextok.checkpoint import load_checkpoint
 from nextok.data import stdlib_files
 from nextok.hf import export_hf
 from nextok.hf.tokenizer_rebuild import PROBES, rebuilt
-from tiny_models import random_hf_model
 
 transformers = pytest.importorskip("transformers")
 

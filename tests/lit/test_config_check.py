@@ -70,6 +70,9 @@ def test_wrong_values_name_the_key(override, message):
 )
 def test_shipped_configs_pass(overrides):
     check_config(_cfg(*overrides))
+    # ... and the check is live on each of them: one bad value in it is still refused
+    with pytest.raises(ValueError, match="optim.lr='fast' is not a number"):
+        check_config(_cfg(*overrides, "optim.lr=fast"))
 
 
 def test_matches():

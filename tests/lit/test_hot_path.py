@@ -6,11 +6,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
+from helpers.trainer import quiet_trainer
 from nextok.lit import LMModule, NonFiniteLossError
 from nextok.lit.callbacks import ProgressBar, RichProgressBar
 from nextok.lit.callbacks.host_syncs import HostSyncCounter
 from nextok.optim import AdamWConfig, ScheduleConfig
-from quiet_trainer import quiet_trainer
 
 VOCAB, BLOCK = 64, 16
 

@@ -20,10 +20,10 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch.utils.data import DataLoader, TensorDataset
 
+from helpers.trainer import quiet_trainer
 from nextok.checkpoint.resume import find_resume_checkpoint
 from nextok.lit import lightning_private as private
 from nextok.lit.callbacks import ModelCheckpoint, ThroughputMonitor
-from quiet_trainer import quiet_trainer
 
 
 class Tiny(L.LightningModule):

@@ -7,10 +7,10 @@ from lightning.pytorch.loggers import CSVLogger
 from tokenizers import Tokenizer, models
 from torch.utils.data import DataLoader, TensorDataset
 
+from helpers.trainer import quiet_trainer
 from nextok.checkpoint import load_checkpoint
 from nextok.lit import LMModule, NonFiniteLossError
 from nextok.optim import AdamWConfig, ScheduleConfig
-from quiet_trainer import quiet_trainer
 
 VOCAB, BLOCK = 64, 16
 

@@ -11,13 +11,13 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, TensorDataset
 
+from helpers.tiny_models import tiny_moe_config
+from helpers.trainer import quiet_trainer
 from nextok.lit import LMModule
 from nextok.model import ModelConfig, Transformer
 from nextok.optim import AdamWConfig, ScheduleConfig, make_schedule, optim_config
 from nextok.optim.muon import MuonAdamW, MuonConfig, build_muon, muon_param_groups
 from nextok.optim.newton_schulz import Muon, newton_schulz, ns_dtype_for
-from quiet_trainer import quiet_trainer
-from tiny_models import tiny_moe_config
 
 VOCAB, BLOCK = 64, 16
 

@@ -298,7 +298,11 @@ def test_model_package_imports_neither_lightning_nor_hydra():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_torch_compile_tiny_on_cpu():
+    """Slow: inductor builds C++ kernels, ~20-40 s on a cold cache (a clean CI machine). Fast
+    coverage of what nextok controls: tests/model/test_compile.py (no graph break, no recompile,
+    forward and backward traced through AOT autograd with ``aot_eager``)."""
     torch.manual_seed(0)
     model = Transformer(small())
     compiled = torch.compile(model)

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers.tiny_models import TINY_MOE, tiny_moe_config
 from nextok.model import PRESETS, ModelConfig, Transformer
 from nextok.model.moe import MoE, aux_loss, imbalance, load_balancing_loss, update_expert_bias
-from tiny_models import TINY_MOE, tiny_moe_config
 
 V = TINY_MOE["vocab_size"]
 

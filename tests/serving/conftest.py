@@ -1,26 +1,16 @@
-"""Serving tests reuse the generation fixtures (tiny tokenizer, tiny seeded models)."""
+"""Serving tests use the generation tests' tiny tokenizer and tiny seeded models."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from tokenizers import Tokenizer
 
-_spec = importlib.util.spec_from_file_location(
-    "generation_fixtures", Path(__file__).resolve().parents[1] / "generation" / "conftest.py"
-)
-_gen = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_gen)
-# test modules import it by this name (a bare ``conftest`` is whichever folder's came first)
-sys.modules["generation_fixtures"] = _gen
-tiny_model, train_tokenizer = _gen.tiny_model, _gen.train_tokenizer
+from helpers.generation import tiny_model, train_tokenizer
 
 
 @pytest.fixture(scope="session")
-def tokenizer():
+def tokenizer() -> Tokenizer:
     return train_tokenizer()
 
 

@@ -12,8 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from server_helpers import ThreadServer
 
+from helpers.server import ThreadServer
 from nextok.generation import SamplingParams, generate_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ def snippet(doc: str, marker: str) -> str:
 
 @pytest.fixture(scope="module")
 def server(tokenizer):
-    from generation_fixtures import tiny_model
+    from helpers.generation import tiny_model
 
     model = tiny_model(vocab_size=tokenizer.get_vocab_size())
     with ThreadServer(model, tokenizer, name="last.ckpt") as s:

@@ -5,8 +5,8 @@ same model (slow: lm-eval is a heavy import)."""
 from __future__ import annotations
 
 import pytest
-from server_helpers import ThreadServer
 
+from helpers.server import ThreadServer
 from nextok.evals.scoring import encode_example, loglikelihoods
 from nextok.evals.tasks import MCExample
 
@@ -24,10 +24,11 @@ EXAMPLES = [
 def test_local_completions_choices_equal_nextok_eval(tokenizer, tmp_path):
     lm_eval = pytest.importorskip("lm_eval")
     pytest.importorskip("tenacity")  # lm-eval[api]
-    from generation_fixtures import tiny_model
     from lm_eval.api.instance import Instance
     from lm_eval.models.openai_completions import LocalCompletionsAPI
     from transformers import PreTrainedTokenizerFast
+
+    from helpers.generation import tiny_model
 
     del lm_eval
     model = tiny_model(vocab_size=tokenizer.get_vocab_size())

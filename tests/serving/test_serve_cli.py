@@ -3,14 +3,11 @@ SIGTERM lets the request in flight finish, then the process exits 0; bad input i
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -18,20 +15,11 @@ import httpx
 import pytest
 from omegaconf import OmegaConf
 
+from helpers.checkpoints import write_checkpoint
+from helpers.cli import console_cmd
 from nextok.cli._conf import conf_dir
 from nextok.cli.errors import CliError
 from nextok.cli.serve import build
-
-_spec = importlib.util.spec_from_file_location(
-    "generate_cli_test", Path(__file__).resolve().parents[1] / "e2e" / "test_generate_cli.py"
-)
-_gen = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_gen)
-
-
-def cli() -> list[str]:
-    exe = shutil.which("nextok-serve")
-    return [exe] if exe else [sys.executable, "-m", "nextok.cli.serve"]
 
 
 def free_port() -> int:
@@ -43,14 +31,14 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "last.ckpt"
-    _gen.write_checkpoint(path, block_size=1024)
+    write_checkpoint(path, block_size=1024)
     return path
 
 
 def start(ckpt: Path, port: int, *args: str) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(
-        [*cli(), f"ckpt={ckpt}", f"port={port}", *args],
+        [*console_cmd("nextok-serve"), f"ckpt={ckpt}", f"port={port}", *args],
         stderr=subprocess.PIPE,
         text=True,
         env=env,
@@ -110,7 +98,7 @@ def test_serves_then_drains_on_sigterm(ckpt):
 def test_bad_input_is_one_line(ckpt, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run(
-        [*cli(), f"ckpt={tmp_path / 'missing.ckpt'}"],
+        [*console_cmd("nextok-serve"), f"ckpt={tmp_path / 'missing.ckpt'}"],
         capture_output=True,
         text=True,
         env=env,

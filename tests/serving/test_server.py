@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 import torch
-from server_helpers import ThreadServer
 
+from helpers.server import ThreadServer
 from nextok.generation import SamplingParams, encode_prompt, generate_text
 
 GREEDY = SamplingParams(temperature=0)
@@ -19,7 +19,7 @@ GREEDY = SamplingParams(temperature=0)
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    from generation_fixtures import tiny_model
+    from helpers.generation import tiny_model
 
     return tiny_model(vocab_size=tokenizer.get_vocab_size(), block_size=1024)
 

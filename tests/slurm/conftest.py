@@ -10,13 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-# The tiny-run helpers (dist_helpers) are shared with the multi-process tests.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "distributed"))
 
 CLUSTER_SH = Path(__file__).resolve().parent / "cluster.sh"
 SLURM_DIR = os.environ.get("NEXTOK_SLURM_DIR", "/tmp/nextok-slurm")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from dist_helpers import TINY_MODEL, data_overrides, train_cmd, write_corpus
-from slurm_helpers import SUBMIT, job_field, wait_for_job
 
+from helpers.distributed import TINY_MODEL, data_overrides, train_cmd, write_corpus
+from helpers.slurm import SUBMIT, job_field, wait_for_job
 from nextok.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slurm

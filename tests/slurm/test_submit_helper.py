@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 
-from slurm_helpers import SUBMIT
+from helpers.slurm import SUBMIT
 
 
 def _dry(*args: str) -> subprocess.CompletedProcess:

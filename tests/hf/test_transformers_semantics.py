@@ -1,5 +1,5 @@
-"""Review fixes for the Hugging Face import/export: every config field is read as transformers
-reads it, or refused in one line."""
+"""Hugging Face import/export: every config field is read as transformers reads it (RoPE
+scaling, sliding windows, BOS/pad signals, dropouts, dtypes, block size), or refused in one line."""
 
 from __future__ import annotations
 

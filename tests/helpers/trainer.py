@@ -1,7 +1,4 @@
-"""A quiet single-process CPU Trainer for unit tests (no logger, bar, summary or checkpoints).
-
-Import as ``from quiet_trainer import quiet_trainer`` (``tests/`` is on the path through its conftest.py).
-"""
+"""A quiet single-process CPU Trainer for unit tests (no logger, bar, summary or checkpoints)."""
 
 from __future__ import annotations
 

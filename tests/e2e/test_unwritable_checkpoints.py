@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from first_run_helpers import cli, ok, one_line_error, tiny_args
+
+from helpers.cli import cli, ok, one_line_error, tiny_args
 
 
 def _mount(*args: str) -> bool:

@@ -7,15 +7,15 @@ so every distributed run here is a separate ``nextok-train`` process tree.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 import sysconfig
 import time
 from pathlib import Path
 
 import pytest
 import torch
+
+from helpers.cli import console_cmd
 
 TINY_MODEL = [
     "model.n_layer=2",
@@ -39,8 +39,7 @@ QUIET = [
 
 
 def train_cmd() -> list[str]:
-    exe = shutil.which("nextok-train")
-    return [exe] if exe else [sys.executable, "-m", "nextok.cli.train"]
+    return console_cmd("nextok-train")
 
 
 def test_env() -> dict[str, str]:

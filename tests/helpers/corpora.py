@@ -1,8 +1,4 @@
-"""Small synthetic corpora for the data tests (fast to tokenize, still many blocks).
-
-A plain module, not conftest.py: several test folders have a conftest.py, so
-``from conftest import ...`` would pick whichever was imported first.
-"""
+"""Small synthetic corpora for the data tests (fast to tokenize, still many blocks)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""Tiny models shared by the model and Hugging Face tests (CPU-sized: built in milliseconds).
-
-Import as ``from tiny_models import ...`` (``tests/`` is on the path through its conftest.py).
-"""
+"""Tiny models shared by the model and Hugging Face tests (CPU-sized: built in milliseconds)."""
 
 from __future__ import annotations
 
