@@ -9,6 +9,7 @@ import itertools
 import pytest
 import torch
 
+from helpers.generation import context_model as sensitive
 from nextok.generation import (
     DraftModel,
     PromptLookup,
@@ -35,14 +36,8 @@ def prompts(n: int, vocab: int, seed: int = 0) -> list[list[int]]:
 
 
 def context_model(make_model, **kw):
-    """A tiny model whose next token depends on the whole context: O(1) random weights (the
-    default 0.02 init makes a random model's output hinge on the last token alone, so a wrong
-    cache or position would go unnoticed)."""
-    model = make_model(**kw)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_((1.0 if "norm" in name else 0.0) + 0.4 * torch.randn_like(p))
-    return model
+    """``helpers.generation.context_model`` (``make_model`` is the same seeded factory)."""
+    return sensitive(**kw)
 
 
 def proposers(make_model, target):

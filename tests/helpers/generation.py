@@ -37,3 +37,14 @@ def tiny_model(vocab_size: int = 97, seed: int = 0, **kw) -> Transformer:
     base.update(kw)
     torch.manual_seed(seed)
     return Transformer(ModelConfig(**base)).eval()
+
+
+def context_model(vocab_size: int = 97, seed: int = 0, **kw) -> Transformer:
+    """A tiny model whose next token depends on the whole context: O(1) random weights. With the
+    default 0.02 init a random model's output hinges on the last token alone, so a wrong cache,
+    mask or position would go unnoticed by an equality test."""
+    model = tiny_model(vocab_size, seed, **kw)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_((1.0 if "norm" in name else 0.0) + 0.4 * torch.randn_like(p))
+    return model

@@ -1,4 +1,5 @@
-"""Serving tests use the generation tests' tiny tokenizer and tiny seeded models."""
+"""Serving tests use the generation tests' tiny tokenizer and tiny seeded, context-sensitive
+models."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from helpers.generation import tiny_model, train_tokenizer
+from helpers.generation import context_model, train_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -16,8 +17,9 @@ def tokenizer() -> Tokenizer:
 
 @pytest.fixture
 def make_model():
-    """``make_model(**config_overrides)``: a seeded tiny model in eval mode."""
-    return tiny_model
+    """``make_model(**config_overrides)``: a seeded tiny model in eval mode whose outputs depend on
+    the whole context, so that the engine's equality tests see a wrong cache, mask or position."""
+    return context_model
 
 
 @pytest.fixture(autouse=True)
