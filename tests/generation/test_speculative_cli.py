@@ -37,10 +37,10 @@ def test_greedy_text_equals_plain(ckpt, capsys, draft):
     from nextok.cli.generate import run
 
     literal = {"prompt": ["def ", "import os\nimport "]}
-    run(compose(f"ckpt={ckpt}", *ARGS[2:], "device=cpu"), literal)
+    run(compose("generate", f"ckpt={ckpt}", *ARGS[2:], "device=cpu"), literal)
     plain = capsys.readouterr().out
     name = ckpt if draft == "self" else draft
-    run(compose(f"ckpt={ckpt}", *ARGS[2:], "device=cpu", f"draft={name}"), literal)
+    run(compose("generate", f"ckpt={ckpt}", *ARGS[2:], "device=cpu", f"draft={name}"), literal)
     out, err = capsys.readouterr()
     assert out == plain
     assert f"draft={name}: accepted " in err and " proposed tokens (" in err
@@ -79,13 +79,13 @@ def test_refusals_name_the_key(ckpt, tmp_path):
 
     base = (f"ckpt={ckpt}", "device=cpu", "max_new_tokens=4")
     with pytest.raises(CliError, match=r"draft=.*missing.ckpt: checkpoint not found"):
-        run(compose(*base, f"draft={tmp_path / 'missing.ckpt'}"))
+        run(compose("generate", *base, f"draft={tmp_path / 'missing.ckpt'}"))
     with pytest.raises(CliError, match="num_speculative_tokens must be a positive integer"):
-        run(compose(*base, "draft=prompt_lookup", "num_speculative_tokens=0"))
+        run(compose("generate", *base, "draft=prompt_lookup", "num_speculative_tokens=0"))
     with pytest.raises(CliError, match="prompt_lookup_max_ngram must be a positive integer"):
-        run(compose(*base, "draft=prompt_lookup", "prompt_lookup_max_ngram=0"))
+        run(compose("generate", *base, "draft=prompt_lookup", "prompt_lookup_max_ngram=0"))
     with pytest.raises(CliError, match="repetition_penalty is not supported with draft"):
-        run(compose(*base, "draft=prompt_lookup", "repetition_penalty=1.3"))
+        run(compose("generate", *base, "draft=prompt_lookup", "repetition_penalty=1.3"))
 
     def bigger_vocab(saved):
         cfg = dict(saved["nextok"]["model_config"], vocab_size=320)
@@ -96,7 +96,9 @@ def test_refusals_name_the_key(ckpt, tmp_path):
         saved["state_dict"] = {f"model.{k}": v for k, v in state.items()}
 
     padded = edited(ckpt, tmp_path / "padded.ckpt", bigger_vocab)  # same tokenizer, padded rows
-    stats = run(compose(*base, f"draft={padded}", "temperature=0"), {"prompt": ["def "]})
+    stats = run(
+        compose("generate", *base, f"draft={padded}", "temperature=0"), {"prompt": ["def "]}
+    )
     assert stats["tokens"] == 4
 
 
@@ -109,9 +111,9 @@ def test_hugging_face_folder_as_draft(ckpt, tmp_path, capsys):
     loaded = load_checkpoint(ckpt)
     folder = export_hf(loaded.model, tmp_path / "hf", loaded.tokenizer, loaded.special)
     literal = {"prompt": ["def "]}
-    run(compose(f"ckpt={ckpt}", *ARGS[2:], "device=cpu"), literal)
+    run(compose("generate", f"ckpt={ckpt}", *ARGS[2:], "device=cpu"), literal)
     plain = capsys.readouterr().out
-    run(compose(f"ckpt={ckpt}", *ARGS[2:], "device=cpu", f"draft={folder}"), literal)
+    run(compose("generate", f"ckpt={ckpt}", *ARGS[2:], "device=cpu", f"draft={folder}"), literal)
     out, err = capsys.readouterr()
     assert out == plain
     assert f"draft={folder}: accepted " in err and "(100.0%)" in err
