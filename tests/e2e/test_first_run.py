@@ -160,7 +160,7 @@ def test_bad_input_is_one_line_and_leaves_no_run_dir(tmp_path):
     one_line_error(  # a value the constructor refuses (not Hydra's 3-line instantiate message)
         cli("nextok-train", *tiny_args(runs / "c"), "module.compile_mode=bad"),
         2,
-        "module: module.compile_mode must be one of ('blocks', 'model'), got 'bad'",
+        "module.compile_mode must be one of ('blocks', 'model'), got 'bad'",
     )
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "ok.txt").write_text("fine text\n" * 50)
