@@ -9,9 +9,10 @@ import sys
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, models, processors
 
 from helpers.tiny_models import logits, random_hf_model
+from helpers.tokenizers_bos import bos_tokenizer
 from nextok.checkpoint import load_checkpoint
 from nextok.hf import import_hf
 from nextok.hf.families import QWEN3_HEAD_DIM
@@ -34,23 +35,7 @@ MODULE = {"generate": "nextok.cli.generate", "export": "nextok.cli.export"}
 
 def _tokenizer(template: bool) -> Tokenizer:
     """A byte-level BPE with <s> and </s> but no <|endoftext|>."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        ["hello world def foo bar"] * 50,
-        trainers.BpeTrainer(
-            vocab_size=128,
-            special_tokens=[BOS, EOS],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        ),
-    )
-    if template:
-        tok.post_processor = processors.TemplateProcessing(
-            single=f"{BOS} $A", special_tokens=[(BOS, tok.token_to_id(BOS))]
-        )
-    return tok
+    return bos_tokenizer(BOS, EOS, 128, template)
 
 
 def _folder(tmp_path, tok_config: dict, template: bool = False):

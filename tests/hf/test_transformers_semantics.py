@@ -9,8 +9,9 @@ import sys
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer
 
+from helpers.tokenizers_bos import bos_tokenizer
 from nextok.checkpoint import load_checkpoint
 from nextok.data.tokenization.tokenizer import special_tokens
 from nextok.dtypes import as_dtype, dtype_name
@@ -194,23 +195,7 @@ BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
 
 
 def _bos_tokenizer(template: bool) -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        ["hello world def foo bar"] * 50,
-        trainers.BpeTrainer(
-            vocab_size=96,
-            special_tokens=[BOS, EOS],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        ),
-    )
-    if template:
-        tok.post_processor = processors.TemplateProcessing(
-            single=f"{BOS} $A", special_tokens=[(BOS, tok.token_to_id(BOS))]
-        )
-    return tok
+    return bos_tokenizer(BOS, EOS, 96, template)
 
 
 @pytest.mark.parametrize(
