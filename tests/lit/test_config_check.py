@@ -83,16 +83,18 @@ def test_matches():
 
 
 def test_moved_sampling_target_still_works(capsys):
-    """A config written before lit/sampling.py became lit/sample_callback.py still builds the
-    callback (with a notice), and its checks still apply."""
+    """A config naming the sampling callback's old path still builds the callback (with a
+    notice) from the checked config, its checks still apply, and the given config is not
+    written."""
     from hydra.utils import instantiate
 
     from nextok.lit.callbacks.sampling import SamplingCallback
 
     old = "callbacks.sampling._target_=nextok.lit.sampling.SamplingCallback"
     cfg = _cfg(old)
-    check_config(cfg)
-    assert isinstance(instantiate(cfg.callbacks.sampling), SamplingCallback)
+    checked = check_config(cfg)
+    assert cfg.callbacks.sampling._target_ == "nextok.lit.sampling.SamplingCallback"
+    assert isinstance(instantiate(checked.callbacks.sampling), SamplingCallback)
     assert "moved to nextok.lit.callbacks.SamplingCallback" in capsys.readouterr().out
     with pytest.raises(ValueError, match="max_new_tokens='many' is not an integer"):
         check_config(_cfg(old, "callbacks.sampling.max_new_tokens=many"))
@@ -115,8 +117,9 @@ def test_moved_optim_targets_still_work(capsys, node, old, new):
 
     extra = ("optim=muon",) if "Muon" in old else ()
     cfg = _cfg(*extra, f"{node}._target_={old}")
-    check_config(cfg)
-    assert isinstance(instantiate(cfg[node]), locate(new))
+    checked = check_config(cfg)
+    assert cfg[node]._target_ == old
+    assert isinstance(instantiate(checked[node]), locate(new))
     assert f"{node}._target_: {old} moved to {new}" in capsys.readouterr().out
 
 

@@ -1,40 +1,33 @@
 """The training run: a composed Hydra config -> data, module, Trainer -> fit -> final validation.
 
 Kept apart from the Hydra entry point (``nextok.cli.train``) so it can be called with any
-``DictConfig`` (tests, notebooks): :func:`run_training`. The pieces live by job:
-:mod:`nextok.run.config` (what the config decides: vocabulary, accumulation, saved config),
-:mod:`nextok.checkpoint.resume` (which checkpoint, and its tokenizer), :mod:`nextok.run.init_from`,
-:mod:`nextok.run.build` (loggers, callbacks, Trainer) and :mod:`nextok.run.finish` (the summary).
+``DictConfig`` (tests, notebooks): :func:`run_training`. It reads the config in one direction:
+checked (:mod:`nextok.run.config_check`), resolved once into a frozen plan
+(:mod:`nextok.run.plan`: the checkpoint to resume, ``init_from``, the tokenizer's source, the
+batch arithmetic), then objects built from the plan (:mod:`nextok.run.build`), fit, and the
+summary (:mod:`nextok.run.finish`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from nextok.checkpoint.resume import pair_tokenizer, resolve_ckpt_path
 from nextok.console import is_rank_zero, say
 from nextok.distributed.ranks import data_parallel_size
 from nextok.lit.callbacks import UnigramBaseline
 from nextok.lit.lightning_private import set_max_steps
 from nextok.lit.module import LMModule
 from nextok.run.build import build_loggers, build_trainer
-from nextok.run.config import (
-    accumulation,
-    print_config,
-    redact,
-    resolve_model_config,
-    save_config,
-)
+from nextok.run.config import print_config, redact, resolve_model_config, save_config
 from nextok.run.config_check import check_config
 from nextok.run.finish import summary, validate_whole_split
-from nextok.run.init_from import prepare_init_from
+from nextok.run.plan import RunPlan, resolve_plan
 from nextok.run.preset_notice import run_preset_notice
 from nextok.run.quiet import quiet_lightning
 from nextok.run.run_dir import RunState, run_dir_session
@@ -49,17 +42,18 @@ def run_training(cfg: DictConfig, model_overrides: list[str] | None = None) -> d
     ``init_from``'s config; the CLI passes Hydra's command-line overrides). Config values and
     the model config are checked before anything is written or trained; the run dir is locked
     for this process (rank 0) and removed again if it was new and the run fails before training
-    starts."""
+    starts. ``cfg`` is only read: the run follows its plan (:mod:`nextok.run.plan`)."""
     _one_log_handler()
     quiet_lightning()
     run_dir = Path(cfg.run_dir)
     rank0 = is_rank_zero()
     # the guard first: a signal in any later phase stops the run as nextok.run.signals says
     with SignalGuard() as guard, run_dir_session(run_dir, rank0) as state:
-        check_config(cfg)
+        checked = check_config(cfg)
         restore = tee_console(run_dir) if rank0 else None
         try:
-            return _run(cfg, model_overrides, run_dir, rank0, state, guard)
+            plan = resolve_plan(checked, model_overrides or [], run_dir, writer=rank0)
+            return _run(plan, rank0, state, guard)
         finally:
             if restore is not None:
                 restore()
@@ -72,30 +66,13 @@ def _one_log_handler() -> None:
         logging.getLogger("lightning").handlers.clear()
 
 
-def _run(
-    cfg: DictConfig,
-    model_overrides: list[str] | None,
-    run_dir: Path,
-    rank0: bool,
-    state: RunState,
-    guard: SignalGuard,
-) -> dict[str, float]:
-    init = prepare_init_from(cfg, model_overrides or [], run_dir) if cfg.get("init_from") else None
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.get("resume"), run_dir)
+def _run(plan: RunPlan, rank0: bool, state: RunState, guard: SignalGuard) -> dict[str, float]:
+    cfg, run_dir, ckpt_path, init = plan.config, plan.run_dir, plan.ckpt_path, plan.init
     if rank0:
         if cfg.get("print_config", False):
             print_config(cfg)
         save_config(cfg, run_dir, resuming=ckpt_path is not None)
     L.seed_everything(cfg.seed, workers=True)
-
-    # A resumed run uses the tokenizer its weights were trained with (embedded in the checkpoint).
-    verify = bool(cfg.get("verify", True))
-    if (
-        ckpt_path
-        and rank0
-        and pair_tokenizer(ckpt_path, run_dir, cfg.data.get("tokenizer_path"), verify)
-    ):
-        say(f"using the tokenizer embedded in {ckpt_path}")
 
     # Data first: the tokenizer decides the vocabulary.
     datamodule, special = prepare_data(cfg, run_dir, rank0)
@@ -110,7 +87,7 @@ def _run(
         if ckpt_path is not None:
             say(f"init_from ignored: resuming from {ckpt_path}")
     if rank0:
-        export_info["train_config"] = redact(OmegaConf.to_container(cfg, resolve=True))
+        export_info["train_config"] = redact(plan.plain())
     init_state = None
     if init is not None and ckpt_path is None:
         init_state, init.state_dict = init.state_dict, {}  # one reference only
@@ -122,7 +99,7 @@ def _run(
         seed=cfg.seed,
         tokenizer=datamodule.tokenizer,
         special_tokens=special,
-        data_config=redact(OmegaConf.to_container(cfg.data, resolve=True)),
+        data_config=redact(plan.plain("data")),
         export_info=export_info,
         init_state=init_state,
         val_scope=periodic_val_scope(datamodule),
@@ -133,25 +110,25 @@ def _run(
     graceful = GracefulStop(guard, started=lambda: setattr(state, "started", True))
     trainer = build_trainer(cfg, run_dir, loggers, [graceful], resuming=ckpt_path is not None)
 
-    micro = int(cfg.data.batch_size)
+    batch = plan.batch
     dp = data_parallel_size(trainer)
-    accum = accumulation(cfg, micro, model_config.block_size, dp)
+    accum = batch.accumulation(model_config.block_size, dp)
     trainer.accumulate_grad_batches = accum
-    tokens_per_step = micro * int(cfg.data.block_size) * dp * accum
-    if cfg.get("max_tokens") is not None:
-        set_max_steps(trainer, math.ceil(float(cfg.max_tokens) / tokens_per_step))
+    tokens_per_step = batch.tokens_per_step(dp, accum)
+    if (steps := batch.max_steps(tokens_per_step)) is not None:
+        set_max_steps(trainer, steps)
     say(f"run dir: {run_dir}")
     say(
         f"model: {module.model_config.n_layer} layers, "
         f"d_model {model_config.d_model}, vocab {model_config.vocab_size}, block "
         f"{model_config.block_size}; world size {trainer.world_size} (data parallel {dp}), "
-        f"micro-batch {micro}, "
+        f"micro-batch {batch.micro}, "
         f"grad accumulation {accum} -> {tokens_per_step} tokens/step; max_steps "
         f"{trainer.max_steps}"
     )
-    if rank0 and (notice := run_preset_notice(cfg, model_overrides or [])):
+    if rank0 and (notice := run_preset_notice(cfg, list(plan.model_overrides))):
         say(notice)
-    hparams = redact(OmegaConf.to_container(cfg, resolve=True))
+    hparams = redact(plan.plain())
     hparams["resolved"] = {
         "vocab_size": model_config.vocab_size,
         "accumulate_grad_batches": accum,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ def resolve_model_config(cfg: DictConfig, tokenizer_vocab: int) -> ModelConfig:
     return ModelConfig.from_dict(model)
 
 
-def accumulation(cfg: DictConfig, micro_batch: int, block_size: int, world_size: int) -> int:
+def accumulation(cfg: Mapping[str, Any], micro_batch: int, block_size: int, world_size: int) -> int:
     """Micro-batches per optimizer step for the configured global batch (sequences or tokens).
 
     ``world_size`` is the number of data-parallel ranks (tensor-parallel ranks share data)."""

@@ -9,6 +9,7 @@ key. Annotations this checker does not understand are not checked (never a false
 
 from __future__ import annotations
 
+import copy
 import inspect
 import types
 import typing
@@ -117,20 +118,43 @@ MOVED_TARGETS = {
 }
 
 
-def upgrade_moved_targets(cfg: DictConfig) -> None:
-    """Point ``_target_`` values that name a moved class at its new home (in place)."""
-    for name in NODES:
-        node = cfg.get(name)
+def moved_targets(cfg: DictConfig) -> dict[str, tuple[str, str]]:
+    """``{"callbacks.sampling": (old, new)}`` for each node whose ``_target_`` names a moved class."""
+    nodes = [(name, cfg.get(name)) for name in NODES]
+    for group in GROUPS:
+        nodes += [(f"{group}.{key}", node) for key, node in (cfg.get(group) or {}).items()]
+    out = {}
+    for where, node in nodes:
         old = node.get("_target_") if isinstance(node, DictConfig) else None
         if old in MOVED_TARGETS:
-            node._target_ = MOVED_TARGETS[old]
-            say(f"{name}._target_: {old} moved to {node._target_}; update your config")
-    for group in GROUPS:
-        for key, node in (cfg.get(group) or {}).items():
-            old = node.get("_target_") if isinstance(node, DictConfig) else None
-            if old in MOVED_TARGETS:
-                node._target_ = MOVED_TARGETS[old]
-                say(f"{group}.{key}._target_: {old} moved to {node._target_}; update your config")
+            out[where] = (old, MOVED_TARGETS[old])
+    return out
+
+
+def with_moved_targets(cfg: DictConfig) -> DictConfig:
+    """``cfg`` itself when no ``_target_`` moved; else a new config whose moved ``_target_``s name
+    the new home (``cfg`` is not written), with a notice per node."""
+    moved = moved_targets(cfg)
+    if not moved:
+        return cfg
+    overlay: dict[str, Any] = {}
+    for where, (old, new) in moved.items():
+        node = overlay
+        for part in where.split("."):
+            node = node.setdefault(part, {})
+        node["_target_"] = new
+        say(f"{where}._target_: {old} moved to {new}; update your config")
+    return merged(cfg, overlay)
+
+
+def merged(cfg: DictConfig, overlay: dict[str, Any]) -> DictConfig:
+    """A new struct config: ``cfg`` with ``overlay``'s values (new keys allowed); interpolations
+    in ``cfg`` resolve against the result. ``cfg`` itself is not written."""
+    base = copy.deepcopy(cfg)
+    OmegaConf.set_struct(base, False)
+    out = OmegaConf.merge(base, overlay)
+    OmegaConf.set_struct(out, True)
+    return out
 
 
 def check_tasks(cfg: DictConfig) -> None:
@@ -159,10 +183,13 @@ def check_optim_values(node: Any) -> None:
         raise ValueError(f"optim: {err}") from err
 
 
-def check_config(cfg: DictConfig) -> None:
+def check_config(cfg: DictConfig) -> DictConfig:
     """Types of every constructor argument, the ranges of the run's numeric values
-    (:mod:`nextok.run.value_ranges`), then the model config itself (before any data work)."""
-    upgrade_moved_targets(cfg)
+    (:mod:`nextok.run.value_ranges`), then the model config itself (before any data work).
+
+    Returns the checked config: ``cfg``, or a new one where a ``_target_`` moved
+    (:func:`with_moved_targets`); ``cfg`` is never written."""
+    cfg = with_moved_targets(cfg)
     for name in NODES:
         check_node(name, cfg.get(name))
     for group in GROUPS:
@@ -179,3 +206,4 @@ def check_config(cfg: DictConfig) -> None:
         ModelConfig.from_dict(model)
     except TypeError as err:
         raise ValueError(f"model: {err}") from err
+    return cfg

@@ -8,21 +8,15 @@ refused in one line; ``dropout``, ``init_std`` and a shorter ``block_size`` are 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer
 
-from nextok.data.tokenization.tokenizer import (
-    SpecialTokens,
-    encodes_as_trained,
-    hf_tokenizer_config,
-)
-from nextok.io import atomic_write_text
+from nextok.data.tokenization.tokenizer import SpecialTokens
 from nextok.model import ModelConfig
 
 ALLOWED = ("dropout", "init_std", "block_size")  # do not change what the weights compute
@@ -118,23 +112,11 @@ def _apply_overrides(cfg: ModelConfig, overrides: dict[str, Any], path: str) -> 
     return ModelConfig.from_dict(d)
 
 
-def write_tokenizer(src: InitSource, folder: Path) -> Path:
-    """The source's tokenizer as a tokenizer folder the data module reads (atomic writes, so
-    every rank may write the same files)."""
-    for name, text in (
-        ("tokenizer.json", encodes_as_trained(src.tokenizer, src.special).to_str()),
-        ("tokenizer_config.json", json.dumps(hf_tokenizer_config(src.special), indent=2)),
-    ):
-        atomic_write_text(folder / name, text)
-    return folder
-
-
-def prepare_init_from(cfg: DictConfig, model_keys: list[str], run_dir: Path) -> InitSource:
-    """Load ``init_from``'s weights and make ``cfg.model`` (and the tokenizer) the source's.
+def load_init_source(cfg: DictConfig, model_keys: list[str]) -> InitSource:
+    """Load ``init_from``'s weights, model config and tokenizer (``cfg`` is only read; the run's
+    plan takes the model config from the result: :mod:`nextok.run.plan`).
 
     ``model_keys``: the ``model.*`` keys the user set explicitly (checked against the source)."""
-    from nextok.hf import is_hf_folder
-
     if "model" in model_keys:
         raise ValueError(
             "init_from takes the model config from the source; drop the model=... group override"
@@ -146,23 +128,10 @@ def prepare_init_from(cfg: DictConfig, model_keys: list[str], run_dir: Path) -> 
             OmegaConf.to_container(value) if isinstance(value, DictConfig) else value
         )
     data = cfg.get("data") or {}
-    source = load_source(
+    return load_source(
         str(cfg.init_from),
         overrides,
         bool(cfg.get("verify", True)),
         data.get("eos_token"),
         data.get("add_bos"),
     )
-    with open_dict(cfg):
-        for key, value in source.config.to_dict().items():
-            cfg.model[key] = value
-        if not cfg.data.get("tokenizer_path"):
-            if source.tokenizer is None:
-                raise ValueError(
-                    f"init_from={cfg.init_from} has no tokenizer.json; set data.tokenizer_path"
-                )
-            hf = is_hf_folder(source.path)
-            cfg.data.tokenizer_path = (
-                source.path if hf else str(write_tokenizer(source, run_dir / "init_tokenizer"))
-            )
-    return source

@@ -65,16 +65,19 @@ def resolve_special(
     return special_tokens(tok, config, eos=eos, add_bos=add_bos, where=str(folder or "tokenizer"))
 
 
-def write_tokenizer_folder(folder: str | Path, tok: Tokenizer, special: SpecialTokens) -> None:
+def write_tokenizer_folder(
+    folder: str | Path, tok: Tokenizer, special: SpecialTokens, replace: bool = False
+) -> None:
     """Make ``folder`` a complete HF tokenizer folder: ``tokenizer_config.json`` (the special
-    tokens), then ``tokenizer.json`` unless one is there. Both atomic; ``tokenizer.json`` comes
-    last because waiting ranks take it as the sign that the folder is complete."""
+    tokens), then ``tokenizer.json`` unless one is there (``replace``: always). Both atomic;
+    ``tokenizer.json`` comes last because waiting ranks take it as the sign that the folder is
+    complete."""
     folder = Path(folder)
     atomic_write_text(
         folder / TOKENIZER_CONFIG_FILE, json.dumps(hf_tokenizer_config(special), indent=2)
     )
     f = folder / TOKENIZER_FILE
-    if not f.exists():
+    if replace or not f.exists():
         save_tokenizer(tok, f)
         log.info("tokenizer (vocab %d) saved to %s", tok.get_vocab_size(), f)
 
