@@ -221,5 +221,5 @@ def test_a_named_model_preset_changed_by_the_experiment_is_reported(overrides, e
             "train", overrides=["run_dir=/tmp/unused", *overrides], return_hydra_config=True
         )
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
-    got = preset_notice(cfg.model, choices, conf_dir(), explicit)
+    got = preset_notice(cfg.model, choices, explicit)
     assert got == notice if notice is None or notice.startswith("model=") else notice in got

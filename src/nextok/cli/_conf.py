@@ -15,10 +15,14 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from nextok.run.model_presets import register_model_presets
+
 _PKG = Path(__file__).resolve().parents[1]
 
 # ${sysconfig:purelib} etc. in configs: this interpreter's install paths (conf/data/mixture.yaml)
 OmegaConf.register_new_resolver("sysconfig", lambda key: sysconfig.get_paths()[key], replace=True)
+# model=<preset>: the presets of nextok.model.presets, as options of the `model` group
+register_model_presets()
 
 
 def conf_dir() -> str:

@@ -2,7 +2,8 @@
 :class:`~nextok.model.config.ModelConfig` (which builds them: ``ModelConfig.from_preset``,
 ``nextok.model.PRESETS``). Plain data, importing nothing, so the config class can read it.
 
-``conf/model/*.yaml`` mirror these field for field (tests/model/test_presets_conf.py).
+This table is the one home of every preset value: Hydra's ``model=<name>`` options are built
+from it (``nextok.run.model_presets``), no file spells them again.
 """
 
 from __future__ import annotations
