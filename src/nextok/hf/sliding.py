@@ -17,7 +17,7 @@ from nextok.hf.family import UnsupportedConfig, refuse
 from nextok.model import ModelConfig
 
 # transformers' defaults for a missing sliding_window (checked against the installed transformers
-# by tests/hf/test_review_fixes.py)
+# by tests/hf/test_transformers_semantics.py)
 SLIDING_DEFAULTS = {
     "mistral": 4096,
     "mixtral": None,

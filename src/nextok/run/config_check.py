@@ -1,8 +1,8 @@
 """Check a composed config before any work: value types against the constructors they feed.
 
-Hydra accepts ``optim.lr=fast`` (a string) and ``trainer.max_steps=abc``; the run then died
-deep inside PyTorch or Lightning with a ``TypeError`` that named no key, and ``model.n_layer=abc``
-failed only after the tokenizer had trained. Every ``_target_`` node's keys are constructor
+Hydra accepts ``optim.lr=fast`` (a string) and ``trainer.max_steps=abc``; unchecked, the run would
+die deep inside PyTorch or Lightning with a ``TypeError`` naming no key, and ``model.n_layer=abc``
+would fail only after the tokenizer has trained. Every ``_target_`` node's keys are constructor
 arguments, so their annotations say what each value must be; a mismatch is one line naming the
 key. Annotations this checker does not understand are not checked (never a false refusal).
 """

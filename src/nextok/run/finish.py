@@ -2,8 +2,8 @@
 how the run ended in one summary.
 
 Periodic validations may cover a fixed subset of the validation split (``data.max_val_batches``)
-to stay cheap; the figure a run reports at the end must not be such a subset (it read 0.8-1.2
-nats lower than the whole split on the default run). So after ``trainer.fit`` the final weights
+to stay cheap; the figure a run reports at the end must not be such a subset (on the default run a
+subset reads lower than the whole split). So after ``trainer.fit`` the final weights
 are validated once more with no batch limit, through the same ``LMModule.validation_step``, and
 that is the ``val/loss`` the run returns, prints and logs last. ``nextok-eval`` with its defaults
 scores the same blocks and reproduces it.

@@ -1,9 +1,9 @@
 """Ranges of the numeric values a run needs, checked before any work (next to the type checks).
 
-A type check cannot refuse ``trainer.max_steps=-5`` or ``data.num_workers=-1``: Lightning and
-PyTorch did, after the tokenizer had trained, in several lines (or, for ``max_steps=0`` and
-``max_tokens=0``, by training nothing). Each rule here is one line naming the key, the value and
-what is expected.
+A type check cannot refuse ``trainer.max_steps=-5`` or ``data.num_workers=-1``; Lightning and
+PyTorch would, after the tokenizer has trained, in several lines (or, for ``max_steps=0`` and
+``max_tokens=0``, train nothing). Each rule here is one line naming the key, the value and what
+is expected.
 """
 
 from __future__ import annotations

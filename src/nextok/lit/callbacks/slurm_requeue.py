@@ -2,7 +2,7 @@
 
 Lightning's own SLURM auto-requeue saves the checkpoint *inside* the signal handler, i.e. at
 whatever point the signal interrupts (mid-forward, between the optimizer step and the counters,
-with the other rank somewhere else). Measured here: the requeued run then skipped one step. This
+with the other rank somewhere else), and the requeued run can skip a step. This
 callback only sets a flag in the handler; after the next optimizer step all ranks agree on the
 flag (a max all-reduce), save ``<run_dir>/hpc_ckpt_N.ckpt`` together (Lightning's name, so
 ``resume=auto`` and Lightning both find it) and stop; when the loop has ended (metrics logged),
