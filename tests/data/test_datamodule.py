@@ -24,7 +24,7 @@ def dm(tmp_path_factory):
 
 
 def test_stdlib_default_end_to_end(dm):
-    assert (dm.tokenizer_file).exists() and dm.vocab_size == 2048 and dm.eot_id == 0
+    assert dm.run_tokenizer.file.exists() and dm.vocab_size == 2048 and dm.eot_id == 0
     train, val = dm.documents()
     train_paths, val_paths = set(train["path"]), set(val["path"])
     assert len(val_paths) == round(0.01 * (len(train_paths) + len(val_paths)))

@@ -59,7 +59,7 @@ def test_fused_adamw_is_chosen_for_cuda_parameters():
 
 def test_pinned_memory_follows_cuda(tmp_path):
     dm = LMDataModule(source="stdlib", run_dir=str(tmp_path))
-    assert dm.pin_memory is torch.cuda.is_available()
+    assert dm.loaders.pin_memory is torch.cuda.is_available()
 
 
 @pytest.mark.parametrize("n,padded", [(4000, 4096), (4096, 4096), (50257, 50304), (128256, 128256)])

@@ -1,19 +1,13 @@
 """``LMDataModule``: documents -> BPE ids -> packed, shifted (x, y) blocks for Lightning.
 
-Constructor arguments are exactly the keys of ``conf/data/*.yaml``. They are handed on to the
-collaborators that do the work, each with only what it needs:
-
-- a document source (:mod:`nextok.data.sources`: the stdlib corpus, a hub dataset, local files);
-- the run's tokenizer (:mod:`nextok.data.tokenization`), ready before the model is built (the
-  vocabulary decides its size), and its :class:`TokenEncoder`;
-- :class:`TokenSplits` (the splits' ids, in memory or cached on disk) or a
-  :class:`StreamingBlockDataset` (blocks packed on the fly);
-- a :class:`LoaderFactory` (samplers and loaders), whose training loader carries the data
-  position that checkpoints save and resume (:mod:`nextok.data.position`).
-
-Lightning's hooks: :meth:`prepare_data` (one process per node: tokenizer and token cache) ->
-:meth:`setup` (every rank: tokenize or memory-map the splits) -> ``train_dataloader`` /
-``val_dataloader``; :meth:`on_before_batch_transfer` counts the training batches consumed.
+Constructor arguments are exactly the keys of ``conf/data/*.yaml``, handed on to collaborators
+that each take only what they need: a document source (:mod:`nextok.data.sources`), the run's
+tokenizer (:class:`RunTokenizer`: ready before the model is built, with its
+:class:`TokenEncoder`), :class:`TokenSplits` (ids in memory or cached on disk) or a
+:class:`StreamingBlockDataset`, and a :class:`LoaderFactory`, whose training loader carries the
+data position checkpoints save (:mod:`nextok.data.position`). Lightning's hooks:
+:meth:`prepare_data` (tokenizer, token cache) -> :meth:`setup` (every rank: the splits) ->
+the loaders; :meth:`on_before_batch_transfer` counts the training batches consumed.
 """
 
 from __future__ import annotations
@@ -33,13 +27,13 @@ from nextok.data import cache
 from nextok.data.blocks import BlockSampler, TokenBlockDataset
 from nextok.data.loaders import LoaderFactory
 from nextok.data.model_check import check_model_fits
-from nextok.data.position import ResumableDataLoader
+from nextok.data.position import ResumableDataLoader, count_training_batch
 from nextok.data.sources import DocumentSource, make_source
 from nextok.data.sources.split import Documents
 from nextok.data.streaming import StreamingBlockDataset
 from nextok.data.tokenization import run_tokenizer
 from nextok.data.tokenization.encoder import TokenEncoder
-from nextok.data.tokenization.tokenizer import TOKENIZER_FILE, SpecialTokens
+from nextok.data.tokenization.tokenizer import SpecialTokens
 from nextok.data.tokens import TokenSplits
 from nextok.distributed.ranks import data_parallel_rank_size, world_size
 
@@ -114,41 +108,18 @@ class LMDataModule(L.LightningDataModule):
             drop_last=drop_last,
             max_val_batches=max_val_batches,
             sampler_class=self.sampler_class,
+            shuffle_buffer=shuffle_buffer,
         )
-        self.tokenizer_path, self.eos_token, self.add_bos = tokenizer_path, eos_token, add_bos
-        self.target_vocab_size = vocab_size
-        self.tokenizer_train_bytes, self.add_pad_token = tokenizer_train_bytes, add_pad_token
-        self.run_dir = run_dir
+        self.run_tokenizer = run_tokenizer.RunTokenizer(
+            tokenizer_path, run_dir, eos_token, add_bos, vocab_size, tokenizer_train_bytes,
+            add_pad_token, encode_batch_docs, lambda: self.tokenizer_training_texts(),
+        )  # fmt: skip
+        self.tokenizer_train_bytes, self.run_dir = tokenizer_train_bytes, run_dir
         self.block_size, self.seed = block_size, seed
-        self.encode_batch_docs, self.shuffle_buffer = encode_batch_docs, shuffle_buffer
         self.cache_dir, self.cache_shard_tokens = cache_dir, cache_shard_tokens
 
-        self.tokenizer: Tokenizer | None = None
-        self.special: SpecialTokens | None = None
-        self._encoder: TokenEncoder | None = None
         self.train_tokens: Tokens | None = None
         self.val_tokens: Tokens | None = None
-
-    # ------------------------------------------------------------------ settings read by the run
-    @property
-    def text_column(self) -> str:
-        return self.corpus.text_column
-
-    @property
-    def batch_size(self) -> int:
-        return self.loaders.batch_size
-
-    @property
-    def val_batch_size(self) -> int:
-        return self.loaders.val_batch_size
-
-    @property
-    def num_workers(self) -> int:
-        return self.loaders.num_workers
-
-    @property
-    def pin_memory(self) -> bool:
-        return self.loaders.pin_memory
 
     @property
     def max_val_batches(self) -> int | None:
@@ -170,8 +141,8 @@ class LMDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ tokenizer
     @property
-    def tokenizer_file(self) -> Path | None:
-        return Path(self.run_dir) / TOKENIZER_FILE if self.run_dir else None
+    def tokenizer(self) -> Tokenizer | None:
+        return self.run_tokenizer.tokenizer
 
     def prepare_tokenizer(
         self,
@@ -179,85 +150,27 @@ class LMDataModule(L.LightningDataModule):
         save_dir: str | Path | None = None,
         timeout_s: float = run_tokenizer.WAIT_TIMEOUT_S,
     ) -> None:
-        """Get the run's tokenizer, once (a no-op when it is there).
-
-        ``writer`` (one process: global rank 0) loads ``tokenizer_path``, reuses the run dir's
-        ``tokenizer.json`` or trains a BPE, then writes the tokenizer folder into ``save_dir``
-        (default ``run_dir``). Other processes wait for the run dir's ``tokenizer.json`` (unless
-        ``tokenizer_path`` names it) and load it. See :mod:`nextok.data.tokenization.run_tokenizer`."""
-        if self.tokenizer is not None:
-            return
-        if not writer and not self.tokenizer_path and self.tokenizer_file is not None:
-            run_tokenizer.wait_for_file(self.tokenizer_file, timeout_s)
-        self.tokenizer = run_tokenizer.obtain_tokenizer(
-            self.tokenizer_path,
-            self.tokenizer_file,
-            self.tokenizer_training_texts,
-            self.target_vocab_size,
-            self.tokenizer_train_bytes,
-            self.add_pad_token,
-        )
-        save_dir = save_dir or self.run_dir
-        if writer and save_dir:
-            run_tokenizer.write_tokenizer_folder(save_dir, self.tokenizer, self.special_tokens)
+        """Get the run's tokenizer, once (:meth:`RunTokenizer.prepare`)."""
+        self.run_tokenizer.prepare(writer, save_dir, timeout_s)
 
     @property
     def special_tokens(self) -> SpecialTokens:
-        """EOS (document separator), BOS and pad, resolved once (:func:`resolve_special`)."""
-        if self.special is None:
-            self.special = run_tokenizer.resolve_special(
-                self.require_tokenizer(),
-                self.tokenizer_path or self.run_dir,
-                self.eos_token,
-                self.add_bos,
-            )
-        return self.special
+        """EOS (document separator), BOS and pad, resolved once."""
+        return self.run_tokenizer.special
 
     @property
     def vocab_size(self) -> int:
-        return self.require_tokenizer().get_vocab_size()
+        return self.run_tokenizer.require().get_vocab_size()
 
     @property
     def eot_id(self) -> int:
         """The document separator: the tokenizer's EOS (``data.eos_token`` overrides it)."""
-        return self.special_tokens.eos_id(self.require_tokenizer())
-
-    @property
-    def bos_id(self) -> int | None:
-        """Prepended to every document when the tokenizer config asks (``data.add_bos``)."""
-        return self.special_tokens.bos_id(self.require_tokenizer())
+        return self.encoder.eos_id
 
     @property
     def encoder(self) -> TokenEncoder:
         """The tokenizer with the run's EOS and BOS: how every document becomes ids."""
-        if self._encoder is None:
-            self._encoder = TokenEncoder(
-                self.require_tokenizer(), self.eot_id, self.bos_id, self.encode_batch_docs
-            )
-        return self._encoder
-
-    def require_tokenizer(self) -> Tokenizer:
-        if self.tokenizer is None:
-            raise RuntimeError("LMDataModule: call prepare_tokenizer() or setup() first")
-        return self.tokenizer
-
-    def _ready_tokenizer(self) -> None:
-        """The tokenizer for ``setup`` (loaded, or single-process built), checked."""
-        if self.tokenizer is None:
-            f = self.tokenizer_file
-            missing = not self.tokenizer_path and (f is None or not f.exists())
-            single = world_size(self.trainer) == 1
-            if missing and not single:
-                raise ValueError(
-                    "data.run_dir is required for multi-process runs: rank 0 saves the trained "
-                    "tokenizer there and the other ranks load it"
-                )
-            self.prepare_tokenizer(writer=single)
-        if not self.tokenizer_path:
-            run_tokenizer.check_vocab_size(
-                self.require_tokenizer(), self.target_vocab_size, self.tokenizer_file
-            )
-        _ = self.special_tokens  # fail early if the tokenizer cannot separate documents
+        return self.run_tokenizer.encoder
 
     def validate_model(self, vocab_size: int, block_size: int) -> None:
         """Raise a clear error when the model cannot take this data."""
@@ -266,12 +179,9 @@ class LMDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ tokens
     def token_splits(self, corpus: DocumentSource | None = None) -> TokenSplits:
         """The token ids of ``corpus`` (default: this module's) under the run's encoder."""
+        corpus = corpus or self.corpus
         return TokenSplits(
-            corpus or self.corpus,
-            self.encoder,
-            self.block_size,
-            self.cache_dir,
-            self.cache_shard_tokens,
+            corpus, self.encoder, self.block_size, self.cache_dir, self.cache_shard_tokens
         )
 
     def prepare_data(self) -> None:
@@ -291,7 +201,7 @@ class LMDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage == "fit":
             self._refuse_a_second_batch_counter()
-        self._ready_tokenizer()
+        self.run_tokenizer.ready(single_process=world_size(self.trainer) == 1)
         self.load_splits(stage)
 
     def load_splits(self, stage: str | None) -> None:
@@ -342,23 +252,10 @@ class LMDataModule(L.LightningDataModule):
         self, corpus: DocumentSource, which: str, rank: int, world_size: int
     ) -> StreamingBlockDataset:
         """The on-the-fly block stream of one split of ``corpus`` for one rank."""
-        train, val = corpus.documents()
-        is_train = which == "train"
-        enc = self.encoder
-        return StreamingBlockDataset(
-            train if is_train else val,
-            enc.tokenizer,
-            self.block_size,
-            text_column=corpus.text_column,
-            rank=rank,
-            world_size=world_size,
-            batch_size=self.batch_size if is_train else self.val_batch_size,
-            shuffle_buffer=self.shuffle_buffer if (is_train and self.loaders.shuffle) else 0,
-            seed=self.seed,
-            infinite=is_train,
-            encode_batch_docs=enc.batch_docs,
-            eos_id=enc.eos_id,
-            bos_id=enc.bos_id,
+        train = which == "train"
+        docs = corpus.documents()[0 if train else 1]
+        return self.loaders.block_stream(
+            docs, corpus.text_column, self.encoder, self.block_size, train, rank, world_size
         )
 
     def streaming_dataset(
@@ -387,13 +284,8 @@ class LMDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ data position
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Lightning hands every batch to this hook just before the model gets it: a training
-        batch counts as consumed in the training loader's position."""
-        trainer = self.trainer
-        if trainer is not None and trainer.training:
-            loader = trainer.train_dataloader
-            if isinstance(loader, ResumableDataLoader):
-                loader.consumed()
+        """Lightning hands every batch here just before the model gets it (the data position)."""
+        count_training_batch(self.trainer)
         return batch
 
     def _refuse_a_second_batch_counter(self) -> None:

@@ -16,7 +16,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from nextok.data.blocks import BlockSampler
 from nextok.data.position import ResumableDataLoader
+from nextok.data.sources.split import Documents
 from nextok.data.streaming import StreamingBlockDataset
+from nextok.data.tokenization.encoder import TokenEncoder
 
 
 @dataclass
@@ -32,6 +34,35 @@ class LoaderFactory:
     drop_last: bool = True
     max_val_batches: int | None = None
     sampler_class: type[BlockSampler] = BlockSampler
+    shuffle_buffer: int = 10_000
+
+    def block_stream(
+        self,
+        documents: Documents,
+        text_column: str,
+        encoder: TokenEncoder,
+        block_size: int,
+        train: bool,
+        rank: int,
+        world_size: int,
+    ) -> StreamingBlockDataset:
+        """The on-the-fly block stream of one split for one rank (training: endless, shuffled
+        through ``shuffle_buffer`` when ``shuffle``)."""
+        return StreamingBlockDataset(
+            documents,
+            encoder.tokenizer,
+            block_size,
+            text_column=text_column,
+            rank=rank,
+            world_size=world_size,
+            batch_size=self.batch_size if train else self.val_batch_size,
+            shuffle_buffer=self.shuffle_buffer if (train and self.shuffle) else 0,
+            seed=self.seed,
+            infinite=train,
+            encode_batch_docs=encoder.batch_docs,
+            eos_id=encoder.eos_id,
+            bos_id=encoder.bos_id,
+        )
 
     def train_sampler(
         self, n_blocks: int, rank: int, world_size: int, even: bool | None = None, epoch: int = 0

@@ -80,3 +80,12 @@ class ResumableDataLoader(DataLoader):
             self.sampler.set_resume(self.epoch, self.batches * self.batch_size)
         else:  # a stream (one source or a mixture): one endless epoch
             self.dataset.skip_batches = self.batches
+
+
+def count_training_batch(trainer: Any) -> None:
+    """A training batch the model is about to receive counts as consumed in the training
+    loader's position (``trainer``: Lightning's, or None outside a fit)."""
+    if trainer is not None and trainer.training:
+        loader = trainer.train_dataloader
+        if isinstance(loader, ResumableDataLoader):
+            loader.consumed()

@@ -39,5 +39,5 @@ def held_out_prompts(datamodule, tokenizer: Tokenizer, n: int = 3, tokens: int =
     if docs is None:
         return []
     _, val = docs()
-    texts = (t for batch in iter_texts(val, datamodule.text_column, 16) for t in batch)
+    texts = (t for batch in iter_texts(val, datamodule.corpus.text_column, 16) for t in batch)
     return document_openings(texts, tokenizer, n, tokens)

@@ -164,7 +164,7 @@ class MixtureDataModule(LMDataModule):
             self.schedule,
             rank=rank,
             world_size=world_size,
-            batch_size=self.batch_size,
+            batch_size=self.loaders.batch_size,
             seed=self.seed,
         )
 
@@ -189,15 +189,17 @@ class MixtureDataModule(LMDataModule):
         """
         _, world = data_parallel_rank_size(self.trainer)
         if self.is_streaming:  # one endless epoch
-            counts = self.schedule.counts(batches * self.batch_size * world)
+            counts = self.schedule.counts(batches * self.loaders.batch_size * world)
             return {n: int(c) * self.block_size for n, c in zip(self.names, counts)}
         per_rank = sum(self.source_blocks().values()) // world
         used = (
-            (per_rank // self.batch_size) * self.batch_size if self.loaders.drop_last else per_rank
+            (per_rank // self.loaders.batch_size) * self.loaders.batch_size
+            if self.loaders.drop_last
+            else per_rank
         )
         counts = 0
         for e in range(epoch + 1):
-            take = used if e < epoch else min(used, batches * self.batch_size)
+            take = used if e < epoch else min(used, batches * self.loaders.batch_size)
             start = e * per_rank * world
             counts = (
                 counts + self.schedule.counts(start + take * world) - self.schedule.counts(start)

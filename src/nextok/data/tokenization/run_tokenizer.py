@@ -1,7 +1,8 @@
 """A run's tokenizer: obtained once, written into the run dir, shared by every rank.
 
 The vocabulary decides the model's size, so the tokenizer is ready before the model is built
-(:meth:`nextok.data.LMDataModule.prepare_tokenizer`, called once by ``nextok.run.app``). One
+(:class:`RunTokenizer`, prepared once through ``LMDataModule.prepare_tokenizer`` by
+``nextok.run.app``). One
 *writer* (global rank 0) loads ``data.tokenizer_path``, reuses ``<run_dir>/tokenizer.json`` or
 trains a BPE, and writes the run dir's tokenizer folder; every other rank waits for
 ``tokenizer.json`` to appear and loads it. Waiting on a file needs no process group (none exists
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from nextok.data.tokenization.encoder import TokenEncoder
 from nextok.data.tokenization.tokenizer import (
     TOKENIZER_CONFIG_FILE,
     TOKENIZER_FILE,
@@ -102,3 +104,97 @@ def check_vocab_size(tok: Tokenizer, vocab_size: int, tokenizer_file: Path | Non
             f"tokenizer in {tokenizer_file} has {n} tokens but data.vocab_size={vocab_size}; "
             "use a fresh run_dir or the matching vocab_size"
         )
+
+
+class RunTokenizer:
+    """One run's tokenizer with its special tokens and encoder, obtained once (the data module's
+    collaborator; the run decides the source beforehand: ``nextok.run.tokenizer_source``).
+
+    ``tokenizer_path`` (a file or HF folder), else ``<run_dir>/tokenizer.json``, else a BPE of
+    ``vocab_size`` trained on ``training_texts()`` (``train_bytes`` of it; ``add_pad``: a pad
+    token). ``eos``/``add_bos``: ``data.eos_token``/``data.add_bos`` over the tokenizer's
+    config."""
+
+    def __init__(
+        self,
+        tokenizer_path: str | None,
+        run_dir: str | None,
+        eos: str | None,
+        add_bos: bool | None,
+        vocab_size: int,
+        train_bytes: int | None,
+        add_pad: bool,
+        encode_batch_docs: int,
+        training_texts: Callable[[], Iterable[str]],
+    ) -> None:
+        self.path, self.run_dir, self.eos, self.add_bos = tokenizer_path, run_dir, eos, add_bos
+        self.vocab_size, self.train_bytes, self.add_pad = vocab_size, train_bytes, add_pad
+        self.encode_batch_docs, self.training_texts = encode_batch_docs, training_texts
+        self.tokenizer: Tokenizer | None = None
+        self._special: SpecialTokens | None = None
+        self._encoder: TokenEncoder | None = None
+
+    @property
+    def file(self) -> Path | None:
+        """The run dir's ``tokenizer.json`` (None without a run dir)."""
+        return Path(self.run_dir) / TOKENIZER_FILE if self.run_dir else None
+
+    def prepare(
+        self,
+        writer: bool = True,
+        save_dir: str | Path | None = None,
+        timeout_s: float = WAIT_TIMEOUT_S,
+    ) -> None:
+        """Get the tokenizer, once (a no-op when it is there).
+
+        ``writer`` (one process: global rank 0) loads or trains it and writes the tokenizer folder
+        into ``save_dir`` (default: the run dir); the others wait for the run dir's
+        ``tokenizer.json`` (unless ``tokenizer_path`` names one) and load it."""
+        if self.tokenizer is not None:
+            return
+        if not writer and not self.path and self.file is not None:
+            wait_for_file(self.file, timeout_s)
+        self.tokenizer = obtain_tokenizer(
+            self.path, self.file, self.training_texts, self.vocab_size, self.train_bytes,
+            self.add_pad,
+        )  # fmt: skip
+        save_dir = save_dir or self.run_dir
+        if writer and save_dir:
+            write_tokenizer_folder(save_dir, self.tokenizer, self.special)
+
+    def require(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise RuntimeError("LMDataModule: call prepare_tokenizer() or setup() first")
+        return self.tokenizer
+
+    @property
+    def special(self) -> SpecialTokens:
+        """EOS (document separator), BOS and pad, resolved once (:func:`resolve_special`)."""
+        if self._special is None:
+            folder = self.path or self.run_dir
+            self._special = resolve_special(self.require(), folder, self.eos, self.add_bos)
+        return self._special
+
+    @property
+    def encoder(self) -> TokenEncoder:
+        """The tokenizer with the run's EOS and BOS: how every document becomes ids."""
+        if self._encoder is None:
+            tok, special = self.require(), self.special
+            self._encoder = TokenEncoder(
+                tok, special.eos_id(tok), special.bos_id(tok), self.encode_batch_docs
+            )
+        return self._encoder
+
+    def ready(self, single_process: bool) -> None:
+        """The tokenizer for ``setup`` (loaded, or built when ``single_process``), checked."""
+        if self.tokenizer is None:
+            missing = not self.path and (self.file is None or not self.file.exists())
+            if missing and not single_process:
+                raise ValueError(
+                    "data.run_dir is required for multi-process runs: rank 0 saves the trained "
+                    "tokenizer there and the other ranks load it"
+                )
+            self.prepare(writer=single_process)
+        if not self.path:
+            check_vocab_size(self.require(), self.vocab_size, self.file)
+        _ = self.special  # fail early if the tokenizer cannot separate documents
