@@ -11,6 +11,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "nextok"
 
+PLAN_FORBIDS = ("lightning", "nextok.lit", "nextok.run.app", "nextok.run.build", "nextok.cli")
 # package (dotted, under nextok) -> import prefixes it must never use
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "nextok.model": ("lightning", "hydra", "omegaconf", "nextok.data", "nextok.lit", "nextok.cli"),
@@ -59,6 +60,12 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "nextok.lit.callbacks": ("hydra", "omegaconf", "nextok.run", "nextok.cli"),
     # the training application sits below the command-line tools
     "nextok.run": ("nextok.cli",),
+    # the run is one way (cli -> run.app -> run.plan): the plan and what it is made of never
+    # reach back into the application that follows it, nor into Lightning
+    **{
+        f"nextok.run.{m}": PLAN_FORBIDS
+        for m in ("plan", "tokenizer_source", "init_from", "config", "model_presets")
+    },
     # the console tee is plain Python (the progress bar and the application share it)
     "nextok.tee": ("lightning", "hydra", "omegaconf", "torch", "nextok"),
     # the one CLI error style: plain Python (+ Hydra's exception type), usable before heavy imports

@@ -4,6 +4,7 @@ the tokenizer), gradient accumulation (from the world size), and the config as s
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Mapping
@@ -38,6 +39,16 @@ def redact(container: Any) -> Any:
     if isinstance(container, list):
         return [redact(v) for v in container]
     return container
+
+
+def merged(cfg: DictConfig, overlay: dict[str, Any]) -> DictConfig:
+    """A new struct config: ``cfg`` with ``overlay``'s values (new keys allowed); interpolations
+    in ``cfg`` resolve against the result. ``cfg`` itself is not written."""
+    base = copy.deepcopy(cfg)
+    OmegaConf.set_struct(base, False)
+    out = OmegaConf.merge(base, overlay)
+    OmegaConf.set_struct(out, True)
+    return out
 
 
 def print_config(cfg: DictConfig) -> None:

@@ -9,7 +9,6 @@ key. Annotations this checker does not understand are not checked (never a false
 
 from __future__ import annotations
 
-import copy
 import inspect
 import types
 import typing
@@ -22,6 +21,7 @@ from nextok.console import say
 from nextok.evals.stdlib_task import check_task_specs
 from nextok.lit.lightning_private import locate
 from nextok.model import ModelConfig
+from nextok.run.config import merged
 from nextok.run.value_ranges import check_value_ranges
 
 # top-level nodes built from _target_ (callbacks and loggers are dicts of such nodes)
@@ -145,16 +145,6 @@ def with_moved_targets(cfg: DictConfig) -> DictConfig:
         node["_target_"] = new
         say(f"{where}._target_: {old} moved to {new}; update your config")
     return merged(cfg, overlay)
-
-
-def merged(cfg: DictConfig, overlay: dict[str, Any]) -> DictConfig:
-    """A new struct config: ``cfg`` with ``overlay``'s values (new keys allowed); interpolations
-    in ``cfg`` resolve against the result. ``cfg`` itself is not written."""
-    base = copy.deepcopy(cfg)
-    OmegaConf.set_struct(base, False)
-    out = OmegaConf.merge(base, overlay)
-    OmegaConf.set_struct(out, True)
-    return out
 
 
 def check_tasks(cfg: DictConfig) -> None:

@@ -20,8 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from nextok.checkpoint.resume import resolve_ckpt_path
-from nextok.run.config import accumulation
-from nextok.run.config_check import merged
+from nextok.run.config import accumulation, merged
 from nextok.run.init_from import InitSource, load_init_source
 from nextok.run.tokenizer_source import TokenizerSource, tokenizer_source
 
