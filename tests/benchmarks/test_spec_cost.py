@@ -42,7 +42,7 @@ def test_command_on_a_self_draft_accepts_everything(tmp_path):
         (tmp_path / name / "checkpoints").mkdir(parents=True)
         write_checkpoint(tmp_path / name / "checkpoints" / "last.ckpt", block_size=128)
     args = ["--work", str(tmp_path), "--ks", "1", "3", "--prompts", "1", "--prompt-tokens", "40"]
-    args += ["--new-tokens", "8", "--repeats", "1", "--rounds", "2"]
+    args += ["--new-tokens", "9", "--repeats", "1", "--rounds", "2"]
     proc = subprocess.run(
         [sys.executable, str(BENCH / "spec_cost.py"), *args],
         capture_output=True,
@@ -50,6 +50,6 @@ def test_command_on_a_self_draft_accepts_everything(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = re.findall(r"^\| (\d) \| (\d+)% \| [\d.]+ \| [\d.]+x \| [\d.]+x \|", proc.stdout, re.M)
-    assert rows == [("1", "100"), ("3", "100")]
+    rows = re.findall(r"^\| (\d) \| (\d+)% \| ([\d.]+) \| [\d.]+ \| [\d.]+x \|", proc.stdout, re.M)
+    assert rows == [("1", "100", "2.00"), ("3", "100", "4.00")]  # 9 = 1 + rounds (k + 1)
     assert re.search(r"draft step [\d.]+ ms \(c = [\d.]+\); verify v_k: k=1 ", proc.stdout)
