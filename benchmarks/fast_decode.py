@@ -164,7 +164,8 @@ def speed_table(args, preset: str, bandwidth: list[float]) -> None:
 
 def int8_kernels(rounds: int = 20, k: int = 768, n: int = 3072, copies: int = 16) -> None:
     """One (k -> n) linear at batch 1: fp32, torchao int8 (what ``quantize=int8`` runs), torchao
-    w8a8 (``quantize=w8a8``: ``aten._int_mm``), ``aten._weight_int8pack_mm`` with fp32 and bf16
+    w8a8 (``quantize=w8a8``: activations quantized, then ``aten._int_mm``), the bare
+    ``aten._int_mm`` in its s8s8 and u8s8 forms, ``aten._weight_int8pack_mm`` with fp32 and bf16
     activations, bf16. Each call takes the next
     of ``copies`` weight sets (150 MB in fp32), so weights come from memory, not a cache, as in
     decoding; medians of interleaved rounds."""
@@ -182,6 +183,8 @@ def int8_kernels(rounds: int = 20, k: int = 768, n: int = 3072, copies: int = 16
     wbs = [w.bfloat16() for w in ws]
     x = torch.randn(1, k)
     xb = x.bfloat16()
+    xs8 = torch.randint(-127, 128, (1, k), dtype=torch.int8)
+    xu8 = (xs8.int() + 128).to(torch.uint8)  # u8s8: oneDNN's VNNI form (torchao's without AMX)
     F = torch.nn.functional
     int8pack = torch.ops.aten._weight_int8pack_mm
     fns = {
@@ -189,6 +192,8 @@ def int8_kernels(rounds: int = 20, k: int = 768, n: int = 3072, copies: int = 16
         "torchao int8, fp32 activations": lambda i: F.linear(x, qs[i]),
         "torchao int8, bf16 activations": lambda i: F.linear(xb, qs[i]),
         "torchao w8a8 (aten._int_mm), fp32": lambda i: F.linear(x, dyn[i]),
+        "aten._int_mm, int8 x int8 (s8s8)": lambda i: torch._int_mm(xs8, packed[i][0].t()),
+        "aten._int_mm, uint8 x int8 (u8s8)": lambda i: torch._int_mm(xu8, packed[i][0].t()),
         "aten._weight_int8pack_mm, fp32": lambda i: int8pack(x, packed[i][0], packed[i][1]),
         "aten._weight_int8pack_mm, bf16": lambda i: int8pack(xb, packed[i][0], packed[i][2]),
         "bf16 F.linear": lambda i: F.linear(xb, wbs[i]),
