@@ -1,8 +1,8 @@
-"""Weight-only quantization of a model for inference, through torchao's ``quantize_``.
+"""Quantized (int8 / int4) linear weights for inference, through torchao's ``quantize_``.
 
 Decoding one token reads every weight once, so it is bound by memory bandwidth: fewer bytes per
 weight mean more tokens per second. :func:`quantize_model` is a model transform any front end
-calls after loading (``nextok-generate``, ``nextok-eval``, the Python API):
+calls after loading (``nextok-generate``, ``nextok-eval``, ``nextok-serve``, the Python API):
 
 - ``int8``: symmetric int8 weights, one scale per output channel (``Int8WeightOnlyConfig``),
   on any device. On the CPU it is slower than unquantized weights unless the decode step is
@@ -11,7 +11,8 @@ calls after loading (``nextok-generate``, ``nextok-eval``, the Python API):
 - ``w8a8``: the same int8 weights, and each activation row quantized to int8 on the fly (one
   scale per token, ``Int8DynamicActivationInt8WeightConfig``), so the matmul is an int8 x int8
   kernel (``aten._int_mm``, oneDNN on the CPU) that reads the int8 weights as they are: the
-  eager CPU route to an int8 kernel. Activation rounding makes it less exact than ``int8``.
+  eager CPU route to an int8 kernel. Activation rounding makes it less exact than ``int8``;
+  on a CPU with AMX torchao hands oneDNN signed activations (s8s8), its slower form at batch 1.
 - ``int4``: asymmetric int4 weights in groups of ``group_size`` input features, on the CPU's
   tinygemm kernel (``aten._weight_int4pack_mm_for_cpu``, torchao's ``Int4OpaqueTensor``). The
   kernel is fast with bf16 activations only; with fp32 ones it is far slower than the fp32
