@@ -47,6 +47,7 @@ VARIANTS = (
     "w8a8",
     "int4",
     "int8+compiled",
+    "w8a8+compiled",
     "int4+compiled",
     "plain+bf16",
     "int8+bf16",
