@@ -143,3 +143,14 @@ def test_serve_quantize_refusals_are_one_line(ckpt, capsys):
         build(_serve_cfg(path, "int2"))
     build(_serve_cfg(path, "int8"))
     assert "nextok-serve: note: quantize=int8 on the CPU dequantizes" in capsys.readouterr().err
+
+
+def test_generate_refuses_compiled_w8a8_in_one_line(ckpt):
+    """inductor's compiled w8a8 step gave wrong logits on the gpt2-small shape: not offered."""
+    from nextok.cli.errors import CliError
+    from nextok.cli.generate import run
+
+    path, _, _ = ckpt
+    args = (f"ckpt={path}", "prompt=def", "max_new_tokens=4", "device=cpu", "compile=true")
+    with pytest.raises(CliError, match=r"^quantize=w8a8 with compile=true is refused: .*$"):
+        run(compose("generate", *args, "quantize=w8a8"))
