@@ -115,6 +115,11 @@ def variant(model: Transformer, name: str):
         before = counters["inductor"]["woq_matcher_count"]
         step = compile_decode_step(model)
         step_seconds(model, prompts_for(model, 1, 8), 4, step)  # compile outside the timed runs
+        check = prompts_for(model, 1, 32)
+        same = generate(model, check, 8, GREEDY, decode_step=step) == generate(
+            model, check, 8, GREEDY
+        )
+        print(f"  {name}: same 8 greedy tokens as eager: {same}")
         woq = counters["inductor"]["woq_matcher_count"] - before
         if quant == "int8":  # inductor's weight-only-int8 rewrite to aten._weight_int8pack_mm
             print(f"  {name}: {woq} linear(s) rewritten to aten._weight_int8pack_mm by inductor")
