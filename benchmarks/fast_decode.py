@@ -31,7 +31,12 @@ import time
 import torch
 
 from nextok.generation import SamplingParams, compile_decode_step, generate, stream
-from nextok.generation.quantize import bytes_read_per_step, quantize_model, weight_bytes
+from nextok.generation.quantize import (
+    QUANTIZE_MODES,
+    bytes_read_per_step,
+    quantize_model,
+    weight_bytes,
+)
 from nextok.model import ModelConfig, Transformer
 
 GREEDY = SamplingParams(temperature=0)
@@ -39,11 +44,14 @@ VARIANTS = (
     "plain",
     "compiled",
     "int8",
+    "w8a8",
     "int4",
     "int8+compiled",
+    "w8a8+compiled",
     "int4+compiled",
     "plain+bf16",
     "int8+bf16",
+    "w8a8+bf16",
     "int4+bf16",
     "plain+bf16+compiled",
     "int8+bf16+compiled",
@@ -95,7 +103,7 @@ def variant(model: Transformer, name: str):
     (``+bf16``: a bf16 copy of the model, next to the others' ``--dtype``)."""
     t = time.perf_counter()
     parts = name.split("+")
-    quant = next((q for q in parts if q.startswith("int")), None)
+    quant = next((q for q in parts if q in QUANTIZE_MODES), None)
     if "bf16" in parts:
         model = copy.deepcopy(model).to(torch.bfloat16)
     if quant:
@@ -107,6 +115,11 @@ def variant(model: Transformer, name: str):
         before = counters["inductor"]["woq_matcher_count"]
         step = compile_decode_step(model)
         step_seconds(model, prompts_for(model, 1, 8), 4, step)  # compile outside the timed runs
+        check = prompts_for(model, 1, 32)
+        same = generate(model, check, 8, GREEDY, decode_step=step) == generate(
+            model, check, 8, GREEDY
+        )
+        print(f"  {name}: same 8 greedy tokens as eager: {same}")
         woq = counters["inductor"]["woq_matcher_count"] - before
         if quant == "int8":  # inductor's weight-only-int8 rewrite to aten._weight_int8pack_mm
             print(f"  {name}: {woq} linear(s) rewritten to aten._weight_int8pack_mm by inductor")
@@ -156,27 +169,37 @@ def speed_table(args, preset: str, bandwidth: list[float]) -> None:
 
 
 def int8_kernels(rounds: int = 20, k: int = 768, n: int = 3072, copies: int = 16) -> None:
-    """One (k -> n) linear at batch 1: fp32, torchao int8 (what ``quantize=int8`` runs),
-    ``aten._weight_int8pack_mm`` with fp32 and bf16 activations, bf16. Each call takes the next
+    """One (k -> n) linear at batch 1: fp32, torchao int8 (what ``quantize=int8`` runs), torchao
+    w8a8 (``quantize=w8a8``: activations quantized, then ``aten._int_mm``), the bare
+    ``aten._int_mm`` in its s8s8 and u8s8 forms, ``aten._weight_int8pack_mm`` with fp32 and bf16
+    activations, bf16. Each call takes the next
     of ``copies`` weight sets (150 MB in fp32), so weights come from memory, not a cache, as in
     decoding; medians of interleaved rounds."""
     torch.manual_seed(0)
     ws = [torch.randn(n, k) * 0.02 for _ in range(copies)]
-    qs = []
-    for w in ws:
+
+    def quantized(w: torch.Tensor, mode: str) -> torch.Tensor:
         lin = torch.nn.Sequential(torch.nn.Linear(k, n, bias=False)).requires_grad_(False)
         lin[0].weight.copy_(w)
-        qs.append(quantize_model(lin, "int8")[0].weight)
+        return quantize_model(lin, mode)[0].weight
+
+    qs = [quantized(w, "int8") for w in ws]
+    dyn = [quantized(w, "w8a8") for w in ws]
     packed = [(q.qdata, q.scale.flatten(), q.scale.flatten().bfloat16()) for q in qs]
     wbs = [w.bfloat16() for w in ws]
     x = torch.randn(1, k)
     xb = x.bfloat16()
+    xs8 = torch.randint(-127, 128, (1, k), dtype=torch.int8)
+    xu8 = (xs8.int() + 128).to(torch.uint8)  # u8s8: oneDNN's VNNI form (torchao's without AMX)
     F = torch.nn.functional
     int8pack = torch.ops.aten._weight_int8pack_mm
     fns = {
         "fp32 F.linear": lambda i: F.linear(x, ws[i]),
         "torchao int8, fp32 activations": lambda i: F.linear(x, qs[i]),
         "torchao int8, bf16 activations": lambda i: F.linear(xb, qs[i]),
+        "torchao w8a8 (aten._int_mm), fp32": lambda i: F.linear(x, dyn[i]),
+        "aten._int_mm, int8 x int8 (s8s8)": lambda i: torch._int_mm(xs8, packed[i][0].t()),
+        "aten._int_mm, uint8 x int8 (u8s8)": lambda i: torch._int_mm(xu8, packed[i][0].t()),
         "aten._weight_int8pack_mm, fp32": lambda i: int8pack(x, packed[i][0], packed[i][1]),
         "aten._weight_int8pack_mm, bf16": lambda i: int8pack(xb, packed[i][0], packed[i][2]),
         "bf16 F.linear": lambda i: F.linear(xb, wbs[i]),

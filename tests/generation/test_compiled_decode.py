@@ -1,5 +1,5 @@
 """The compiled decode step: one graph for every cache length (no recompilation per step) and the
-same greedy tokens as eager, plain and weight-quantized."""
+same greedy tokens as eager, plain and quantized (int8, w8a8)."""
 
 from __future__ import annotations
 
@@ -34,12 +34,13 @@ def test_no_recompilation_over_decode_steps(make_model, prompts):
     assert counters["stats"]["unique_graphs"] == frames[1]
 
 
-def test_compiled_int8_decode_matches_eager_int8(make_model):
+@pytest.mark.parametrize("mode", ["int8", "w8a8"])
+def test_compiled_quantized_decode_matches_eager(make_model, mode):
     if importlib.util.find_spec("torchao") is None:
         pytest.skip("needs torchao")
     from nextok.generation import quantize_model
 
-    model = quantize_model(make_model(vocab_size=128), "int8")
+    model = quantize_model(make_model(vocab_size=128), mode)
     frames = _compiled_frames_per_step(model, PROMPTS, 16)
     assert frames[-1] == frames[1]
     step = compile_decode_step(model, backend="eager")

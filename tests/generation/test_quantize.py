@@ -81,7 +81,7 @@ def copy_of(model: Transformer) -> Transformer:
     return twin.eval()
 
 
-@pytest.mark.parametrize("mode, bound", [("int8", 0.01), ("int4", 0.05)])
+@pytest.mark.parametrize("mode, bound", [("int8", 0.01), ("w8a8", 0.01), ("int4", 0.05)])
 def test_quantized_perplexity_within_bound(trained, mode, bound):
     model, held = trained
     base = perplexity(model, held)
@@ -112,11 +112,28 @@ def test_quantized_bytes_and_greedy_decode(trained):
     assert len(out[0]) == 8
 
 
+def _ops_run(model: torch.nn.Module, x: torch.Tensor) -> set[str]:
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        model(x)
+    return {e.key for e in prof.key_averages()}
+
+
+def test_w8a8_runs_the_int8_matmul_kernel(trained):
+    """int8 weight-only converts each weight to float for a float matmul; w8a8 multiplies int8 by
+    int8 in ``aten::_int_mm`` (the reason it is faster on the CPU)."""
+    model, held = trained
+    x = held[:16].view(1, -1)
+    int8 = _ops_run(quantize_model(copy_of(model), "int8"), x)
+    w8a8 = _ops_run(quantize_model(copy_of(model), "w8a8"), x)
+    assert "aten::_int_mm" in w8a8 and "aten::_int_mm" not in int8
+    assert "aten::mm" in int8
+
+
 def test_none_is_unchanged_and_bad_mode_refused(make_model):
     model = make_model()
     assert quantize_model(model, None) is model and quantize_model(model, "none") is model
     assert type(model.lm_head.weight) is torch.nn.Parameter
-    with pytest.raises(ValueError, match=r"^quantize='int3' is not one of null, int8, int4$"):
+    with pytest.raises(ValueError, match=r"^quantize='int3' is not one of null, int8, w8a8, int4$"):
         check_quantize("int3")
 
 

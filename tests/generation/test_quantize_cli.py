@@ -36,8 +36,8 @@ def test_generate_int8_runs_the_quantized_model(ckpt, capsys):
     assert "note: quantize=int8 on the CPU dequantizes every weight on every call" in err
 
 
-def test_int8_note_names_the_fast_route():
-    """Only bf16 activations in a compiled step reach aten._weight_int8pack_mm on the CPU."""
+def test_int8_note_names_the_fast_routes():
+    """w8a8, or bf16 activations in a compiled step, reach an int8 kernel on the CPU."""
     import torch
 
     from nextok.generation.quantize import speed_note
@@ -46,6 +46,8 @@ def test_int8_note_names_the_fast_route():
     assert "dtype=bf16 compile=true" in speed_note("int8", torch.bfloat16)
     assert speed_note("int8", torch.bfloat16, compiled=True) is None
     assert speed_note("int8", torch.float32, device_type="cuda") is None
+    assert "quantize=w8a8" in speed_note("int8", torch.float32)
+    assert speed_note("w8a8", torch.float32) is None
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
@@ -96,3 +98,59 @@ def test_export_refuses_quantize_in_one_line(ckpt, tmp_path):
     assert r.returncode == 2
     assert r.stderr.startswith("nextok-export: error: quantize= is not offered by nextok-export")
     assert r.stderr.count("\n") == 1 and not (tmp_path / "hf").exists()
+
+
+def _serve_cfg(path, quantize: str):
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from nextok.cli._conf import conf_dir
+
+    cfg = OmegaConf.load(Path(conf_dir()) / "serve.yaml")
+    cfg.ckpt, cfg.device, cfg.quantize = str(path), "cpu", quantize
+    return cfg
+
+
+def test_serve_w8a8_engine_runs_the_quantized_model(ckpt, capsys):
+    """``nextok-serve quantize=w8a8``: the engine's greedy tokens are those of the quantized
+    model decoding alone."""
+    pytest.importorskip("fastapi")
+    from nextok.cli.serve import build
+    from nextok.generation import SamplingParams, generate, quantize_model
+    from nextok.serving import Request
+
+    path, _, _ = ckpt
+    engine = build(_serve_cfg(path, "w8a8")).worker.engine
+    assert type(engine.model.lm_head.weight).__name__ == "Int8Tensor"
+    quantized = quantize_model(write_checkpoint(path.with_name("copy2.ckpt"))[0], "w8a8")
+    greedy = SamplingParams(temperature=0)
+    prompts = [[5, 6, 7, 8], [3, 9]]
+    want = [generate(quantized, [p], 10, greedy)[0] for p in prompts]
+    assert engine.generate([Request(p, 10, greedy) for p in prompts]) == want
+    assert capsys.readouterr().err == ""  # w8a8 runs an int8 kernel: no slow-path note
+
+
+def test_serve_quantize_refusals_are_one_line(ckpt, capsys):
+    pytest.importorskip("fastapi")
+    from nextok.cli.errors import CliError
+    from nextok.cli.serve import build
+
+    path, _, _ = ckpt
+    with pytest.raises(CliError, match=r"^quantize=int4 needs .* lm_head has 300 \(vocab_size"):
+        build(_serve_cfg(path, "int4"))
+    with pytest.raises(CliError, match=r"^quantize='int2' is not one of null, int8, w8a8, int4$"):
+        build(_serve_cfg(path, "int2"))
+    build(_serve_cfg(path, "int8"))
+    assert "nextok-serve: note: quantize=int8 on the CPU dequantizes" in capsys.readouterr().err
+
+
+def test_generate_refuses_compiled_w8a8_in_one_line(ckpt):
+    """inductor's compiled w8a8 step gave wrong logits on the gpt2-small shape: not offered."""
+    from nextok.cli.errors import CliError
+    from nextok.cli.generate import run
+
+    path, _, _ = ckpt
+    args = (f"ckpt={path}", "prompt=def", "max_new_tokens=4", "device=cpu", "compile=true")
+    with pytest.raises(CliError, match=r"^quantize=w8a8 with compile=true is refused: .*$"):
+        run(compose("generate", *args, "quantize=w8a8"))

@@ -112,7 +112,7 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
         make_generator,
         quantize_model,
     )
-    from nextok.generation.quantize import speed_note
+    from nextok.generation.quantize import check_compile, check_quantize, speed_note
 
     if not cfg.ckpt:
         raise CliError("ckpt=PATH is required (a .ckpt file written by nextok-train)")
@@ -139,6 +139,7 @@ def run(cfg: DictConfig, literal: dict[str, list[str]] | None = None) -> dict:
     model, tokenizer = loaded.model, loaded.tokenizer
     quantize = cfg.get("quantize")
     try:
+        check_compile(check_quantize(quantize), bool(cfg.compile))
         quantize_model(model, quantize, device)
     except ValueError as err:
         raise CliError(str(err)) from err

@@ -1,8 +1,8 @@
 """``nextok-serve ckpt=PATH``: an OpenAI-compatible HTTP server (``pip install -e '.[serve]'``).
 
-Loads the checkpoint (or Hugging Face folder) as ``nextok-generate`` does, starts the engine on
-a background thread and serves :mod:`nextok.serving.api` with uvicorn. SIGTERM/Ctrl-C stop
-accepting connections, let the requests in flight finish, then exit 0.
+Loads the checkpoint (or Hugging Face folder) as ``nextok-generate`` does (``quantize=`` too),
+starts the engine on a background thread and serves :mod:`nextok.serving.api` with uvicorn.
+SIGTERM/Ctrl-C stop accepting connections, let the requests in flight finish, then exit 0.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def build(cfg: DictConfig):
     """The :class:`~nextok.serving.api.Served` model (its worker not started yet)."""
     from nextok.checkpoint import load_checkpoint
     from nextok.cli.generate import resolve_device, resolve_dtype
+    from nextok.generation.quantize import quantize_model, speed_note
     from nextok.serving import Engine
     from nextok.serving.api import Served
     from nextok.serving.worker import EngineWorker
@@ -69,6 +70,14 @@ def build(cfg: DictConfig):
     except Exception as err:  # e.g. not a torch file at all
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CliError(f"cannot load checkpoint {cfg.ckpt}: {first}") from err
+    quantize = cfg.get("quantize")
+    try:
+        quantize_model(loaded.model, quantize, device)
+    except ValueError as err:
+        raise CliError(str(err)) from err
+    note = speed_note(quantize, dtype, device_type=device.type)
+    if note:
+        print(f"nextok-serve: note: {note}", file=sys.stderr)
     tok, special = loaded.tokenizer, loaded.special
     try:
         engine = Engine(

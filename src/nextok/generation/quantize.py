@@ -1,12 +1,18 @@
-"""Weight-only quantization of a model for inference, through torchao's ``quantize_``.
+"""Quantized (int8 / int4) linear weights for inference, through torchao's ``quantize_``.
 
 Decoding one token reads every weight once, so it is bound by memory bandwidth: fewer bytes per
 weight mean more tokens per second. :func:`quantize_model` is a model transform any front end
-calls after loading (``nextok-generate``, ``nextok-eval``, the Python API):
+calls after loading (``nextok-generate``, ``nextok-eval``, ``nextok-serve``, the Python API):
 
 - ``int8``: symmetric int8 weights, one scale per output channel (``Int8WeightOnlyConfig``),
   on any device. On the CPU it is slower than unquantized weights unless the decode step is
-  compiled with bf16 activations (:func:`speed_note`).
+  compiled with bf16 activations (:func:`speed_note`): torchao's weight-only linear converts
+  the whole int8 matrix to the activation dtype on every call, then runs a float matmul.
+- ``w8a8``: the same int8 weights, and each activation row quantized to int8 on the fly (one
+  scale per token, ``Int8DynamicActivationInt8WeightConfig``), so the matmul is an int8 x int8
+  kernel (``aten._int_mm``, oneDNN on the CPU) that reads the int8 weights as they are: the
+  eager CPU route to an int8 kernel. Activation rounding makes it less exact than ``int8``;
+  on a CPU with AMX torchao hands oneDNN signed activations (s8s8), its slower form at batch 1.
 - ``int4``: asymmetric int4 weights in groups of ``group_size`` input features, on the CPU's
   tinygemm kernel (``aten._weight_int4pack_mm_for_cpu``, torchao's ``Int4OpaqueTensor``). The
   kernel is fast with bf16 activations only; with fp32 ones it is far slower than the fp32
@@ -32,7 +38,7 @@ from nextok.model.moe import MoE
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-QUANTIZE_MODES = ("int8", "int4")
+QUANTIZE_MODES = ("int8", "w8a8", "int4")
 INT4_GROUP_SIZES = (128, 64, 32)  # the tinygemm CPU kernel's groups, largest (fewest scales) first
 INT4_OUT_MULTIPLE = 16  # the kernel packs output rows in tiles of 16
 
@@ -89,10 +95,24 @@ def speed_note(
     if mode == "int8" and device_type == "cpu" and not (compiled and dtype == torch.bfloat16):
         return (
             "quantize=int8 on the CPU dequantizes every weight on every call (slower than "
-            "unquantized weights); dtype=bf16 compile=true reaches the int8 kernel "
-            "(aten._weight_int8pack_mm)"
+            "unquantized weights); quantize=w8a8 (int8 activations too) or dtype=bf16 "
+            "compile=true reach an int8 kernel"
         )
     return None
+
+
+def check_compile(mode: str | None, compiled: bool) -> None:
+    """Refuse a quantization mode whose compiled decode step is known to compute wrong logits.
+
+    ``w8a8`` compiled by inductor (torch 2.13, torchao 0.18) gave logits off by ~3e4 and other
+    greedy tokens than eager ``w8a8`` on the gpt2-small shape (the ``tiny`` shape matched):
+    a silent wrong result, so the combination is not offered.
+    """
+    if compiled and mode == "w8a8":
+        raise ValueError(
+            "quantize=w8a8 with compile=true is refused: the compiled step computed wrong logits "
+            "on the gpt2-small shape (torch 2.13, torchao 0.18); use one of the two"
+        )
 
 
 def int4_group_size(model: nn.Module) -> int:
@@ -126,7 +146,7 @@ def quantize_model(
 ) -> nn.Module:
     """Quantize ``model``'s linear weights in place for inference; returns ``model``.
 
-    ``mode``: None/"none" (unchanged), "int8" or "int4" (see the module docstring). ``device``:
+    ``mode``: None/"none" (unchanged), "int8", "w8a8" or "int4" (see the module docstring). ``device``:
     where the model runs (default: where its weights are); int4 is refused off the CPU.
     Raises ``ValueError`` (one line) for what cannot be done exactly.
     """
@@ -149,6 +169,8 @@ def quantize_model(
     tq = _torchao()
     if mode == "int8":
         config = tq.Int8WeightOnlyConfig(set_inductor_config=False)
+    elif mode == "w8a8":
+        config = tq.Int8DynamicActivationInt8WeightConfig(set_inductor_config=False)
     else:
         if device.type != "cpu":
             raise ValueError(
