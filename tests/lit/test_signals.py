@@ -8,11 +8,15 @@ import signal
 import subprocess
 import time
 
+import lightning as L
 import pytest
+import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from torch.utils.data import DataLoader, TensorDataset
 
+from helpers.trainer import quiet_trainer
 from nextok.cli.train import resume_command
-from nextok.run.signals import SignalGuard, StopRequested
+from nextok.run.signals import GracefulStop, SignalGuard, StopRequested
 
 
 def _send(sig: int) -> None:
@@ -73,3 +77,58 @@ def test_a_forked_dataloader_worker_leaves_the_stop_to_the_run():
         child.start()
         child.join(30)
     assert child.exitcode == 0
+
+
+class _SignalOnReset(DataLoader):
+    """A loader that sends SIGTERM to this process when Lightning's teardown resets it (sets
+    ``_iterator``) once ``armed``: the signal lands inside ``Trainer._teardown``. Armed on the
+    class: Lightning may rebuild the loader it was given (the same class, a new instance)."""
+
+    armed = False
+
+    @property
+    def _iterator(self):
+        return self.__dict__.get("_it")
+
+    @_iterator.setter
+    def _iterator(self, value) -> None:
+        self.__dict__["_it"] = value
+        if type(self).armed and value is None:
+            type(self).armed = False
+            _send(signal.SIGTERM)
+
+
+class _Tiny(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class _ArmAtTheEnd(L.Callback):
+    def on_train_end(self, trainer, pl_module) -> None:
+        _SignalOnReset.armed = True
+
+
+def test_a_signal_inside_lightnings_teardown_stops_once_it_is_done(tmp_path):
+    """Lightning's teardown is not re-entrant: a stop raised inside it made its second teardown
+    fail ("Please call `iter(combined_loader)` first") and the run exit 1 with a traceback."""
+    loader = _SignalOnReset(TensorDataset(torch.ones(8, 2)), batch_size=2)
+    _SignalOnReset.armed = False
+    with SignalGuard() as guard:
+        trainer = quiet_trainer(
+            tmp_path, max_steps=3, callbacks=[GracefulStop(guard), _ArmAtTheEnd()]
+        )
+        with pytest.raises(StopRequested) as e:
+            trainer.fit(_Tiny(), train_dataloaders=loader)
+    assert (e.value.exit_code, e.value.phase, e.value.at_once, e.value.step) == (
+        143,
+        "end",
+        False,
+        3,
+    )

@@ -18,6 +18,8 @@ One Lightning internal is read outside ``lit/`` (a package that may not import t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import lightning as L
@@ -118,6 +120,25 @@ def format_summary_table(*args: Any) -> str:
     from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 
     return _format_summary_table(*args)
+
+
+def teardown_inside(trainer: L.Trainer, around: Callable[[], AbstractContextManager[Any]]) -> None:
+    """Run the Trainer's internal teardown inside ``around()`` from now on (idempotent).
+
+    Reaches ``Trainer._teardown``: called at the end of every ``fit``/``validate``, and once more
+    when one of them raises. It is not re-entrant: an exception raised partway through it (by a
+    signal handler) makes that second call fail with Lightning's own error ("Please call
+    `iter(combined_loader)` first"), which then replaces the first exception."""
+    if getattr(trainer.__dict__.get("_teardown"), "around", None) is not None:
+        return
+    teardown = trainer._teardown
+
+    def _teardown() -> None:
+        with around():
+            teardown()
+
+    _teardown.around = around  # type: ignore[attr-defined]
+    trainer._teardown = _teardown  # type: ignore[method-assign]
 
 
 def locate(path: str) -> Any:

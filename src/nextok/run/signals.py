@@ -17,20 +17,23 @@ One :class:`SignalGuard` owns SIGINT/SIGTERM for the whole run (installed before
 :class:`GracefulStop` tells it the phase and turns a pending signal into a stop at the step
 boundary. Lightning installs its own SIGTERM handler at each ``fit``/``validate`` (it would log
 "Received SIGTERM" and raise its own exception later): the callback re-installs the guard's.
-Under Slurm auto-requeue SIGTERM is Lightning's (it follows the requeue's SIGUSR1).
+Lightning's own teardown at the end of each ``fit``/``validate`` runs with signals held (acted on
+when it is done): it is not re-entrant, and a stop raised inside it would turn into a traceback
+and exit 1. Under Slurm auto-requeue SIGTERM is Lightning's (it follows the requeue's SIGUSR1).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
 
 from nextok.lit.callbacks.base import AfterBatch
-from nextok.lit.lightning_private import cluster_environment, is_accumulating
+from nextok.lit.lightning_private import cluster_environment, is_accumulating, teardown_inside
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -69,8 +72,9 @@ class SignalGuard:
     """SIGINT/SIGTERM handler for one run (main thread): ``with SignalGuard() as guard: ...``.
 
     In the "train" phase the first signal is only recorded (:class:`GracefulStop` acts on it at
-    the step boundary); any other signal raises :class:`StopRequested` where the main thread is.
-    A signal after that exception was raised exits the process at once."""
+    the step boundary), and inside :meth:`held` it is acted on when that ends; any other signal
+    raises :class:`StopRequested` where the main thread is. A signal after that exception was
+    raised, or a second one inside :meth:`held`, exits the process at once."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -78,6 +82,8 @@ class SignalGuard:
         self.step: int | None = None
         self.sigterm_is_lightnings = False  # Slurm auto-requeue
         self._raised = False
+        self._holding = False
+        self._held: int | None = None  # a signal that arrived inside held()
         self._previous: dict[int, Any] = {}
         self._pid = os.getpid()
 
@@ -109,6 +115,11 @@ class SignalGuard:
             return
         if self._raised:
             os._exit(128 + signum)  # a third signal: the stop is already under way, end now
+        if self._holding:
+            if self._held is not None or (self.phase == "train" and self.signum is not None):
+                os._exit(128 + signum)  # a second signal: at once (raising here is not safe)
+            self._held = signum
+            return
         if self.phase == "train" and self.signum is None:
             self.signum = signum  # acted on at the step boundary (printing here could reenter)
             return
@@ -116,6 +127,21 @@ class SignalGuard:
         self.signum = signum
         self._raised = True
         raise StopRequested(signum, self.phase, self.step, at_once=at_once)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Code that must not be cut short by an exception (Lightning's teardown): a signal
+        arriving inside raises :class:`StopRequested` when it ends (unless it raised itself)."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self._held is not None:
+            signum, self._held = self._held, None
+            self.signum = signum
+            self._raised = True
+            raise StopRequested(signum, self.phase, self.step)
 
     def stop_now(self) -> StopRequested:
         """The exception for a graceful stop the guard recorded (raised by the caller)."""
@@ -141,6 +167,7 @@ class GracefulStop(AfterBatch):
 
         env = cluster_environment(trainer)
         self.guard.sigterm_is_lightnings = isinstance(env, SLURMEnvironment) and env.auto_requeue
+        teardown_inside(trainer, self.guard.held)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.guard.reinstall()  # Lightning registered its SIGTERM handler just before this hook
