@@ -43,6 +43,10 @@ class ModelConfig:
     (weights renormalised over the k when ``moe_norm_topk``), plus ``n_shared_experts`` always-on
     experts. Losses: ``moe_aux_loss_coef`` x load balancing + ``moe_z_loss_coef`` x router z-loss;
     ``moe_bias_update_rate`` > 0 turns on aux-loss-free bias balancing (DeepSeek-V3).
+
+    Architecture switches from the modded-nanogpt speedrun records (all off by default):
+    ``zero_init_proj`` starts every block as the identity (attention output and MLP down
+    projections initialised to zero).
     """
 
     vocab_size: int = 4096
@@ -80,6 +84,7 @@ class ModelConfig:
     moe_aux_loss_coef: float = 0.01
     moe_z_loss_coef: float = 0.001
     moe_bias_update_rate: float = 0.0
+    zero_init_proj: bool = False
 
     def __post_init__(self) -> None:
         if self.n_kv_head is None:

@@ -86,18 +86,16 @@ class Transformer(nn.Module):
 
     # ------------------------------------------------------------------ init and sizes
     def init_weights(self) -> None:
-        """GPT-2 init: N(0, std) everywhere, residual output projections scaled by 1/sqrt(2L).
+        """GPT-2 init: N(0, std) everywhere, residual output projections scaled by 1/sqrt(2L)
+        (zero with ``zero_init_proj``: each block starts as the identity).
 
         Called by the constructor, and again after materialising a meta-device model (FSDP).
         """
         std = self.config.init_std
+        proj_std = 0.0 if self.config.zero_init_proj else std / math.sqrt(2 * self.config.n_layer)
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                s = (
-                    std / math.sqrt(2 * self.config.n_layer)
-                    if getattr(module, "is_residual_proj", False)
-                    else std
-                )
+                s = proj_std if getattr(module, "is_residual_proj", False) else std
                 nn.init.normal_(module.weight, mean=0.0, std=s)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
@@ -106,7 +104,7 @@ class Transformer(nn.Module):
             elif isinstance(module, (nn.RMSNorm, nn.LayerNorm, RotaryEmbedding)):
                 module.reset_parameters()
             elif isinstance(module, MoE):  # expert banks and bias (the router is a Linear)
-                module.reset_parameters(std, std / math.sqrt(2 * self.config.n_layer))
+                module.reset_parameters(std, proj_std)
 
     def moe_layers(self) -> list[MoE]:
         return [b.mlp for b in self.blocks if isinstance(b.mlp, MoE)]

@@ -1,0 +1,112 @@
+"""The architecture switches from the speedrun records (``model.zero_init_proj`` ...): each one's
+shapes and reference, its Hugging Face export verdict, a loss that falls, and the inference paths
+(KV-cached generation, the paged serving engine) staying exact with it on."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from helpers.generation import context_model
+from nextok.generation import SamplingParams, generate
+from nextok.hf import family_for_export
+from nextok.model import ModelConfig, Transformer
+from nextok.serving import Engine, Request
+
+GREEDY = SamplingParams(temperature=0)
+# Each switch on its own, as a user turns it on (config overrides of a tiny model).
+SWITCHES = {
+    "zero_init_proj": dict(zero_init_proj=True),
+}
+
+
+def small(**kw) -> ModelConfig:
+    base = dict(vocab_size=97, block_size=64, n_layer=2, n_head=4, n_kv_head=2, d_model=32)
+    return ModelConfig(**{**base, **kw})
+
+
+def greedy_without_cache(model: Transformer, prompt: list[int], n: int) -> list[int]:
+    """The reference: a full forward over the whole sequence for every new token."""
+    seq = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            logits, _ = model(torch.tensor([seq]))
+            seq.append(int(logits[0, -1].argmax()))
+    return seq[len(prompt) :]
+
+
+def prompts(lengths=(3, 17, 1, 9)) -> list[list[int]]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.randint(0, 97, (n,), generator=g).tolist() for n in lengths]
+
+
+@pytest.mark.parametrize("name", SWITCHES)
+def test_kv_cached_greedy_equals_no_cache_forward(name):
+    model = context_model(**SWITCHES[name])
+    for p in prompts():
+        assert generate(model, [p], 12, GREEDY)[0] == greedy_without_cache(model, p, 12)
+
+
+@pytest.mark.parametrize("name", SWITCHES)
+def test_paged_engine_greedy_equals_each_prompt_alone(name):
+    model = context_model(**SWITCHES[name])
+    ps = prompts()
+    engine = Engine(model, kv_blocks=40, block_size_tokens=4, max_tokens_per_step=7)
+    assert engine.generate([Request(p, 12, GREEDY) for p in ps]) == [
+        generate(model, [p], 12, GREEDY)[0] for p in ps
+    ]
+
+
+@pytest.mark.parametrize("name", SWITCHES)
+def test_loss_decreases(name):
+    torch.manual_seed(0)
+    model = Transformer(small(**SWITCHES[name]))
+    pattern = torch.randint(0, 97, (8,))
+    seq = pattern.repeat(5)[None, :33]
+    x, y = seq[:, :-1], seq[:, 1:]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+# ---------------------------------------------------------------------- zero_init_proj
+def test_zero_init_proj_starts_every_block_as_the_identity():
+    torch.manual_seed(0)
+    model = Transformer(small(zero_init_proj=True))
+    for block in model.blocks:
+        assert not block.attn.proj.weight.any() and not block.mlp.proj.weight.any()
+        assert block.attn.qkv.weight.std() > 0.01  # the other matrices keep their init
+    idx = torch.randint(0, 97, (2, 10))
+    logits, _ = model(idx)
+    assert logits.shape == (2, 10, 97)
+    torch.testing.assert_close(logits, model.lm_head(model.norm(model.tok_emb(idx))))
+
+
+def test_zero_init_proj_covers_moe_experts_and_meta_init():
+    cfg = small(zero_init_proj=True, mlp="moe", n_experts=4, moe_top_k=2, moe_ffn_hidden=16)
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model.to_empty(device="cpu")
+    model.init_weights()
+    for block in model.blocks:
+        assert not block.mlp.w_proj.any() and not block.attn.proj.weight.any()
+        assert block.mlp.w_fc.std() > 0.01
+
+
+def test_zero_init_proj_exports_as_llama():
+    # an initialisation only: the trained weights are ordinary ones
+    assert family_for_export(small(zero_init_proj=True)).model_type == "llama"
+
+
+def test_default_init_is_unchanged():
+    torch.manual_seed(0)
+    proj = Transformer(small()).blocks[0].attn.proj.weight
+    assert abs(proj.std().item() - 0.02 / math.sqrt(4)) < 3e-3
