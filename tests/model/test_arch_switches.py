@@ -11,14 +11,16 @@ import torch
 
 from helpers.generation import context_model
 from nextok.generation import SamplingParams, generate
-from nextok.hf import family_for_export
+from nextok.hf import export_hf, family_for_export
 from nextok.model import ModelConfig, Transformer
+from nextok.model.loss import chunked_cross_entropy, plain_cross_entropy
 from nextok.serving import Engine, Request
 
 GREEDY = SamplingParams(temperature=0)
 # Each switch on its own, as a user turns it on (config overrides of a tiny model).
 SWITCHES = {
     "zero_init_proj": dict(zero_init_proj=True),
+    "logit_softcap": dict(logit_softcap=2.0),  # small: O(1) random weights give large logits
 }
 
 
@@ -110,3 +112,49 @@ def test_default_init_is_unchanged():
     torch.manual_seed(0)
     proj = Transformer(small()).blocks[0].attn.proj.weight
     assert abs(proj.std().item() - 0.02 / math.sqrt(4)) < 3e-3
+
+
+# ---------------------------------------------------------------------- logit_softcap
+def test_softcap_bounds_the_returned_logits_and_the_loss_uses_them():
+    capped = context_model(logit_softcap=3.0)
+    plain = context_model()  # the same seed: the same weights
+    idx = torch.randint(0, 97, (2, 12))
+    targets = torch.randint(0, 97, (2, 12))
+    raw, _ = plain(idx)
+    logits, _ = capped(idx)
+    assert raw.abs().max() > 6 and logits.abs().max() <= 3.0
+    torch.testing.assert_close(logits, 3.0 * torch.tanh(raw / 3.0))
+    want = torch.nn.functional.cross_entropy(logits.view(-1, 97), targets.view(-1))
+    with torch.no_grad():
+        for impl in ("chunked", "plain"):
+            capped.loss_impl = impl
+            torch.testing.assert_close(capped(idx, targets)[1], want)
+
+
+@pytest.mark.parametrize("chunk_rows", [5, 64])
+def test_chunked_softcap_loss_and_gradients_equal_the_plain_path(chunk_rows):
+    torch.manual_seed(0)
+    h = torch.randn(24, 16, requires_grad=True)
+    w = (3 * torch.randn(50, 16)).requires_grad_()  # logits well past the cap
+    y = torch.randint(0, 50, (24,))
+    y[3] = -100
+    (1.5 * plain_cross_entropy(h, w, y, softcap=4.0)).backward()
+    ref = (h.grad.clone(), w.grad.clone())
+    h.grad = w.grad = None
+    (1.5 * chunked_cross_entropy(h, w, y, chunk_rows, softcap=4.0)).backward()
+    torch.testing.assert_close((h.grad, w.grad), ref, rtol=1e-5, atol=1e-6)
+    uncapped = plain_cross_entropy(h, w, y)
+    assert abs(uncapped - plain_cross_entropy(h, w, y, softcap=4.0)) > 0.1
+
+
+@pytest.mark.parametrize("cap", [0, -1.0, True, "15"])
+def test_softcap_must_be_positive(cap):
+    with pytest.raises(ValueError, match="model.logit_softcap must be a positive number or null"):
+        small(logit_softcap=cap)
+
+
+def test_softcap_export_is_refused_in_one_line(tmp_path):
+    model = Transformer(small(logit_softcap=15.0))
+    with pytest.raises(ValueError, match=r"^model.logit_softcap=15.0 has no Hugging Face") as e:
+        export_hf(model, tmp_path / "out")
+    assert "\n" not in str(e.value) and not (tmp_path / "out").exists()

@@ -46,7 +46,8 @@ class ModelConfig:
 
     Architecture switches from the modded-nanogpt speedrun records (all off by default):
     ``zero_init_proj`` starts every block as the identity (attention output and MLP down
-    projections initialised to zero).
+    projections initialised to zero). ``logit_softcap``: logits become
+    ``cap * tanh(logits / cap)`` (bounded by +-cap) for the loss and for sampling alike.
     """
 
     vocab_size: int = 4096
@@ -85,6 +86,7 @@ class ModelConfig:
     moe_z_loss_coef: float = 0.001
     moe_bias_update_rate: float = 0.0
     zero_init_proj: bool = False
+    logit_softcap: float | None = None
 
     def __post_init__(self) -> None:
         if self.n_kv_head is None:
@@ -145,6 +147,11 @@ class ModelConfig:
         if self.mlp == "moe":
             self._validate_moe()
         self._validate_sliding()
+        cap = self.logit_softcap
+        if cap is not None and (
+            isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0
+        ):
+            raise ValueError(f"model.logit_softcap must be a positive number or null, got {cap!r}")
 
     def _validate_sliding(self) -> None:
         w, layers = self.sliding_window, self.sliding_layers

@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from nextok.model.config import ModelConfig
 from nextok.model.kv_cache import AttentionCache, KVCache
 from nextok.model.layers import MLP, Attention, norm_layer
-from nextok.model.loss import lm_loss
+from nextok.model.loss import lm_loss, softcap_logits
 from nextok.model.moe import MoE
 from nextok.model.rope import RotaryEmbedding, on_meta_device
 
@@ -285,9 +285,14 @@ class Transformer(nn.Module):
             x = x[:, -1:, :]
         if targets is not None and self.loss_impl != "plain" and self.lm_head.bias is None:
             return None, lm_loss(
-                x, self.lm_head.weight, targets, self.loss_impl, self.loss_chunk_rows
+                x,
+                self.lm_head.weight,
+                targets,
+                self.loss_impl,
+                self.loss_chunk_rows,
+                c.logit_softcap,
             )
-        logits = self.lm_head(x)
+        logits = softcap_logits(self.lm_head(x), c.logit_softcap)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(
