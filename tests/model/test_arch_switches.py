@@ -21,6 +21,7 @@ GREEDY = SamplingParams(temperature=0)
 SWITCHES = {
     "zero_init_proj": dict(zero_init_proj=True),
     "logit_softcap": dict(logit_softcap=2.0),  # small: O(1) random weights give large logits
+    "value_residual": dict(value_residual=True),
 }
 
 
@@ -158,3 +159,34 @@ def test_softcap_export_is_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"^model.logit_softcap=15.0 has no Hugging Face") as e:
         export_hf(model, tmp_path / "out")
     assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------- value_residual
+def test_value_residual_has_one_scalar_per_later_layer_and_learns_it():
+    torch.manual_seed(0)
+    model = Transformer(small(value_residual=True, n_layer=3))
+    lambs = {n: p for n, p in model.named_parameters() if "value_residual" in n}
+    assert sorted(lambs) == [f"blocks.{i}.attn.value_residual.lamb" for i in (1, 2)]
+    assert all(p.shape == (1,) and p.item() == 0.5 for p in lambs.values())
+    idx = torch.randint(0, 97, (2, 10))
+    logits, _ = model(idx)
+    assert logits.shape == (2, 10, 97)
+    model(idx, idx)[1].backward()
+    assert all(p.grad.abs().item() > 0 for p in lambs.values())
+
+
+def test_value_residual_at_zero_is_the_plain_model_and_otherwise_differs():
+    mixed = context_model(value_residual=True, n_layer=3)
+    plain = context_model(n_layer=3)
+    plain.load_state_dict(mixed.state_dict(), strict=False)  # all but the lambdas
+    idx = torch.randint(0, 97, (2, 10))
+    with torch.no_grad():
+        assert not torch.allclose(mixed(idx)[0], plain(idx)[0], atol=1e-3)
+        for block in mixed.blocks[1:]:
+            block.attn.value_residual.lamb.zero_()
+        torch.testing.assert_close(mixed(idx)[0], plain(idx)[0])
+
+
+def test_value_residual_export_is_refused_in_one_line(tmp_path):
+    with pytest.raises(ValueError, match=r"^model.value_residual=True has no Hugging Face"):
+        export_hf(Transformer(small(value_residual=True)), tmp_path / "out")

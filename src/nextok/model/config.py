@@ -48,6 +48,8 @@ class ModelConfig:
     ``zero_init_proj`` starts every block as the identity (attention output and MLP down
     projections initialised to zero). ``logit_softcap``: logits become
     ``cap * tanh(logits / cap)`` (bounded by +-cap) for the loss and for sampling alike.
+    ``value_residual``: every layer after the first mixes its values with the first layer's
+    values of the same tokens, ``v + lamb * (v_first - v)``, one learned ``lamb`` per layer.
     """
 
     vocab_size: int = 4096
@@ -87,6 +89,7 @@ class ModelConfig:
     moe_bias_update_rate: float = 0.0
     zero_init_proj: bool = False
     logit_softcap: float | None = None
+    value_residual: bool = False
 
     def __post_init__(self) -> None:
         if self.n_kv_head is None:

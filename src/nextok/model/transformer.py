@@ -18,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from nextok.model.config import ModelConfig
 from nextok.model.kv_cache import AttentionCache, KVCache
-from nextok.model.layers import MLP, Attention, norm_layer
+from nextok.model.layers import MLP, Attention, ValueResidual, norm_layer
 from nextok.model.loss import lm_loss, softcap_logits
 from nextok.model.moe import MoE
 from nextok.model.rope import RotaryEmbedding, on_meta_device
@@ -37,7 +37,11 @@ def _mlp(cfg: ModelConfig, layer_idx: int) -> nn.Module:
 
 
 class Block(nn.Module):
-    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)).
+
+    ``forward`` also returns the attention's own values (``v_first``: the first layer's, for
+    ``value_residual``).
+    """
 
     def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
         super().__init__()
@@ -47,9 +51,10 @@ class Block(nn.Module):
         self.mlp = _mlp(cfg, layer_idx)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, rope, mask, kv_cache):
-        x = x + self.drop(self.attn(self.attn_norm(x), rope, mask, kv_cache))
-        return x + self.drop(self.mlp(self.mlp_norm(x)))
+    def forward(self, x, rope, mask, kv_cache, v_first=None):
+        y, v = self.attn(self.attn_norm(x), rope, mask, kv_cache, v_first)
+        x = x + self.drop(y)
+        return x + self.drop(self.mlp(self.mlp_norm(x))), v
 
 
 class Transformer(nn.Module):
@@ -101,7 +106,7 @@ class Transformer(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=std)
-            elif isinstance(module, (nn.RMSNorm, nn.LayerNorm, RotaryEmbedding)):
+            elif isinstance(module, (nn.RMSNorm, nn.LayerNorm, RotaryEmbedding, ValueResidual)):
                 module.reset_parameters()
             elif isinstance(module, MoE):  # expert banks and bias (the router is a Linear)
                 module.reset_parameters(std, proj_std)
@@ -269,12 +274,15 @@ class Transformer(nn.Module):
         x = self.drop(x)
         rope = self.rope(positions) if self.rope is not None else None
 
+        v_first = None
         for i, block in enumerate(self.blocks):
             m = window_mask if c.slides(i) else mask
             if self.activation_checkpointing and self.training:
-                x = checkpoint(block, x, rope, m, kv_cache, use_reentrant=False)
+                x, v = checkpoint(block, x, rope, m, kv_cache, v_first, use_reentrant=False)
             else:
-                x = block(x, rope, m, kv_cache)
+                x, v = block(x, rope, m, kv_cache, v_first)
+            if i == 0 and c.value_residual:
+                v_first = v
         if isinstance(kv_cache, KVCache):
             kv_cache.seq_len += T
 
