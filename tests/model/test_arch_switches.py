@@ -22,6 +22,7 @@ SWITCHES = {
     "zero_init_proj": dict(zero_init_proj=True),
     "logit_softcap": dict(logit_softcap=2.0),  # small: O(1) random weights give large logits
     "value_residual": dict(value_residual=True),
+    "unet_skips": dict(unet_skips=True),
 }
 
 
@@ -190,3 +191,40 @@ def test_value_residual_at_zero_is_the_plain_model_and_otherwise_differs():
 def test_value_residual_export_is_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"^model.value_residual=True has no Hugging Face"):
         export_hf(Transformer(small(value_residual=True)), tmp_path / "out")
+
+
+# ---------------------------------------------------------------------- unet_skips
+def _unet_reference(model: Transformer, idx: torch.Tensor) -> torch.Tensor:
+    """Handwritten: block outputs of the first half pushed, popped into the second half."""
+    x, stack = model.tok_emb(idx), []
+    rope = model.rope(torch.arange(idx.shape[1]))
+    L, w = len(model.blocks), model.unet_skips.weight
+    for i, block in enumerate(model.blocks):
+        if i >= L - L // 2:
+            x = x + w[L - 1 - i] * stack.pop()
+        x, _ = block(x, rope, None, None)
+        if i < L // 2:
+            stack.append(x)
+    return model.lm_head(model.norm(x))
+
+
+@pytest.mark.parametrize("n_layer", [2, 3, 4])
+def test_unet_skips_match_a_handwritten_reference(n_layer):
+    assert Transformer(small(unet_skips=True, n_layer=n_layer)).unet_skips.weight.tolist() == [
+        1.0
+    ] * (n_layer // 2)
+    model = context_model(unet_skips=True, n_layer=n_layer)  # O(1) random weights, skips too
+    idx = torch.randint(0, 97, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx)[0], _unet_reference(model, idx))
+        model.unet_skips.weight.zero_()  # zero weights: the plain model
+        plain = context_model(n_layer=n_layer)
+        plain.load_state_dict(model.state_dict(), strict=False)
+        torch.testing.assert_close(model(idx)[0], plain(idx)[0])
+
+
+def test_unet_skips_need_two_layers_and_export_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="model.unet_skips needs model.n_layer >= 2, got 1"):
+        small(unet_skips=True, n_layer=1)
+    with pytest.raises(ValueError, match=r"^model.unet_skips=True has no Hugging Face"):
+        export_hf(Transformer(small(unet_skips=True)), tmp_path / "out")

@@ -43,7 +43,11 @@ EXPORT_ORDER = ("llama", "qwen2", "qwen3", "gpt2", "mistral", "qwen3_moe", "mixt
 
 def _switch_refusal(cfg: ModelConfig) -> str | None:
     """The first architecture switch that is on and that no family here expresses, as one line."""
-    on = {"logit_softcap": cfg.logit_softcap, "value_residual": cfg.value_residual}
+    on = {
+        "logit_softcap": cfg.logit_softcap,
+        "value_residual": cfg.value_residual,
+        "unet_skips": cfg.unet_skips,
+    }
     for key, value in on.items():
         if value not in (None, False):
             return (

@@ -50,6 +50,8 @@ class ModelConfig:
     ``cap * tanh(logits / cap)`` (bounded by +-cap) for the loss and for sampling alike.
     ``value_residual``: every layer after the first mixes its values with the first layer's
     values of the same tokens, ``v + lamb * (v_first - v)``, one learned ``lamb`` per layer.
+    ``unet_skips``: the output of block ``i < n_layer // 2`` is added, times a learned weight
+    (init 1), to the input of block ``n_layer - 1 - i``.
     """
 
     vocab_size: int = 4096
@@ -90,6 +92,7 @@ class ModelConfig:
     zero_init_proj: bool = False
     logit_softcap: float | None = None
     value_residual: bool = False
+    unet_skips: bool = False
 
     def __post_init__(self) -> None:
         if self.n_kv_head is None:
@@ -150,6 +153,8 @@ class ModelConfig:
         if self.mlp == "moe":
             self._validate_moe()
         self._validate_sliding()
+        if self.unet_skips and self.n_layer < 2:
+            raise ValueError(f"model.unet_skips needs model.n_layer >= 2, got {self.n_layer}")
         cap = self.logit_softcap
         if cap is not None and (
             isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0

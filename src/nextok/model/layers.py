@@ -34,6 +34,19 @@ class ValueResidual(nn.Module):
         return v + self.lamb.to(v.dtype) * (v_first - v)
 
 
+class UNetSkips(nn.Module):
+    """Learned weights of U-net skips: the output of block ``i`` (``i < n``) is added, times
+    ``weight[i]``, to the input of its mirror block ``n_layer - 1 - i`` (modded-nanogpt)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+
 class Attention(nn.Module):
     """Causal self-attention with grouped-query heads, optional QK-norm and a KV cache.
 

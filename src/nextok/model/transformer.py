@@ -18,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from nextok.model.config import ModelConfig
 from nextok.model.kv_cache import AttentionCache, KVCache
-from nextok.model.layers import MLP, Attention, ValueResidual, norm_layer
+from nextok.model.layers import MLP, Attention, UNetSkips, ValueResidual, norm_layer
 from nextok.model.loss import lm_loss, softcap_logits
 from nextok.model.moe import MoE
 from nextok.model.rope import RotaryEmbedding, on_meta_device
@@ -77,6 +77,7 @@ class Transformer(nn.Module):
         )
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.unet_skips = UNetSkips(config.n_layer // 2) if config.unet_skips else None
         self.norm = norm_layer(config, config.d_model)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
@@ -106,7 +107,9 @@ class Transformer(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=std)
-            elif isinstance(module, (nn.RMSNorm, nn.LayerNorm, RotaryEmbedding, ValueResidual)):
+            elif isinstance(
+                module, (nn.RMSNorm, nn.LayerNorm, RotaryEmbedding, ValueResidual, UNetSkips)
+            ):
                 module.reset_parameters()
             elif isinstance(module, MoE):  # expert banks and bias (the router is a Linear)
                 module.reset_parameters(std, proj_std)
@@ -275,14 +278,21 @@ class Transformer(nn.Module):
         rope = self.rope(positions) if self.rope is not None else None
 
         v_first = None
+        skips = []  # U-net: the first half's block outputs, for their mirror blocks
+        n_skip = len(self.unet_skips.weight) if self.unet_skips is not None else 0
         for i, block in enumerate(self.blocks):
             m = window_mask if c.slides(i) else mask
+            mirror = c.n_layer - 1 - i
+            if mirror < n_skip:
+                x = x + self.unet_skips.weight[mirror].to(x.dtype) * skips[mirror]
             if self.activation_checkpointing and self.training:
                 x, v = checkpoint(block, x, rope, m, kv_cache, v_first, use_reentrant=False)
             else:
                 x, v = block(x, rope, m, kv_cache, v_first)
             if i == 0 and c.value_residual:
                 v_first = v
+            if i < n_skip:
+                skips.append(x)
         if isinstance(kv_cache, KVCache):
             kv_cache.seq_len += T
 
