@@ -12,7 +12,7 @@ import torch
 from helpers.generation import context_model
 from nextok.generation import SamplingParams, generate
 from nextok.hf import export_hf, family_for_export
-from nextok.model import ModelConfig, Transformer
+from nextok.model import ModelConfig, Transformer, document_ids
 from nextok.model.loss import chunked_cross_entropy, plain_cross_entropy
 from nextok.serving import Engine, Request
 
@@ -23,6 +23,7 @@ SWITCHES = {
     "logit_softcap": dict(logit_softcap=2.0),  # small: O(1) random weights give large logits
     "value_residual": dict(value_residual=True),
     "unet_skips": dict(unet_skips=True),
+    "doc_mask": dict(doc_mask=True),  # generation: the prompt is one document
 }
 
 
@@ -228,3 +229,49 @@ def test_unet_skips_need_two_layers_and_export_is_refused(tmp_path):
         small(unet_skips=True, n_layer=1)
     with pytest.raises(ValueError, match=r"^model.unet_skips=True has no Hugging Face"):
         export_hf(Transformer(small(unet_skips=True)), tmp_path / "out")
+
+
+# ---------------------------------------------------------------------- doc_mask
+SEP = 0  # the token that opens a document in these packed blocks
+
+
+def test_document_ids_start_a_document_at_each_separator():
+    idx = torch.tensor([[5, 6, SEP, 7, SEP, SEP, 8], [SEP, 1, 2, 3, 4, 5, 6]])
+    assert document_ids(idx, SEP).tolist() == [[0, 0, 1, 1, 2, 3, 3], [1, 1, 1, 1, 1, 1, 1]]
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(sliding_window=4), dict(value_residual=True)])
+def test_a_packed_block_scores_each_document_as_if_alone(overrides):
+    """RoPE is relative, so a document's logits inside a packed block equal its logits alone."""
+    model = context_model(doc_mask=True, n_layer=3, **overrides)
+    g = torch.Generator().manual_seed(3)
+    a = torch.randint(1, 97, (7,), generator=g)
+    b = torch.cat([torch.tensor([SEP]), torch.randint(1, 97, (9,), generator=g)])
+    c = torch.cat([torch.tensor([SEP]), torch.randint(1, 97, (5,), generator=g)])
+    packed = torch.cat([a, b, c])[None]
+    with torch.no_grad():
+        out, _ = model(packed, doc_ids=document_ids(packed, SEP))
+        unmasked, _ = model(packed)
+        parts = [model(d[None])[0] for d in (a, b, c)]
+    torch.testing.assert_close(out, torch.cat(parts, 1), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(unmasked[:, 7:], out[:, 7:], atol=1e-2)  # a mask that matters
+    torch.testing.assert_close(unmasked[:, :7], out[:, :7])  # the first document sees no other
+
+
+def test_doc_mask_loss_uses_the_mask_and_refuses_a_cache():
+    model = context_model(doc_mask=True)
+    x = torch.tensor([[3, 4, SEP, 5, 6, SEP, 7, 8]])
+    docs = document_ids(x, SEP)
+    with torch.no_grad():
+        logits, _ = model(x, doc_ids=docs)
+        _, loss = model(x, x, doc_ids=docs)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits[0], x[0]))
+    with pytest.raises(ValueError, match="doc_ids .* needs a full forward without a KV cache"):
+        model(x, doc_ids=docs, kv_cache=model.make_kv_cache(1))
+    with pytest.raises(ValueError, match="and the shape of idx"):
+        model(x, doc_ids=docs[:, :4])
+
+
+def test_doc_mask_exports_as_llama():
+    # inference is one document, which every Hugging Face family computes
+    assert family_for_export(small(doc_mask=True)).model_type == "llama"

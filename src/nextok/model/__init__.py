@@ -2,6 +2,6 @@
 
 from nextok.model.config import PRESETS, ModelConfig
 from nextok.model.kv_cache import AttentionCache, KVCache
-from nextok.model.transformer import Transformer
+from nextok.model.transformer import Transformer, document_ids
 
-__all__ = ["PRESETS", "AttentionCache", "KVCache", "ModelConfig", "Transformer"]
+__all__ = ["PRESETS", "AttentionCache", "KVCache", "ModelConfig", "Transformer", "document_ids"]

@@ -51,7 +51,9 @@ class ModelConfig:
     ``value_residual``: every layer after the first mixes its values with the first layer's
     values of the same tokens, ``v + lamb * (v_first - v)``, one learned ``lamb`` per layer.
     ``unet_skips``: the output of block ``i < n_layer // 2`` is added, times a learned weight
-    (init 1), to the input of block ``n_layer - 1 - i``.
+    (init 1), to the input of block ``n_layer - 1 - i``. ``doc_mask``: training and validation
+    on packed blocks pass per-position document ids, so attention does not cross documents
+    (generation: the prompt is one document).
     """
 
     vocab_size: int = 4096
@@ -93,6 +95,7 @@ class ModelConfig:
     logit_softcap: float | None = None
     value_residual: bool = False
     unet_skips: bool = False
+    doc_mask: bool = False
 
     def __post_init__(self) -> None:
         if self.n_kv_head is None:

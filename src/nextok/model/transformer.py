@@ -24,6 +24,12 @@ from nextok.model.moe import MoE
 from nextok.model.rope import RotaryEmbedding, on_meta_device
 
 
+def document_ids(idx: torch.Tensor, doc_start: int) -> torch.Tensor:
+    """Per-position document index of packed blocks (B, T): a new document starts at each
+    ``doc_start`` token (the BOS, or the EOS separator that opens the next document)."""
+    return (idx == doc_start).cumsum(-1)
+
+
 def _mlp(cfg: ModelConfig, layer_idx: int) -> nn.Module:
     """The block's MLP: dense, or (``mlp="moe"`` past ``first_k_dense``) Mixture-of-Experts."""
     if cfg.mlp != "moe":
@@ -209,9 +215,15 @@ class Transformer(nn.Module):
         kv_cache: KVCache | None,
         attention_mask: torch.Tensor | None,
         positions: torch.Tensor | None,
+        doc_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Positions of the new tokens and the attention mask (None: SDPA needs none)."""
         T = idx.shape[1]
+        if doc_ids is not None and (kv_cache is not None or doc_ids.shape != idx.shape):
+            raise ValueError(
+                "doc_ids (document masking) needs a full forward without a KV cache and the "
+                f"shape of idx {tuple(idx.shape)}, got {tuple(doc_ids.shape)}"
+            )
         start = kv_cache.seq_len if kv_cache is not None else 0
         end = start + T
         limit = kv_cache.max_seq_len if kv_cache is not None else self.config.block_size
@@ -238,6 +250,12 @@ class Transformer(nn.Module):
             if window is not None
             else None
         )
+        if doc_ids is not None:  # keys of the query's own document only: (B, 1, T, T)
+            same_doc = doc_ids[:, None, :, None] == doc_ids[:, None, None, :]
+            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+            mask = same_doc & (causal if mask is None else mask)
+            if window_mask is not None:
+                window_mask = same_doc & window_mask
         return positions, mask, window_mask
 
     def forward(
@@ -249,6 +267,7 @@ class Transformer(nn.Module):
         attention_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
         last_only: bool = False,
+        doc_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return ``(logits, loss)``; ``loss`` is the mean cross-entropy when ``targets`` is given.
 
@@ -261,15 +280,20 @@ class Transformer(nn.Module):
         positions: explicit (T,) or (B, T) positions. last_only: LM head on the last position
         only (prefill/decode need nothing else). An :class:`AttentionCache` (B = 1: several
         sequences' new tokens end to end) supplies positions, masking and ``logit_index`` itself.
+        doc_ids: (B, T) document of each position (:func:`document_ids`): attention stays inside
+        a document (``model.doc_mask`` runs pass them for packed training blocks); None: the
+        whole sequence is one document, as for generation.
         """
         B, T = idx.shape
         external = isinstance(kv_cache, AttentionCache)
         c = self.config
         if external:  # the cache lays out the sequences, their positions and masking
+            if doc_ids is not None:
+                raise ValueError("doc_ids (document masking) is for full forwards, not the cache")
             positions, mask, window_mask = kv_cache.positions, None, None
         else:
             positions, mask, window_mask = self._positions_and_mask(
-                idx, kv_cache, attention_mask, positions
+                idx, kv_cache, attention_mask, positions, doc_ids
             )
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
