@@ -71,10 +71,11 @@ def test_loss_decreases(name):
     pattern = torch.randint(0, 97, (8,))
     seq = pattern.repeat(5)[None, :33]
     x, y = seq[:, :-1], seq[:, 1:]
+    docs = document_ids(x, int(pattern[3])) if model.config.doc_mask else None  # 4 documents
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(60):
-        _, loss = model(x, y)
+        _, loss = model(x, y, doc_ids=docs)
         opt.zero_grad()
         loss.backward()
         opt.step()
