@@ -241,7 +241,10 @@ def test_document_ids_start_a_document_at_each_separator():
     assert document_ids(idx, SEP).tolist() == [[0, 0, 1, 1, 2, 3, 3], [1, 1, 1, 1, 1, 1, 1]]
 
 
-@pytest.mark.parametrize("overrides", [{}, dict(sliding_window=4), dict(value_residual=True)])
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, dict(sliding_window=4), dict(sliding_window=64), dict(value_residual=True)],
+)
 def test_a_packed_block_scores_each_document_as_if_alone(overrides):
     """RoPE is relative, so a document's logits inside a packed block equal its logits alone."""
     model = context_model(doc_mask=True, n_layer=3, **overrides)

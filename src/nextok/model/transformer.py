@@ -16,18 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from nextok.model import masks
 from nextok.model.config import ModelConfig
 from nextok.model.kv_cache import AttentionCache, KVCache
 from nextok.model.layers import MLP, Attention, UNetSkips, ValueResidual, norm_layer
 from nextok.model.loss import lm_loss, softcap_logits
 from nextok.model.moe import MoE
 from nextok.model.rope import RotaryEmbedding, on_meta_device
-
-
-def document_ids(idx: torch.Tensor, doc_start: int) -> torch.Tensor:
-    """Per-position document index of packed blocks (B, T): a new document starts at each
-    ``doc_start`` token (the BOS, or the EOS separator that opens the next document)."""
-    return (idx == doc_start).cumsum(-1)
 
 
 def _mlp(cfg: ModelConfig, layer_idx: int) -> nn.Module:
@@ -180,35 +175,6 @@ class Transformer(nn.Module):
         )
 
     # ------------------------------------------------------------------ forward
-    @staticmethod
-    def _attention_mask(
-        start: int,
-        end: int,
-        valid: torch.Tensor | None,
-        cached: bool,
-        device: torch.device,
-        window: int | None = None,
-    ) -> torch.Tensor | None:
-        """Boolean (T, S) or (B, 1, T, S) mask, or None when SDPA needs none.
-
-        None means: no cache -> ``is_causal`` kernels; one cached decode token -> sees everything.
-        ``window``: each query also sees only the last ``window`` positions (itself included);
-        a window covering the whole sequence is full attention.
-        """
-        if window is not None and window >= end:
-            window = None
-        if valid is None and window is None and (not cached or end - start == 1):
-            return None
-        q_pos = torch.arange(start, end, device=device)
-        k_pos = torch.arange(end, device=device)
-        mask = k_pos[None, :] <= q_pos[:, None]
-        if window is not None:
-            mask = mask & (k_pos[None, :] > q_pos[:, None] - window)
-        if valid is not None:
-            # padded keys are hidden; each query still sees itself so no row is all -inf (NaN)
-            mask = (mask & valid[:, None, None, :]) | (k_pos[None, :] == q_pos[:, None])
-        return mask
-
     def _positions_and_mask(
         self,
         idx: torch.Tensor,
@@ -243,19 +209,16 @@ class Transformer(nn.Module):
                 positions = torch.arange(start, end, device=idx.device)
 
         cached = kv_cache is not None
-        mask = self._attention_mask(start, end, valid, cached, idx.device)
+        mask = masks.attention_mask(start, end, valid, cached, idx.device)
         window = self.config.sliding_window
         window_mask = (
-            self._attention_mask(start, end, valid, cached, idx.device, window)
+            masks.attention_mask(start, end, valid, cached, idx.device, window)
             if window is not None
             else None
         )
-        if doc_ids is not None:  # keys of the query's own document only: (B, 1, T, T)
-            same_doc = doc_ids[:, None, :, None] == doc_ids[:, None, None, :]
-            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
-            mask = same_doc & (causal if mask is None else mask)
-            if window_mask is not None:
-                window_mask = same_doc & window_mask
+        if doc_ids is not None:
+            mask = masks.within_documents(mask, doc_ids)
+            window_mask = masks.within_documents(window_mask, doc_ids) if window else None
         return positions, mask, window_mask
 
     def forward(
@@ -280,9 +243,9 @@ class Transformer(nn.Module):
         positions: explicit (T,) or (B, T) positions. last_only: LM head on the last position
         only (prefill/decode need nothing else). An :class:`AttentionCache` (B = 1: several
         sequences' new tokens end to end) supplies positions, masking and ``logit_index`` itself.
-        doc_ids: (B, T) document of each position (:func:`document_ids`): attention stays inside
-        a document (``model.doc_mask`` runs pass them for packed training blocks); None: the
-        whole sequence is one document, as for generation.
+        doc_ids: (B, T) document of each position (:func:`~nextok.model.masks.document_ids`):
+        attention stays inside a document (``model.doc_mask`` runs pass them for packed training
+        blocks); None: the whole sequence is one document, as for generation.
         """
         B, T = idx.shape
         external = isinstance(kv_cache, AttentionCache)
