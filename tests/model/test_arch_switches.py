@@ -279,3 +279,9 @@ def test_doc_mask_loss_uses_the_mask_and_refuses_a_cache():
 def test_doc_mask_exports_as_llama():
     # inference is one document, which every Hugging Face family computes
     assert family_for_export(small(doc_mask=True)).model_type == "llama"
+
+
+@pytest.mark.parametrize("key", ["zero_init_proj", "value_residual", "unet_skips", "doc_mask"])
+def test_on_off_switches_take_booleans_only(key):
+    with pytest.raises(ValueError, match=f"model.{key} must be true or false, got 'yes'"):
+        small(**{key: "yes"})

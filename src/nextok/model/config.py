@@ -156,6 +156,9 @@ class ModelConfig:
         if self.mlp == "moe":
             self._validate_moe()
         self._validate_sliding()
+        for key in ("zero_init_proj", "value_residual", "unet_skips", "doc_mask"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"model.{key} must be true or false, got {getattr(self, key)!r}")
         if self.unet_skips and self.n_layer < 2:
             raise ValueError(f"model.unet_skips needs model.n_layer >= 2, got {self.n_layer}")
         cap = self.logit_softcap
