@@ -36,7 +36,8 @@ def sdpa_backend(
     """The kernel ``F.scaled_dot_product_attention`` picks for this model's training attention.
 
     Asks torch's own dispatcher (``torch._fused_sdp_choice``) with tensors of the model's head
-    shape, dtype and causal mask, so the answer is the one training gets.
+    shape, dtype and causal mask (``doc_mask``: an explicit boolean mask, as training passes),
+    so the answer is the one training gets.
     """
     from torch.nn.attention import SDPBackend
 
@@ -45,7 +46,10 @@ def sdpa_backend(
     kv = torch.zeros(1, config.n_kv_head, t, config.head_dim, device=device, dtype=dtype)
     p = config.dropout if dropout is None else dropout
     gqa = config.n_kv_head != config.n_head
-    choice = torch._fused_sdp_choice(q, kv, kv, None, p, True, enable_gqa=gqa)
+    mask = (
+        torch.ones(1, 1, t, t, dtype=torch.bool, device=device).tril() if config.doc_mask else None
+    )
+    choice = torch._fused_sdp_choice(q, kv, kv, mask, p, mask is None, enable_gqa=gqa)
     return SDPBackend(choice).name
 
 
@@ -55,5 +59,6 @@ def describe_attention(config: ModelConfig, device: torch.device, dtype: torch.d
     shape = f"{config.n_head}/{config.n_kv_head} heads (q/kv) x {config.head_dim}"
     return (
         f"attention: SDPA backend {SDPA_NAMES.get(name, name)} on {device.type} "
-        f"({str(dtype).removeprefix('torch.')}, causal, {shape}, seq {config.block_size})"
+        f"({str(dtype).removeprefix('torch.')}, {'document-masked' if config.doc_mask else 'causal'}"
+        f", {shape}, seq {config.block_size})"
     )

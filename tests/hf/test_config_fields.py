@@ -41,6 +41,7 @@ NOT_EXPORTED = {
     "ffn_multiple_of",
     "moe_ffn_hidden",
     "init_std",
+    "zero_init_proj",
     "moe_aux_loss_coef",
     "moe_z_loss_coef",
     "moe_bias_update_rate",

@@ -74,7 +74,7 @@ def test_attention_matches_handwritten_reference(n_kv):
     attn = model.blocks[0].attn
     x = torch.randn(2, 10, cfg.d_model)
     cos, sin = model.rope(torch.arange(10))
-    ours = attn(x, (cos, sin), None, None)
+    ours, _ = attn(x, (cos, sin), None, None)
     torch.testing.assert_close(ours, _reference_attention(attn, x, cos, sin), atol=1e-5, rtol=1e-5)
 
 

@@ -166,7 +166,12 @@ def test_stop_strings_and_eos_as_generate_text(make_model, tokenizer):
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, dict(sliding_window=4), dict(sliding_window=3, sliding_layers=[0])],
+    [
+        {},
+        dict(sliding_window=4),
+        dict(sliding_window=3, sliding_layers=[0]),
+        dict(logit_softcap=2.0),  # the capped logits, as the model's own forward returns
+    ],
 )
 def test_prompt_and_token_logprobs_equal_a_full_forward(make_model, overrides):
     """Every position's log-probabilities, over prefill chunks and decodes: sliding-window

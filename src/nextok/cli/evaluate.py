@@ -70,6 +70,7 @@ def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: 
     from nextok.hf import is_hf_folder
     from nextok.io import atomic_write_text
     from nextok.metrics import LossTally, summarize, token_byte_lengths
+    from nextok.model import document_ids
 
     if cfg.split not in ("val", "train"):
         raise ValueError(f"split must be 'val' or 'train', got {cfg.split!r}")
@@ -142,6 +143,8 @@ def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: 
     names = list(getattr(dm, "val_names", [])) if cfg.split == "val" else []
     token_bytes = torch.from_numpy(token_byte_lengths(loaded.tokenizer))
     tally = LossTally(len(loaders), token_bytes, device)
+    # model.doc_mask: scored as it was trained, attention inside each packed document
+    doc_start = loaded.special.doc_start_id(loaded.tokenizer) if mcfg.doc_mask else None
     t0 = time.perf_counter()
     with torch.inference_mode():
         for g, group in enumerate(loaders):
@@ -149,7 +152,8 @@ def _evaluate(cfg: DictConfig, scratch: Path, overrides: list[str], data_group: 
                 if max_batches is not None and i >= max_batches:
                     break
                 x, y = batch[0].to(device), batch[1].to(device)
-                _, loss = model(x, y)
+                docs = None if doc_start is None else document_ids(x, doc_start)
+                _, loss = model(x, y, doc_ids=docs)
                 tally.add(g, loss, y)
     sums = tally.sums.cpu()
     total = summarize(sums.sum(dim=1))

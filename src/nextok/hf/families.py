@@ -41,6 +41,22 @@ FAMILIES: dict[str, Family] = {
 EXPORT_ORDER = ("llama", "qwen2", "qwen3", "gpt2", "mistral", "qwen3_moe", "mixtral")
 
 
+def _switch_refusal(cfg: ModelConfig) -> str | None:
+    """The first architecture switch that is on and that no family here expresses, as one line."""
+    on = {
+        "logit_softcap": cfg.logit_softcap,
+        "value_residual": cfg.value_residual,
+        "unet_skips": cfg.unet_skips,
+    }
+    for key, value in on.items():
+        if value not in (None, False):
+            return (
+                f"model.{key}={value} has no Hugging Face equivalent in the families nextok "
+                f"writes ({', '.join(EXPORT_ORDER)}); export a model trained without it"
+            )
+    return None
+
+
 def _why_not(name: str, cfg: ModelConfig, tokenizer: Tokenizer | None) -> str | None:
     """Why family ``name`` cannot hold ``cfg`` (and ``tokenizer``, as transformers loads it)."""
     why = FAMILIES[name].why_not(cfg)
@@ -58,6 +74,9 @@ def family_for_export(
     """The family to write ``cfg`` (and ``tokenizer``) as: ``family`` (the user's choice: used
     or refused), else ``prefer`` (a hint, e.g. the imported family) if it fits, else the first
     that does."""
+    refusal = _switch_refusal(cfg)
+    if refusal is not None:
+        raise ValueError(refusal)
     if family is not None:
         if family not in FAMILIES:
             raise ValueError(f"family={family!r} is not one of {sorted(FAMILIES)}")

@@ -43,6 +43,17 @@ class ModelConfig:
     (weights renormalised over the k when ``moe_norm_topk``), plus ``n_shared_experts`` always-on
     experts. Losses: ``moe_aux_loss_coef`` x load balancing + ``moe_z_loss_coef`` x router z-loss;
     ``moe_bias_update_rate`` > 0 turns on aux-loss-free bias balancing (DeepSeek-V3).
+
+    Architecture switches from the modded-nanogpt speedrun records (all off by default):
+    ``zero_init_proj`` starts every block as the identity (attention output and MLP down
+    projections initialised to zero). ``logit_softcap``: logits become
+    ``cap * tanh(logits / cap)`` (bounded by +-cap) for the loss and for sampling alike.
+    ``value_residual``: every layer after the first mixes its values with the first layer's
+    values of the same tokens, ``v + lamb * (v_first - v)``, one learned ``lamb`` per layer.
+    ``unet_skips``: the output of block ``i < n_layer // 2`` is added, times a learned weight
+    (init 1), to the input of block ``n_layer - 1 - i``. ``doc_mask``: training and validation
+    on packed blocks pass per-position document ids, so attention does not cross documents
+    (generation: the prompt is one document).
     """
 
     vocab_size: int = 4096
@@ -80,6 +91,11 @@ class ModelConfig:
     moe_aux_loss_coef: float = 0.01
     moe_z_loss_coef: float = 0.001
     moe_bias_update_rate: float = 0.0
+    zero_init_proj: bool = False
+    logit_softcap: float | None = None
+    value_residual: bool = False
+    unet_skips: bool = False
+    doc_mask: bool = False
 
     def __post_init__(self) -> None:
         if self.n_kv_head is None:
@@ -140,6 +156,16 @@ class ModelConfig:
         if self.mlp == "moe":
             self._validate_moe()
         self._validate_sliding()
+        for key in ("zero_init_proj", "value_residual", "unet_skips", "doc_mask"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"model.{key} must be true or false, got {getattr(self, key)!r}")
+        if self.unet_skips and self.n_layer < 2:
+            raise ValueError(f"model.unet_skips needs model.n_layer >= 2, got {self.n_layer}")
+        cap = self.logit_softcap
+        if cap is not None and (
+            isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0
+        ):
+            raise ValueError(f"model.logit_softcap must be a positive number or null, got {cap!r}")
 
     def _validate_sliding(self) -> None:
         w, layers = self.sliding_window, self.sliding_layers

@@ -8,6 +8,9 @@ in the same pass (d loss / d logits = softmax - one_hot is known as soon as a ch
 are), so backward only scales them: no recomputation, the same matmul FLOPs as the plain path,
 and one chunk of logits alive at a time. ``liger`` uses Liger-Kernel's fused Triton kernel
 (CUDA only, when ``liger-kernel`` is installed); ``auto`` picks it there and ``chunked`` elsewhere.
+
+``softcap`` (``model.logit_softcap``): the loss sees ``softcap * tanh(logits / softcap)``, as the
+model's returned logits are; every path takes it except ``liger`` (``auto`` then picks ``chunked``).
 """
 
 from __future__ import annotations
@@ -38,22 +41,32 @@ def liger_available() -> bool:
     return True
 
 
-def resolve_loss_impl(impl: str, device: torch.device) -> str:
+def resolve_loss_impl(impl: str, device: torch.device, softcap: float | None = None) -> str:
     """The implementation ``impl`` means on ``device``; a one-line error for unknown names."""
     if impl not in LOSS_IMPLS:
         raise ValueError(f"loss implementation must be one of {LOSS_IMPLS}, got {impl!r}")
     if impl == "auto":
-        return "liger" if device.type == "cuda" and liger_available() else "chunked"
+        liger = device.type == "cuda" and liger_available() and softcap is None
+        return "liger" if liger else "chunked"
     if impl == "liger" and not (device.type == "cuda" and liger_available()):
         raise ValueError("loss implementation 'liger' needs CUDA and `pip install liger-kernel`")
+    if impl == "liger" and softcap is not None:
+        raise ValueError(
+            "loss implementation 'liger' does not take model.logit_softcap; use chunked"
+        )
     return impl
 
 
+def softcap_logits(logits: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    """``softcap * tanh(logits / softcap)`` (identity for None): logits bounded by +-softcap."""
+    return logits if softcap is None else softcap * torch.tanh(logits / softcap)
+
+
 def plain_cross_entropy(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, softcap: float | None = None
 ) -> torch.Tensor:
     """The reference: full logits, fp32 cross-entropy, mean over non-ignored targets."""
-    logits = F.linear(hidden, weight)
+    logits = softcap_logits(F.linear(hidden, weight), softcap)
     return F.cross_entropy(
         logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
     )
@@ -63,7 +76,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     """Mean CE of ``hidden @ weight.T`` against ``targets``; gradients computed in forward."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk_rows):  # noqa: ANN001, ANN205
+    def forward(ctx, hidden, weight, targets, chunk_rows, softcap):  # noqa: ANN001, ANN205
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         valid = targets != IGNORE_INDEX
         safe = torch.where(valid, targets, 0)
@@ -77,6 +90,9 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             h, tgt, keep = hidden[start:end], safe[start:end, None], valid[start:end, None]
             # One fp32 buffer per chunk, updated in place: shifted logits -> exp -> softmax -> grad.
             z = F.linear(h, weight).float()  # autocast: a bf16 matmul, as in the plain path
+            if softcap is not None:  # z = softcap * t, t = tanh(raw / softcap)
+                t = z.div_(softcap).tanh_()
+                z = t * softcap
             z = z.sub_(z.amax(dim=-1, keepdim=True))
             picked = z.gather(1, tgt)
             denom = z.exp_().sum(dim=-1, keepdim=True)
@@ -85,6 +101,8 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
                 g = z.div_(denom)  # softmax
                 g.scatter_add_(1, tgt, torch.full_like(denom, -1.0))  # - one_hot
                 g.mul_(keep)  # ignored targets contribute nothing
+                if softcap is not None:  # chain rule through the cap: d z / d raw = 1 - t^2
+                    g.mul_(t.square_().neg_().add_(1.0))
                 g = g.to(h.dtype)  # bf16 weights: a bf16 matmul, as the plain path's backward
                 if need_h:
                     grad_h[start:end] = g @ weight
@@ -107,7 +125,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         scale = grad_out / count
         dh = grad_h.mul_(scale).to(ctx.dtypes[0]) if grad_h is not None else None
         dw = grad_w.mul_(scale).to(ctx.dtypes[1]) if grad_w is not None else None
-        return dh, dw, None, None
+        return dh, dw, None, None, None
 
 
 def chunked_cross_entropy(
@@ -115,12 +133,13 @@ def chunked_cross_entropy(
     weight: torch.Tensor,
     targets: torch.Tensor,
     chunk_rows: int | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """Mean next-token CE of ``hidden @ weight.T`` (ignoring -100) in chunks of ``chunk_rows``."""
     hidden = hidden.reshape(-1, hidden.shape[-1])
     targets = targets.reshape(-1)
     rows = chunk_rows or default_chunk_rows(weight.shape[0])
-    return _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, rows)
+    return _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, rows, softcap)
 
 
 def liger_cross_entropy(
@@ -145,14 +164,15 @@ def lm_loss(
     targets: torch.Tensor,
     impl: str = "auto",
     chunk_rows: int | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of the LM head ``hidden @ weight.T`` against ``targets`` (-100 ignored).
 
     impl: ``auto`` | ``chunked`` | ``plain`` | ``liger`` (see the module docstring).
     """
-    impl = resolve_loss_impl(impl, hidden.device)
+    impl = resolve_loss_impl(impl, hidden.device, softcap)
     if impl == "plain":
-        return plain_cross_entropy(hidden, weight, targets)
+        return plain_cross_entropy(hidden, weight, targets, softcap)
     if impl == "liger":  # pragma: no cover - needs CUDA + liger-kernel
         return liger_cross_entropy(hidden, weight, targets)
-    return chunked_cross_entropy(hidden, weight, targets, chunk_rows)
+    return chunked_cross_entropy(hidden, weight, targets, chunk_rows, softcap)

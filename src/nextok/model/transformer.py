@@ -16,10 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from nextok.model import masks
 from nextok.model.config import ModelConfig
 from nextok.model.kv_cache import AttentionCache, KVCache
-from nextok.model.layers import MLP, Attention, norm_layer
-from nextok.model.loss import lm_loss
+from nextok.model.layers import MLP, Attention, UNetSkips, ValueResidual, norm_layer
+from nextok.model.loss import lm_loss, softcap_logits
 from nextok.model.moe import MoE
 from nextok.model.rope import RotaryEmbedding, on_meta_device
 
@@ -37,7 +38,11 @@ def _mlp(cfg: ModelConfig, layer_idx: int) -> nn.Module:
 
 
 class Block(nn.Module):
-    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)).
+
+    ``forward`` also returns the attention's own values (``v_first``: the first layer's, for
+    ``value_residual``).
+    """
 
     def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
         super().__init__()
@@ -47,9 +52,10 @@ class Block(nn.Module):
         self.mlp = _mlp(cfg, layer_idx)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, rope, mask, kv_cache):
-        x = x + self.drop(self.attn(self.attn_norm(x), rope, mask, kv_cache))
-        return x + self.drop(self.mlp(self.mlp_norm(x)))
+    def forward(self, x, rope, mask, kv_cache, v_first=None):
+        y, v = self.attn(self.attn_norm(x), rope, mask, kv_cache, v_first)
+        x = x + self.drop(y)
+        return x + self.drop(self.mlp(self.mlp_norm(x))), v
 
 
 class Transformer(nn.Module):
@@ -72,6 +78,7 @@ class Transformer(nn.Module):
         )
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.unet_skips = UNetSkips(config.n_layer // 2) if config.unet_skips else None
         self.norm = norm_layer(config, config.d_model)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
@@ -86,27 +93,27 @@ class Transformer(nn.Module):
 
     # ------------------------------------------------------------------ init and sizes
     def init_weights(self) -> None:
-        """GPT-2 init: N(0, std) everywhere, residual output projections scaled by 1/sqrt(2L).
+        """GPT-2 init: N(0, std) everywhere, residual output projections scaled by 1/sqrt(2L)
+        (zero with ``zero_init_proj``: each block starts as the identity).
 
         Called by the constructor, and again after materialising a meta-device model (FSDP).
         """
         std = self.config.init_std
+        proj_std = 0.0 if self.config.zero_init_proj else std / math.sqrt(2 * self.config.n_layer)
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                s = (
-                    std / math.sqrt(2 * self.config.n_layer)
-                    if getattr(module, "is_residual_proj", False)
-                    else std
-                )
+                s = proj_std if getattr(module, "is_residual_proj", False) else std
                 nn.init.normal_(module.weight, mean=0.0, std=s)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=std)
-            elif isinstance(module, (nn.RMSNorm, nn.LayerNorm, RotaryEmbedding)):
+            elif isinstance(
+                module, (nn.RMSNorm, nn.LayerNorm, RotaryEmbedding, ValueResidual, UNetSkips)
+            ):
                 module.reset_parameters()
             elif isinstance(module, MoE):  # expert banks and bias (the router is a Linear)
-                module.reset_parameters(std, std / math.sqrt(2 * self.config.n_layer))
+                module.reset_parameters(std, proj_std)
 
     def moe_layers(self) -> list[MoE]:
         return [b.mlp for b in self.blocks if isinstance(b.mlp, MoE)]
@@ -168,44 +175,21 @@ class Transformer(nn.Module):
         )
 
     # ------------------------------------------------------------------ forward
-    @staticmethod
-    def _attention_mask(
-        start: int,
-        end: int,
-        valid: torch.Tensor | None,
-        cached: bool,
-        device: torch.device,
-        window: int | None = None,
-    ) -> torch.Tensor | None:
-        """Boolean (T, S) or (B, 1, T, S) mask, or None when SDPA needs none.
-
-        None means: no cache -> ``is_causal`` kernels; one cached decode token -> sees everything.
-        ``window``: each query also sees only the last ``window`` positions (itself included);
-        a window covering the whole sequence is full attention.
-        """
-        if window is not None and window >= end:
-            window = None
-        if valid is None and window is None and (not cached or end - start == 1):
-            return None
-        q_pos = torch.arange(start, end, device=device)
-        k_pos = torch.arange(end, device=device)
-        mask = k_pos[None, :] <= q_pos[:, None]
-        if window is not None:
-            mask = mask & (k_pos[None, :] > q_pos[:, None] - window)
-        if valid is not None:
-            # padded keys are hidden; each query still sees itself so no row is all -inf (NaN)
-            mask = (mask & valid[:, None, None, :]) | (k_pos[None, :] == q_pos[:, None])
-        return mask
-
     def _positions_and_mask(
         self,
         idx: torch.Tensor,
         kv_cache: KVCache | None,
         attention_mask: torch.Tensor | None,
         positions: torch.Tensor | None,
+        doc_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Positions of the new tokens and the attention mask (None: SDPA needs none)."""
         T = idx.shape[1]
+        if doc_ids is not None and (kv_cache is not None or doc_ids.shape != idx.shape):
+            raise ValueError(
+                "doc_ids (document masking) needs a full forward without a KV cache and the "
+                f"shape of idx {tuple(idx.shape)}, got {tuple(doc_ids.shape)}"
+            )
         start = kv_cache.seq_len if kv_cache is not None else 0
         end = start + T
         limit = kv_cache.max_seq_len if kv_cache is not None else self.config.block_size
@@ -225,13 +209,16 @@ class Transformer(nn.Module):
                 positions = torch.arange(start, end, device=idx.device)
 
         cached = kv_cache is not None
-        mask = self._attention_mask(start, end, valid, cached, idx.device)
+        mask = masks.attention_mask(start, end, valid, cached, idx.device)
         window = self.config.sliding_window
         window_mask = (
-            self._attention_mask(start, end, valid, cached, idx.device, window)
+            masks.attention_mask(start, end, valid, cached, idx.device, window)
             if window is not None
             else None
         )
+        if doc_ids is not None:
+            mask = masks.within_documents(mask, doc_ids)
+            window_mask = masks.within_documents(window_mask, doc_ids) if window else None
         return positions, mask, window_mask
 
     def forward(
@@ -243,6 +230,7 @@ class Transformer(nn.Module):
         attention_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
         last_only: bool = False,
+        doc_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Return ``(logits, loss)``; ``loss`` is the mean cross-entropy when ``targets`` is given.
 
@@ -255,15 +243,20 @@ class Transformer(nn.Module):
         positions: explicit (T,) or (B, T) positions. last_only: LM head on the last position
         only (prefill/decode need nothing else). An :class:`AttentionCache` (B = 1: several
         sequences' new tokens end to end) supplies positions, masking and ``logit_index`` itself.
+        doc_ids: (B, T) document of each position (:func:`~nextok.model.masks.document_ids`):
+        attention stays inside a document (``model.doc_mask`` runs pass them for packed training
+        blocks); None: the whole sequence is one document, as for generation.
         """
         B, T = idx.shape
         external = isinstance(kv_cache, AttentionCache)
         c = self.config
         if external:  # the cache lays out the sequences, their positions and masking
+            if doc_ids is not None:
+                raise ValueError("doc_ids (document masking) is for full forwards, not the cache")
             positions, mask, window_mask = kv_cache.positions, None, None
         else:
             positions, mask, window_mask = self._positions_and_mask(
-                idx, kv_cache, attention_mask, positions
+                idx, kv_cache, attention_mask, positions, doc_ids
             )
         x = self.tok_emb(idx)
         if self.pos_emb is not None:
@@ -271,12 +264,22 @@ class Transformer(nn.Module):
         x = self.drop(x)
         rope = self.rope(positions) if self.rope is not None else None
 
+        v_first = None
+        skips = []  # U-net: the first half's block outputs, for their mirror blocks
+        n_skip = len(self.unet_skips.weight) if self.unet_skips is not None else 0
         for i, block in enumerate(self.blocks):
             m = window_mask if c.slides(i) else mask
+            mirror = c.n_layer - 1 - i
+            if mirror < n_skip:
+                x = x + self.unet_skips.weight[mirror].to(x.dtype) * skips[mirror]
             if self.activation_checkpointing and self.training:
-                x = checkpoint(block, x, rope, m, kv_cache, use_reentrant=False)
+                x, v = checkpoint(block, x, rope, m, kv_cache, v_first, use_reentrant=False)
             else:
-                x = block(x, rope, m, kv_cache)
+                x, v = block(x, rope, m, kv_cache, v_first)
+            if i == 0 and c.value_residual:
+                v_first = v
+            if i < n_skip:
+                skips.append(x)
         if isinstance(kv_cache, KVCache):
             kv_cache.seq_len += T
 
@@ -287,9 +290,14 @@ class Transformer(nn.Module):
             x = x[:, -1:, :]
         if targets is not None and self.loss_impl != "plain" and self.lm_head.bias is None:
             return None, lm_loss(
-                x, self.lm_head.weight, targets, self.loss_impl, self.loss_chunk_rows
+                x,
+                self.lm_head.weight,
+                targets,
+                self.loss_impl,
+                self.loss_chunk_rows,
+                c.logit_softcap,
             )
-        logits = self.lm_head(x)
+        logits = softcap_logits(self.lm_head(x), c.logit_softcap)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(

@@ -117,6 +117,12 @@ class SpecialTokens:
     def bos_id(self, tok: Tokenizer) -> int | None:
         return _token_id(tok, self.bos, "bos") if self.add_bos else None
 
+    def doc_start_id(self, tok: Tokenizer) -> int:
+        """The token that opens a document in packed blocks (``[bos] doc <eos> [bos] doc ...``):
+        the BOS when prepended, else the EOS that ends the previous document."""
+        bos = self.bos_id(tok)
+        return self.eos_id(tok) if bos is None else bos
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

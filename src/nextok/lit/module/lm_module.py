@@ -30,7 +30,7 @@ from nextok.lit.module.model_setup import ModelSetup
 from nextok.lit.module.moe_monitor import MoEMonitor
 from nextok.lit.module.validation import ValidationHooks
 from nextok.metrics import LossTally
-from nextok.model import ModelConfig, Transformer
+from nextok.model import ModelConfig, Transformer, document_ids
 from nextok.model.loss import LOSS_IMPLS
 from nextok.optim import (
     AdamWConfig,
@@ -177,6 +177,7 @@ class LMModule(ModelSetup, ValidationHooks, CheckpointHooks, L.LightningModule):
         self._token_bytes: torch.Tensor | None = None
         # what validation covers, printed with each val/loss ("a fixed subset of ...", set by the app)
         self.val_scope = val_scope
+        self._doc_start: int | None = None  # model.doc_mask: the token that opens a document
 
     # ------------------------------------------------------------------ training
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -206,9 +207,19 @@ class LMModule(ModelSetup, ValidationHooks, CheckpointHooks, L.LightningModule):
             return torch.float16
         return torch.float32
 
+    def doc_ids(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Document ids of packed blocks ``x`` for ``model.doc_mask`` (None when it is off)."""
+        if not self.model_config.doc_mask:
+            return None
+        if self._doc_start is None:
+            if self.tokenizer is None or self.special_tokens is None:
+                raise ValueError("model.doc_mask needs the run's tokenizer and special tokens")
+            self._doc_start = self.special_tokens.doc_start_id(self.tokenizer)
+        return document_ids(x, self._doc_start)
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         x, y = batch
-        _, loss = self.model(x, y)
+        _, loss = self.model(x, y, doc_ids=self.doc_ids(x))
         ce = loss  # logged as train/loss; the MoE auxiliary losses are logged apart
         if self.moe is not None:
             loss = loss + self.moe.loss(

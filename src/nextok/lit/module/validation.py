@@ -31,7 +31,7 @@ class ValidationHooks:
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch[0], batch[1]
-        _, loss = self.model(x, y)
+        _, loss = self.model(x, y, doc_ids=self.doc_ids(x))
         self._val.add(dataloader_idx, loss, y)
 
     def on_validation_epoch_end(self) -> None:
