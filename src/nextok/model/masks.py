@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 
-def attention_mask(
+def causal_mask(
     start: int,
     end: int,
     valid: torch.Tensor | None,

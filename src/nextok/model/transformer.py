@@ -16,11 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from nextok.model import masks
 from nextok.model.config import ModelConfig
 from nextok.model.kv_cache import AttentionCache, KVCache
 from nextok.model.layers import MLP, Attention, UNetSkips, ValueResidual, norm_layer
 from nextok.model.loss import lm_loss, softcap_logits
+from nextok.model.masks import causal_mask, within_documents
 from nextok.model.moe import MoE
 from nextok.model.rope import RotaryEmbedding, on_meta_device
 
@@ -209,16 +209,16 @@ class Transformer(nn.Module):
                 positions = torch.arange(start, end, device=idx.device)
 
         cached = kv_cache is not None
-        mask = masks.attention_mask(start, end, valid, cached, idx.device)
+        mask = causal_mask(start, end, valid, cached, idx.device)
         window = self.config.sliding_window
         window_mask = (
-            masks.attention_mask(start, end, valid, cached, idx.device, window)
+            causal_mask(start, end, valid, cached, idx.device, window)
             if window is not None
             else None
         )
         if doc_ids is not None:
-            mask = masks.within_documents(mask, doc_ids)
-            window_mask = masks.within_documents(window_mask, doc_ids) if window else None
+            mask = within_documents(mask, doc_ids)
+            window_mask = within_documents(window_mask, doc_ids) if window else None
         return positions, mask, window_mask
 
     def forward(
