@@ -126,6 +126,7 @@ def test_init_from_lr0_then_export_gives_back_the_original(tmp_path, hf_dir):
         tmp_path,
         hf_dir,
         run_dir,
+        "optim=adamw",  # the default run's Muon refuses lr 0
         "optim.lr=0",
         "schedule.warmup_steps=0",
         "schedule.min_lr=0",
@@ -247,6 +248,7 @@ def test_init_from_distributed_keeps_the_weights(tmp_path, hf_dir, trainer):
         hf_dir,
         run_dir,
         *trainer,
+        "optim=adamw",  # the default run's Muon refuses lr 0
         "optim.lr=0",
         "schedule.warmup_steps=0",
         "schedule.min_lr=0",
