@@ -24,6 +24,11 @@ tokens alive then; the static cache's (batch x longest) allocation vs its peak t
     python benchmarks/serve.py --requests 16 --max-len 128
     python benchmarks/serve.py --threads 1 --modes static engine --repeats 3
     python benchmarks/serve.py --set d_model=512 n_layer=8 n_head=8 --modes static engine hf
+    python benchmarks/serve.py --threads 1 --modes static engine --profile   # where steps go
+
+``--profile`` runs each of static and engine once more under ``torch.profiler`` and prints the
+operators that take the most time; the "work" line counts what static batching computes
+(padded prompts, every row until the longest output) against what the workload needs.
 """
 
 from __future__ import annotations
@@ -146,6 +151,27 @@ def engine_run(model, work, args) -> tuple[dict, Engine]:
     return summarize("engine", seconds, [stamps[i] for i in ids], kv, alive_at_peak * bpt), engine
 
 
+def padding_waste(work) -> str:
+    """What static batching computes over what the workload needs: prompt tokens (every prompt
+    padded to the longest) and decode rows (every row runs to the longest output)."""
+    n, p_max, o_max = len(work), max(len(p) for p, _ in work), max(o for _, o in work)
+    prompt, out = sum(len(p) for p, _ in work), sum(o for _, o in work)
+    return (
+        f"work: static batching computes {n * p_max / prompt:.2f}x the prompt tokens and "
+        f"{n * o_max / out:.2f}x the decode rows this workload needs"
+    )
+
+
+def profile(name: str, run) -> None:
+    """The operators that take the most self time over one run of ``run``."""
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile() as prof:
+        run()
+    print(f"profile of {name}:")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
 def export(model, folder: str):
     """The model as a ``transformers`` model (through a Hugging Face folder), fp32, eval."""
     from transformers import AutoModelForCausalLM
@@ -248,6 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--modes", nargs="+", default=["one-by-one", "static", "engine"])
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--repeats", type=int, default=1, help="interleaved runs; the fastest is kept")
+    p.add_argument("--profile", action="store_true", help="static and engine under torch.profiler")
     args = p.parse_args(argv)
     print(
         "command: python "
@@ -267,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{cfg.block_size}; cpu fp32, {torch.get_num_threads()} threads; {len(work)} requests, "
         f"prompt {sum(len(p) for p, _ in work)} / output {sum(n for _, n in work)} tokens"
     )
+    print(padding_waste(work))
     bpt = 2 * cfg.n_layer * cfg.n_kv_head * cfg.head_dim * 4
     best: dict[str, dict] = {}
     hf = None
@@ -295,6 +323,9 @@ def main(argv: list[str] | None = None) -> None:
             keep(hf_batched(hf, work))
         if "hf-cb" in args.modes:
             keep(hf_continuous(hf, work, args))
+    if args.profile:
+        profile("static batch", lambda: static(model, work, bpt))
+        profile("engine", lambda: engine_run(model, work, args))
     rows = list(best.values())
     print(
         "| mode | output tok/s | TTFT p50 / p99 (s) | per-token p50 / p99 (ms) | peak KV MiB (x tokens alive) |"
