@@ -32,7 +32,8 @@ import torch
 from fast_decode import copy_bandwidth  # benchmarks/ is on sys.path when run as a script
 
 from nextok.checkpoint import load_checkpoint
-from nextok.data.sources import _is_val_doc, stdlib_files
+from nextok.data.sources import stdlib_files
+from nextok.data.sources.split import _is_val_doc
 from nextok.generation import (
     DraftModel,
     PromptLookup,
