@@ -172,3 +172,26 @@ def test_serve_builds_a_prompt_lookup_engine(tmp_path):
     proposer = build(cfg).worker.engine.proposer
     assert isinstance(proposer, PromptLookup)
     assert (proposer.num_speculative_tokens, proposer.max_ngram) == (5, 3)
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(sliding_window=4)])
+def test_same_length_chunks_attend_in_one_group(make_model, overrides):
+    """Verification chunks (several tokens continuing a sequence) of the same length share one
+    SDPA call with a causal mask per row: every position's logits equal the full forward's."""
+    from nextok.serving.paged_cache import PagedKVCache
+
+    model = make_model(**overrides)
+    seqs = [[(5 * j + s) % 97 for j in range(n)] for s, n in ((1, 16), (2, 17), (3, 20))]
+    cache = PagedKVCache(model.config, 40, 4)
+    with torch.no_grad():
+        for i, s in enumerate(seqs):  # everything but the last 3 tokens
+            cache.grow(i, len(s) - 3)
+            model(torch.tensor([s[:-3]]), kv_cache=cache.step([(i, len(s) - 3)]))
+        for i, s in enumerate(seqs):
+            cache.grow(i, len(s))
+        step = cache.step([(i, 3) for i in range(3)])
+        assert [g.size for g in step._groups] == [3]
+        got = model(torch.tensor([sum((s[-3:] for s in seqs), [])]), kv_cache=step)[0][0]
+        for i, s in enumerate(seqs):
+            want = model(torch.tensor([s]))[0][0, -3:]
+            torch.testing.assert_close(got[3 * i : 3 * i + 3], want, rtol=1e-4, atol=1e-4)
