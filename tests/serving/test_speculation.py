@@ -108,7 +108,7 @@ def test_max_new_tokens_stops_and_eos_exact(make_model, tokenizer):
     assert results[True][0][12:] == free
 
 
-@pytest.mark.slow  # ~35 s on a loaded 2-core machine: 6,000 one-sequence attention groups
+@pytest.mark.slow  # 16-35 s on the loaded 2-core machine: 6,000 requests through the engine
 def test_sampled_output_has_the_target_distribution(make_model):
     """6,000 requests, the first 3 tokens of each (vocab 8: 512 cells) against the exact joint."""
     target = make_model(vocab_size=8)
