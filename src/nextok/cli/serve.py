@@ -50,6 +50,23 @@ def chat_template(cfg: DictConfig) -> str | None:
     return None
 
 
+def speculation(cfg: DictConfig):
+    """The engine's proposer from ``draft`` / ``num_speculative_tokens`` /
+    ``prompt_lookup_max_ngram``: None, or a :class:`~nextok.generation.PromptLookup`. A draft
+    model is refused: its guesses would need a second paged KV cache inside the engine."""
+    from nextok.cli.draft import PROMPT_LOOKUP, make_proposer
+
+    draft = cfg.get("draft")
+    if draft is None or str(draft) == "":
+        return None
+    if str(draft) != PROMPT_LOOKUP:
+        raise CliError(
+            f"draft={draft}: nextok-serve speculates with draft={PROMPT_LOOKUP} only (a draft "
+            "model would need its own paged KV cache in the engine; use it with nextok-generate)"
+        )
+    return make_proposer(cfg, None, None, None, None)
+
+
 def build(cfg: DictConfig):
     """The :class:`~nextok.serving.api.Served` model (its worker not started yet)."""
     from nextok.checkpoint import load_checkpoint
@@ -61,6 +78,7 @@ def build(cfg: DictConfig):
 
     if not cfg.ckpt:
         raise CliError("ckpt=PATH is required (a nextok-train .ckpt or a Hugging Face folder)")
+    proposer = speculation(cfg)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     try:
@@ -85,6 +103,7 @@ def build(cfg: DictConfig):
             tokenizer=tok,
             eos_id=tok.token_to_id(special.eos) if special.eos else None,
             vocab_limit=tok.get_vocab_size(),
+            proposer=proposer,
             **{k: cfg[k] for k in ENGINE_KEYS},
         )
     except ValueError as err:
@@ -121,6 +140,8 @@ def run(cfg: DictConfig) -> None:
     )
     served.worker.start()
     auth = "bearer auth on" if served.api_key else "no auth"
+    if engine.proposer is not None:
+        auth += f"; draft={cfg.draft} k={engine.proposer.num_speculative_tokens}"
     if str(cfg.host) not in ("127.0.0.1", "localhost", "::1") and not served.api_key:
         print(f"nextok-serve: warning: serving {cfg.host} without api_key", file=sys.stderr)
     print(
@@ -135,6 +156,10 @@ def run(cfg: DictConfig) -> None:
         server.run()  # returns after SIGTERM/SIGINT once the requests in flight are answered
     finally:
         served.worker.stop()
+    if engine.proposer is not None:
+        from nextok.cli.draft import acceptance_note
+
+        print(f"nextok-serve: {acceptance_note(cfg.draft, engine.proposer)}", file=sys.stderr)
     print("nextok-serve: stopped", file=sys.stderr, flush=True)
 
 

@@ -11,6 +11,12 @@ refused when it is added, so nothing is ever truncated.
 All rows of a step are sampled in one call (:func:`nextok.serving.sampling.sample_rows`), each
 with its request's own ``SamplingParams`` and seeded generator: a request's draws never depend
 on its batch companions.
+
+Speculative decoding (``proposer=PromptLookup(k, n)``): the step budget left after every decode
+and prefill goes to guesses: a decoding sequence whose text so far repeats an n-gram feeds its
+next token plus up to k looked-up tokens as one chunk, :func:`nextok.generation.verify` keeps a
+prefix of them by the rejection rule (greedy: while they equal the argmax), and the cache is
+truncated to the kept tokens. Such a step yields one :class:`Output` per new token.
 """
 
 from __future__ import annotations
@@ -24,8 +30,17 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from nextok.generation import SamplingParams, TextStream, check_fits, make_generator
+from nextok.generation import (
+    PromptLookup,
+    Proposal,
+    SamplingParams,
+    TextStream,
+    check_fits,
+    make_generator,
+    verify,
+)
 from nextok.generation.loop import ends_with
+from nextok.generation.proposers import lookup
 from nextok.serving.paged_cache import PagedKVCache, blocks_for_mb
 from nextok.serving.sampling import sample_rows
 
@@ -86,6 +101,7 @@ class _Seq:
         self.n_prompt = len(self.tokens)
         self.generated: list[int] = []
         self.computed = 0  # tokens whose keys/values are in the cache
+        self.draft: list[int] = []  # tokens guessed for this step (speculative decoding)
         self.generator = make_generator(req.seed, engine.device)
         self.seen = None
         if req.sampling.repetition_penalty != 1.0:
@@ -108,6 +124,8 @@ class Engine:
     ``kv_cache_mb`` MiB (default: room for ``max_running`` full-length sequences).
     ``prefix_sharing``: a prompt starting with full blocks another sequence has computed
     holds those blocks instead of computing them again.
+    ``proposer``: a :class:`~nextok.generation.PromptLookup` spends the step budget left after
+    decodes and prefills on guessed tokens (speculative decoding; its ``stats`` count them).
     ``add``/``cancel`` may be called from any thread; ``step`` from one thread at a time.
     """
 
@@ -124,6 +142,7 @@ class Engine:
         eos_id: int | None = None,
         vocab_limit: int | None = None,
         prefix_sharing: bool = True,
+        proposer: PromptLookup | None = None,
     ) -> None:
         if kv_blocks is not None and kv_cache_mb is not None:
             raise ValueError("give kv_blocks or kv_cache_mb, not both")
@@ -135,6 +154,12 @@ class Engine:
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if proposer is not None and not isinstance(proposer, PromptLookup):
+            raise ValueError(
+                "the serving engine speculates with PromptLookup (draft=prompt_lookup) only, "
+                f"got {type(proposer).__name__}"
+            )
+        self.proposer = proposer
         self.model = model.eval()
         c = model.config
         w = model.lm_head.weight
@@ -219,6 +244,7 @@ class Engine:
     def _preempt(self, victim: _Seq, plan: dict[int, int]) -> None:
         self.cache.free(victim.id)
         victim.computed = 0
+        victim.draft = []
         if victim.prompt_logprobs is not None:  # recomputed from the start
             victim.prompt_logprobs = [(None, {})]
         self.running.remove(victim)
@@ -265,7 +291,30 @@ class Engine:
             cache.grow(seq.id, seq.computed + n)
             plan[seq.id] = n
             budget -= n
+        if self.proposer is not None:  # what is left of the budget: guesses for the decodes
+            for seq in self.running:
+                if budget == 0:
+                    break
+                if plan.get(seq.id) == 1 and seq.pending == 1:
+                    seq.draft = self._propose(seq, budget)
+                    if seq.draft:
+                        cache.grow(seq.id, seq.computed + 1 + len(seq.draft))
+                        plan[seq.id] += len(seq.draft)
+                        budget -= len(seq.draft)
         return plan
+
+    def _propose(self, seq: _Seq, budget: int) -> list[int]:
+        """Up to k tokens looked up in ``seq``'s text so far, within ``budget``, its
+        ``max_new_tokens`` (the verified step adds one more) and the free blocks. Requests
+        with a repetition penalty or scoring their prompt are not guessed for."""
+        req, proposer = seq.req, self.proposer
+        if req.sampling.repetition_penalty != 1.0 or seq.prompt_logprobs is not None:
+            return []
+        k = min(proposer.num_speculative_tokens, req.max_new_tokens - len(seq.generated) - 1)
+        if min(k, budget) < 1:
+            return []
+        draft = lookup(torch.tensor(seq.tokens), min(k, budget), proposer.max_ngram).tolist()
+        return draft[: max(0, self._fit(seq, 1 + len(draft)) - 1)]
 
     def _shared_prefix(self, seq: _Seq) -> list[int]:
         """Registered blocks holding ``seq``'s leading full blocks; its last token is always
@@ -307,9 +356,9 @@ class Engine:
         for seq in seqs:
             n = plan[seq.id]
             start = len(ids)
-            ids += seq.tokens[seq.computed : seq.computed + n]
+            ids += seq.tokens[seq.computed : seq.computed + n - len(seq.draft)] + seq.draft
             want = range(start, start + n)
-            if seq.prompt_logprobs is None:  # logits for the next token only
+            if seq.prompt_logprobs is None and not seq.draft:  # logits for the next token only
                 want = want[-1:] if seq.computed + n == len(seq.tokens) else range(0)
             rows[seq.id] = list(range(len(logit_index), len(logit_index) + len(want)))
             logit_index += want
@@ -326,6 +375,9 @@ class Engine:
         for seq in seqs:
             n = plan[seq.id]
             seq_rows = rows[seq.id]
+            if seq.draft:
+                stepped += [(seq, out) for out in self._verify(seq, logits[seq_rows])]
+                continue
             first = seq.computed
             seq.computed += n
             if self.prefix_sharing:
@@ -349,12 +401,33 @@ class Engine:
             ).tolist()
             for (seq, r, out), tok in zip(to_sample, picked):
                 self._accept(seq, logits[r], out, tok)
-        for seq, out in stepped:
+        for seq, out in stepped:  # a sequence that speculated has an output per new token
             if out.finished:
                 self._finish(seq)
             if out.finished or out.token is not None or out.prompt_logprobs is not None:
                 outputs.append(out)
         return outputs
+
+    def _verify(self, seq: _Seq, logits: torch.Tensor) -> list[Output]:
+        """Keep the prefix of ``seq.draft`` the rejection rule accepts (``logits``: the target's
+        rows after the fed token and each guess) plus the next token; truncate the cache to the
+        kept tokens. One :class:`Output` per new token, up to the first that ends ``seq``."""
+        draft, seq.draft = seq.draft, []
+        d = torch.tensor([draft], device=self.device)
+        lengths = torch.tensor([len(draft)], device=self.device)
+        accepted, nxt = verify(logits[None], Proposal(d, lengths), seq.req.sampling, seq.generator)
+        kept = int(accepted[0])
+        self.proposer.stats["proposed"] += len(draft)
+        self.proposer.stats["accepted"] += kept
+        seq.computed += 1 + kept
+        self.cache.truncate(seq.id, seq.computed)
+        outs = []
+        for j, tok in enumerate([*draft[:kept], int(nxt[0])]):
+            outs.append(Output(seq.id))
+            self._accept(seq, logits[j], outs[-1], tok)
+            if outs[-1].finished:
+                break
+        return outs
 
     def _prompt_logprobs(self, seq: _Seq, logits: torch.Tensor, first: int, out: Output) -> None:
         """Log-probabilities of the prompt tokens after positions first.. (rows of ``logits``)."""

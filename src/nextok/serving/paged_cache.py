@@ -180,9 +180,10 @@ GROUP_SLACK = 1.5
 
 class _Group:
     """Queries attended in one SDPA call: one-token decodes of similar lengths (keys padded to
-    the longest, masked), or one prefill chunk alone. Index tensors and the additive masks (full
-    attention, and the sliding window's when the model has one) are built once per step and
-    shared by every layer."""
+    the longest, masked), chunks of the same length continuing sequences of similar lengths
+    (speculative verification, later prefill chunks), or one chunk that starts a prompt alone.
+    Index tensors and the additive masks (full attention, and the sliding window's when the
+    model has one) are built once per step and shared by every layer."""
 
     def __init__(self, members, table, starts, counts, offsets, bs, device, window) -> None:
         G, tq = len(members), counts[members[0]]
@@ -195,9 +196,18 @@ class _Group:
         self.blocks = None
         if not self.direct:
             self.blocks = table[members, : self.n_blocks].flatten()
-        self.mask = self.window_mask = None
+        self.mask = self.window_mask = self.tokens = None
         k_pos = torch.arange(self.s_max)
-        if tq == 1:  # decodes: key j is seen while j < end
+        if tq > 1 and G > 1:  # chunks of tq tokens: causal from each member's start
+            tokens = [offsets[i] + j for i in members for j in range(tq)]
+            self.tokens = torch.tensor(tokens, device=device)
+            first = torch.tensor([starts[i] for i in members])[:, None, None]
+            q_pos = first + torch.arange(tq)[None, :, None]  # (G, tq, 1)
+            seen = k_pos[None, None, :] <= q_pos
+            self.mask = _additive(seen[:, None], device)
+            if window is not None:
+                self.window_mask = _additive((seen & (k_pos > q_pos - window))[:, None], device)
+        elif tq == 1:  # decodes: key j is seen while j < end
             self.tokens = torch.tensor([offsets[i] for i in members], device=device)
             end = torch.tensor(ends)[:, None]
             if min(ends) != self.s_max:
@@ -227,6 +237,10 @@ class _Group:
         if self.tq == 1:  # the query heads sharing a KV head become its query rows
             queries = q.index_select(0, self.tokens).view(self.size, kv_heads, -1, head_dim)
             gqa = False
+        elif self.tokens is not None:
+            queries = q.index_select(0, self.tokens).view(self.size, self.tq, n_head, head_dim)
+            queries = queries.transpose(1, 2)
+            gqa = n_head != kv_heads
         else:
             queries = q[self.offset : self.offset + self.tq].transpose(0, 1)[None]
             gqa = n_head != kv_heads
@@ -241,6 +255,8 @@ class _Group:
         )
         if self.tq == 1:
             return y.reshape(self.size, n_head, head_dim)
+        if self.tokens is not None:
+            return y.transpose(1, 2).reshape(self.size * self.tq, n_head, head_dim)
         return y[0].transpose(0, 1)
 
 
@@ -281,11 +297,17 @@ class PagedStep(AttentionCache):
         positions = torch.tensor(starts)[owner] + torch.arange(n_tokens) - first[owner]
         slots = table[owner, positions // bs] * bs + positions % bs
         offsets = first.tolist()
-        decodes = sorted((i for i, n in enumerate(counts) if n == 1), key=lambda i: ends[i])
-        groups = [[i] for i, n in enumerate(counts) if n > 1]
-        for i in decodes:  # decodes of similar lengths together: little padding to gather
+        groups = [[i] for i, n in enumerate(counts) if n > 1 and starts[i] == 0]
+        rest = (i for i, n in enumerate(counts) if n == 1 or starts[i] > 0)
+        for i in sorted(rest, key=lambda i: (counts[i], ends[i])):
+            # same-length queries of similar lengths together: little padding to gather
             last = groups[-1] if groups else None
-            if last and counts[last[0]] == 1 and ends[i] <= GROUP_SLACK * ends[last[0]]:
+            if (
+                last
+                and counts[last[0]] == counts[i]
+                and (counts[i] == 1 or starts[last[0]] > 0)  # a prompt's first chunk: alone
+                and ends[i] <= GROUP_SLACK * ends[last[0]]
+            ):
                 last.append(i)
             else:
                 groups.append([i])
@@ -320,7 +342,7 @@ class PagedStep(AttentionCache):
                 part = gathered[at : at + len(g.blocks)]
                 at += len(g.blocks)
             out = g.attend(q, part, new_kv, sliding)
-            if g.tq == 1:
+            if g.tokens is not None:
                 y.index_copy_(0, g.tokens, out)
             else:
                 y[g.offset : g.offset + g.tq] = out
