@@ -24,7 +24,7 @@ GLOBAL_BATCH = 4  # sequences per optimizer step, on every world size
 TOL = 1e-5
 
 
-def _common(corpus: Path, run_dir: Path, tokenizer: Path | None) -> list[str]:
+def _common(corpus: Path, run_dir: Path, tokenizer: Path | None, optim: str = "adamw") -> list[str]:
     return [
         f"hydra.run.dir={run_dir}",
         *TINY_MODEL,
@@ -35,6 +35,7 @@ def _common(corpus: Path, run_dir: Path, tokenizer: Path | None) -> list[str]:
         # no warm-up and a large lr: a few steps move the loss far beyond the tolerance
         "schedule=constant",
         "schedule.warmup_steps=0",
+        f"optim={optim}",
         "optim.lr=0.01",
     ]
 
@@ -182,15 +183,20 @@ def test_tensor_parallel_two_processes_match_single(tmp_path, corpus, single):
 def test_tensor_parallel_with_muon_matches_single(tmp_path, corpus):
     """optim=muon with tensor parallel size 2 (matrices split by rows or columns, fused weights
     strided): every rank all-gathers each update for Newton-Schulz and keeps its part."""
-    muon = ["optim=muon", "optim.lr=0.02", f"trainer.max_steps={K}"]
+    muon = ["optim.lr=0.02", f"trainer.max_steps={K}"]
     single = tmp_path / "single"
     run_train(
-        [*_common(corpus, single, None), *muon, "trainer=cpu", f"data.batch_size={GLOBAL_BATCH}"]
+        [
+            *_common(corpus, single, None, "muon"),
+            *muon,
+            "trainer=cpu",
+            f"data.batch_size={GLOBAL_BATCH}",
+        ]
     )
     tp = tmp_path / "tp"
     run_train(
         [
-            *_common(corpus, tp, single / "tokenizer.json"),
+            *_common(corpus, tp, single / "tokenizer.json", "muon"),
             *muon,
             "trainer=fsdp_cpu",
             "trainer.strategy.tensor_parallel_size=2",

@@ -28,7 +28,7 @@ def _cfg(*overrides: str):
         ),
         ("model.d_model=30", "model.d_model (30) must be divisible by model.n_head (4)"),
         # values the optimizer config's own checks refuse, before any data work
-        ("optim.betas=[0.9,1.5]", "optim: optim.betas must be two numbers in [0, 1)"),
+        ("optim=adamw optim.betas=[0.9,1.5]", "optim: optim.betas must be two numbers in [0, 1)"),
         (
             "optim=muon optim.ns_dtype=fp16",
             "optim: optim.ns_dtype must be auto, bfloat16 or float32",
@@ -115,7 +115,7 @@ def test_moved_optim_targets_still_work(capsys, node, old, new):
 
     from nextok.lit.lightning_private import locate
 
-    extra = ("optim=muon",) if "Muon" in old else ()
+    extra = ("optim=muon",) if "Muon" in old else ("optim=adamw",)
     cfg = _cfg(*extra, f"{node}._target_={old}")
     checked = check_config(cfg)
     assert cfg[node]._target_ == old
