@@ -47,3 +47,15 @@ def test_compiled_quantized_decode_matches_eager(make_model, mode):
     assert generate(model, PROMPTS, 16, GREEDY, decode_step=step) == generate(
         model, PROMPTS, 16, GREEDY
     )
+
+
+def test_inductor_compile_of_a_w8a8_model_is_refused_by_the_api(make_model):
+    """The refusal lives in compile_decode_step, so the Python API gets it as the CLI does."""
+    if importlib.util.find_spec("torchao") is None:
+        pytest.skip("needs torchao")
+    from nextok.generation import quantize_model
+
+    model = quantize_model(make_model(vocab_size=128), "w8a8")
+    with pytest.raises(ValueError, match="^quantize=w8a8 with compile=true is refused"):
+        compile_decode_step(model)
+    compile_decode_step(quantize_model(make_model(vocab_size=128), "int8"))  # only w8a8

@@ -36,7 +36,13 @@ def compile_decode_step(model: Transformer, **compile_kwargs) -> Callable:
     """``torch.compile`` the model for the one-token decode steps (the prefill stays eager).
 
     ``dynamic=True`` keeps one graph for every cache length instead of recompiling per step.
+    A quantization whose inductor-compiled step is known to be wrong is refused
+    (:func:`~nextok.generation.quantize.check_compile`).
     """
+    from nextok.generation.quantize import check_compile
+
+    inductor = compile_kwargs.get("backend", "inductor") == "inductor"
+    check_compile(getattr(model, "quantize_mode", None), inductor)
     compile_kwargs.setdefault("dynamic", True)
     return torch.compile(model, **compile_kwargs)
 

@@ -192,6 +192,7 @@ def quantize_model(
     model.train(was_training)
     if hasattr(model, "loss_impl"):  # the fused/chunked losses multiply by the raw weight matrix
         model.loss_impl = "plain"
+    model.quantize_mode = mode  # read by compile_decode_step (check_compile)
     return model
 
 
