@@ -8,6 +8,10 @@ measured in the same process with the variants interleaved, and the achieved ban
 read per step / step time) next to the copy bandwidth measured here (a large tensor copy,
 read + write bytes / time: the machine's practical limit).
 
+``int8pack`` rows are a reference, not a ``quantize=`` mode: the ``int8`` model with each linear
+calling PyTorch's CPU int8 kernel ``aten._weight_int8pack_mm`` directly
+(``benchmarks/int8_kernels.py``), which no torchao 0.18 configuration reaches in eager mode.
+
 ``--generate N`` adds the compile question: wall time of one N-token greedy generation from a
 cold start, eager vs compiled, the compiled one including its compilation (a fresh, empty
 inductor cache).
@@ -29,6 +33,7 @@ import tempfile
 import time
 
 import torch
+from int8_kernels import use_int8pack  # benchmarks/ is on sys.path when run as a script
 
 from nextok.generation import SamplingParams, compile_decode_step, generate, stream
 from nextok.generation.quantize import (
@@ -55,6 +60,8 @@ VARIANTS = (
     "int4+bf16",
     "plain+bf16+compiled",
     "int8+bf16+compiled",
+    "int8pack",
+    "int8pack+bf16",
 )
 
 
@@ -100,14 +107,20 @@ torch._dynamo.config.recompile_limit = 64
 
 def variant(model: Transformer, name: str):
     """(model, decode_step, seconds spent preparing it) for a variant such as ``int8+compiled``
-    (``+bf16``: a bf16 copy of the model, next to the others' ``--dtype``)."""
+    (``+bf16``: a bf16 copy of the model, next to the others' ``--dtype``; ``int8pack``: the
+    ``int8`` model's linears calling ``aten._weight_int8pack_mm`` directly, a hand-written
+    reference, not torchao's API)."""
     t = time.perf_counter()
     parts = name.split("+")
     quant = next((q for q in parts if q in QUANTIZE_MODES), None)
+    if "int8pack" in parts:
+        quant = "int8"
     if "bf16" in parts:
         model = copy.deepcopy(model).to(torch.bfloat16)
     if quant:
         model = quantize_model(model if "bf16" in parts else copy.deepcopy(model), quant)
+    if "int8pack" in parts:
+        use_int8pack(model)
     step = None
     if "compiled" in parts:
         from torch._dynamo.utils import counters
@@ -168,62 +181,6 @@ def speed_table(args, preset: str, bandwidth: list[float]) -> None:
             )
 
 
-def int8_kernels(rounds: int = 20, k: int = 768, n: int = 3072, copies: int = 16) -> None:
-    """One (k -> n) linear at batch 1: fp32, torchao int8 (what ``quantize=int8`` runs), torchao
-    w8a8 (``quantize=w8a8``: activations quantized, then ``aten._int_mm``), the bare
-    ``aten._int_mm`` in its s8s8 and u8s8 forms, ``aten._weight_int8pack_mm`` with fp32 and bf16
-    activations, bf16. Each call takes the next
-    of ``copies`` weight sets (150 MB in fp32), so weights come from memory, not a cache, as in
-    decoding; medians of interleaved rounds."""
-    torch.manual_seed(0)
-    ws = [torch.randn(n, k) * 0.02 for _ in range(copies)]
-
-    def quantized(w: torch.Tensor, mode: str) -> torch.Tensor:
-        lin = torch.nn.Sequential(torch.nn.Linear(k, n, bias=False)).requires_grad_(False)
-        lin[0].weight.copy_(w)
-        return quantize_model(lin, mode)[0].weight
-
-    qs = [quantized(w, "int8") for w in ws]
-    dyn = [quantized(w, "w8a8") for w in ws]
-    packed = [(q.qdata, q.scale.flatten(), q.scale.flatten().bfloat16()) for q in qs]
-    wbs = [w.bfloat16() for w in ws]
-    x = torch.randn(1, k)
-    xb = x.bfloat16()
-    xs8 = torch.randint(-127, 128, (1, k), dtype=torch.int8)
-    xu8 = (xs8.int() + 128).to(torch.uint8)  # u8s8: oneDNN's VNNI form (torchao's without AMX)
-    F = torch.nn.functional
-    int8pack = torch.ops.aten._weight_int8pack_mm
-    fns = {
-        "fp32 F.linear": lambda i: F.linear(x, ws[i]),
-        "torchao int8, fp32 activations": lambda i: F.linear(x, qs[i]),
-        "torchao int8, bf16 activations": lambda i: F.linear(xb, qs[i]),
-        "torchao w8a8 (aten._int_mm), fp32": lambda i: F.linear(x, dyn[i]),
-        "aten._int_mm, int8 x int8 (s8s8)": lambda i: torch._int_mm(xs8, packed[i][0].t()),
-        "aten._int_mm, uint8 x int8 (u8s8)": lambda i: torch._int_mm(xu8, packed[i][0].t()),
-        "aten._weight_int8pack_mm, fp32": lambda i: int8pack(x, packed[i][0], packed[i][1]),
-        "aten._weight_int8pack_mm, bf16": lambda i: int8pack(xb, packed[i][0], packed[i][2]),
-        "bf16 F.linear": lambda i: F.linear(xb, wbs[i]),
-    }
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    with torch.inference_mode():
-        for _ in range(rounds):
-            for name, fn in fns.items():
-                t = time.perf_counter()
-                for i in range(copies):
-                    fn(i)
-                times[name].append((time.perf_counter() - t) / copies)
-    base = statistics.median(times["fp32 F.linear"])
-    print(
-        f"\none {k}x{n} linear, batch 1, {copies} weight copies cycled: median of {rounds} rounds"
-    )
-    print("| op | us | x vs fp32 | weight GB/s |")
-    print("|---|---:|---:|---:|")
-    for name in fns:
-        m = statistics.median(times[name])
-        size = k * n * (4 if "fp32 F" in name else 2 if "bf16 F" in name else 1)
-        print(f"| {name} | {m * 1e6:.0f} | {base / m:.2f}x | {size / m / 1e9:.2f} |")
-
-
 def generate_once(preset: str, new_tokens: int, compiled: bool) -> None:
     """Child process: one cold ``new_tokens`` generation; prints its wall time."""
     model = build(preset, 32 + new_tokens)
@@ -281,7 +238,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="model dtype")
     p.add_argument("--generate", type=int, default=0, help="also time an N-token generation")
-    p.add_argument("--int8-kernels", action="store_true", help="also time the int8 linear ops")
     p.add_argument("--child", nargs=2, metavar=("PRESET", "N"), help=argparse.SUPPRESS)
     p.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -306,8 +262,6 @@ def main(argv: list[str] | None = None) -> None:
         )
     if args.generate:
         compile_table(args)
-    if args.int8_kernels:
-        int8_kernels()
     print(f"load: {os.getloadavg()[0]:.2f} (1-min average at the end)")
 
 
