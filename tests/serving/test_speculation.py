@@ -1,6 +1,7 @@
 """Speculative decoding in the engine (prompt lookup): greedy output equals plain generation token
 for token, sampled output has the target's distribution, limits, stops and EOS are exact, the
-cache is rolled back to the kept tokens, and what the engine cannot take is refused."""
+cache is rolled back to the kept tokens, and what the engine cannot take is refused (a draft
+model: tests/serving/test_draft_model.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from nextok.cli._conf import conf_dir
 from nextok.cli.errors import CliError
 from nextok.cli.serve import build
 from nextok.generation import (
-    DraftModel,
     PromptLookup,
     SamplingParams,
     generate,
@@ -149,18 +149,23 @@ def test_repetition_penalty_and_prompt_scoring_run_plain(make_model):
     assert proposer.stats["proposed"] == 0
 
 
-def test_a_draft_model_is_refused(make_model, tmp_path):
+def test_what_the_engine_cannot_take_is_refused(make_model, tmp_path):
     model = make_model()
-    with pytest.raises(ValueError, match="PromptLookup .draft=prompt_lookup. only, got DraftModel"):
-        Engine(model, proposer=DraftModel(make_model(), 2))
+    with pytest.raises(ValueError, match="PromptLookup or DraftModel, got object$"):
+        Engine(model, proposer=object())
+    write_checkpoint(tmp_path / "last.ckpt")
     cfg = OmegaConf.load(f"{conf_dir()}/serve.yaml")
-    cfg.ckpt, cfg.draft = str(tmp_path / "last.ckpt"), str(tmp_path / "draft.ckpt")
-    with pytest.raises(CliError, match=r"^draft=.*draft.ckpt: nextok-serve speculates with draft"):
-        build(cfg)
-    cfg.draft, cfg.num_speculative_tokens = "prompt_lookup", 0
+    cfg.ckpt, cfg.draft, cfg.num_speculative_tokens = (
+        str(tmp_path / "last.ckpt"),
+        "prompt_lookup",
+        0,
+    )
     with pytest.raises(
         CliError, match="^num_speculative_tokens must be a positive integer, got 0$"
     ):
+        build(cfg)
+    cfg.draft, cfg.num_speculative_tokens = str(tmp_path / "missing.ckpt"), 2
+    with pytest.raises(CliError, match=r"^draft=.*missing.ckpt: "):
         build(cfg)
 
 

@@ -50,21 +50,17 @@ def chat_template(cfg: DictConfig) -> str | None:
     return None
 
 
-def speculation(cfg: DictConfig):
+def speculation(cfg: DictConfig, loaded, device, dtype, quantize):
     """The engine's proposer from ``draft`` / ``num_speculative_tokens`` /
-    ``prompt_lookup_max_ngram``: None, or a :class:`~nextok.generation.PromptLookup`. A draft
-    model is refused: its guesses would need a second paged KV cache inside the engine."""
-    from nextok.cli.draft import PROMPT_LOOKUP, make_proposer
+    ``prompt_lookup_max_ngram``: None, a :class:`~nextok.generation.PromptLookup`, or a
+    :class:`~nextok.generation.DraftModel` loaded like ``nextok-generate``'s (the target's
+    tokenizer, device, dtype and quantization)."""
+    from nextok.cli.draft import make_proposer
 
     draft = cfg.get("draft")
     if draft is None or str(draft) == "":
         return None
-    if str(draft) != PROMPT_LOOKUP:
-        raise CliError(
-            f"draft={draft}: nextok-serve speculates with draft={PROMPT_LOOKUP} only (a draft "
-            "model would need its own paged KV cache in the engine; use it with nextok-generate)"
-        )
-    return make_proposer(cfg, None, None, None, None)
+    return make_proposer(cfg, loaded, device, dtype, quantize)
 
 
 def build(cfg: DictConfig):
@@ -78,7 +74,6 @@ def build(cfg: DictConfig):
 
     if not cfg.ckpt:
         raise CliError("ckpt=PATH is required (a nextok-train .ckpt or a Hugging Face folder)")
-    proposer = speculation(cfg)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     try:
@@ -96,6 +91,7 @@ def build(cfg: DictConfig):
     note = speed_note(quantize, dtype, device_type=device.type)
     if note:
         print(f"nextok-serve: note: {note}", file=sys.stderr)
+    proposer = speculation(cfg, loaded, device, dtype, quantize)
     tok, special = loaded.tokenizer, loaded.special
     try:
         engine = Engine(

@@ -17,6 +17,9 @@ and prefill goes to guesses: a decoding sequence whose text so far repeats an n-
 next token plus up to k looked-up tokens as one chunk, :func:`nextok.generation.verify` keeps a
 prefix of them by the rejection rule (greedy: while they equal the argmax), and the cache is
 truncated to the kept tokens. Such a step yields one :class:`Output` per new token.
+With ``proposer=DraftModel(draft, k)`` the guesses come from the draft model instead, each
+sequence with its own contiguous draft KV cache (:mod:`nextok.serving.drafts`), rolled back
+with the target's paged cache to the kept tokens.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from nextok.generation import (
+    DraftModel,
     PromptLookup,
     Proposal,
     SamplingParams,
@@ -41,6 +45,7 @@ from nextok.generation import (
 )
 from nextok.generation.loop import ends_with
 from nextok.generation.proposers import lookup
+from nextok.serving.drafts import SeqDraft, check_draft
 from nextok.serving.paged_cache import PagedKVCache, blocks_for_mb
 from nextok.serving.sampling import sample_rows
 
@@ -102,6 +107,7 @@ class _Seq:
         self.generated: list[int] = []
         self.computed = 0  # tokens whose keys/values are in the cache
         self.draft: list[int] = []  # tokens guessed for this step (speculative decoding)
+        self.drafter: SeqDraft | None = None  # its draft model's cache (proposer=DraftModel)
         self.generator = make_generator(req.seed, engine.device)
         self.seen = None
         if req.sampling.repetition_penalty != 1.0:
@@ -124,8 +130,9 @@ class Engine:
     ``kv_cache_mb`` MiB (default: room for ``max_running`` full-length sequences).
     ``prefix_sharing``: a prompt starting with full blocks another sequence has computed
     holds those blocks instead of computing them again.
-    ``proposer``: a :class:`~nextok.generation.PromptLookup` spends the step budget left after
-    decodes and prefills on guessed tokens (speculative decoding; its ``stats`` count them).
+    ``proposer``: a :class:`~nextok.generation.PromptLookup` or
+    :class:`~nextok.generation.DraftModel` spends the step budget left after decodes and
+    prefills on guessed tokens (speculative decoding; its ``stats`` count them).
     ``add``/``cancel`` may be called from any thread; ``step`` from one thread at a time.
     """
 
@@ -142,7 +149,7 @@ class Engine:
         eos_id: int | None = None,
         vocab_limit: int | None = None,
         prefix_sharing: bool = True,
-        proposer: PromptLookup | None = None,
+        proposer: PromptLookup | DraftModel | None = None,
     ) -> None:
         if kv_blocks is not None and kv_cache_mb is not None:
             raise ValueError("give kv_blocks or kv_cache_mb, not both")
@@ -154,11 +161,13 @@ class Engine:
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if proposer is not None and not isinstance(proposer, PromptLookup):
+        if proposer is not None and not isinstance(proposer, (PromptLookup, DraftModel)):
             raise ValueError(
-                "the serving engine speculates with PromptLookup (draft=prompt_lookup) only, "
+                "the serving engine speculates with PromptLookup or DraftModel, "
                 f"got {type(proposer).__name__}"
             )
+        if isinstance(proposer, DraftModel):
+            check_draft(proposer.model, model)
         self.proposer = proposer
         self.model = model.eval()
         c = model.config
@@ -238,6 +247,7 @@ class Engine:
     # ------------------------------------------------------------------ scheduling
     def _finish(self, seq: _Seq) -> None:
         self.cache.free(seq.id)
+        seq.drafter = None
         if seq in self.running:
             self.running.remove(seq)
 
@@ -245,6 +255,7 @@ class Engine:
         self.cache.free(victim.id)
         victim.computed = 0
         victim.draft = []
+        victim.drafter = None  # its draft cache is rebuilt when it decodes again
         if victim.prompt_logprobs is not None:  # recomputed from the start
             victim.prompt_logprobs = [(None, {})]
         self.running.remove(victim)
@@ -313,6 +324,15 @@ class Engine:
         k = min(proposer.num_speculative_tokens, req.max_new_tokens - len(seq.generated) - 1)
         if min(k, budget) < 1:
             return []
+        if isinstance(proposer, DraftModel):  # its forwards cost: fix k before running them
+            k = min(k, budget, self._fit(seq, 1 + k) - 1)
+            if k < 1:
+                return []
+            if seq.drafter is None:
+                seq.drafter = SeqDraft(proposer, seq.n_prompt + req.max_new_tokens)
+            return seq.drafter.propose(
+                seq.tokens, k, req.sampling, seq.generator, self.vocab, self.pad_ids
+            )
         draft = lookup(torch.tensor(seq.tokens), min(k, budget), proposer.max_ngram).tolist()
         return draft[: max(0, self._fit(seq, 1 + len(draft)) - 1)]
 
@@ -415,10 +435,14 @@ class Engine:
         draft, seq.draft = seq.draft, []
         d = torch.tensor([draft], device=self.device)
         lengths = torch.tensor([len(draft)], device=self.device)
-        accepted, nxt = verify(logits[None], Proposal(d, lengths), seq.req.sampling, seq.generator)
+        q = seq.drafter.q if seq.drafter is not None else None
+        proposal = Proposal(d, lengths, q)
+        accepted, nxt = verify(logits[None], proposal, seq.req.sampling, seq.generator)
         kept = int(accepted[0])
         self.proposer.stats["proposed"] += len(draft)
         self.proposer.stats["accepted"] += kept
+        if seq.drafter is not None:
+            seq.drafter.rollback(len(seq.tokens) + kept)
         seq.computed += 1 + kept
         self.cache.truncate(seq.id, seq.computed)
         outs = []

@@ -1,0 +1,126 @@
+"""A draft model in the engine: greedy output equals plain generation and ``nextok-generate``'s
+speculative loop with the same draft, token for token (chunked prefill and preemption included);
+sampling passes the draft's distributions to the rejection rule; ``nextok-serve draft=PATH``
+builds it; a draft too short for the target's requests is refused."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from helpers.checkpoints import write_checkpoint
+from nextok.checkpoint import load_checkpoint
+from nextok.cli._conf import conf_dir
+from nextok.cli.errors import CliError
+from nextok.cli.serve import build
+from nextok.generation import DraftModel, SamplingParams, generate
+from nextok.serving import Engine, Request
+from serving.test_speculation import prompts
+
+GREEDY = SamplingParams(temperature=0)
+
+
+def near_copy(model, noise: float = 0.15, seed: int = 1):
+    """The target with perturbed weights: a draft that agrees with it often, not always."""
+    draft = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in draft.parameters():
+            p.add_(noise * torch.randn(p.shape, generator=g))
+    return draft
+
+
+@pytest.mark.parametrize(
+    "k,kv_blocks,block_tokens,step_tokens",
+    [(4, None, 16, 256), (2, 60, 4, 48), (6, 60, 4, 48)],
+)
+def test_greedy_equals_plain_and_generate_with_the_same_draft(
+    make_model, k, kv_blocks, block_tokens, step_tokens
+):
+    """24 prompts at once; with the small pool and budget also chunked prefill and preemption."""
+    model = make_model()
+    draft = near_copy(model)
+    ps = prompts(24)
+    proposer = DraftModel(draft, k)
+    engine = Engine(
+        model,
+        proposer=proposer,
+        kv_blocks=kv_blocks,
+        block_size_tokens=block_tokens,
+        max_tokens_per_step=step_tokens,
+    )
+    got = engine.generate([Request(p, 25, GREEDY) for p in ps])
+    plain = [generate(model, [p], 25, GREEDY)[0] for p in ps]
+    assert got == plain
+    alone = DraftModel(draft, k)  # nextok-generate's speculative loop, same draft
+    assert got == [generate(model, [p], 25, GREEDY, proposer=alone)[0] for p in ps]
+    assert 0 < proposer.stats["accepted"] < proposer.stats["proposed"]
+    assert engine.cache.allocator.num_used == 0
+    if kv_blocks:
+        assert engine.preemptions > 0
+
+
+def test_sampling_hands_the_draft_distributions_to_the_rejection_rule(make_model):
+    """A draft equal to the target proposes from p itself, so every guess is accepted; read as
+    point masses (no q), most would be rejected. Seeded requests do not depend on companions."""
+    model = make_model()
+    params = SamplingParams(temperature=1.0)
+    ps = prompts(6, seed=5)
+    proposer = DraftModel(model, 3)
+    reqs = [Request(p, 16, params, seed=i) for i, p in enumerate(ps)]
+    together = Engine(model, proposer=proposer).generate(reqs)
+    assert proposer.stats["proposed"] > 50
+    assert proposer.stats["accepted"] == proposer.stats["proposed"]
+    alone = [Engine(model, proposer=DraftModel(model, 3)).generate([r])[0] for r in reqs]
+    assert together == alone
+
+
+def test_a_draft_shorter_than_the_target_is_refused(make_model, tmp_path):
+    model = make_model()
+    with pytest.raises(ValueError, match="^the draft model's block_size 32 is shorter than the"):
+        Engine(model, proposer=DraftModel(make_model(block_size=32), 2))
+    write_checkpoint(tmp_path / "last.ckpt")
+    write_checkpoint(tmp_path / "short.ckpt", block_size=32)
+    cfg = OmegaConf.load(f"{conf_dir()}/serve.yaml")
+    cfg.ckpt, cfg.draft = str(tmp_path / "last.ckpt"), str(tmp_path / "short.ckpt")
+    with pytest.raises(CliError, match="^the draft model's block_size 32 is shorter than the"):
+        build(cfg)
+
+
+def test_serve_builds_a_draft_model_engine(tmp_path):
+    """``nextok-serve draft=PATH``: the engine speculates with the loaded draft and its greedy
+    output is ``nextok-generate draft=PATH``'s."""
+    write_checkpoint(tmp_path / "last.ckpt")
+    target, _ = write_checkpoint(tmp_path / "draft.ckpt")
+    cfg = OmegaConf.load(f"{conf_dir()}/serve.yaml")
+    cfg.ckpt, cfg.draft, cfg.num_speculative_tokens = str(tmp_path / "last.ckpt"), "x", 3
+    cfg.draft = str(tmp_path / "draft.ckpt")
+    engine = build(cfg).worker.engine
+    proposer = engine.proposer
+    assert isinstance(proposer, DraftModel) and proposer.num_speculative_tokens == 3
+    draft = load_checkpoint(tmp_path / "draft.ckpt").model
+    p = [5, 6, 7, 8, 9, 10]
+    got = engine.generate([Request(p, 20, GREEDY)])[0]
+    assert got == generate(target, [p], 20, GREEDY, proposer=DraftModel(draft, 3))[0]
+    assert proposer.stats["accepted"] > 0
+
+
+def test_the_draft_cache_keeps_only_tokens_that_stay(make_model):
+    """After every step each sequence's draft cache holds a prefix of its tokens, never a
+    rejected guess (it lags the newest token, which the draft has not been fed yet)."""
+    model = make_model()
+    proposer = DraftModel(near_copy(model), 4)
+    engine = Engine(model, proposer=proposer)
+    for p in prompts(4, seed=2):
+        engine.add(Request(p, 30, GREEDY))
+    checked = 0
+    while engine.has_work:
+        engine.step()
+        for seq in engine.running:
+            if seq.drafter is not None:
+                assert seq.drafter.drafter.cache.seq_len < len(seq.tokens)
+                checked += 1
+    assert checked and proposer.stats["accepted"] < proposer.stats["proposed"]
