@@ -133,10 +133,37 @@ def variant(model: Transformer, name: str):
             model, check, 8, GREEDY
         )
         print(f"  {name}: same 8 greedy tokens as eager: {same}")
+        print(f"  {name}: {logit_check(model, step, check[0], 8)}")
         woq = counters["inductor"]["woq_matcher_count"] - before
         if quant == "int8":  # inductor's weight-only-int8 rewrite to aten._weight_int8pack_mm
             print(f"  {name}: {woq} linear(s) rewritten to aten._weight_int8pack_mm by inductor")
     return model, step, time.perf_counter() - t
+
+
+@torch.inference_mode()
+def logit_check(model, step, prompt: list[int], n: int) -> str:
+    """Compiled vs eager decode steps fed the same tokens (eager's greedy ones): the largest
+    logit difference, and at each step whose argmax differs eager's own top-2 gap (a gap within
+    the difference is a near-tie that rounding may flip, not a wrong computation)."""
+    tokens = generate(model, [prompt], n, GREEDY)[0]
+    rows = {}
+    for name, fn in (("eager", model), ("compiled", step)):
+        cache = model.make_kv_cache(1, max_seq_len=len(prompt) + n)
+        logits, _ = model(torch.tensor([prompt]), kv_cache=cache, last_only=True)
+        out = [logits[0, -1].float()]
+        for tok in tokens[:-1]:
+            logits, _ = fn(torch.tensor([[tok]]), kv_cache=cache, last_only=True)
+            out.append(logits[0, -1].float())
+        rows[name] = torch.stack(out)
+    eager, compiled = rows["eager"], rows["compiled"]
+    top2 = eager.topk(2).values
+    flips = (eager.argmax(-1) != compiled.argmax(-1)).nonzero().flatten().tolist()
+    gaps = ", ".join(f"{float(top2[i, 0] - top2[i, 1]):.4f}" for i in flips) or "-"
+    return (
+        f"teacher-forced over {n} steps: max |compiled - eager| logit "
+        f"{float((compiled - eager).abs().max()):.4f} (max |logit| {float(eager.abs().max()):.2f}); "
+        f"argmax differs at {len(flips)} step(s), eager top-2 gap there: {gaps}"
+    )
 
 
 def speed_table(args, preset: str, bandwidth: list[float]) -> None:
