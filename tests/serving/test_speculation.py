@@ -15,6 +15,7 @@ from nextok.cli._conf import conf_dir
 from nextok.cli.errors import CliError
 from nextok.cli.serve import build
 from nextok.generation import (
+    DraftModel,
     PromptLookup,
     SamplingParams,
     generate,
@@ -109,12 +110,16 @@ def test_max_new_tokens_stops_and_eos_exact(make_model, tokenizer):
 
 
 @pytest.mark.slow  # 16-35 s on the loaded 2-core machine: 6,000 requests through the engine
-def test_sampled_output_has_the_target_distribution(make_model):
+@pytest.mark.parametrize("kind", ["prompt lookup", "draft model"])
+def test_sampled_output_has_the_target_distribution(make_model, kind):
     """6,000 requests, the first 3 tokens of each (vocab 8: 512 cells) against the exact joint."""
     target = make_model(vocab_size=8)
     params = SamplingParams(temperature=1.0)
     prompt, n, rows = [1, 2, 3, 1, 2], 3, 6_000
-    proposer = PromptLookup(3, 2)
+    if kind == "draft model":  # another model: its q differs from p, so rejections happen
+        proposer = DraftModel(make_model(vocab_size=8, seed=1), 2)
+    else:
+        proposer = PromptLookup(3, 2)
     engine = Engine(target, proposer=proposer, max_running=rows, max_tokens_per_step=8 * rows)
     out = engine.generate([Request(prompt, n, params, seed=i) for i in range(rows)])
     ids = torch.tensor(out)
