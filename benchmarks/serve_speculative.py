@@ -1,16 +1,21 @@
-"""Prompt-lookup speculative decoding in the serving engine: output tokens/s against the plain
-engine on code prompts, greedy, at several numbers of concurrent requests.
+"""Speculative decoding in the serving engine (prompt lookup; ``--draft``: a draft model too):
+output tokens/s against the plain engine on code prompts, greedy, at several numbers of
+concurrent requests.
 
 Prompts are consecutive ``--prompt-tokens``-token windows of the held-out stdlib files (the
 default corpus's validation split); every request generates ``--new-tokens``
 tokens (EOS ignored: no ``eos_id``). For each concurrency the plain engine and the engine with
 ``PromptLookup(k, ngram)`` run on the same requests, interleaved ``--repeats`` times, the fastest
 run of each kept; the speculative output is checked token for token against the plain one.
+``--draft PATH`` (a checkpoint with the target's tokenizer, e.g. ``WORK/draft/checkpoints/
+last.ckpt`` of ``benchmarks/speculative.py``) adds the engine with ``DraftModel(draft, k)``.
 The checkpoint should be trained (a random model's text repeats nothing a lookup could find):
 ``benchmarks/speculative.py`` trains one (``WORK/target/checkpoints/last.ckpt``).
 
     python benchmarks/serve_speculative.py --ckpt /tmp/specbench/target/checkpoints/last.ckpt
     python benchmarks/serve_speculative.py --ckpt last.ckpt --requests 1 16 64 -k 4 --ngram 3
+    python benchmarks/serve_speculative.py --ckpt WORK/target/checkpoints/last.ckpt \
+        --draft WORK/draft/checkpoints/last.ckpt --requests 1 8
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 from nextok.checkpoint import load_checkpoint
 from nextok.data.sources import stdlib_files
 from nextok.data.sources.split import _is_val_doc
-from nextok.generation import PromptLookup, SamplingParams
+from nextok.generation import DraftModel, PromptLookup, SamplingParams
 from nextok.serving import Engine, Request
 
 GREEDY = SamplingParams(temperature=0)
@@ -64,11 +69,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ngram", type=int, default=3, help="prompt_lookup_max_ngram")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--draft", default=None, help="a draft model checkpoint (same tokenizer)")
     args = p.parse_args(argv)
     print("command: python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *sys.argv[1:]]))
     torch.set_num_threads(args.threads)
     loaded = load_checkpoint(args.ckpt, device="cpu", dtype=torch.float32)
     model = loaded.model.eval()
+    draft = None
+    if args.draft:
+        draft = load_checkpoint(args.draft, device="cpu", dtype=torch.float32).model.eval()
     prompts = code_prompts(loaded.tokenizer, max(args.requests), args.prompt_tokens)
     if len(prompts) < max(args.requests):
         raise SystemExit(f"the held-out files give only {len(prompts)} prompts")
@@ -76,27 +85,35 @@ def main(argv: list[str] | None = None) -> None:
         f"model: {model.num_parameters() / 1e6:.2f}M params; cpu fp32, {args.threads} threads; "
         f"prompts {args.prompt_tokens} tokens, {args.new_tokens} new tokens each, greedy"
     )
-    print("| requests | plain tok/s | prompt lookup tok/s | x plain | accepted / proposed |")
-    print("|---|---|---|---|---|")
+    modes = {"prompt lookup": lambda: PromptLookup(args.k, args.ngram)}
+    if draft is not None:
+        modes["draft model"] = lambda: DraftModel(draft, args.k)
+    print("| requests | plain tok/s | mode | tok/s | x plain | accepted / proposed |")
+    print("|---|---|---|---|---|---|")
     for c in args.requests:
         work = prompts[:c]
-        plain_s = spec_s = float("inf")
+        plain_s = float("inf")
+        spec_s = dict.fromkeys(modes, float("inf"))
         stats = {}
         for _ in range(args.repeats):  # interleaved, the fastest of each kept
             seconds, want = run(model, work, args.new_tokens, None)
             plain_s = min(plain_s, seconds)
-            proposer = PromptLookup(args.k, args.ngram)
-            seconds, got = run(model, work, args.new_tokens, proposer)
-            if got != want:
-                raise SystemExit(f"{c} requests: prompt lookup changed the greedy output")
-            spec_s, stats = min(spec_s, seconds), proposer.stats
+            for mode, make in modes.items():
+                proposer = make()
+                seconds, got = run(model, work, args.new_tokens, proposer)
+                if got != want:
+                    raise SystemExit(f"{c} requests: {mode} changed the greedy output")
+                spec_s[mode], stats[mode] = min(spec_s[mode], seconds), proposer.stats
         tokens = c * args.new_tokens
-        rate = stats["accepted"] / max(1, stats["proposed"])
-        print(
-            f"| {c} | {tokens / plain_s:.0f} | {tokens / spec_s:.0f} | {plain_s / spec_s:.2f}x | "
-            f"{stats['accepted']} / {stats['proposed']} ({100 * rate:.0f}%) |",
-            flush=True,
-        )
+        for mode in modes:
+            st = stats[mode]
+            rate = st["accepted"] / max(1, st["proposed"])
+            print(
+                f"| {c} | {tokens / plain_s:.0f} | {mode} | {tokens / spec_s[mode]:.0f} | "
+                f"{plain_s / spec_s[mode]:.2f}x | {st['accepted']} / {st['proposed']} "
+                f"({100 * rate:.0f}%) |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
