@@ -78,10 +78,17 @@ def test_sampling_hands_the_draft_distributions_to_the_rejection_rule(make_model
     assert together == alone
 
 
-def test_a_draft_shorter_than_the_target_is_refused(make_model, tmp_path):
+def test_a_draft_that_cannot_serve_every_request_is_refused(make_model, tmp_path):
     model = make_model()
     with pytest.raises(ValueError, match="^the draft model's block_size 32 is shorter than the"):
         Engine(model, proposer=DraftModel(make_model(block_size=32), 2))
+    small = DraftModel(make_model(vocab_size=90), 2)
+    with pytest.raises(ValueError, match="^the draft model's vocab_size 90 is smaller than the 97"):
+        Engine(model, proposer=small)
+    engine = Engine(model, proposer=small, vocab_limit=90)  # ids >= 90: padding, never drafted
+    p = [5, 6, 7, 8]
+    got = engine.generate([Request(p, 12, GREEDY)])[0]
+    assert got == generate(model, [p], 12, GREEDY, vocab_limit=90)[0]
     write_checkpoint(tmp_path / "last.ckpt")
     write_checkpoint(tmp_path / "short.ckpt", block_size=32)
     cfg = OmegaConf.load(f"{conf_dir()}/serve.yaml")

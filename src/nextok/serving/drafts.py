@@ -21,14 +21,25 @@ if TYPE_CHECKING:
     from nextok.model import Transformer
 
 
-def check_draft(draft: Transformer, target: Transformer) -> None:
-    """Refuse a draft that cannot hold every request the target can (its ``block_size``)."""
+def check_draft(draft: Transformer, target: Transformer, vocab_limit: int | None) -> None:
+    """Refuse a draft that cannot serve every request the target can: a shorter ``block_size``,
+    fewer token ids than the tokenizer's (``vocab_limit``, else the target's vocabulary), or
+    weights on another device."""
     mine, theirs = draft.config.block_size, target.config.block_size
     if mine < theirs:
         raise ValueError(
             f"the draft model's block_size {mine} is shorter than the target's {theirs}: "
             "requests the target accepts would not fit it"
         )
+    need = vocab_limit or target.config.vocab_size
+    if draft.config.vocab_size < need:
+        raise ValueError(
+            f"the draft model's vocab_size {draft.config.vocab_size} is smaller than the "
+            f"{need} token ids it must score"
+        )
+    where, there = draft.lm_head.weight.device, target.lm_head.weight.device
+    if where != there:
+        raise ValueError(f"the draft model is on {where}, the target on {there}")
 
 
 class SeqDraft:

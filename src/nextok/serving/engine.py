@@ -167,7 +167,7 @@ class Engine:
                 f"got {type(proposer).__name__}"
             )
         if isinstance(proposer, DraftModel):
-            check_draft(proposer.model, model)
+            check_draft(proposer.model, model, vocab_limit)
         self.proposer = proposer
         self.model = model.eval()
         c = model.config
