@@ -131,3 +131,21 @@ def test_the_draft_cache_keeps_only_tokens_that_stay(make_model):
                 assert seq.drafter.drafter.cache.seq_len < len(seq.tokens)
                 checked += 1
     assert checked and proposer.stats["accepted"] < proposer.stats["proposed"]
+
+
+def test_shared_prefix_blocks_and_eos(make_model):
+    """Requests whose prompts share full KV blocks (the target computes them once; each draft
+    cache holds its own copy) and an EOS id: the plain engine's output, request by request."""
+    model = make_model()
+    base = [(7 * i) % 97 for i in range(40)]
+    ps = [base, base + [3], base[:33], base]
+    reqs = [Request(p, 20, GREEDY) for p in ps]
+    plain = Engine(model, eos_id=10, block_size_tokens=8, max_tokens_per_step=40).generate(reqs)
+    assert min(map(len, plain)) < 20  # some requests end at the EOS
+    proposer = DraftModel(near_copy(model), 3)
+    engine = Engine(
+        model, proposer=proposer, eos_id=10, block_size_tokens=8, max_tokens_per_step=40
+    )
+    assert engine.generate(reqs) == plain
+    assert proposer.stats["accepted"] > 0
+    assert engine.cache.shared_blocks > 0 and engine.cache.allocator.num_used == 0
