@@ -198,10 +198,21 @@ def test_the_stdlib_task_runs_by_default_only_with_its_corpus(overrides, skipped
         (
             ["model=gpt2_small"],
             ["model"],
-            "model=gpt2_small: experiment=default sets model.block_size=128 (preset: 1024); "
-            "add model.block_size=1024 to keep the preset's values",
+            "model=gpt2_small: experiment=default sets model.block_size=128 (preset: 1024), "
+            "model.tie_embeddings=false (preset: true), model.qk_norm=true (preset: false); add "
+            "model.block_size=1024 model.tie_embeddings=true model.qk_norm=false to keep the "
+            "preset's values",
         ),
-        (["model=gpt2_small", "model.block_size=64"], ["model", "model.block_size"], None),
+        (
+            [
+                "model=gpt2_small",
+                "model.block_size=64",
+                "model.tie_embeddings=true",
+                "model.qk_norm=false",
+            ],
+            ["model", "model.block_size", "model.tie_embeddings", "model.qk_norm"],
+            None,
+        ),
         (
             ["model=gpt2_small", "experiment=tinystories"],
             ["model"],
