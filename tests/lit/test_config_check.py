@@ -66,6 +66,8 @@ def test_wrong_values_name_the_key(override, message):
         ["data.streaming=true"],  # the task follows: streaming: ${data.streaming}
         ["data=mixture"],
         ["data=tinystories"],  # no stdlib in training: any held-out stdlib files are unseen
+        ["optim=adamw"],  # the default's Muon-only values live in optim=muon_tiny, not the overlay
+        ["optim=muon"],
     ],
 )
 def test_shipped_configs_pass(overrides):
