@@ -3,7 +3,9 @@
 Muon orthogonalises every hidden matrix's momentum with 5 Newton-Schulz iterations (three
 matmuls each), so its step costs more than AdamW's elementwise update; how much depends on the
 iteration's dtype (``optim.ns_dtype``): bf16 suits GPU tensor cores, fp32 suits CPUs without bf16
-matrix units. Each round times ``--steps`` steps of every optimizer in turn on the same model and
+matrix units. Same-shape matrices (one per layer) are iterated as one stacked batch; the row
+"one matrix at a time" times the unbatched iteration (the same result bit for bit), so the
+batching's gain is a ratio measured in the same rounds. Each round times ``--steps`` steps of every optimizer in turn on the same model and
 gradients; the medians over rounds are printed with their ratio to AdamW's step and to one
 forward + backward of the same batch (measured in the same rounds).
 
@@ -39,6 +41,13 @@ def timed(fn: Callable[[], object], steps: int, device: torch.device) -> float:
 
 
 FP32, BF16 = "Muon + AdamW, Newton-Schulz fp32", "Muon + AdamW, Newton-Schulz bf16"
+FP32_ALONE = "Muon + AdamW, Newton-Schulz fp32, one matrix at a time"
+
+
+def one_matrix_at_a_time(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """``opt`` (a Muon + AdamW) with its Newton-Schulz batching off."""
+    opt._inner[0].ns_batch_elements = 0
+    return opt
 
 
 def measure(
@@ -51,7 +60,7 @@ def measure(
 ) -> dict[str, float]:
     """Median seconds of one forward + backward (batch x ``cfg.block_size`` tokens, under
     ``amp`` autocast when given, as training runs it) and of one step of AdamW and of Muon + AdamW
-    in both Newton-Schulz dtypes (fp32 weights), interleaved per round."""
+    in both Newton-Schulz dtypes (fp32 weights; fp32 also unbatched), interleaved per round."""
     torch.manual_seed(0)
     with torch.device(device):  # initialised on the device: seconds, not minutes, for 1B
         model = Transformer(cfg)
@@ -67,6 +76,7 @@ def measure(
     optimizers = {
         "AdamW": build_adamw(model, AdamWConfig()),
         FP32: build_muon(model, MuonConfig(ns_dtype="float32")),
+        FP32_ALONE: one_matrix_at_a_time(build_muon(model, MuonConfig(ns_dtype="float32"))),
         BF16: build_muon(model, MuonConfig(ns_dtype="bfloat16")),
     }
     grads = {n: q.grad.clone() for n, q in model.named_parameters()}

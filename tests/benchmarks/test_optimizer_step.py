@@ -28,6 +28,7 @@ def test_prints_every_row(tmp_path):
         "fwd + bwd",
         "AdamW",
         "Muon + AdamW, Newton-Schulz fp32",
+        "Muon + AdamW, Newton-Schulz fp32, one matrix at a time",
         "Muon + AdamW, Newton-Schulz bf16",
     }
     assert all(float(ms) > 0 for ms in rows.values())

@@ -298,15 +298,17 @@ def test_a_run_on_other_data_skips_the_stdlib_task(shared, tmp_path):
 
 
 def test_a_named_preset_changed_by_the_experiment_is_reported(shared, tmp_path):
-    """``model=gpt2_small`` under the default experiment trains with its block_size of 128:
-    the start-up summary says so and how to keep the preset's 1024."""
+    """``model=gpt2_small`` under the default experiment trains with its block_size of 128, an
+    untied head and QK-norm: the start-up summary says so and how to keep the preset's values."""
     args = [a for a in tiny(shared, tmp_path / "run") if a != "model.block_size=32"]
     proc = ok(
         run_train([*args, "model=gpt2_small", "trainer.max_steps=1", "callbacks.sampling=null"])
     )
     assert (
-        "[nextok] model=gpt2_small: experiment=default sets model.block_size=128 (preset: 1024); "
-        "add model.block_size=1024 to keep the preset's values"
+        "[nextok] model=gpt2_small: experiment=default sets model.block_size=128 (preset: 1024), "
+        "model.tie_embeddings=false (preset: true), model.qk_norm=true (preset: false); add "
+        "model.block_size=1024 model.tie_embeddings=true model.qk_norm=false to keep the "
+        "preset's values"
     ) in proc.stdout
 
 

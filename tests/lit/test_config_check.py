@@ -66,6 +66,8 @@ def test_wrong_values_name_the_key(override, message):
         ["data.streaming=true"],  # the task follows: streaming: ${data.streaming}
         ["data=mixture"],
         ["data=tinystories"],  # no stdlib in training: any held-out stdlib files are unseen
+        ["optim=adamw"],  # the default's Muon-only values live in optim=muon_tiny, not the overlay
+        ["optim=muon"],
     ],
 )
 def test_shipped_configs_pass(overrides):
@@ -198,10 +200,21 @@ def test_the_stdlib_task_runs_by_default_only_with_its_corpus(overrides, skipped
         (
             ["model=gpt2_small"],
             ["model"],
-            "model=gpt2_small: experiment=default sets model.block_size=128 (preset: 1024); "
-            "add model.block_size=1024 to keep the preset's values",
+            "model=gpt2_small: experiment=default sets model.block_size=128 (preset: 1024), "
+            "model.tie_embeddings=false (preset: true), model.qk_norm=true (preset: false); add "
+            "model.block_size=1024 model.tie_embeddings=true model.qk_norm=false to keep the "
+            "preset's values",
         ),
-        (["model=gpt2_small", "model.block_size=64"], ["model", "model.block_size"], None),
+        (
+            [
+                "model=gpt2_small",
+                "model.block_size=64",
+                "model.tie_embeddings=true",
+                "model.qk_norm=false",
+            ],
+            ["model", "model.block_size", "model.tie_embeddings", "model.qk_norm"],
+            None,
+        ),
         (
             ["model=gpt2_small", "experiment=tinystories"],
             ["model"],

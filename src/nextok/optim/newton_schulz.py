@@ -4,6 +4,11 @@ sharded parameters (FSDP2 / tensor parallel DTensors) work: Newton-Schulz needs 
 so each rank all-gathers the momentum update, iterates on it (every rank the same, redundantly:
 simple and exact; distributing matrices over ranks would save compute), and keeps its own shard.
 
+Small matrices of one shape (a model's layers) are orthogonalised together: stacked into one
+batch, the iteration runs as a handful of batched matmuls instead of a few dozen small ones per
+matrix (as modded-nanogpt does); each matrix's result is the one it gets alone (per-matrix norm,
+the same operations per batch entry; the batched matmul may sum in another order: ~1e-7).
+
 torch runs Newton-Schulz in bf16, right for GPU tensor cores; on CPUs without bf16 matrix units a
 bf16 matmul is 10-16x slower than an fp32 one, so ``auto`` uses fp32 off CUDA
 (``benchmarks/optimizer_step.py`` measures both).
@@ -12,6 +17,7 @@ bf16 matmul is 10-16x slower than an fp32 one, so ``auto`` uses fp32 off CUDA
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -49,6 +55,54 @@ def newton_schulz(
             gram = x @ x.mT
             x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     return x.mT if tall else x
+
+
+# Matrices stacked into one Newton-Schulz batch hold at most this many elements together (16M:
+# 64 MiB in fp32), so batching bounds the extra memory; matrices this large are compute-bound
+# anyway and gain nothing from it.
+BATCH_ELEMENTS = 1 << 24
+
+
+def ns_batches(
+    params: list[torch.Tensor],
+    dtype_of: Callable[[torch.Tensor], torch.dtype],
+    max_elements: int = BATCH_ELEMENTS,
+) -> list[list[torch.Tensor]]:
+    """``params`` split into Newton-Schulz batches: 2-D plain tensors with one device, dtype
+    (``dtype_of(p)``) and shape up to transposition (a tall matrix iterates on its transpose
+    anyway) go together, up to ``max_elements`` per batch (0: every matrix alone); sharded
+    tensors (each needs its own all-gather; one at a time keeps the gathered memory to one
+    matrix) and 3-D banks go alone."""
+    out: list[list[torch.Tensor]] = []
+    buckets: dict[tuple, list[torch.Tensor]] = {}
+    for p in params:
+        if p.ndim != 2 or _is_sharded(p):
+            out.append([p])
+            continue
+        key = (p.device, dtype_of(p), tuple(sorted(p.shape)))
+        bucket = buckets.setdefault(key, [])
+        if bucket and (len(bucket) + 1) * p.numel() > max_elements:
+            out.append(bucket)
+            bucket = buckets[key] = []
+        bucket.append(p)
+    return out + [b for b in buckets.values() if b]
+
+
+def newton_schulz_batch(
+    mats: list[torch.Tensor],
+    coefficients: tuple[float, float, float],
+    steps: int,
+    eps: float,
+    dtype: torch.dtype,
+) -> list[torch.Tensor]:
+    """:func:`newton_schulz` of each matrix in ``mats`` (one batch of :func:`ns_batches`: one
+    matrix or bank, or 2-D matrices of one shape up to transposition), iterated as one stack."""
+    if len(mats) == 1:
+        return [newton_schulz(mats[0], coefficients, steps, eps, dtype)]
+    tall = [g.size(0) > g.size(1) for g in mats]
+    stack = torch.stack([g.mT if t else g for g, t in zip(mats, tall, strict=True)])
+    result = newton_schulz(stack, coefficients, steps, eps, dtype)
+    return [r.mT if t else r for r, t in zip(result, tall, strict=True)]
 
 
 def lr_scale(shape: torch.Size, adjust_lr_fn: str | None) -> float:
@@ -104,7 +158,8 @@ class Muon(_TorchMuon):
     their own; torch's constructor accepts 2-D tensors only). ``tests/lit/test_muon.py`` checks
     that the bf16 update equals torch's bit for bit (fp32 parameters; with bf16 parameters and
     ``nesterov=False`` torch's in-place normalisation also rescales its momentum buffer, ours
-    never touches it) and that a bank's update equals its experts'. Complex and sparse gradients,
+    never touches it), that a bank's update equals its experts' and that batching same-shape
+    matrices changes the update by float rounding at most. Complex and sparse gradients,
     which torch refuses, do not occur in nextok models."""
 
     def __init__(self, params, *, ns_dtype: str = "auto", **kwargs: Any) -> None:  # noqa: ANN001
@@ -117,30 +172,41 @@ class Muon(_TorchMuon):
         for group in banks:  # after torch's 2-D-only check; defaults fill them as any group
             self.add_param_group(group)
         self.ns_dtype = ns_dtype  # a compute choice, not a hyper-parameter: not in the state
+        # Newton-Schulz batch size (ns_batches); 0: one matrix at a time, the benchmark's baseline
+        self.ns_batch_elements = BATCH_ELEMENTS
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001 - torch's signature
         loss = run_closure(closure)
         for group in self.param_groups:
-            lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+            lr, wd = group["lr"], group["weight_decay"]
             lr = lr.item() if isinstance(lr, torch.Tensor) else lr  # as torch's _to_scalar
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p.grad)
-                buf = state["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - mu)
-                update = p.grad.lerp(buf, mu) if group["nesterov"] else buf
-                update = newton_schulz(
-                    whole(update),
+            params = [p for p in group["params"] if p.grad is not None]
+            for batch in ns_batches(params, self._ns_dtype, self.ns_batch_elements):
+                orthogonal = newton_schulz_batch(
+                    [whole(self._momentum_update(p, group)) for p in batch],
                     group["ns_coefficients"],
                     group["ns_steps"],
                     group["eps"],
-                    ns_dtype_for(p.device, self.ns_dtype),
+                    self._ns_dtype(batch[0]),
                 )
-                update = shard_like(update, p)
-                p.mul_(1 - lr * wd)
-                p.add_(update, alpha=-lr * lr_scale(p.shape, group["adjust_lr_fn"]))
+                for p, update in zip(batch, orthogonal, strict=True):
+                    if wd:
+                        p.mul_(1 - lr * wd)
+                    alpha = -lr * lr_scale(p.shape, group["adjust_lr_fn"])
+                    p.add_(shard_like(update, p), alpha=alpha)
         return loss
+
+    def _ns_dtype(self, p: torch.Tensor) -> torch.dtype:
+        return ns_dtype_for(p.device, self.ns_dtype)
+
+    def _momentum_update(self, p: torch.Tensor, group: dict) -> torch.Tensor:
+        """Advance ``p``'s momentum buffer by its gradient; the update to orthogonalise
+        (Nesterov: the gradient pulled towards the new buffer)."""
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p.grad)
+        buf = state["momentum_buffer"]
+        mu = group["momentum"]
+        buf.lerp_(p.grad, 1 - mu)
+        return p.grad.lerp(buf, mu) if group["nesterov"] else buf
