@@ -28,6 +28,7 @@ def _common(corpus: Path, run_dir: Path, tokenizer: Path | None, optim: str = "a
     return [
         f"hydra.run.dir={run_dir}",
         *TINY_MODEL,
+        "model.qk_norm=true",  # per-head norm weights: replicated under tensor parallelism
         *data_overrides(corpus, tokenizer),
         *QUIET,
         f"global_batch_size={GLOBAL_BATCH}",
@@ -159,7 +160,8 @@ def test_consolidate_cli_errors(tmp_path):
 @pytest.mark.slow
 def test_tensor_parallel_two_processes_match_single(tmp_path, corpus, single):
     """FSDP2Strategy(tensor_parallel_size=2): one data-parallel rank, each block's matmuls split
-    over 2 processes (fused qkv / SwiGLU weights strided); same batch as the 1-process run."""
+    over 2 processes (fused qkv / SwiGLU weights strided, QK-norm weights replicated with their
+    gradients summed over the ranks' heads); same batch as the 1-process run."""
     _, seconds = run_train(
         [
             *_common(corpus, tmp_path, single / "tokenizer.json"),

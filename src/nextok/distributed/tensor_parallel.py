@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributed.tensor.parallel import RowwiseParallel, parallelize_module
+from torch.distributed.tensor.parallel import (
+    RowwiseParallel,
+    SequenceParallel,
+    parallelize_module,
+)
 from torch.distributed.tensor.parallel.style import ParallelStyle
 
 
@@ -98,6 +102,11 @@ def apply_tensor_parallel(model: nn.Module, tp_mesh) -> None:
         if split_attention:
             plan["attn.qkv"] = FusedColwiseParallel(3)
             plan["attn.proj"] = RowwiseParallel()
+            if cfg.qk_norm:
+                # q/k (B, heads, T, D) are split by heads: each rank's norm weights see only its
+                # heads, so they become replicated DTensors whose gradients are summed over ranks
+                plan["attn.q_norm"] = SequenceParallel(sequence_dim=1, use_local_output=True)
+                plan["attn.k_norm"] = SequenceParallel(sequence_dim=1, use_local_output=True)
         parallelize_module(block, tp_mesh, plan)
         if split_attention:
             # The attention module now sees only its rank's heads.
