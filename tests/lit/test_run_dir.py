@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -140,3 +141,36 @@ def test_a_held_flock_is_refused_whatever_the_file_says(tmp_path, monkeypatch):
     finally:
         done.set()
         p.join(30)
+
+
+HOLDER_WITH_FORKED_CHILD = """
+import os, sys, time
+from nextok.run.lock import RunDirLock
+RunDirLock(sys.argv[1]).acquire()
+if os.fork() == 0:  # a DataLoader-style worker: outlives its parent for a while
+    time.sleep(10)
+    os._exit(0)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_holders_forked_child_does_not_keep_the_lock(tmp_path):
+    """kill -9 of a holder whose forked worker lives on: the run dir is free at once (the child
+    closed its copy of the locked descriptor), not refused as 'in use by' the dead pid."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER_WITH_FORKED_CHILD, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirLocked):
+            RunDirLock(tmp_path).acquire()  # the live holder
+        holder.kill()
+        holder.wait()
+        lock = RunDirLock(tmp_path).acquire()  # its orphaned child still runs
+        assert lock.took_over["pid"] == holder.pid
+        lock.release()
+    finally:
+        holder.kill()

@@ -95,8 +95,21 @@ class RunDirLock:
             os.ftruncate(fd, 0)
             os.write(fd, json.dumps(_owner()).encode())
             self._fd = fd
+            os.register_at_fork(after_in_child=self._forget_in_child)
             return self._held()
         raise RunDirLocked(f"could not take the lock {self.path} (another process keeps taking it)")
+
+    def _forget_in_child(self) -> None:
+        """A forked child (a DataLoader worker) closes its copy of the locked descriptor: the
+        ``flock`` belongs to the open file, so an orphaned worker would otherwise keep the run
+        dir locked for seconds after its parent was killed (``kill -9``, then ``resume=auto``)."""
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+        self._fd = None
+        self.held = False
 
     def _same_file(self, fd: int) -> bool:
         try:
