@@ -60,7 +60,19 @@ def main(cfg: DictConfig) -> float | None:
             raise
         except OSError as e:  # read-only or full disk, permissions: name the path
             raise CliError(describe_os_error(e), exit_code=1) from e
+    _close_process_group()
     return metrics.get("val/loss")
+
+
+def _close_process_group() -> None:
+    """Every rank leaves the process group together, after training, while all its threads are
+    alive: left to interpreter shutdown (Lightning's atexit), a rank tearing gloo down while its
+    peer already has can abort (``terminate called without an active exception``)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def continued_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
