@@ -99,6 +99,27 @@ def test_stdlib_next_line_is_deterministic_held_out_and_decontaminated():
     assert {ex.gold for ex in a} == {0, 1, 2, 3}  # the gold position is drawn, not fixed
 
 
+def test_stdlib_next_line_distractors_match_the_true_lines_length():
+    """Distractors are held-out lines as long as the true one (non-blank characters), so raw
+    log-likelihood cannot win by picking the shortest; ``match_length: false`` is the older task
+    (any length, other files), where the true line was the shortest choice more often."""
+    spec = {"kind": "stdlib_next_line", "num_examples": 300}
+    matched = load_task("stdlib_next_line", spec)
+    old = load_task("stdlib_next_line", {**spec, "match_length": False})
+    assert [ex.context for ex in matched] == [ex.context for ex in old]  # the same positions
+
+    def spread(ex):
+        n = [len(c.strip()) for c in ex.choices]
+        return max(n) - min(n)
+
+    assert sum(spread(ex) == 0 for ex in matched) >= 0.95 * len(matched)
+    assert max(spread(ex) for ex in matched) <= 6  # the rare widened band stays near
+    assert sum(spread(ex) == 0 for ex in old) < 0.05 * len(old)
+    _, val = split_train_val(stdlib_dataset(), 0.01, 1337)
+    lines = {ln for t in val["text"] for ln in t.split("\n")}
+    assert all(c[1:] in lines for ex in matched for c in ex.choices)  # every choice is held out
+
+
 def test_stdlib_next_line_tokenizes_like_the_file():
     """Each choice is "\\n" + line; scored separately, context and choice give the tokens the
     file itself gives (a newline merges with the next line's indentation)."""

@@ -1,8 +1,14 @@
 """``stdlib_next_line``: an offline multiple-choice task from the held-out stdlib files.
 
 Each example shows up to ``context_lines`` consecutive lines of a held-out file and asks for the
-true next line among ``num_choices`` candidates; the others are lines drawn from *other*
-held-out files. The held-out files are exactly the training data's validation documents
+true next line among ``num_choices`` candidates. The others (``match_length``, the default) are
+other held-out lines with as many non-blank characters as the true line, drawn from every
+held-out file (its own included; the nearest lengths when too few have it): the true line and
+its distractors then come from one distribution, so the raw summed log-likelihood (``acc``)
+measures prediction and a model that knows nothing scores chance (an untrained model: 0.254 on
+1,000 examples). ``match_length: false`` builds the older task, whose distractors are lines of
+any length from *other* files: there the likeliest choice is mostly the shortest, and an
+untrained model scored about as well as a trained one (0.270 vs 0.293). The held-out files are exactly the training data's validation documents
 (``split_train_val`` of the stdlib source with the run's ``val_fraction``, ``seed`` and
 ``streaming``: a streamed source holds out by content hash, a map-style one by a seeded draw), so
 the model never saw them; :func:`check_held_out` refuses a task whose keys differ from the data
@@ -52,6 +58,7 @@ def stdlib_next_line(
     min_chars: int = 8,
     max_chars: int = 100,
     task_seed: int = 0,
+    match_length: bool = True,
 ) -> list[MCExample]:
     """Build the task (``seed``/``val_fraction``/``streaming``: the data config's held-out split)."""
     from nextok.data.sources import iter_texts, load_source, split_train_val
@@ -73,6 +80,8 @@ def stdlib_next_line(
         )
     rng = np.random.default_rng([task_seed, seed])
     positions = [(f, i) for f, (_, idx) in enumerate(files) for i in idx]
+    by_length = sorted(positions, key=lambda p: len(files[p[0]][0][p[1]].strip()))
+    lengths = np.array([len(files[f][0][i].strip()) for f, i in by_length])
     out = []
     for p in rng.permutation(len(positions)):
         if len(out) == num_examples:
@@ -84,16 +93,10 @@ def stdlib_next_line(
         context = ("\n" if start > 0 else "") + "\n".join(lines[start:i])
         if context + "\n" + gold_line in seen_in_training:
             continue
-        others: list[str] = []
-        seen = {gold_line.strip()}
-        while len(others) < num_choices - 1:
-            g = int(rng.integers(len(files) - 1))
-            g = g + (g >= f)  # another file
-            lines_g, idx_g = files[g]
-            cand = lines_g[idx_g[int(rng.integers(len(idx_g)))]]
-            if cand.strip() not in seen:
-                seen.add(cand.strip())
-                others.append(cand)
+        if match_length:
+            others = _same_length(files, by_length, lengths, gold_line, num_choices - 1, rng)
+        else:
+            others = _any_length(files, f, gold_line, num_choices - 1, rng)
         gold = int(rng.integers(num_choices))
         choices = others[:gold] + [gold_line] + others[gold:]
         out.append(MCExample(context, tuple("\n" + c for c in choices), gold, "\n"))
@@ -103,6 +106,52 @@ def stdlib_next_line(
             f"{num_examples}); lower num_examples or raise val_fraction"
         )
     return out
+
+
+def _any_length(files: list, f: int, gold_line: str, n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` distinct lines of any length from files other than ``f`` (the older task)."""
+    others: list[str] = []
+    seen = {gold_line.strip()}
+    while len(others) < n:
+        g = int(rng.integers(len(files) - 1))
+        g = g + (g >= f)  # another file
+        lines_g, idx_g = files[g]
+        cand = lines_g[idx_g[int(rng.integers(len(idx_g)))]]
+        if cand.strip() not in seen:
+            seen.add(cand.strip())
+            others.append(cand)
+    return others
+
+
+def _same_length(
+    files: list,
+    by_length: list[tuple[int, int]],
+    lengths: np.ndarray,
+    gold_line: str,
+    n: int,
+    rng: np.random.Generator,
+) -> list[str]:
+    """``n`` distinct held-out lines (any file) with the stripped length of ``gold_line``
+    (``by_length``: every candidate, sorted by it; ``lengths``: theirs); when too few have it,
+    lengths within 1, 2, ... characters of it."""
+    target = len(gold_line.strip())
+    for width in range(int(lengths[-1]) + 1):
+        lo = int(np.searchsorted(lengths, target - width, side="left"))
+        hi = int(np.searchsorted(lengths, target + width, side="right"))
+        others: list[str] = []
+        seen = {gold_line.strip()}
+        for _ in range(50 * n):  # draws; too few distinct lines here: widen
+            g, i = by_length[lo + int(rng.integers(hi - lo))]
+            cand = files[g][0][i]
+            if cand.strip() not in seen:
+                seen.add(cand.strip())
+                others.append(cand)
+                if len(others) == n:
+                    return others
+    raise ValueError(
+        f"stdlib_next_line: fewer than {n} distinct candidate lines in other held-out files; "
+        "lower num_choices or raise val_fraction"
+    )
 
 
 HELD_OUT_KEYS = ("val_fraction", "seed", "streaming")  # what decides the stdlib's held-out files
