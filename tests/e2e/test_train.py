@@ -441,18 +441,18 @@ def test_default_run_beats_unigram_in_under_5_minutes(tmp_path):
     assert wall < 300
     assert val < base - 0.5
     assert "=== samples at step" in proc.stdout
-    # The downstream task at the end: clearly above chance (25%). Measured on this default run's
-    # last.ckpt (seed 1337, deterministic on CPU; nextok-eval, 300 examples): acc 0.2933,
-    # acc_norm 0.3033, acc_pmi 0.5400. Chance gives 0.25 +- 0.025 (one standard error at n=300),
-    # so acc_pmi > 0.40 is 6 standard errors above chance and still 5 below the measured figure
-    # (room for other platforms). acc_norm > 0.27 (9 examples below the measured 91/300) only
-    # says "not below chance"; acc_pmi is the figure that separates a trained model from an
-    # untrained one or a broken scorer (both ~0.25).
+    # The downstream task at the end: clearly above chance (25%). Measured on this default run
+    # (seed 1337, 2 threads; deterministic on CPU): acc 0.3500, acc_norm 0.3700, acc_pmi 0.6400
+    # (300 examples). Chance gives 0.25 +- 0.025 (one standard error at n=300), and an untrained
+    # model scores chance on every column (the distractors match the true line's length; 0.254
+    # on 1,000 examples). acc > 0.30 is 2 standard errors above chance and 2 below the measured
+    # figure (room for other platforms); acc_pmi > 0.50 is 10 above chance, 5 below the measure.
     found = re.search(
         r"eval stdlib_next_line: acc ([0-9.]+)\s+acc_norm ([0-9.]+)\s+acc_pmi ([0-9.]+)",
         proc.stdout,
     )
     acc, acc_norm, acc_pmi = (float(found.group(i)) for i in (1, 2, 3))
     print(f"stdlib_next_line acc {acc:.4f} acc_norm {acc_norm:.4f} acc_pmi {acc_pmi:.4f}")
-    assert acc_pmi > 0.40
-    assert acc_norm > 0.27
+    assert acc > 0.30
+    assert acc_pmi > 0.50
+    assert acc_norm > 0.30
