@@ -27,6 +27,7 @@ ENGINE_KEYS = (
     "max_tokens_per_step",
     "max_running",
     "prefix_sharing",
+    "attention",
 )
 
 
