@@ -10,6 +10,15 @@ positions of one sequence over the whole pool; a query block of 1 row keeps its 
 blocks (the default 128-row query block would attend every row over the union of all rows'
 blocks). Prints the outputs' largest difference and each round's time and ratio.
 
+What it showed, and why the engine does not use FlexAttention: per layer, flex ran 1.5-3.1x
+faster than this benchmark's gather, which pads every row to the longest. The engine's gather
+groups decodes of similar lengths (little padding); with FlexAttention wired into the engine
+(``attention=flex``, commit f483686: exact, one compiled kernel for every step) the whole
+engine ran 0.83x (16-token blocks) and 0.94x (64-token blocks) of the gather path on the
+``benchmarks/serve.py`` workload, its flex kernel taking 1.9 ms a call against 1.4 ms for
+gather + SDPA (``--threads 1``, interleaved, load ~2.5). It was reverted; the benchmark stays
+as the record and for a GPU, where the comparison may differ.
+
     python benchmarks/paged_attention.py --threads 1
 """
 

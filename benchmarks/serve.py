@@ -10,10 +10,7 @@ output length (no EOS). The three modes run in one process on the same model:
   ``nextok-generate`` does with several prompts);
 - static: one ``generate`` call over all prompts (left-padded, one contiguous cache, the batch
   lasts as long as its longest row; a finished row still computes until then);
-- engine: :class:`nextok.serving.Engine` (paged KV cache, continuous batching; decodes gather
-  their blocks, then SDPA);
-- engine-flex: the same engine with ``attention="flex"`` (decodes read the blocks in place with
-  FlexAttention); its one-time compilation runs before the timed runs and is reported apart.
+- engine: :class:`nextok.serving.Engine` (paged KV cache, continuous batching).
 - hf: the same weights exported with :func:`nextok.hf.export_hf` and loaded by ``transformers``;
   one batched ``generate`` (left-padded, greedy, to the longest output; a row's own tokens count).
 - hf-cb: ``transformers``' continuous batching (the manager behind ``generate_batch``), each
@@ -26,7 +23,6 @@ tokens alive then; the static cache's (batch x longest) allocation vs its peak t
     python benchmarks/serve.py                    # tiny preset, 64 requests
     python benchmarks/serve.py --requests 16 --max-len 128
     python benchmarks/serve.py --threads 1 --modes static engine --repeats 3
-    python benchmarks/serve.py --threads 1 --modes static engine engine-flex --repeats 2
     python benchmarks/serve.py --set d_model=512 n_layer=8 n_head=8 --modes static engine hf
     python benchmarks/serve.py --threads 1 --modes static engine --profile   # where steps go
 
@@ -129,13 +125,12 @@ def static(model, work, bytes_per_token: int) -> dict:
     return summarize("static batch", seconds, stamps, allocated, alive)
 
 
-def engine_run(model, work, args, attention: str = "sdpa") -> tuple[dict, Engine]:
+def engine_run(model, work, args) -> tuple[dict, Engine]:
     engine = Engine(
         model,
         block_size_tokens=args.block_tokens,
         max_tokens_per_step=args.step_tokens,
         max_running=args.max_running,
-        attention=attention,
     )
     stamps: dict[int, list[float]] = {}
     peak_blocks, alive_at_peak = 0, 0
@@ -153,8 +148,7 @@ def engine_run(model, work, args, attention: str = "sdpa") -> tuple[dict, Engine
     seconds = time.perf_counter() - t0
     bpt = engine.cache.bytes_per_token
     kv = peak_blocks * engine.cache.block_size * bpt
-    mode = "engine" if attention == "sdpa" else f"engine ({attention})"
-    return summarize(mode, seconds, [stamps[i] for i in ids], kv, alive_at_peak * bpt), engine
+    return summarize("engine", seconds, [stamps[i] for i in ids], kv, alive_at_peak * bpt), engine
 
 
 def padding_waste(work) -> str:
@@ -323,10 +317,6 @@ def main(argv: list[str] | None = None) -> None:
         else:
             old["tok_cpu"] = row["tok_cpu"]
 
-    if "engine-flex" in args.modes:  # compile once, outside the timing (a server does it once)
-        t = time.perf_counter()
-        engine_run(model, [(p[:20], 1 + 2 * i) for i, (p, _) in enumerate(work[:3])], args, "flex")
-        print(f"engine-flex: compilation and first steps {time.perf_counter() - t:.1f} s")
     for _ in range(args.repeats):  # modes interleaved, so a busy spell hits each of them
         if "one-by-one" in args.modes:
             cpu0 = time.process_time()
@@ -341,10 +331,6 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"engine: {engine.preemptions} preemptions, pool {engine.cache.num_blocks} blocks"
             )
-        if "engine-flex" in args.modes:
-            cpu0 = time.process_time()
-            row, _ = engine_run(model, work, args, "flex")
-            keep(row, cpu0)
         if "hf" in args.modes:
             cpu0 = time.process_time()
             keep(hf_batched(hf, work), cpu0)
@@ -367,15 +353,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{1e3 * r['tpot_p50']:.1f} / {1e3 * r['tpot_p99']:.1f} | {kv} |"
         )
     by = {r["mode"]: r for r in rows}
-    for mine in ("engine", "engine (flex)"):
-        for other in by if mine in by else ():
-            if not other.startswith("engine"):
-                wall = by[mine]["tok_s"] / by[other]["tok_s"]
-                cpu = by[mine]["tok_cpu"] / by[other]["tok_cpu"]
-                print(f"{mine} / {other} throughput: {wall:.2f}x (per CPU-second {cpu:.2f}x)")
-    if {"engine", "engine (flex)"} <= set(by):
-        wall = by["engine (flex)"]["tok_s"] / by["engine"]["tok_s"]
-        print(f"engine (flex) / engine throughput: {wall:.2f}x")
+    if "engine" in by:
+        for other in by:
+            if other != "engine":
+                wall = by["engine"]["tok_s"] / by[other]["tok_s"]
+                cpu = by["engine"]["tok_cpu"] / by[other]["tok_cpu"]
+                print(f"engine / {other} throughput: {wall:.2f}x (per CPU-second {cpu:.2f}x)")
 
 
 if __name__ == "__main__":

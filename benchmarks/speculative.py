@@ -3,9 +3,10 @@ against ``transformers``' assisted generation on the exported pair, greedy, batc
 
 1. Train (skipped when ``WORK/{target,draft}/checkpoints/last.ckpt`` exist): an 8-layer target
    (d_model 256) and a 2-layer draft (d_model 128) on the default corpus (the stdlib sources) with
-   ``nextok-train`` (4 x 512-token sequences a step, constant learning rate after 10 warm-up
-   steps), both at once (one thread each), each bounded by ``--train-steps`` and
-   ``--train-minutes``; the draft uses the target's tokenizer. Both are exported with
+   ``nextok-train`` and the default recipe (Muon, warmup-stable-decay; ``conf/experiment/
+   default.yaml``) at 8 x 512-token sequences a step in bf16 autocast, for a fixed
+   ``--train-steps`` / ``--draft-steps`` (no time cap: the decay needs its known end), both at
+   once (one thread each); the draft uses the target's tokenizer. Both are exported with
    ``nextok-export`` for ``transformers``.
 2. Decode: prompts are the first ``--prompt-tokens`` tokens of held-out stdlib files (the run's
    validation split); every variant generates ``--new-tokens`` tokens from each prompt (EOS
@@ -56,18 +57,13 @@ def exe(name: str) -> list[str]:
     return [found] if found else [sys.executable, "-m", f"nextok.cli.{name.split('-')[1]}"]
 
 
-def train(work: Path, steps: int, minutes: float, block: int) -> None:
+def train(work: Path, steps: dict[str, int], block: int) -> None:
     """Both models trained at once, one thread each; the draft waits for the target's tokenizer."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     common = [
         f"model.block_size={block}",
-        "data.batch_size=4",  # small steps: more updates from the few tokens a short run sees
-        "schedule=constant",
-        "schedule.warmup_steps=10",
-        f"trainer.max_steps={steps}",
-        f"trainer.max_time=00:00:{int(minutes):02d}:{int(minutes % 1 * 60):02d}",
-        f"trainer.val_check_interval={steps}",
-        "callbacks.last_checkpoint.every_n_train_steps=50",
+        "data.batch_size=8",
+        "trainer.precision=bf16-mixed",  # ~1.75x the fp32 step on this CPU (AMX)
         "callbacks.sampling=null",
         "tasks=[]",
     ]
@@ -75,7 +71,10 @@ def train(work: Path, steps: int, minutes: float, block: int) -> None:
     for name in ("target", "draft"):
         if (work / name / "checkpoints" / "last.ckpt").is_file():
             continue
-        args = [*exe("nextok-train"), f"name=spec_{name}", *SHAPES[name].split(), *common]
+        n = steps[name]
+        fixed = [f"trainer.max_steps={n}", f"trainer.val_check_interval={n}"]
+        fixed.append(f"callbacks.last_checkpoint.every_n_train_steps={n}")
+        args = [*exe("nextok-train"), f"name=spec_{name}", *SHAPES[name].split(), *common, *fixed]
         args.append(f"hydra.run.dir={work / name}")
         if name == "draft":
             tok = work / "target" / "tokenizer.json"
@@ -122,8 +121,8 @@ def perplexity(model, rows: list[list[int]]) -> float:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, required=True, help="run folders and exports go here")
-    p.add_argument("--train-steps", type=int, default=2000)
-    p.add_argument("--train-minutes", type=float, default=20.0)
+    p.add_argument("--train-steps", type=int, default=1200, help="the target's")
+    p.add_argument("--draft-steps", type=int, default=2400)
     p.add_argument("--block", type=int, default=512)
     p.add_argument("--prompts", type=int, default=6)
     p.add_argument("--prompt-tokens", type=int, default=320)
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     print("$ python benchmarks/speculative.py", shlex.join(sys.argv[1:] if argv is None else argv))
     args.work.mkdir(parents=True, exist_ok=True)
-    train(args.work, args.train_steps, args.train_minutes, args.block)
+    train(args.work, {"target": args.train_steps, "draft": args.draft_steps}, args.block)
     torch.set_num_threads(args.threads)
     print(f"load before: {os.getloadavg()[0]:.1f}; torch threads {args.threads}", flush=True)
 

@@ -27,7 +27,6 @@ ENGINE_KEYS = (
     "max_tokens_per_step",
     "max_running",
     "prefix_sharing",
-    "attention",
 )
 
 

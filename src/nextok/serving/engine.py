@@ -133,8 +133,6 @@ class Engine:
     ``proposer``: a :class:`~nextok.generation.PromptLookup` or
     :class:`~nextok.generation.DraftModel` spends the step budget left after decodes and
     prefills on guessed tokens (speculative decoding; its ``stats`` count them).
-    ``attention``: "sdpa" (gather + SDPA) or "flex" (decodes read the pool in place;
-    :mod:`nextok.serving.flex_decode`).
     ``add``/``cancel`` may be called from any thread; ``step`` from one thread at a time.
     """
 
@@ -152,7 +150,6 @@ class Engine:
         vocab_limit: int | None = None,
         prefix_sharing: bool = True,
         proposer: PromptLookup | DraftModel | None = None,
-        attention: str = "sdpa",
     ) -> None:
         if kv_blocks is not None and kv_cache_mb is not None:
             raise ValueError("give kv_blocks or kv_cache_mb, not both")
@@ -184,7 +181,7 @@ class Engine:
                 raise ValueError(f"kv_cache_mb={kv_cache_mb} holds no block of KV cache")
         if kv_blocks is None:
             kv_blocks = max_running * -(-c.block_size // block_size_tokens)
-        self.cache = PagedKVCache(c, kv_blocks, block_size_tokens, w.dtype, w.device, attention)
+        self.cache = PagedKVCache(c, kv_blocks, block_size_tokens, w.dtype, w.device)
         self.max_tokens_per_step, self.max_running = max_tokens_per_step, max_running
         self.prefix_sharing = prefix_sharing
         self.tokenizer, self.eos_id = tokenizer, eos_id

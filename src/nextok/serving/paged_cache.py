@@ -10,8 +10,7 @@ collision); a later sequence whose prompt starts with that prefix holds the same
 of computing it again. A shared block is never written: a sequence writes only past its shared
 blocks, and a roll-back into a shared or registered block copies it first. :class:`PagedStep` is one
 forward's view: the new tokens of several sequences end to end, attending over their block
-tables with a plain gather + SDPA (the same code on CPU and GPU), or, with ``attention="flex"``,
-the decodes with FlexAttention reading the blocks in place (:mod:`nextok.serving.flex_decode`).
+tables with a plain gather + SDPA (the same code on CPU and GPU).
 """
 
 from __future__ import annotations
@@ -24,9 +23,6 @@ import torch.nn.functional as F
 
 from nextok.model import AttentionCache, ModelConfig
 from nextok.serving.blocks import BlockAllocator, OutOfBlocks
-from nextok.serving.flex_decode import FlexDecode
-
-ATTENTION = ("sdpa", "flex")
 
 
 def blocks_for_mb(config: ModelConfig, mb: float, block_size_tokens: int, dtype) -> int:
@@ -43,9 +39,7 @@ def block_bytes(config: ModelConfig, block_size_tokens: int, dtype) -> int:
 
 class PagedKVCache:
     """The key/value pool ``kv[n_layer, num_blocks, block_size_tokens, 2, n_kv_head, head_dim]``
-    (index 0: keys, 1: values) and the block table and length of every sequence (an int id).
-    ``attention``: "sdpa" (gather the blocks, then SDPA) or "flex" (decodes read the pool in
-    place through FlexAttention; not with sliding-window layers)."""
+    (index 0: keys, 1: values) and the block table and length of every sequence (an int id)."""
 
     def __init__(
         self,
@@ -54,15 +48,7 @@ class PagedKVCache:
         block_size_tokens: int = 16,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
-        attention: str = "sdpa",
     ) -> None:
-        if attention not in ATTENTION:
-            raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
-        if attention == "flex" and config.sliding_window is not None:
-            raise ValueError(
-                "attention=flex does not cover sliding-window layers (model.sliding_window is "
-                f"{config.sliding_window}); use attention=sdpa"
-            )
         if not isinstance(block_size_tokens, int) or block_size_tokens < 1:
             raise ValueError(
                 f"block_size_tokens must be a positive integer, got {block_size_tokens!r}"
@@ -83,9 +69,6 @@ class PagedKVCache:
         self._prefix_of: dict[int, tuple[int, ...]] = {}  # registered block -> its prefix
         self._registered: dict[int, int] = {}  # sequence -> its leading blocks registered
         self.shared_blocks = 0  # blocks a sequence took from the registry instead of computing
-        self.flex = (
-            FlexDecode(num_blocks, block_size_tokens, device) if attention == "flex" else None
-        )
 
     @property
     def num_blocks(self) -> int:
@@ -202,20 +185,15 @@ class _Group:
     Index tensors and the additive masks (full attention, and the sliding window's when the
     model has one) are built once per step and shared by every layer."""
 
-    def __init__(self, members, table, starts, counts, offsets, bs, device, window, flex) -> None:
+    def __init__(self, members, table, starts, counts, offsets, bs, device, window) -> None:
         G, tq = len(members), counts[members[0]]
         ends = [starts[i] + counts[i] for i in members]
         self.size, self.tq = G, tq
-        self.flex, self.flex_mask = flex, None
         self.s_max = max(ends)
         self.n_blocks = -(-self.s_max // bs)
         self.direct = G == 1 and starts[members[0]] == 0  # a chunk from 0: its own keys suffice
         self.offset = offsets[members[0]]
         self.blocks = None
-        if tq == 1 and flex is not None:  # decodes read the pool in place: nothing to gather
-            self.tokens = torch.tensor([offsets[i] for i in members], device=device)
-            self.flex_mask = flex.block_mask(table[members, : self.n_blocks], ends)
-            return
         if not self.direct:
             self.blocks = table[members, : self.n_blocks].flatten()
         self.mask = self.window_mask = self.tokens = None
@@ -245,12 +223,10 @@ class _Group:
                 seen = (k_pos[None, :] <= q_pos) & (k_pos[None, :] > q_pos - window)
                 self.window_mask = _additive(seen[None, None], device)
 
-    def attend(self, q, kv_group, new_kv, sliding: bool = False, pool=None) -> torch.Tensor:
+    def attend(self, q, kv_group, new_kv, sliding: bool = False) -> torch.Tensor:
         """q (N, H, D); kv_group: this group's gathered blocks (G * n_blocks, bs, 2, kvh, D)
-        or None (direct, flex); new_kv: the step's new (N, 2, kvh, D); sliding: a
-        sliding-window layer; pool: the layer's pool (flex). -> (G * tq, H, D)."""
-        if self.flex_mask is not None:
-            return self.flex.attend(q.index_select(0, self.tokens), pool, self.flex_mask)
+        or None (direct); new_kv: the step's new (N, 2, kvh, D); sliding: a sliding-window
+        layer. -> (G * tq, H, D)."""
         n_head, head_dim = q.shape[1:]
         if self.direct:
             kv = new_kv[self.offset : self.offset + self.tq][None].to(q.dtype)
@@ -322,7 +298,6 @@ class PagedStep(AttentionCache):
         slots = table[owner, positions // bs] * bs + positions % bs
         offsets = first.tolist()
         groups = [[i] for i, n in enumerate(counts) if n > 1 and starts[i] == 0]
-        flex_decodes = cache.flex is not None  # no padding to save: one group for all decodes
         rest = (i for i, n in enumerate(counts) if n == 1 or starts[i] > 0)
         for i in sorted(rest, key=lambda i: (counts[i], ends[i])):
             # same-length queries of similar lengths together: little padding to gather
@@ -331,14 +306,13 @@ class PagedStep(AttentionCache):
                 last
                 and counts[last[0]] == counts[i]
                 and (counts[i] == 1 or starts[last[0]] > 0)  # a prompt's first chunk: alone
-                and (ends[i] <= GROUP_SLACK * ends[last[0]] or (flex_decodes and counts[i] == 1))
+                and ends[i] <= GROUP_SLACK * ends[last[0]]
             ):
                 last.append(i)
             else:
                 groups.append([i])
         self._groups = [
-            _Group(g, table, starts, counts, offsets, bs, device, cache.window, cache.flex)
-            for g in groups
+            _Group(g, table, starts, counts, offsets, bs, device, cache.window) for g in groups
         ]
         gathered = [g.blocks for g in self._groups if g.blocks is not None]
         self._blocks = torch.cat(gathered).to(device) if gathered else None
@@ -359,7 +333,7 @@ class PagedStep(AttentionCache):
         q = q[0].transpose(0, 1)  # (N, H, D)
         sliding = self.cache.sliding[layer]
         if self._tokens_in_order:
-            return self._groups[0].attend(q, gathered, new_kv, sliding, pool).transpose(0, 1)[None]
+            return self._groups[0].attend(q, gathered, new_kv, sliding).transpose(0, 1)[None]
         y = torch.empty_like(q)
         at = 0
         for g in self._groups:
@@ -367,7 +341,7 @@ class PagedStep(AttentionCache):
             if g.blocks is not None:
                 part = gathered[at : at + len(g.blocks)]
                 at += len(g.blocks)
-            out = g.attend(q, part, new_kv, sliding, pool)
+            out = g.attend(q, part, new_kv, sliding)
             if g.tokens is not None:
                 y.index_copy_(0, g.tokens, out)
             else:
