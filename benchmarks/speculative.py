@@ -2,7 +2,7 @@
 against ``transformers``' assisted generation on the exported pair, greedy, batch 1.
 
 1. Train (skipped when ``WORK/{target,draft}/checkpoints/last.ckpt`` exist): an 8-layer target
-   (d_model 256) and a 2-layer draft (d_model 128) on the default corpus (the stdlib sources) with
+   (d_model ``--target-d-model``, 256) and a 2-layer draft (d_model 128) on the default corpus (the stdlib sources) with
    ``nextok-train`` and the default recipe (Muon, warmup-stable-decay; ``conf/experiment/
    default.yaml``) at 8 x 512-token sequences a step in bf16 autocast, for a fixed
    ``--train-steps`` / ``--draft-steps`` (no time cap: the decay needs its known end), both at
@@ -46,10 +46,15 @@ from nextok.generation import (
 from nextok.generation.quantize import bytes_read_per_step, weight_bytes
 
 GREEDY = SamplingParams(temperature=0)
-SHAPES = {
-    "target": "model.n_layer=8 model.d_model=256 model.n_head=4 model.n_kv_head=2",
-    "draft": "model.n_layer=2 model.d_model=128 model.n_head=4 model.n_kv_head=2",
-}
+DRAFT = "model.n_layer=2 model.d_model=128 model.n_head=4 model.n_kv_head=2"
+
+
+def target_shape(d_model: int) -> str:
+    """The 8-layer target at width ``d_model`` (64-wide heads, 2 query heads per KV head)."""
+    heads = d_model // 64
+    return (
+        f"model.n_layer=8 model.d_model={d_model} model.n_head={heads} model.n_kv_head={heads // 2}"
+    )
 
 
 def exe(name: str) -> list[str]:
@@ -57,7 +62,7 @@ def exe(name: str) -> list[str]:
     return [found] if found else [sys.executable, "-m", f"nextok.cli.{name.split('-')[1]}"]
 
 
-def train(work: Path, steps: dict[str, int], block: int) -> None:
+def train(work: Path, steps: dict[str, int], block: int, d_model: int = 256) -> None:
     """Both models trained at once, one thread each; the draft waits for the target's tokenizer."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     common = [
@@ -67,6 +72,7 @@ def train(work: Path, steps: dict[str, int], block: int) -> None:
         "callbacks.sampling=null",
         "tasks=[]",
     ]
+    shapes = {"target": target_shape(d_model), "draft": DRAFT}
     procs = []
     for name in ("target", "draft"):
         if (work / name / "checkpoints" / "last.ckpt").is_file():
@@ -74,7 +80,7 @@ def train(work: Path, steps: dict[str, int], block: int) -> None:
         n = steps[name]
         fixed = [f"trainer.max_steps={n}", f"trainer.val_check_interval={n}"]
         fixed.append(f"callbacks.last_checkpoint.every_n_train_steps={n}")
-        args = [*exe("nextok-train"), f"name=spec_{name}", *SHAPES[name].split(), *common, *fixed]
+        args = [*exe("nextok-train"), f"name=spec_{name}", *shapes[name].split(), *common, *fixed]
         args.append(f"hydra.run.dir={work / name}")
         if name == "draft":
             tok = work / "target" / "tokenizer.json"
@@ -123,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--work", type=Path, required=True, help="run folders and exports go here")
     p.add_argument("--train-steps", type=int, default=1200, help="the target's")
     p.add_argument("--draft-steps", type=int, default=2400)
+    p.add_argument("--target-d-model", type=int, default=256, help="the target's width")
     p.add_argument("--block", type=int, default=512)
     p.add_argument("--prompts", type=int, default=6)
     p.add_argument("--prompt-tokens", type=int, default=320)
@@ -136,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     print("$ python benchmarks/speculative.py", shlex.join(sys.argv[1:] if argv is None else argv))
     args.work.mkdir(parents=True, exist_ok=True)
-    train(args.work, {"target": args.train_steps, "draft": args.draft_steps}, args.block)
+    steps = {"target": args.train_steps, "draft": args.draft_steps}
+    train(args.work, steps, args.block, args.target_d_model)
     torch.set_num_threads(args.threads)
     print(f"load before: {os.getloadavg()[0]:.1f}; torch threads {args.threads}", flush=True)
 
