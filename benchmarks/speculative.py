@@ -8,8 +8,8 @@ against ``transformers``' assisted generation on the exported pair, greedy, batc
    ``--train-steps`` / ``--draft-steps`` (no time cap: the decay needs its known end), both at
    once (one thread each); the draft uses the target's tokenizer. Both are exported with
    ``nextok-export`` for ``transformers``.
-2. Decode: prompts are the first ``--prompt-tokens`` tokens of held-out stdlib files (the run's
-   validation split); every variant generates ``--new-tokens`` tokens from each prompt (EOS
+2. Decode: prompts are ``--prompt-tokens``-token windows of held-out stdlib files (the run's
+   validation split): every file's opening first, then the windows after them; every variant generates ``--new-tokens`` tokens from each prompt (EOS
    ignored), the variants interleaved prompt by prompt, ``--repeats`` rounds, the fastest round
    of each variant reported. nextok's speculative variants are checked token for token against
    nextok's plain output; transformers' against its own greedy output.
@@ -101,17 +101,19 @@ def train(work: Path, steps: dict[str, int], block: int, d_model: int = 256) -> 
 
 
 def held_out(tokenizer, n: int, total: int) -> list[list[int]]:
-    """The first ``total`` tokens of the first ``n`` held-out stdlib files that long."""
-    rows = []
+    """Up to ``n`` windows of ``total`` tokens from the held-out stdlib files: each file's
+    first window, then each file's second (the next ``total`` tokens), and so on, so that a
+    few prompts are the files' openings and more prompts reach into their code."""
+    files = []
     for path in stdlib_files():
         text = path.read_text(encoding="utf-8", errors="replace")
-        if not _is_val_doc(text, 0.01, 1337):
-            continue
-        ids = tokenizer.encode(text).ids
-        if len(ids) >= total:
-            rows.append(ids[:total])
-        if len(rows) == n:
-            break
+        if _is_val_doc(text, 0.01, 1337):
+            files.append(tokenizer.encode(text).ids)
+    rows = []
+    for w in range(max((len(ids) // total for ids in files), default=0)):
+        for ids in files:
+            if len(rows) < n and len(ids) >= (w + 1) * total:
+                rows.append(ids[w * total : (w + 1) * total])
     return rows
 
 
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     ppl = {id(m): perplexity(m, rows) for m in (target, int8_target, int4_target)}
     tokens = n * len(prompts)
     print(
-        f"\n{len(prompts)} held-out stdlib files: {args.prompt_tokens}-token prompts, {n} new "
+        f"\n{len(prompts)} windows of held-out stdlib files: {args.prompt_tokens}-token prompts, {n} new "
         f"tokens each, greedy, batch 1; best of {args.repeats} interleaved rounds"
     )
     print(
@@ -243,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
             f"| {weight_bytes(model) / 1e6:.1f} | {read / 1e6:.1f} | {read * rate / 1e9:.2f} |"
         )
     print(
-        f"held-out perplexity (the {len(rows)} files' first {total} tokens): fp32 {base:.2f}; "
+        f"held-out perplexity (the {len(rows)} windows of {total} tokens): fp32 {base:.2f}; "
         f"draft read MB/token {bytes_read_per_step(draft) / 1e6:.1f}; "
         f"copy bandwidth {bandwidth / 1e9:.2f} GB/s (256 MiB copy_, read + write)"
     )
