@@ -2,17 +2,18 @@
 against ``transformers``' assisted generation on the exported pair, greedy, batch 1.
 
 1. Train (skipped when ``WORK/{target,draft}/checkpoints/last.ckpt`` exist): an 8-layer target
-   (d_model ``--target-d-model``, 256) and a 2-layer draft (d_model 128) on the default corpus (the stdlib sources) with
-   ``nextok-train`` and the default recipe (Muon, warmup-stable-decay; ``conf/experiment/
-   default.yaml``) at 8 x 512-token sequences a step in bf16 autocast, for a fixed
-   ``--train-steps`` / ``--draft-steps`` (no time cap: the decay needs its known end), both at
-   once (one thread each); the draft uses the target's tokenizer. Both are exported with
+   (d_model ``--target-d-model``, 256) and a 2-layer draft (d_model 128) on the default corpus
+   (the stdlib sources) with ``nextok-train`` and the default recipe (Muon, warmup-stable-decay;
+   ``conf/experiment/default.yaml``) at 8 x 512-token sequences a step in bf16 autocast, for a
+   fixed ``--train-steps`` / ``--draft-steps`` (no time cap: the decay needs its known end), both
+   at once (one thread each); the draft uses the target's tokenizer. Both are exported with
    ``nextok-export`` for ``transformers``.
 2. Decode: prompts are ``--prompt-tokens``-token windows of held-out stdlib files (the run's
-   validation split): every file's opening first, then the windows after them; every variant generates ``--new-tokens`` tokens from each prompt (EOS
-   ignored), the variants interleaved prompt by prompt, ``--repeats`` rounds, the fastest round
-   of each variant reported. nextok's speculative variants are checked token for token against
-   nextok's plain output; transformers' against its own greedy output.
+   validation split): every file's opening first, then the windows after them; every variant
+   generates ``--new-tokens`` tokens from each prompt (EOS ignored), the variants interleaved
+   prompt by prompt, ``--repeats`` rounds, the fastest round of each variant reported. nextok's
+   speculative variants are checked token for token against nextok's plain output;
+   transformers' against its own greedy output.
 
     python benchmarks/speculative.py --work /tmp/specbench
 """
@@ -223,8 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     ppl = {id(m): perplexity(m, rows) for m in (target, int8_target, int4_target)}
     tokens = n * len(prompts)
     print(
-        f"\n{len(prompts)} windows of held-out stdlib files: {args.prompt_tokens}-token prompts, {n} new "
-        f"tokens each, greedy, batch 1; best of {args.repeats} interleaved rounds"
+        f"\n{len(prompts)} windows of held-out stdlib files: {args.prompt_tokens}-token prompts, "
+        f"{n} new tokens each, greedy, batch 1; best of {args.repeats} interleaved rounds"
     )
     print(
         "| variant | tokens/s | x vs plain | acceptance | ppl change | same tokens as | weight MB "

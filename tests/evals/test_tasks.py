@@ -120,6 +120,11 @@ def test_stdlib_next_line_distractors_match_the_true_lines_length():
     assert all(c[1:] in lines for ex in matched for c in ex.choices)  # every choice is held out
 
 
+def test_stdlib_next_line_refuses_a_non_boolean_match_length():
+    with pytest.raises(ValueError, match="match_length must be true or false, got 'maybe'"):
+        load_task("stdlib_next_line", {"kind": "stdlib_next_line", "match_length": "maybe"})
+
+
 def test_stdlib_next_line_tokenizes_like_the_file():
     """Each choice is "\\n" + line; scored separately, context and choice give the tokens the
     file itself gives (a newline merges with the next line's indentation)."""

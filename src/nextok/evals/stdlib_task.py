@@ -8,8 +8,9 @@ its distractors then come from one distribution, so the raw summed log-likelihoo
 measures prediction and a model that knows nothing scores chance (an untrained model: 0.254 on
 1,000 examples). ``match_length: false`` builds the older task, whose distractors are lines of
 any length from *other* files: there the likeliest choice is mostly the shortest, and an
-untrained model scored about as well as a trained one (0.270 vs 0.293). The held-out files are exactly the training data's validation documents
-(``split_train_val`` of the stdlib source with the run's ``val_fraction``, ``seed`` and
+untrained model scored about as well as a trained one (0.270 vs 0.293).
+
+The held-out files are exactly the training data's validation documents (``split_train_val`` of the stdlib source with the run's ``val_fraction``, ``seed`` and
 ``streaming``: a streamed source holds out by content hash, a map-style one by a seeded draw), so
 the model never saw them; :func:`check_held_out` refuses a task whose keys differ from the data
 config's (it would score files the model trained on). Some held-out text is duplicated in training files all the same (e.g. the codec tables
@@ -66,6 +67,10 @@ def stdlib_next_line(
     if num_choices < 2 or num_examples < 1 or context_lines < 1:
         raise ValueError(
             "stdlib_next_line: need num_choices >= 2, num_examples >= 1, context_lines >= 1"
+        )
+    if not isinstance(match_length, bool):
+        raise ValueError(
+            f"stdlib_next_line: match_length must be true or false, got {match_length!r}"
         )
     train, val = split_train_val(
         load_source("stdlib", "train", streaming=streaming), val_fraction, seed
@@ -149,8 +154,8 @@ def _same_length(
                 if len(others) == n:
                     return others
     raise ValueError(
-        f"stdlib_next_line: fewer than {n} distinct candidate lines in other held-out files; "
-        "lower num_choices or raise val_fraction"
+        f"stdlib_next_line: fewer than {n} distinct candidate lines besides the true one in the "
+        "held-out files; lower num_choices or raise val_fraction"
     )
 
 
