@@ -137,7 +137,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--prompts", type=int, default=6)
     p.add_argument("--prompt-tokens", type=int, default=320)
     p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--k", type=int, default=4, help="num_speculative_tokens")
+    p.add_argument("--k", type=int, default=4, help="num_speculative_tokens (the draft's)")
+    p.add_argument("--lookup-k", type=int, default=None, help="prompt lookup's k (default: --k)")
+    p.add_argument(
+        "--draft-confidence-threshold",
+        type=float,
+        default=0.4,
+        help="the draft stops guessing after a token it gives less than this probability",
+    )
     p.add_argument("--ngram", type=int, default=3, help="prompt_lookup_max_ngram")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
@@ -158,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = held_out(tok, args.prompts, total)
     prompts = [r[: args.prompt_tokens] for r in rows]
     n = args.new_tokens
-    k = args.k
+    k, lk, conf = args.k, args.lookup_k or args.k, args.draft_confidence_threshold
 
     def nextok(model, proposer=None, step=None):
         def run(prompt):
@@ -181,21 +188,21 @@ def main(argv: list[str] | None = None) -> None:
         "compiled": (nextok(target, step=compile_decode_step(target)), target, "plain"),
         "int8": (nextok(int8_target), int8_target, "int8"),
         "int4 (bf16)": (nextok(int4_target), int4_target, "int4 (bf16)"),
-        f"draft k={k}": (nextok(target, DraftModel(draft, k)), target, "plain"),
-        f"prompt lookup k={k}": (nextok(target, PromptLookup(k, args.ngram)), target, "plain"),
+        f"draft k={k}": (nextok(target, DraftModel(draft, k, conf)), target, "plain"),
+        f"prompt lookup k={lk}": (nextok(target, PromptLookup(lk, args.ngram)), target, "plain"),
         f"int4 + draft k={k}": (
-            nextok(int4_target, DraftModel(int4_draft, k)),
+            nextok(int4_target, DraftModel(int4_draft, k, conf)),
             int4_target,
             "int4 (bf16)",
         ),
-        f"int4 + prompt lookup k={k}": (
-            nextok(int4_target, PromptLookup(k, args.ngram)),
+        f"int4 + prompt lookup k={lk}": (
+            nextok(int4_target, PromptLookup(lk, args.ngram)),
             int4_target,
             "int4 (bf16)",
         ),
     }
     if not args.no_hf:
-        variants.update(hf_variants(args.work, n, k, args.ngram))
+        variants.update(hf_variants(args.work, n, k, lk, args.ngram, conf))
     if args.variants:
         variants = {
             name: v for name, v in variants.items() if name.split(" k=")[0] in args.variants
@@ -207,15 +214,19 @@ def main(argv: list[str] | None = None) -> None:
             fn.stats[:] = [0, 0]
     best = {name: float("inf") for name in variants}
     outputs: dict[str, list] = {}
+    prefill = float("inf")  # the target's prompt forwards, which every nextok variant runs
     for r in range(args.repeats):
         seconds = dict.fromkeys(variants, 0.0)
+        spent = 0.0
         for prompt in prompts:
+            spent += time_prefill(target, prompt)
             for name, (fn, _, _) in variants.items():
                 t = time.perf_counter()
                 out = fn(prompt)
                 seconds[name] += time.perf_counter() - t
                 if r == 0:
                     outputs.setdefault(name, []).append(out)
+        prefill = min(prefill, spent)
         for name in variants:
             best[name] = min(best[name], seconds[name])
         print(f"round {r + 1}: load {os.getloadavg()[0]:.1f}", flush=True)
@@ -228,10 +239,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{n} new tokens each, greedy, batch 1; best of {args.repeats} interleaved rounds"
     )
     print(
-        "| variant | tokens/s | x vs plain | acceptance | ppl change | same tokens as | weight MB "
-        "| read MB/token | GB/s |"
+        "| variant | tokens/s | x vs plain | decode x | acceptance | ppl change | same tokens as "
+        "| weight MB | read MB/token | GB/s |"
     )
-    print("|---|---:|---:|---:|---:|---|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     base = ppl[id(target)]
     for name, (fn, model, reference) in variants.items():
         rate = tokens / best[name]
@@ -240,8 +251,12 @@ def main(argv: list[str] | None = None) -> None:
         same = outputs[name] == outputs.get(reference, outputs[name])
         change = f"{100 * (ppl[id(model)] / base - 1):+.2f}%" if id(model) in ppl else "-"
         read = bytes_read_per_step(model)
+        decode = "-"
+        if name.split(" ")[0] in ("draft", "prompt", "compiled"):  # fp32 target's own prefill
+            decode = f"{(best['plain'] - prefill) / (best[name] - prefill):.2f}x"
         print(
-            f"| {name} | {rate:.1f} | {rate / (tokens / best['plain']):.2f}x | {acc} | {change} "
+            f"| {name} | {rate:.1f} | {rate / (tokens / best['plain']):.2f}x | {decode} | {acc} "
+            f"| {change} "
             f"| {reference if same else 'DIFFERENT from ' + reference} "
             f"| {weight_bytes(model) / 1e6:.1f} | {read / 1e6:.1f} | {read * rate / 1e9:.2f} |"
         )
@@ -250,11 +265,25 @@ def main(argv: list[str] | None = None) -> None:
         f"draft read MB/token {bytes_read_per_step(draft) / 1e6:.1f}; "
         f"copy bandwidth {bandwidth / 1e9:.2f} GB/s (256 MiB copy_, read + write)"
     )
+    print(
+        f"prefill: the target's forward over the {len(prompts)} prompts takes {prefill:.2f} s of "
+        f"plain's {best['plain']:.2f} s; decode x = (plain - prefill) / (variant - prefill)"
+    )
     print(f"load after: {os.getloadavg()[0]:.1f}")
 
 
-def hf_variants(work: Path, n: int, k: int, ngram: int) -> dict:
-    """transformers: plain greedy, assisted by the draft, prompt lookup (its ``generate``)."""
+@torch.inference_mode()
+def time_prefill(model, prompt: list[int]) -> float:
+    """Seconds of the cached prompt forward that starts every generation (as ``generate``'s)."""
+    cache = model.make_kv_cache(1, max_seq_len=len(prompt) + 1)
+    t = time.perf_counter()
+    model(torch.tensor([prompt]), kv_cache=cache, last_only=True)
+    return time.perf_counter() - t
+
+
+def hf_variants(work: Path, n: int, k: int, lk: int, ngram: int, conf: float) -> dict:
+    """transformers: plain greedy, assisted by the draft (k guesses, the same confidence
+    cut-off), prompt lookup (``lk`` guesses) (its ``generate``)."""
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -275,13 +304,13 @@ def hf_variants(work: Path, n: int, k: int, ngram: int) -> dict:
         assistant_model=draft,
         num_assistant_tokens=k,
         num_assistant_tokens_schedule="constant",
-        assistant_confidence_threshold=0.0,
+        assistant_confidence_threshold=conf,
     )
     return {
         "transformers plain": (run(), target, "transformers plain"),
         f"transformers assisted k={k}": (run(**assisted), target, "transformers plain"),
-        f"transformers prompt lookup k={k}": (
-            run(prompt_lookup_num_tokens=k, max_matching_ngram_size=ngram),
+        f"transformers prompt lookup k={lk}": (
+            run(prompt_lookup_num_tokens=lk, max_matching_ngram_size=ngram),
             target,
             "transformers plain",
         ),

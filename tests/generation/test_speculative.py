@@ -47,14 +47,15 @@ def proposers(make_model, target):
             p.add_(0.02 * torch.randn_like(p))
     return {
         "same": DraftModel(copy.deepcopy(target), 4),
-        "near": DraftModel(near, 3),
+        "near": DraftModel(near, 3, 0.0),
+        "unsure": DraftModel(near, 6, 0.9),  # rows stop guessing at different counts
         "other": DraftModel(context_model(make_model, seed=7, n_layer=1), 5),
         "lookup": PromptLookup(4, 3),
         "lookup1": PromptLookup(2, 1),
     }
 
 
-@pytest.mark.parametrize("name", ["same", "near", "other", "lookup", "lookup1"])
+@pytest.mark.parametrize("name", ["same", "near", "unsure", "other", "lookup", "lookup1"])
 def test_greedy_equals_plain_alone_and_batched(make_model, name):
     target = context_model(make_model)
     proposer = proposers(make_model, target)[name]
@@ -80,7 +81,7 @@ def test_rows_accepting_different_counts(make_model, max_new):
     assert proposer.stats["accepted"] > 0
 
 
-@pytest.mark.parametrize("name", ["same", "near", "lookup"])
+@pytest.mark.parametrize("name", ["same", "near", "unsure", "lookup"])
 def test_max_new_tokens_and_stops_exact(make_model, name):
     target = context_model(make_model)
     ps = prompts(8, target.config.vocab_size, seed=3)
@@ -109,10 +110,13 @@ def test_stop_strings_cut_text_exactly(make_model, tokenizer):
         assert got == want
 
 
-def test_prompt_lookup_takes_first_match():
+def test_prompt_lookup_takes_latest_match():
     row = torch.tensor([1, 2, 3, 9, 1, 2, 4, 7, 1, 2])
-    assert lookup(row, 3, 2).tolist() == [3, 9, 1]  # "1 2" first seen at 0
-    assert lookup(row, 2, 3).tolist() == [3, 9]  # no earlier "7 1 2": falls back to "1 2"
+    assert lookup(row, 3, 2).tolist() == [4, 7, 1]  # "1 2" last seen at 4
+    assert lookup(row, 2, 3).tolist() == [4, 7]  # no earlier "7 1 2": falls back to "1 2"
+    assert lookup(row, 2, 1).tolist() == [4, 7]  # "2" last seen (before the end) at 5
+    # overlapping: the latest earlier "5 5" ends one token before the end
+    assert lookup(torch.tensor([5, 5, 5, 5]), 3, 2).tolist() == [5]
     assert lookup(torch.tensor([5, 6, 7]), 3, 3).tolist() == []
     assert lookup(torch.tensor([5]), 3, 3).tolist() == []
 
@@ -153,6 +157,7 @@ def exact_joint(model, prompt: list[int], n: int, params: SamplingParams) -> tor
         ("other", SamplingParams(temperature=1.0)),
         ("same", SamplingParams(temperature=1.0)),
         ("near", SamplingParams(temperature=0.8, top_k=6)),
+        ("unsure", SamplingParams(temperature=1.0)),
         ("lookup", SamplingParams(temperature=1.0)),
     ],
 )
@@ -166,7 +171,8 @@ def test_sampled_output_has_the_target_distribution(make_model, name, params):
     proposer = {
         "other": DraftModel(make_model(vocab_size=8, seed=5, n_layer=1), 3),
         "same": DraftModel(copy.deepcopy(target), 2),
-        "near": DraftModel(near, 2),
+        "near": DraftModel(near, 2, 0.0),
+        "unsure": DraftModel(near, 3, 0.3),  # each row's guess count follows its own draws
         "lookup": PromptLookup(3, 2),
     }[name]
     prompt = [1, 2, 3, 1, 2]
@@ -199,6 +205,41 @@ def test_verify_rule_per_position_distribution():
         assert chi_square_pvalue(torch.bincount(tok, minlength=V), p[i]) > 1e-3
 
 
+def test_draft_stops_after_an_unsure_guess(make_model):
+    """The confidence cut-off: 0 always proposes k; 1 stops after the first guess (no token
+    has probability 1); in between, rows stop where the draft's own probability falls below it."""
+    target = context_model(make_model)
+    V = target.config.vocab_size
+    seq = torch.randint(0, V, (4, 6), generator=torch.Generator().manual_seed(4))
+    valid = torch.ones_like(seq, dtype=torch.bool)
+    banned = torch.tensor([], dtype=torch.long)
+
+    @torch.inference_mode()
+    def lengths(threshold):
+        drafter = DraftModel(copy.deepcopy(target), 5, threshold)
+        drafter.start(seq[:, :-1], None, seq.shape[1] + 8, seq.shape[1] + 8)
+        proposal = drafter.propose(seq, valid, 5, GREEDY, None, V, banned)
+        probs = []  # the draft's own probability of each guess, fed one after another
+        row = seq
+        for i in range(proposal.tokens.shape[1]):
+            p = target(row)[0][:, -1].softmax(-1)
+            probs.append(p.gather(-1, proposal.tokens[:, i : i + 1])[:, 0])
+            row = torch.cat([row, proposal.tokens[:, i : i + 1]], 1)
+        return proposal.lengths.tolist(), torch.stack(probs, 1)
+
+    assert lengths(0.0)[0] == [5] * 4
+    assert lengths(1.0)[0] == [1] * 4
+    _, probs = lengths(0.0)
+    seen = set()
+    cuts = probs.flatten().sort().values
+    for threshold in ((cuts[1:] + cuts[:-1]) / 2)[::3].tolist():  # between two probabilities
+        got, _ = lengths(threshold)
+        unsure = (probs < threshold).long()
+        assert got == [min(5, int(u.argmax()) + 1) if u.any() else 5 for u in unsure]
+        seen.add(tuple(got))
+    assert any(len(set(g)) > 1 for g in seen)  # rows stopped at different counts
+
+
 # ------------------------------------------------------------------ refusals
 def test_refusals(make_model):
     target = make_model()
@@ -212,3 +253,6 @@ def test_refusals(make_model):
         PromptLookup(0)
     with pytest.raises(ValueError, match="prompt_lookup_max_ngram"):
         PromptLookup(4, 0)
+    for bad in (-0.1, 1.5, "high", True):
+        with pytest.raises(ValueError, match="draft_confidence_threshold must be in"):
+            DraftModel(target, 4, bad)

@@ -82,6 +82,8 @@ def test_refusals_name_the_key(ckpt, tmp_path):
         run(compose("generate", *base, f"draft={tmp_path / 'missing.ckpt'}"))
     with pytest.raises(CliError, match="num_speculative_tokens must be a positive integer"):
         run(compose("generate", *base, "draft=prompt_lookup", "num_speculative_tokens=0"))
+    with pytest.raises(CliError, match=r"draft_confidence_threshold must be in \[0, 1\], got 1.5"):
+        run(compose("generate", *base, f"draft={ckpt}", "draft_confidence_threshold=1.5"))
     with pytest.raises(CliError, match="prompt_lookup_max_ngram must be a positive integer"):
         run(compose("generate", *base, "draft=prompt_lookup", "prompt_lookup_max_ngram=0"))
     with pytest.raises(CliError, match="repetition_penalty is not supported with draft"):

@@ -34,17 +34,18 @@ def near_copy(model, noise: float = 0.15, seed: int = 1):
 
 
 @pytest.mark.parametrize(
-    "k,kv_blocks,block_tokens,step_tokens",
-    [(4, None, 16, 256), (2, 60, 4, 48), (6, 60, 4, 48)],
+    "k,threshold,kv_blocks,block_tokens,step_tokens",
+    [(4, 0.4, None, 16, 256), (2, 0.0, 60, 4, 48), (6, 0.4, 60, 4, 48), (6, 0.9, None, 16, 256)],
 )
 def test_greedy_equals_plain_and_generate_with_the_same_draft(
-    make_model, k, kv_blocks, block_tokens, step_tokens
+    make_model, k, threshold, kv_blocks, block_tokens, step_tokens
 ):
-    """24 prompts at once; with the small pool and budget also chunked prefill and preemption."""
+    """24 prompts at once; with the small pool and budget also chunked prefill and preemption;
+    with a confidence threshold, sequences guess different counts per step."""
     model = make_model()
     draft = near_copy(model)
     ps = prompts(24)
-    proposer = DraftModel(draft, k)
+    proposer = DraftModel(draft, k, threshold)
     engine = Engine(
         model,
         proposer=proposer,
@@ -55,7 +56,7 @@ def test_greedy_equals_plain_and_generate_with_the_same_draft(
     got = engine.generate([Request(p, 25, GREEDY) for p in ps])
     plain = [generate(model, [p], 25, GREEDY)[0] for p in ps]
     assert got == plain
-    alone = DraftModel(draft, k)  # nextok-generate's speculative loop, same draft
+    alone = DraftModel(draft, k, threshold)  # nextok-generate's speculative loop, same draft
     assert got == [generate(model, [p], 25, GREEDY, proposer=alone)[0] for p in ps]
     assert 0 < proposer.stats["accepted"] < proposer.stats["proposed"]
     assert engine.cache.allocator.num_used == 0
@@ -69,12 +70,12 @@ def test_sampling_hands_the_draft_distributions_to_the_rejection_rule(make_model
     model = make_model()
     params = SamplingParams(temperature=1.0)
     ps = prompts(6, seed=5)
-    proposer = DraftModel(model, 3)
+    proposer = DraftModel(model, 3, 0.0)  # always 3 guesses
     reqs = [Request(p, 16, params, seed=i) for i, p in enumerate(ps)]
     together = Engine(model, proposer=proposer).generate(reqs)
     assert proposer.stats["proposed"] > 50
     assert proposer.stats["accepted"] == proposer.stats["proposed"]
-    alone = [Engine(model, proposer=DraftModel(model, 3)).generate([r])[0] for r in reqs]
+    alone = [Engine(model, proposer=DraftModel(model, 3, 0.0)).generate([r])[0] for r in reqs]
     assert together == alone
 
 

@@ -1,6 +1,6 @@
 """``nextok-generate draft=...``: the proposer for speculative decoding, from the config keys
-``draft`` (a checkpoint / Hugging Face folder, or ``prompt_lookup``), ``num_speculative_tokens``
-and ``prompt_lookup_max_ngram``."""
+``draft`` (a checkpoint / Hugging Face folder, or ``prompt_lookup``), ``num_speculative_tokens``,
+``draft_confidence_threshold`` and ``prompt_lookup_max_ngram``."""
 
 from __future__ import annotations
 
@@ -25,10 +25,11 @@ def make_proposer(cfg: DictConfig, loaded: Any, device: Any, dtype: Any, quantiz
     if draft is None or str(draft) == "":
         return None
     k = cfg.get("num_speculative_tokens", 4)
+    threshold = cfg.get("draft_confidence_threshold", 0.4)
     try:
         if str(draft) == PROMPT_LOOKUP:
             return PromptLookup(k, cfg.get("prompt_lookup_max_ngram", 3))
-        DraftModel(loaded.model, k)  # checks k before the draft is loaded
+        DraftModel(loaded.model, k, threshold)  # checks the keys before the draft is loaded
     except ValueError as err:
         raise CliError(str(err)) from err
     try:
@@ -49,7 +50,7 @@ def make_proposer(cfg: DictConfig, loaded: Any, device: Any, dtype: Any, quantiz
         quantize_model(other.model, quantize, device)
     except ValueError as err:
         raise CliError(f"draft={draft}: {err}") from err
-    return DraftModel(other.model, k)
+    return DraftModel(other.model, k, threshold)
 
 
 def acceptance_note(draft: str, proposer: Any) -> str:

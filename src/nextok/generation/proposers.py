@@ -65,13 +65,28 @@ class Proposer(Protocol):
 
 
 class DraftModel:
-    """A smaller model with the target's tokenizer proposes ``num_speculative_tokens`` tokens,
-    one cached forward each, sampled with the target's sampling rules (greedy: argmax)."""
+    """A smaller model with the target's tokenizer proposes up to ``num_speculative_tokens``
+    tokens, one cached forward each, sampled with the target's sampling rules (greedy: argmax).
 
-    def __init__(self, model: Transformer, num_speculative_tokens: int = 4) -> None:
+    A row stops guessing after a token the draft gave less than ``confidence_threshold``
+    probability (as ``transformers``' ``assistant_confidence_threshold``, whose default 0.4 this
+    shares; 0 always proposes k): an unsure guess is likely rejected, and every guess fed to the
+    target's verify forward costs time. The cut-off depends on the draft alone, so the rejection
+    rule stays exact."""
+
+    def __init__(
+        self,
+        model: Transformer,
+        num_speculative_tokens: int = 4,
+        confidence_threshold: float = 0.4,
+    ) -> None:
         _check_k(num_speculative_tokens)
+        t = confidence_threshold
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0.0 <= t <= 1.0:
+            raise ValueError(f"draft_confidence_threshold must be in [0, 1], got {t!r}")
         self.model = model
         self.num_speculative_tokens = num_speculative_tokens
+        self.confidence_threshold = float(t)
         self.stats = {"proposed": 0, "accepted": 0}
         self.cache: KVCache | None = None
 
@@ -96,19 +111,26 @@ class DraftModel:
         new, mask = seq[:, start:], valid[:, start:]
         mask = None if bool(mask.all()) else mask  # holes among the tokens the draft has not seen
         tokens, qs = [], []
+        lengths = torch.zeros(seq.shape[0], dtype=torch.long, device=seq.device)
+        going = torch.ones(seq.shape[0], dtype=torch.bool, device=seq.device)
         for _ in range(k):
             logits, _ = self.model(new, kv_cache=self.cache, attention_mask=mask, last_only=True)
             logits = _fit_vocab(logits[:, -1].float(), vocab, banned)
             if params.greedy:
                 tok = logits.argmax(-1)
+                q = logits.softmax(-1) if self.confidence_threshold > 0 else None
             else:
                 q = next_token_probs(logits, params)
                 tok = draw(q, generator)
                 qs.append(q)
             tokens.append(tok)
+            lengths += going
+            if q is not None and self.confidence_threshold > 0:  # a row stops after an unsure guess
+                going &= q.gather(-1, tok[:, None])[:, 0] >= self.confidence_threshold
+                if not bool(going.any()):
+                    break
             new, mask = tok[:, None], None
         out = torch.stack(tokens, 1)
-        lengths = torch.full((seq.shape[0],), k, dtype=torch.long, device=seq.device)
         return Proposal(out, lengths, torch.stack(qs, 1) if qs else None)
 
     def rollback(self, valid: torch.Tensor) -> None:
@@ -120,7 +142,9 @@ class DraftModel:
 class PromptLookup:
     """N-gram lookup in the text so far (prompt included), as ``transformers``'
     ``prompt_lookup_num_tokens``: the last n tokens (n = ``max_ngram`` down to 1) are searched
-    for earlier in the row; the tokens that followed the first match are the proposal."""
+    for earlier in the row; the tokens that followed the most recent match are the proposal
+    (``transformers`` takes the first: on code the nearest repeat predicts better, 53% of
+    guesses kept against 38% on held-out stdlib windows, docs/fast-decoding.md)."""
 
     def __init__(self, num_speculative_tokens: int = 4, max_ngram: int = 3) -> None:
         _check_k(num_speculative_tokens)
@@ -150,14 +174,14 @@ class PromptLookup:
 
 
 def lookup(row: torch.Tensor, k: int, max_ngram: int) -> torch.Tensor:
-    """Up to ``k`` ids that followed the first earlier occurrence of ``row``'s last n ids,
+    """Up to ``k`` ids that followed the latest earlier occurrence of ``row``'s last n ids,
     trying n = ``max_ngram`` .. 1; empty when nothing matches."""
     n_tokens = row.shape[0]
     for n in range(min(max_ngram, n_tokens - 1), 0, -1):
         windows = row[:-1].unfold(0, n, 1)  # every n-gram that has a token after it
         hits = (windows == row[-n:]).all(-1).nonzero()
         if len(hits):
-            start = int(hits[0, 0]) + n
+            start = int(hits[-1, 0]) + n
             return row[start : start + k]
     return row[:0]
 

@@ -48,7 +48,9 @@ class SeqDraft:
     proposal (``q``: None when greedy)."""
 
     def __init__(self, proposer: DraftModel, columns: int) -> None:
-        self.drafter = DraftModel(proposer.model.eval(), proposer.num_speculative_tokens)
+        self.drafter = DraftModel(
+            proposer.model.eval(), proposer.num_speculative_tokens, proposer.confidence_threshold
+        )
         self.drafter.cache = proposer.model.make_kv_cache(1, max_seq_len=columns)
         self.q: torch.Tensor | None = None
 
@@ -61,14 +63,16 @@ class SeqDraft:
         vocab: int,
         banned: torch.Tensor,
     ) -> list[int]:
-        """``k`` tokens following ``tokens`` (the sequence so far), drawn with the request's
-        sampling rules and generator (greedy: the draft's argmax)."""
+        """Up to ``k`` tokens following ``tokens`` (the sequence so far), drawn with the
+        request's sampling rules and generator (greedy: the draft's argmax); fewer when the
+        draft is unsure (its ``confidence_threshold``)."""
         device = banned.device
         seq = torch.tensor([tokens], dtype=torch.long, device=device)
         valid = torch.ones_like(seq, dtype=torch.bool)
         proposal = self.drafter.propose(seq, valid, k, params, generator, vocab, banned)
-        self.q = proposal.q
-        return proposal.tokens[0].tolist()
+        n = int(proposal.lengths[0])
+        self.q = None if proposal.q is None else proposal.q[:, :n]
+        return proposal.tokens[0, :n].tolist()
 
     def rollback(self, keep: int) -> None:
         """Only the first ``keep`` tokens of the sequence stay in the draft cache."""
