@@ -118,20 +118,25 @@ def test_serve_builds_a_draft_model_engine(tmp_path):
 
 def test_the_draft_cache_keeps_only_tokens_that_stay(make_model):
     """After every step each sequence's draft cache holds a prefix of its tokens, never a
-    rejected guess (it lags the newest token, which the draft has not been fed yet)."""
+    rejected guess (it lags the newest token, which the draft has not been fed yet), and a
+    finished sequence's draft blocks are back in the pool."""
     model = make_model()
     proposer = DraftModel(near_copy(model), 4)
     engine = Engine(model, proposer=proposer)
     for p in prompts(4, seed=2):
         engine.add(Request(p, 30, GREEDY))
     checked = 0
+    drafts = engine.drafts.cache
     while engine.has_work:
         engine.step()
         for seq in engine.running:
-            if seq.drafter is not None:
-                assert seq.drafter.drafter.cache.seq_len < len(seq.tokens)
+            if seq.id in drafts.lengths:
+                assert drafts.lengths[seq.id] < len(seq.tokens)
                 checked += 1
+        alive = {s.id for s in engine.running}
+        assert set(drafts.tables) <= alive  # finished sequences returned their draft blocks
     assert checked and proposer.stats["accepted"] < proposer.stats["proposed"]
+    assert drafts.allocator.num_used == 0
 
 
 def test_shared_prefix_blocks_and_eos(make_model):

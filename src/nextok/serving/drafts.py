@@ -1,20 +1,31 @@
-"""A draft model's guesses inside the serving engine, one sequence at a time.
+"""A draft model's guesses inside the serving engine, for every guessing sequence at once.
 
-The engine's paged cache holds the target's keys and values; the draft model keeps its own,
-per sequence, in a contiguous :class:`~nextok.model.KVCache` sized for that request (prompt +
-``max_new_tokens``), through the same :class:`~nextok.generation.DraftModel` that
-``nextok-generate`` uses (batch 1). After the target verifies a guess, the draft cache is cut
-back to the tokens that stay, so the next proposal feeds only what the draft has not seen (the
-target's correction or bonus token, or several tokens after a step without guesses).
+The engine's paged cache holds the target's keys and values; the draft model keeps its own in a
+second :class:`~nextok.serving.paged_cache.PagedKVCache` (same block size, its own pool), so
+that one draft forward serves every sequence that guesses in a step: the first feeds each
+sequence the tokens its draft cache has not seen (the target's correction or bonus token, the
+whole prompt the first time), the next ones one guess per sequence, for up to k forwards. A
+sequence stops guessing at its own k, or after a guess the draft gives less than the proposer's
+``confidence_threshold``. After the target verifies, a sequence's draft cache is cut back to the
+tokens that stay; a finished or preempted sequence returns its draft blocks.
+
+Each guess is drawn with its request's sampling rules and seeded generator, row by row (greedy:
+the draft's argmax), as ``nextok-generate``'s :class:`~nextok.generation.DraftModel` does for
+one sequence, so a request's draws never depend on its companions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from nextok.generation import DraftModel
+from nextok.generation.proposers import _fit_vocab
+from nextok.generation.sampling import draw, next_token_probs
+from nextok.serving.paged_cache import PagedKVCache
 
 if TYPE_CHECKING:
     from nextok.generation import SamplingParams
@@ -42,43 +53,91 @@ def check_draft(draft: Transformer, target: Transformer, vocab_limit: int | None
         raise ValueError(f"the draft model is on {where}, the target on {there}")
 
 
-class SeqDraft:
-    """The draft model's state for one sequence: a :class:`DraftModel` over the shared draft
-    weights with its own cache of ``columns`` positions, and the distributions of its last
-    proposal (``q``: None when greedy)."""
+@dataclass
+class Want:
+    """One sequence's request for guesses: its id, its tokens so far, at most ``k`` guesses,
+    and the sampling rules and generator of its request."""
 
-    def __init__(self, proposer: DraftModel, columns: int) -> None:
-        self.drafter = DraftModel(
-            proposer.model.eval(), proposer.num_speculative_tokens, proposer.confidence_threshold
+    seq_id: int
+    tokens: Sequence[int]
+    k: int
+    sampling: SamplingParams
+    generator: torch.Generator | None
+
+
+class PagedDraft:
+    """The draft model and its paged KV cache for every sequence of one engine.
+
+    ``num_blocks`` blocks of ``block_size_tokens``: a sequence whose draft cache cannot grow
+    (the pool is full) gets no guesses that step, nothing else changes."""
+
+    def __init__(self, proposer: DraftModel, num_blocks: int, block_size_tokens: int) -> None:
+        self.model = proposer.model.eval()
+        self.threshold = proposer.confidence_threshold
+        w = self.model.lm_head.weight
+        self.cache = PagedKVCache(
+            self.model.config, num_blocks, block_size_tokens, w.dtype, w.device
         )
-        self.drafter.cache = proposer.model.make_kv_cache(1, max_seq_len=columns)
-        self.q: torch.Tensor | None = None
 
+    def free(self, seq_id: int) -> None:
+        self.cache.free(seq_id)
+
+    def truncate(self, seq_id: int, keep: int) -> None:
+        """Only the first ``keep`` tokens of the sequence stay in its draft cache."""
+        if self.cache.lengths.get(seq_id, 0) > keep:
+            self.cache.truncate(seq_id, keep)
+
+    @torch.inference_mode()
     def propose(
-        self,
-        tokens: list[int],
-        k: int,
-        params: SamplingParams,
-        generator: torch.Generator | None,
-        vocab: int,
-        banned: torch.Tensor,
-    ) -> list[int]:
-        """Up to ``k`` tokens following ``tokens`` (the sequence so far), drawn with the
-        request's sampling rules and generator (greedy: the draft's argmax); fewer when the
-        draft is unsure (its ``confidence_threshold``)."""
-        device = banned.device
-        seq = torch.tensor([tokens], dtype=torch.long, device=device)
-        valid = torch.ones_like(seq, dtype=torch.bool)
-        proposal = self.drafter.propose(seq, valid, k, params, generator, vocab, banned)
-        n = int(proposal.lengths[0])
-        self.q = None if proposal.q is None else proposal.q[:, :n]
-        return proposal.tokens[0, :n].tolist()
+        self, wants: Sequence[Want], vocab: int, banned: torch.Tensor
+    ) -> dict[int, tuple[list[int], torch.Tensor | None]]:
+        """sequence id -> (its guesses, their distributions (1, n, V) or None when greedy).
+        A sequence may get fewer than its ``k`` (an unsure guess, or no room in the pool)."""
+        cache, device = self.cache, banned.device
+        live = []
+        for w in wants:  # room for the unseen tokens and the guesses fed back (all but the last)
+            need = len(w.tokens) + w.k - 1
+            if cache.can_grow(w.seq_id, need):
+                cache.grow(w.seq_id, need)
+                live.append(w)
+        guesses: dict[int, list[int]] = {w.seq_id: [] for w in live}
+        qs: dict[int, list[torch.Tensor]] = {w.seq_id: [] for w in live}
+        feed = {w.seq_id: list(w.tokens[cache.lengths[w.seq_id] :]) for w in live}
+        while live:
+            chunks = [(w.seq_id, len(feed[w.seq_id])) for w in live]
+            ids = [t for w in live for t in feed[w.seq_id]]
+            last = torch.tensor(chunks, dtype=torch.long)[:, 1].cumsum(0) - 1
+            step = cache.step(chunks, last.to(device))
+            idx = torch.tensor(ids, dtype=torch.long, device=device)[None]
+            logits = _fit_vocab(self.model(idx, kv_cache=step)[0][0].float(), vocab, banned)
+            picked, sure = self._pick(logits, live, qs)
+            going = []
+            for w, tok, p in zip(live, picked, sure):
+                guesses[w.seq_id].append(tok)
+                feed[w.seq_id] = [tok]
+                if len(guesses[w.seq_id]) < w.k and p >= self.threshold:
+                    going.append(w)
+            live = going
+        return {s: (g, torch.stack(qs[s], 0)[None] if qs[s] else None) for s, g in guesses.items()}
 
-    def rollback(self, keep: int) -> None:
-        """Only the first ``keep`` tokens of the sequence stay in the draft cache."""
-        self.drafter.rollback(torch.ones((1, keep), dtype=torch.bool, device=self._device))
-        self.q = None
-
-    @property
-    def _device(self) -> torch.device:
-        return self.drafter.model.lm_head.weight.device
+    def _pick(self, logits: torch.Tensor, live: Sequence[Want], qs) -> tuple[list, list]:
+        """Each row's guess (argmax, or a draw from its request's distribution with its own
+        generator) and the draft's probability of it."""
+        greedy = all(w.sampling.greedy for w in live)
+        if greedy:
+            tok = logits.argmax(-1)
+            sure = logits.softmax(-1).gather(-1, tok[:, None])[:, 0] if self.threshold else None
+            return tok.tolist(), sure.tolist() if sure is not None else [1.0] * len(live)
+        toks, sure = [], []
+        for row, w in zip(logits, live):
+            if w.sampling.greedy:
+                q = row.softmax(-1)
+                tok = int(row.argmax())
+            else:
+                q = next_token_probs(row[None], w.sampling)
+                tok = int(draw(q, w.generator)[0])
+                qs[w.seq_id].append(q[0])
+                q = q[0]
+            toks.append(tok)
+            sure.append(float(q[tok]))
+        return toks, sure

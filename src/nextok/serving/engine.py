@@ -17,9 +17,10 @@ and prefill goes to guesses: a decoding sequence whose text so far repeats an n-
 next token plus up to k looked-up tokens as one chunk, :func:`nextok.generation.verify` keeps a
 prefix of them by the rejection rule (greedy: while they equal the argmax), and the cache is
 truncated to the kept tokens. Such a step yields one :class:`Output` per new token.
-With ``proposer=DraftModel(draft, k)`` the guesses come from the draft model instead, each
-sequence with its own contiguous draft KV cache (:mod:`nextok.serving.drafts`), rolled back
-with the target's paged cache to the kept tokens.
+With ``proposer=DraftModel(draft, k)`` the guesses come from the draft model instead: its own
+paged KV cache holds every sequence, one draft forward per guess position serves all the
+guessing sequences (:mod:`nextok.serving.drafts`), and each sequence's draft cache is rolled
+back with the target's to the kept tokens.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from nextok.generation import (
 )
 from nextok.generation.loop import ends_with
 from nextok.generation.proposers import lookup
-from nextok.serving.drafts import SeqDraft, check_draft
+from nextok.serving.drafts import PagedDraft, Want, check_draft
 from nextok.serving.paged_cache import PagedKVCache, blocks_for_mb
 from nextok.serving.sampling import sample_rows
 
@@ -107,7 +108,7 @@ class _Seq:
         self.generated: list[int] = []
         self.computed = 0  # tokens whose keys/values are in the cache
         self.draft: list[int] = []  # tokens guessed for this step (speculative decoding)
-        self.drafter: SeqDraft | None = None  # its draft model's cache (proposer=DraftModel)
+        self.draft_q: torch.Tensor | None = None  # the draft's distributions of its guesses
         self.generator = make_generator(req.seed, engine.device)
         self.seen = None
         if req.sampling.repetition_penalty != 1.0:
@@ -182,6 +183,9 @@ class Engine:
         if kv_blocks is None:
             kv_blocks = max_running * -(-c.block_size // block_size_tokens)
         self.cache = PagedKVCache(c, kv_blocks, block_size_tokens, w.dtype, w.device)
+        self.drafts = None
+        if isinstance(proposer, DraftModel):  # as many blocks: it never holds more tokens
+            self.drafts = PagedDraft(proposer, kv_blocks, block_size_tokens)
         self.max_tokens_per_step, self.max_running = max_tokens_per_step, max_running
         self.prefix_sharing = prefix_sharing
         self.tokenizer, self.eos_id = tokenizer, eos_id
@@ -235,7 +239,7 @@ class Engine:
             self._inbox.clear()
             self._cancelled.clear()
         for seq in (*self.running, *self.waiting):
-            self.cache.free(seq.id)
+            self._free(seq)
         self.running.clear()
         self.waiting.clear()
 
@@ -245,17 +249,21 @@ class Engine:
             return bool(self.waiting or self.running or self._inbox)
 
     # ------------------------------------------------------------------ scheduling
-    def _finish(self, seq: _Seq) -> None:
+    def _free(self, seq: _Seq) -> None:
+        """Return the blocks of ``seq`` (and of its draft cache)."""
         self.cache.free(seq.id)
-        seq.drafter = None
+        if self.drafts is not None:
+            self.drafts.free(seq.id)
+
+    def _finish(self, seq: _Seq) -> None:
+        self._free(seq)
         if seq in self.running:
             self.running.remove(seq)
 
     def _preempt(self, victim: _Seq, plan: dict[int, int]) -> None:
-        self.cache.free(victim.id)
+        self._free(victim)  # its draft cache is rebuilt when it decodes again
         victim.computed = 0
         victim.draft = []
-        victim.drafter = None  # its draft cache is rebuilt when it decodes again
         if victim.prompt_logprobs is not None:  # recomputed from the start
             victim.prompt_logprobs = [(None, {})]
         self.running.remove(victim)
@@ -303,38 +311,42 @@ class Engine:
             plan[seq.id] = n
             budget -= n
         if self.proposer is not None:  # what is left of the budget: guesses for the decodes
+            wants: list[Want] = []
             for seq in self.running:
                 if budget == 0:
                     break
-                if plan.get(seq.id) == 1 and seq.pending == 1:
-                    seq.draft = self._propose(seq, budget)
-                    if seq.draft:
-                        cache.grow(seq.id, seq.computed + 1 + len(seq.draft))
+                if plan.get(seq.id) != 1 or seq.pending != 1:
+                    continue
+                k = self._guess_room(seq, budget)
+                if not k:
+                    continue
+                budget -= k
+                if self.drafts is not None:  # reserve k; the draft runs for all of them at once
+                    cache.grow(seq.id, seq.computed + 1 + k)
+                    wants.append(Want(seq.id, seq.tokens, k, seq.req.sampling, seq.generator))
+                    continue
+                seq.draft = lookup(torch.tensor(seq.tokens), k, self.proposer.max_ngram).tolist()
+                cache.grow(seq.id, seq.computed + 1 + len(seq.draft))
+                plan[seq.id] += len(seq.draft)
+                budget += k - len(seq.draft)
+            if wants:
+                guessed = self.drafts.propose(wants, self.vocab, self.pad_ids)
+                for seq in self.running:
+                    if seq.id in guessed:
+                        seq.draft, seq.draft_q = guessed[seq.id]
                         plan[seq.id] += len(seq.draft)
-                        budget -= len(seq.draft)
         return plan
 
-    def _propose(self, seq: _Seq, budget: int) -> list[int]:
-        """Up to k tokens looked up in ``seq``'s text so far, within ``budget``, its
+    def _guess_room(self, seq: _Seq, budget: int) -> int:
+        """How many tokens ``seq`` may guess this step: k within ``budget``, its
         ``max_new_tokens`` (the verified step adds one more) and the free blocks. Requests
         with a repetition penalty or scoring their prompt are not guessed for."""
-        req, proposer = seq.req, self.proposer
+        req = seq.req
         if req.sampling.repetition_penalty != 1.0 or seq.prompt_logprobs is not None:
-            return []
-        k = min(proposer.num_speculative_tokens, req.max_new_tokens - len(seq.generated) - 1)
-        if min(k, budget) < 1:
-            return []
-        if isinstance(proposer, DraftModel):  # its forwards cost: fix k before running them
-            k = min(k, budget, self._fit(seq, 1 + k) - 1)
-            if k < 1:
-                return []
-            if seq.drafter is None:
-                seq.drafter = SeqDraft(proposer, seq.n_prompt + req.max_new_tokens)
-            return seq.drafter.propose(
-                seq.tokens, k, req.sampling, seq.generator, self.vocab, self.pad_ids
-            )
-        draft = lookup(torch.tensor(seq.tokens), min(k, budget), proposer.max_ngram).tolist()
-        return draft[: max(0, self._fit(seq, 1 + len(draft)) - 1)]
+            return 0
+        k = self.proposer.num_speculative_tokens
+        k = min(k, req.max_new_tokens - len(seq.generated) - 1, budget)
+        return max(0, min(k, self._fit(seq, 1 + k) - 1))
 
     def _shared_prefix(self, seq: _Seq) -> list[int]:
         """Registered blocks holding ``seq``'s leading full blocks; its last token is always
@@ -435,14 +447,14 @@ class Engine:
         draft, seq.draft = seq.draft, []
         d = torch.tensor([draft], device=self.device)
         lengths = torch.tensor([len(draft)], device=self.device)
-        q = seq.drafter.q if seq.drafter is not None else None
+        q, seq.draft_q = seq.draft_q, None
         proposal = Proposal(d, lengths, q)
         accepted, nxt = verify(logits[None], proposal, seq.req.sampling, seq.generator)
         kept = int(accepted[0])
         self.proposer.stats["proposed"] += len(draft)
         self.proposer.stats["accepted"] += kept
-        if seq.drafter is not None:
-            seq.drafter.rollback(len(seq.tokens) + kept)
+        if self.drafts is not None:
+            self.drafts.truncate(seq.id, len(seq.tokens) + kept)
         seq.computed += 1 + kept
         self.cache.truncate(seq.id, seq.computed)
         outs = []
