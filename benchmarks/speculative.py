@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import shlex
 import shutil
@@ -45,6 +46,7 @@ from nextok.generation import (
     quantize_model,
 )
 from nextok.generation.quantize import bytes_read_per_step, weight_bytes
+from nextok.model import Transformer
 
 GREEDY = SamplingParams(temperature=0)
 DRAFT = "model.n_layer=2 model.d_model=128 model.n_head=4 model.n_kv_head=2"
@@ -180,33 +182,41 @@ def main(argv: list[str] | None = None) -> None:
         run.stats = [0, 0]
         return run
 
-    int4_target = quantize_model(copy.deepcopy(target).to(torch.bfloat16), "int4")
-    int4_draft = quantize_model(copy.deepcopy(draft).to(torch.bfloat16), "int4")
-    int8_target = quantize_model(copy.deepcopy(target), "int8")
-    variants = {
-        "plain": (nextok(target), target, "plain"),
-        "compiled": (nextok(target, step=compile_decode_step(target)), target, "plain"),
-        "int8": (nextok(int8_target), int8_target, "int8"),
-        "int4 (bf16)": (nextok(int4_target), int4_target, "int4 (bf16)"),
-        f"draft k={k}": (nextok(target, DraftModel(draft, k, conf)), target, "plain"),
-        f"prompt lookup k={lk}": (nextok(target, PromptLookup(lk, args.ngram)), target, "plain"),
-        f"int4 + draft k={k}": (
-            nextok(int4_target, DraftModel(int4_draft, k, conf)),
-            int4_target,
+    @functools.cache
+    def quantized(mode: str, model: str = "target"):
+        """The target (or draft) with quantized weights, built only for a variant that runs."""
+        base = copy.deepcopy(target if model == "target" else draft)
+        return quantize_model(base if mode == "int8" else base.to(torch.bfloat16), mode)
+
+    makers = {
+        "plain": lambda: (nextok(target), target, "plain"),
+        "compiled": lambda: (nextok(target, step=compile_decode_step(target)), target, "plain"),
+        "int8": lambda: (nextok(quantized("int8")), quantized("int8"), "int8"),
+        "int4 (bf16)": lambda: (nextok(quantized("int4")), quantized("int4"), "int4 (bf16)"),
+        f"draft k={k}": lambda: (nextok(target, DraftModel(draft, k, conf)), target, "plain"),
+        f"prompt lookup k={lk}": lambda: (
+            nextok(target, PromptLookup(lk, args.ngram)),
+            target,
+            "plain",
+        ),
+        f"int4 + draft k={k}": lambda: (
+            nextok(quantized("int4"), DraftModel(quantized("int4", "draft"), k, conf)),
+            quantized("int4"),
             "int4 (bf16)",
         ),
-        f"int4 + prompt lookup k={lk}": (
-            nextok(int4_target, PromptLookup(lk, args.ngram)),
-            int4_target,
+        f"int4 + prompt lookup k={lk}": lambda: (
+            nextok(quantized("int4"), PromptLookup(lk, args.ngram)),
+            quantized("int4"),
             "int4 (bf16)",
         ),
     }
+    picked = [m for m in makers if not args.variants or m.split(" k=")[0] in args.variants]
+    variants = {name: makers[name]() for name in picked}
     if not args.no_hf:
-        variants.update(hf_variants(args.work, n, k, lk, args.ngram, conf))
-    if args.variants:
-        variants = {
-            name: v for name, v in variants.items() if name.split(" k=")[0] in args.variants
-        }
+        hf = hf_variants(args.work, n, k, lk, args.ngram, conf)
+        variants.update(
+            {m: v for m, v in hf.items() if not args.variants or m.split(" k=")[0] in args.variants}
+        )
 
     for fn, _, _ in variants.values():  # warm-up (and compilation) outside the timing
         fn(prompts[0][:16])
@@ -232,7 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"round {r + 1}: load {os.getloadavg()[0]:.1f}", flush=True)
 
     bandwidth = copy_bandwidth()
-    ppl = {id(m): perplexity(m, rows) for m in (target, int8_target, int4_target)}
+    ours = {id(m): m for _, m, _ in variants.values() if isinstance(m, Transformer)}
+    ppl = {key: perplexity(m, rows) for key, m in {id(target): target, **ours}.items()}
     tokens = n * len(prompts)
     print(
         f"\n{len(prompts)} windows of held-out stdlib files: {args.prompt_tokens}-token prompts, "
