@@ -115,8 +115,10 @@ def test_prompt_lookup_takes_latest_match():
     assert lookup(row, 3, 2).tolist() == [4, 7, 1]  # "1 2" last seen at 4
     assert lookup(row, 2, 3).tolist() == [4, 7]  # no earlier "7 1 2": falls back to "1 2"
     assert lookup(row, 2, 1).tolist() == [4, 7]  # "2" last seen (before the end) at 5
-    # overlapping: the latest earlier "5 5" ends one token before the end
-    assert lookup(torch.tensor([5, 5, 5, 5]), 3, 2).tolist() == [5]
+    # a run of one token: the latest "5 5" with 3 tokens after it, not the one at the end
+    assert lookup(torch.tensor([5, 5, 5, 5, 5, 5]), 3, 2).tolist() == [5, 5, 5]
+    assert lookup(torch.tensor([5, 5, 5, 5]), 3, 2).tolist() == [5, 5]  # none has 3: the longest
+    assert lookup(torch.tensor([1, 2, 7, 1, 2, 8, 9, 3, 1, 2]), 2, 2).tolist() == [8, 9]
     assert lookup(torch.tensor([5, 6, 7]), 3, 3).tolist() == []
     assert lookup(torch.tensor([5]), 3, 3).tolist() == []
 

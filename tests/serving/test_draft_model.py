@@ -18,6 +18,7 @@ from nextok.cli.errors import CliError
 from nextok.cli.serve import build
 from nextok.generation import DraftModel, SamplingParams, generate
 from nextok.serving import Engine, Request
+from nextok.serving.drafts import PagedDraft
 from serving.test_speculation import prompts
 
 GREEDY = SamplingParams(temperature=0)
@@ -155,3 +156,49 @@ def test_shared_prefix_blocks_and_eos(make_model):
     assert engine.generate(reqs) == plain
     assert proposer.stats["accepted"] > 0
     assert engine.cache.shared_blocks > 0 and engine.cache.allocator.num_used == 0
+
+
+def test_shared_prompt_under_pool_pressure_keeps_seeded_draws(make_model):
+    """Nine requests behind one 40-token prompt in a 60-block pool: the draft pool (twice the
+    target's, sharing prompt blocks too) always has room, so the seeded request gets the same
+    guesses, hence the same tokens, as alone."""
+    model = make_model()
+    base = [(7 * i) % 97 for i in range(40)]
+    sampled = SamplingParams(temperature=1.0)
+
+    def engine():
+        proposer = DraftModel(near_copy(model), 4, 0.0)
+        return Engine(model, proposer=proposer, kv_blocks=60, block_size_tokens=8)
+
+    for seed in range(3):
+        mine = Request(base + [1], 20, sampled, seed=seed)
+        others = [Request(base + [i + 2], 20, GREEDY) for i in range(8)]
+        crowded = engine()
+        together = crowded.generate([*others[:4], mine, *others[4:]])
+        assert together[4] == engine().generate([mine])[0]
+        assert crowded.preemptions == 0 and crowded.drafts.cache.shared_blocks > 0
+        assert crowded.drafts.cache.allocator.num_used == 0
+
+
+def test_a_full_draft_pool_only_skips_guesses(make_model):
+    """A draft pool too small for every sequence: those without room decode plainly that step;
+    the output is still the plain output and every block comes back."""
+    model = make_model()
+    ps = prompts(12, seed=9)
+    plain = Engine(model).generate([Request(p, 20, GREEDY) for p in ps])
+    proposer = DraftModel(near_copy(model), 4, 0.0)
+    engine = Engine(model, proposer=proposer)
+    engine.drafts = PagedDraft(proposer, 6, 16)  # room for two or three sequences at a time
+    refused = 0
+    reserve = engine.drafts.reserve
+
+    def counting(want):
+        nonlocal refused
+        ok = reserve(want)
+        refused += not ok
+        return ok
+
+    engine.drafts.reserve = counting
+    assert engine.generate([Request(p, 20, GREEDY) for p in ps]) == plain
+    assert refused > 0 and proposer.stats["accepted"] > 0
+    assert engine.drafts.cache.allocator.num_used == 0 and engine.cache.allocator.num_used == 0

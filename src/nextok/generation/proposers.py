@@ -174,14 +174,16 @@ class PromptLookup:
 
 
 def lookup(row: torch.Tensor, k: int, max_ngram: int) -> torch.Tensor:
-    """Up to ``k`` ids that followed the latest earlier occurrence of ``row``'s last n ids,
+    """Up to ``k`` ids that followed the latest earlier occurrence of ``row``'s last n ids that
+    has k ids after it (else the earliest, whose continuation is the longest),
     trying n = ``max_ngram`` .. 1; empty when nothing matches."""
     n_tokens = row.shape[0]
     for n in range(min(max_ngram, n_tokens - 1), 0, -1):
         windows = row[:-1].unfold(0, n, 1)  # every n-gram that has a token after it
-        hits = (windows == row[-n:]).all(-1).nonzero()
+        hits = (windows == row[-n:]).all(-1).nonzero()[:, 0] + n  # where continuations start
         if len(hits):
-            start = int(hits[-1, 0]) + n
+            full = hits[hits + k <= n_tokens]  # in a run of one token the last match gives 1
+            start = int(full[-1] if len(full) else hits[0])  # else the longest continuation
             return row[start : start + k]
     return row[:0]
 

@@ -25,6 +25,7 @@ import torch
 from nextok.generation import DraftModel
 from nextok.generation.proposers import _fit_vocab
 from nextok.generation.sampling import draw, next_token_probs
+from nextok.serving.blocks import OutOfBlocks
 from nextok.serving.paged_cache import PagedKVCache
 
 if TYPE_CHECKING:
@@ -55,11 +56,12 @@ def check_draft(draft: Transformer, target: Transformer, vocab_limit: int | None
 
 @dataclass
 class Want:
-    """One sequence's request for guesses: its id, its tokens so far, at most ``k`` guesses,
-    and the sampling rules and generator of its request."""
+    """One sequence's request for guesses: its id, its tokens so far (the first ``n_prompt``
+    its prompt), at most ``k`` guesses, and the sampling rules and generator of its request."""
 
     seq_id: int
     tokens: Sequence[int]
+    n_prompt: int
     k: int
     sampling: SamplingParams
     generator: torch.Generator | None
@@ -68,38 +70,62 @@ class Want:
 class PagedDraft:
     """The draft model and its paged KV cache for every sequence of one engine.
 
-    ``num_blocks`` blocks of ``block_size_tokens``: a sequence whose draft cache cannot grow
-    (the pool is full) gets no guesses that step, nothing else changes."""
+    ``num_blocks`` blocks of ``block_size_tokens``. Prompts that start with the same full
+    blocks share them, as in the target's cache (with ``prefix_sharing``), so the draft pool
+    holds no more blocks than the target's for the same sequences; a sequence that finds no
+    room anyway gets no guesses that step (:meth:`reserve`), nothing else changes."""
 
-    def __init__(self, proposer: DraftModel, num_blocks: int, block_size_tokens: int) -> None:
+    def __init__(
+        self,
+        proposer: DraftModel,
+        num_blocks: int,
+        block_size_tokens: int,
+        prefix_sharing: bool = True,
+    ) -> None:
         self.model = proposer.model.eval()
         self.threshold = proposer.confidence_threshold
+        self.prefix_sharing = prefix_sharing
         w = self.model.lm_head.weight
-        self.cache = PagedKVCache(
-            self.model.config, num_blocks, block_size_tokens, w.dtype, w.device
-        )
+        config = self.model.config
+        self.cache = PagedKVCache(config, num_blocks, block_size_tokens, w.dtype, w.device)
 
     def free(self, seq_id: int) -> None:
         self.cache.free(seq_id)
 
     def truncate(self, seq_id: int, keep: int) -> None:
-        """Only the first ``keep`` tokens of the sequence stay in its draft cache."""
+        """Only the first ``keep`` tokens of the sequence stay in its draft cache (all of it
+        goes when the roll-back would need a free block for a shared tail: it is rebuilt)."""
         if self.cache.lengths.get(seq_id, 0) > keep:
-            self.cache.truncate(seq_id, keep)
+            try:
+                self.cache.truncate(seq_id, keep)
+            except OutOfBlocks:
+                self.cache.free(seq_id)
+
+    def reserve(self, want: Want) -> bool:
+        """Make room for ``want``'s unseen tokens and its guesses fed back (all but the last);
+        False when the pool cannot hold them (shared prefix blocks it took stay: they hold
+        the right keys and values for its prompt)."""
+        cache, seq = self.cache, want.seq_id
+        if self.prefix_sharing and not cache.tables.get(seq):  # its last token is always fed
+            blocks = (len(want.tokens) - 1) // cache.block_size
+            shared = cache.match_prefix(want.tokens, blocks)
+            if shared:
+                cache.adopt(seq, shared)
+        need = len(want.tokens) + want.k - 1
+        if not cache.can_grow(seq, need):
+            return False
+        cache.grow(seq, need)
+        return True
 
     @torch.inference_mode()
     def propose(
         self, wants: Sequence[Want], vocab: int, banned: torch.Tensor
     ) -> dict[int, tuple[list[int], torch.Tensor | None]]:
-        """sequence id -> (its guesses, their distributions (1, n, V) or None when greedy).
-        A sequence may get fewer than its ``k`` (an unsure guess, or no room in the pool)."""
+        """sequence id -> (its guesses, their distributions (1, n, V) or None when greedy),
+        for ``wants`` that :meth:`reserve` accepted. A sequence gets fewer than its ``k`` after
+        an unsure guess."""
         cache, device = self.cache, banned.device
-        live = []
-        for w in wants:  # room for the unseen tokens and the guesses fed back (all but the last)
-            need = len(w.tokens) + w.k - 1
-            if cache.can_grow(w.seq_id, need):
-                cache.grow(w.seq_id, need)
-                live.append(w)
+        live = list(wants)
         guesses: dict[int, list[int]] = {w.seq_id: [] for w in live}
         qs: dict[int, list[torch.Tensor]] = {w.seq_id: [] for w in live}
         feed = {w.seq_id: list(w.tokens[cache.lengths[w.seq_id] :]) for w in live}
@@ -110,6 +136,9 @@ class PagedDraft:
             step = cache.step(chunks, last.to(device))
             idx = torch.tensor(ids, dtype=torch.long, device=device)[None]
             logits = _fit_vocab(self.model(idx, kv_cache=step)[0][0].float(), vocab, banned)
+            if self.prefix_sharing:
+                for w in live:
+                    cache.register(w.seq_id, w.tokens, w.n_prompt)
             picked, sure = self._pick(logits, live, qs)
             going = []
             for w, tok, p in zip(live, picked, sure):

@@ -184,8 +184,10 @@ class Engine:
             kv_blocks = max_running * -(-c.block_size // block_size_tokens)
         self.cache = PagedKVCache(c, kv_blocks, block_size_tokens, w.dtype, w.device)
         self.drafts = None
-        if isinstance(proposer, DraftModel):  # as many blocks: it never holds more tokens
-            self.drafts = PagedDraft(proposer, kv_blocks, block_size_tokens)
+        if isinstance(proposer, DraftModel):
+            # twice the blocks: it shares prompt blocks less often than the target (sequences
+            # in one draft forward each compute theirs) and holds its guesses until verified
+            self.drafts = PagedDraft(proposer, 2 * kv_blocks, block_size_tokens, prefix_sharing)
         self.max_tokens_per_step, self.max_running = max_tokens_per_step, max_running
         self.prefix_sharing = prefix_sharing
         self.tokenizer, self.eos_id = tokenizer, eos_id
@@ -320,11 +322,16 @@ class Engine:
                 k = self._guess_room(seq, budget)
                 if not k:
                     continue
-                budget -= k
                 if self.drafts is not None:  # reserve k; the draft runs for all of them at once
-                    cache.grow(seq.id, seq.computed + 1 + k)
-                    wants.append(Want(seq.id, seq.tokens, k, seq.req.sampling, seq.generator))
+                    want = Want(
+                        seq.id, seq.tokens, seq.n_prompt, k, seq.req.sampling, seq.generator
+                    )
+                    if self.drafts.reserve(want):
+                        cache.grow(seq.id, seq.computed + 1 + k)
+                        wants.append(want)
+                        budget -= k
                     continue
+                budget -= k
                 seq.draft = lookup(torch.tensor(seq.tokens), k, self.proposer.max_ngram).tolist()
                 cache.grow(seq.id, seq.computed + 1 + len(seq.draft))
                 plan[seq.id] += len(seq.draft)
