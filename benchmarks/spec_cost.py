@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     n = args.new_tokens
     seconds: dict[str, float] = {}
     stats: dict[int, list[int]] = {k: [0, 0, 0] for k in args.ks}
-    proposers = {k: CountingDraft(draft, k) for k in args.ks}
+    proposers = {k: CountingDraft(draft, k, 0.0) for k in args.ks}  # k guesses every round
     best: dict[str, float] = {}
     generate(target, [prompts[0][:16]], 4, GREEDY, proposer=proposers[args.ks[0]])  # warm-up
     for r in range(args.repeats):
