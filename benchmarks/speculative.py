@@ -13,7 +13,8 @@ against ``transformers``' assisted generation on the exported pair, greedy, batc
    generates ``--new-tokens`` tokens from each prompt (EOS ignored), the variants interleaved
    prompt by prompt, ``--repeats`` rounds, the fastest round of each variant reported. nextok's
    speculative variants are checked token for token against nextok's plain output;
-   transformers' against its own greedy output.
+   transformers' against its own greedy output. ``decode x`` is the ratio to plain without the
+   target's prompt forwards (timed alone in the same rounds), which every fp32 row runs alike.
 
     python benchmarks/speculative.py --work /tmp/specbench
 """
@@ -210,13 +211,16 @@ def main(argv: list[str] | None = None) -> None:
             "int4 (bf16)",
         ),
     }
-    picked = [m for m in makers if not args.variants or m.split(" k=")[0] in args.variants]
-    variants = {name: makers[name]() for name in picked}
-    if not args.no_hf:
+
+    def wanted(name: str) -> bool:
+        return not args.variants or name.split(" k=")[0] in args.variants
+
+    variants = {name: make() for name, make in makers.items() if wanted(name)}
+    if not args.no_hf and (
+        not args.variants or any(v.startswith("transformers") for v in args.variants)
+    ):
         hf = hf_variants(args.work, n, k, lk, args.ngram, conf)
-        variants.update(
-            {m: v for m, v in hf.items() if not args.variants or m.split(" k=")[0] in args.variants}
-        )
+        variants.update({name: v for name, v in hf.items() if wanted(name)})
 
     for fn, _, _ in variants.values():  # warm-up (and compilation) outside the timing
         fn(prompts[0][:16])

@@ -115,18 +115,14 @@ class DraftModel:
         going = torch.ones(seq.shape[0], dtype=torch.bool, device=seq.device)
         for _ in range(k):
             logits, _ = self.model(new, kv_cache=self.cache, attention_mask=mask, last_only=True)
-            logits = _fit_vocab(logits[:, -1].float(), vocab, banned)
-            if params.greedy:
-                tok = logits.argmax(-1)
-                q = logits.softmax(-1) if self.confidence_threshold > 0 else None
-            else:
-                q = next_token_probs(logits, params)
-                tok = draw(q, generator)
+            logits = fit_vocab(logits[:, -1].float(), vocab, banned)
+            tok, q, sure = guess(logits, params, generator, self.confidence_threshold > 0)
+            if q is not None:
                 qs.append(q)
             tokens.append(tok)
             lengths += going
-            if q is not None and self.confidence_threshold > 0:  # a row stops after an unsure guess
-                going &= q.gather(-1, tok[:, None])[:, 0] >= self.confidence_threshold
+            if sure is not None:  # a row stops after an unsure guess
+                going &= sure >= self.confidence_threshold
                 if not bool(going.any()):
                     break
             new, mask = tok[:, None], None
@@ -193,7 +189,23 @@ def _check_k(k: int) -> None:
         raise ValueError(f"num_speculative_tokens must be a positive integer, got {k!r}")
 
 
-def _fit_vocab(logits: torch.Tensor, vocab: int, banned: torch.Tensor) -> torch.Tensor:
+def guess(
+    logits: torch.Tensor, params: SamplingParams, generator: GeneratorArg, confidence: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """A draft's next token per row of ``logits`` (B, V) under the target's sampling rules:
+    (tokens (B,), the distributions they were drawn from (None when greedy: a point mass for
+    the rejection rule), the draft's probability of each token (None unless ``confidence``))."""
+    if params.greedy:
+        tok, q = logits.argmax(-1), None
+        probs = logits.softmax(-1) if confidence else None
+    else:
+        q = probs = next_token_probs(logits, params)
+        tok = draw(q, generator)
+    sure = probs.gather(-1, tok[:, None])[:, 0] if confidence else None
+    return tok, q, sure
+
+
+def fit_vocab(logits: torch.Tensor, vocab: int, banned: torch.Tensor) -> torch.Tensor:
     """Draft logits over the target's ``vocab`` ids; ``banned`` (the ids past the tokenizer's,
     padding) -inf. Draft and target may pad their vocabularies differently."""
     size, limit = logits.shape[-1], vocab - len(banned)

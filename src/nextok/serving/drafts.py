@@ -10,8 +10,9 @@ sequence stops guessing at its own k, or after a guess the draft gives less than
 tokens that stay; a finished or preempted sequence returns its draft blocks.
 
 Each guess is drawn with its request's sampling rules and seeded generator, row by row (greedy:
-the draft's argmax), as ``nextok-generate``'s :class:`~nextok.generation.DraftModel` does for
-one sequence, so a request's draws never depend on its companions.
+the draft's argmax), by the rule ``nextok-generate``'s :class:`~nextok.generation.DraftModel`
+uses (:func:`~nextok.generation.proposers.guess`): a request's generator serves its own rows
+only.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from nextok.generation import DraftModel
-from nextok.generation.proposers import _fit_vocab
-from nextok.generation.sampling import draw, next_token_probs
+from nextok.generation.proposers import fit_vocab, guess
 from nextok.serving.blocks import OutOfBlocks
 from nextok.serving.paged_cache import PagedKVCache
 
@@ -71,9 +71,9 @@ class PagedDraft:
     """The draft model and its paged KV cache for every sequence of one engine.
 
     ``num_blocks`` blocks of ``block_size_tokens``. Prompts that start with the same full
-    blocks share them, as in the target's cache (with ``prefix_sharing``), so the draft pool
-    holds no more blocks than the target's for the same sequences; a sequence that finds no
-    room anyway gets no guesses that step (:meth:`reserve`), nothing else changes."""
+    blocks share them, as in the target's cache (with ``prefix_sharing``; sequences whose
+    prompts enter in the same draft forward each compute theirs); a sequence that finds no room
+    gets no guesses that step (:meth:`reserve`), nothing else changes."""
 
     def __init__(
         self,
@@ -129,16 +129,18 @@ class PagedDraft:
         guesses: dict[int, list[int]] = {w.seq_id: [] for w in live}
         qs: dict[int, list[torch.Tensor]] = {w.seq_id: [] for w in live}
         feed = {w.seq_id: list(w.tokens[cache.lengths[w.seq_id] :]) for w in live}
+        first = True
         while live:
             chunks = [(w.seq_id, len(feed[w.seq_id])) for w in live]
             ids = [t for w in live for t in feed[w.seq_id]]
             last = torch.tensor(chunks, dtype=torch.long)[:, 1].cumsum(0) - 1
             step = cache.step(chunks, last.to(device))
             idx = torch.tensor(ids, dtype=torch.long, device=device)[None]
-            logits = _fit_vocab(self.model(idx, kv_cache=step)[0][0].float(), vocab, banned)
-            if self.prefix_sharing:
+            logits = fit_vocab(self.model(idx, kv_cache=step)[0][0].float(), vocab, banned)
+            if first and self.prefix_sharing:  # prompt blocks enter only in the first forward
                 for w in live:
                     cache.register(w.seq_id, w.tokens, w.n_prompt)
+            first = False
             picked, sure = self._pick(logits, live, qs)
             going = []
             for w, tok, p in zip(live, picked, sure):
@@ -150,23 +152,17 @@ class PagedDraft:
         return {s: (g, torch.stack(qs[s], 0)[None] if qs[s] else None) for s, g in guesses.items()}
 
     def _pick(self, logits: torch.Tensor, live: Sequence[Want], qs) -> tuple[list, list]:
-        """Each row's guess (argmax, or a draw from its request's distribution with its own
-        generator) and the draft's probability of it."""
-        greedy = all(w.sampling.greedy for w in live)
-        if greedy:
-            tok = logits.argmax(-1)
-            sure = logits.softmax(-1).gather(-1, tok[:, None])[:, 0] if self.threshold else None
-            return tok.tolist(), sure.tolist() if sure is not None else [1.0] * len(live)
-        toks, sure = [], []
+        """Each row's guess and the draft's probability of it: one call for an all-greedy
+        batch, else row by row with each request's rules and generator."""
+        confidence = self.threshold > 0
+        if all(w.sampling.greedy for w in live):
+            tok, _, sure = guess(logits, live[0].sampling, None, confidence)
+            return tok.tolist(), sure.tolist() if confidence else [1.0] * len(live)
+        toks, sures = [], []
         for row, w in zip(logits, live):
-            if w.sampling.greedy:
-                q = row.softmax(-1)
-                tok = int(row.argmax())
-            else:
-                q = next_token_probs(row[None], w.sampling)
-                tok = int(draw(q, w.generator)[0])
+            tok, q, sure = guess(row[None], w.sampling, w.generator, confidence)
+            if q is not None:
                 qs[w.seq_id].append(q[0])
-                q = q[0]
-            toks.append(tok)
-            sure.append(float(q[tok]))
-        return toks, sure
+            toks.append(int(tok[0]))
+            sures.append(float(sure[0]) if confidence else 1.0)
+        return toks, sures

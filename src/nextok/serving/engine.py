@@ -331,11 +331,10 @@ class Engine:
                         wants.append(want)
                         budget -= k
                     continue
-                budget -= k
                 seq.draft = lookup(torch.tensor(seq.tokens), k, self.proposer.max_ngram).tolist()
                 cache.grow(seq.id, seq.computed + 1 + len(seq.draft))
                 plan[seq.id] += len(seq.draft)
-                budget += k - len(seq.draft)
+                budget -= len(seq.draft)
             if wants:
                 guessed = self.drafts.propose(wants, self.vocab, self.pad_ids)
                 for seq in self.running:
